@@ -1,0 +1,25 @@
+"""engine: word2vec (skip-gram / CBOW, negative sampling / hierarchical softmax) trained by
+Cython nogil kernels on every core of a machine.
+
+Public API: Word2Vec, KeyedVectors, CorpusSource (streamed corpus), run_job, load_job.
+"""
+from .config import JobConfig, ModelConfig, load_job
+from .corpus import CorpusSource
+from .errors import ConfigError, CorpusError, EngineError, Interrupted, WorkerError
+from .model import Word2Vec
+from .vectors import KeyedVectors
+
+__version__ = "0.1.0"
+
+
+def run_job(job, show_progress: bool = True):
+    """Train, save and evaluate a job (a JobConfig or the path of a job TOML file)."""
+    from .train import run_job as _run
+
+    if isinstance(job, str):
+        job = load_job(job)
+    return _run(job, show_progress)
+
+
+__all__ = ["Word2Vec", "KeyedVectors", "CorpusSource", "JobConfig", "ModelConfig", "load_job",
+           "run_job", "EngineError", "ConfigError", "CorpusError", "WorkerError", "Interrupted"]

@@ -1,0 +1,91 @@
+"""The `engine` command: `engine run JOB.toml`, `engine bench --threads 1..8`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import EngineError, Interrupted, WorkerError
+
+log = logging.getLogger("engine")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def _print_summary(report: dict) -> None:
+    print(f"corpus: {report['corpus']} ({report['corpus_words']:,} words, "
+          f"vocabulary {report['vocab_size']:,})")
+    print(f"training: {report['training_seconds']:.1f} s, {report['words_per_sec']:,.0f} "
+          f"words/s with {report['workers']} process(es); peak memory "
+          f"{report['peak_rss_mb']:.0f} MB")
+    for path, r in report.get("evaluation", {}).get("analogies", {}).items():
+        print(f"analogies: {r['accuracy']:.4f} over {r['evaluated']} questions ({path})")
+    for path, r in report.get("evaluation", {}).get("similarity", {}).items():
+        print(f"word pairs: spearman {r['spearman']:.4f}, pearson {r['pearson']:.4f}, "
+              f"oov {r['oov_pct']:.1f}% ({path})")
+    for word, near in report.get("neighbours", {}).items():
+        print(f"  {word:>12} -> " + ", ".join(f"{w} ({s:.2f})" for w, s in near))
+    if report.get("lost_workers"):
+        print(f"note: {len(report['lost_workers'])} training process(es) died; their chunks "
+              f"were retrained by the others")
+
+
+def cmd_run(args) -> int:
+    from .config import load_job
+    from .train import run_job
+
+    job = load_job(args.job, args.set)
+    report = run_job(job, show_progress=not args.quiet)
+    _print_summary(report)
+    print(f"wrote {job.output.dir}/vectors.bin, {job.output.dir}/model/, "
+          f"{job.output.dir}/report.json")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="engine", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train, save and evaluate a job")
+    r.add_argument("job", help="job file (TOML), e.g. conf/job.toml")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a job setting (repeatable), e.g. --set model.sg=1")
+    r.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    r.set_defaults(func=cmd_run)
+    from .bench import add_arguments
+
+    b = sub.add_parser("bench", help="speed / memory / accuracy per process count")
+    add_arguments(b)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return args.func(args)
+    except Interrupted as exc:
+        print(f"\nengine: {exc}", file=sys.stderr)
+        return 130
+    except WorkerError as exc:
+        print(f"engine: error: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:
+        print(f"engine: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nengine: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

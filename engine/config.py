@@ -1,0 +1,208 @@
+"""Job configuration: frozen dataclasses read from TOML, every field checked.
+
+Unknown keys, wrong types and out-of-range values are one-line ConfigErrors naming the
+key (`[model] window: expected an integer >= 1, got -3`). The [model] keys are exactly the
+keyword arguments of `engine.Word2Vec`, with gensim 4's defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+def physical_cores() -> int:
+    """Physical cores of this machine (psutil), at least 1."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _spec(kind: type, lo: float | None = None, hi: float | None = None,
+          choices: tuple | None = None, lo_open: bool = False) -> dict:
+    return {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open}
+
+
+def _f(default: Any, kind: type, lo=None, hi=None, choices=None, lo_open=False):
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = {"check": _spec(kind, lo, hi, choices, lo_open)}
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    path: str = _f("", str)                         # "" = the bundled sample (engine.sample)
+    format: str = _f("auto", str, choices=("auto", "lines", "text8"))
+    encoding_errors: str = _f("strict", str, choices=("strict", "replace", "ignore"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    sg: int = _f(0, int, 0, 1)
+    hs: int = _f(0, int, 0, 1)
+    negative: int = _f(5, int, 0, 1000)
+    ns_exponent: float = _f(0.75, float, -10.0, 10.0)
+    cbow_mean: int = _f(1, int, 0, 1)
+    sample: float = _f(1e-3, float, 0.0)
+    window: int = _f(5, int, 1, 1000)
+    min_count: int = _f(5, int, 1)
+    max_vocab_size: int = _f(0, int, 0)             # 0 = no pruning while counting
+    max_final_vocab: int = _f(0, int, 0)            # 0 = no cap
+    epochs: int = _f(5, int, 1)
+    alpha: float = _f(0.025, float, 0.0, 10.0, lo_open=True)
+    min_alpha: float = _f(0.0001, float, 0.0, 10.0)
+    seed: int = _f(1, int, 0, 2**63 - 1)
+    vector_size: int = _f(100, int, 1, 100_000)
+
+    def __post_init__(self):
+        if self.negative == 0 and self.hs == 0:
+            raise ConfigError("[model] negative: must be > 0 when hs = 0 (no output layer)")
+        if self.min_alpha > self.alpha:
+            raise ConfigError(f"[model] min_alpha: expected <= alpha ({self.alpha}), "
+                              f"got {self.min_alpha}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    workers: int = _f(0, int, 0, 4096)              # 0 = physical cores
+    chunk_words: int = _f(20_000, int, 100)         # ids per work unit handed to a process
+    block_bytes: int = _f(2 << 20, int, 4096)       # text per block when counting/encoding
+    cache_dir: str = _f("", str)                    # "" = a temporary folder, removed after
+
+    @property
+    def processes(self) -> int:
+        return self.workers or physical_cores()
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = _f("out", str)
+    text_vectors: bool = _f(False, bool)            # also write vectors.txt
+    progress_seconds: float = _f(5.0, float, 0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    analogies: list = _f([], list)
+    similarity: list = _f([], list)
+    restrict_vocab: int = _f(30_000, int, 1)
+    neighbours: list = _f([], list)                 # words whose most_similar is printed
+    topn: int = _f(5, int, 1, 1000)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(JobConfig)}
+_SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
+                  "output": OutputConfig, "evaluate": EvaluateConfig}
+
+
+def _describe(chk: dict) -> str:
+    kind, lo, hi, choices = chk["kind"], chk["lo"], chk["hi"], chk["choices"]
+    if choices:
+        return "one of " + ", ".join(repr(c) for c in choices)
+    name = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            list: "a list"}[kind]
+    if lo is not None and hi is not None:
+        return f"{name} in {'(' if chk['lo_open'] else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f"{name} {'>' if chk['lo_open'] else '>='} {lo}"
+    return name
+
+
+def check_value(where: str, value: Any, chk: dict) -> Any:
+    """Validate one value against its field spec; returns it (ints widened to float)."""
+    kind = chk["kind"]
+    ok = True
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value)
+    elif kind is list:
+        if isinstance(value, str):
+            value = [value]
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, kind)
+    if ok and chk["choices"] is not None:
+        ok = value in chk["choices"]
+    if ok and chk["lo"] is not None:
+        ok = value > chk["lo"] if chk["lo_open"] else value >= chk["lo"]
+    if ok and chk["hi"] is not None:
+        ok = value <= chk["hi"]
+    if not ok:
+        raise ConfigError(f"{where}: expected {_describe(chk)}, got {value!r}")
+    return value
+
+
+def make_section(cls: type, values: dict, where: str = ""):
+    """Build one section dataclass from a dict, checking every key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    section = where or f"[{next(k for k, v in _SECTION_TYPES.items() if v is cls)}]"
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{section} {key}: unknown key (known: {known})")
+        kwargs[key] = check_value(f"{section} {key}", value, fields[key].metadata["check"])
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'model.window=10' -> ('model', 'window', 10); the value is read as TOML, else text."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def job_from_dict(data: dict, overrides: list[str] = (), source: str = "job") -> JobConfig:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    sections = {}
+    for name, values in data.items():
+        if name not in _SECTION_TYPES:
+            raise ConfigError(f"{source}: unknown section [{name}] "
+                              f"(known: {', '.join(_SECTION_TYPES)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        sections[name] = make_section(_SECTION_TYPES[name], values, f"{source} [{name}]")
+    return JobConfig(**sections)
+
+
+def load_job(path: str, overrides: list[str] = ()) -> JobConfig:
+    """Read and validate a job file (TOML) with --set overrides applied on top."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return job_from_dict(data, overrides, source=path)

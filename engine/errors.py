@@ -1,0 +1,21 @@
+"""Errors a user can act on: each one message, one line, naming the file or field."""
+
+
+class EngineError(Exception):
+    """Base of every error engine reports to the user (the CLI prints it and exits 2)."""
+
+
+class ConfigError(EngineError):
+    """A job file, a --set override or a keyword argument is wrong."""
+
+
+class CorpusError(EngineError):
+    """The corpus cannot be read or yields nothing to train on."""
+
+
+class WorkerError(EngineError):
+    """A training process failed; the message carries its traceback."""
+
+
+class Interrupted(EngineError):
+    """Training stopped by Ctrl-C or SIGTERM (everything was cleaned up)."""

@@ -1,0 +1,70 @@
+"""Peak memory of a job: all its processes together, shared memory counted once.
+
+A background thread samples the proportional set size (PSS: shared pages split between
+the processes mapping them) of this process and all its descendants, and keeps the max.
+Where PSS is unavailable it falls back to RSS (shared pages then count once per process).
+"""
+from __future__ import annotations
+
+import resource
+import threading
+
+import psutil
+
+
+def _pss_mb(proc: psutil.Process) -> float:
+    try:
+        info = proc.memory_full_info()
+        return getattr(info, "pss", info.rss) / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return 0.0
+    except Exception:
+        try:
+            return proc.memory_info().rss / 2**20
+        except psutil.Error:
+            return 0.0
+
+
+def tree_pss_mb(root: psutil.Process | None = None) -> float:
+    """Current PSS of a process and all its descendants, in MB."""
+    root = root or psutil.Process()
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        procs = [root]
+    return sum(_pss_mb(p) for p in procs)
+
+
+def self_peak_rss_mb() -> float:
+    """The kernel's peak RSS of this process (ru_maxrss), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Context manager: samples tree PSS every `interval` seconds; `.peak_mb` after."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="peak-memory")
+        self._root = psutil.Process()
+
+    def sample(self) -> float:
+        now = tree_pss_mb(self._root)
+        self.peak_mb = max(self.peak_mb, now)
+        return now
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()

@@ -1,0 +1,117 @@
+"""Named shared-memory arrays: the parent creates and unlinks, children attach and close.
+
+Before Python 3.13 attaching registers the segment with the resource tracker, which may
+unlink it when that process exits (cpython gh-82300). Children therefore attach untracked
+(`track=False` on 3.13+, a suppressed registration before), so a child exiting, crashing
+or being killed never removes the parent's segment. The parent's own registration stays:
+if the parent itself is killed, its resource tracker unlinks the segments it left.
+"""
+from __future__ import annotations
+
+import secrets
+import sys
+from contextlib import contextmanager
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
+
+PREFIX = "engine_"
+
+
+@contextmanager
+def _untracked():
+    original = resource_tracker.register
+
+    def skip(name, rtype):
+        if rtype != "shared_memory":
+            original(name, rtype)
+
+    resource_tracker.register = skip
+    try:
+        yield
+    finally:
+        resource_tracker.register = original
+
+
+def _attach_segment(name: str) -> shared_memory.SharedMemory:
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    with _untracked():
+        return shared_memory.SharedMemory(name=name)
+
+
+class SharedArrays:
+    """A set of named numpy arrays in shared memory, one segment each.
+
+    `spec` (plain names, shapes, dtypes) is what a child needs to attach: nothing large is
+    pickled. The creator must call `unlink()` (use it as a context manager)."""
+
+    def __init__(self, spec: dict, segments: dict, owner: bool):
+        self.spec = spec
+        self._segments = segments
+        self.owner = owner
+        self.arrays = {
+            key: np.ndarray(shape, dtype=np.dtype(dtype), buffer=segments[key].buf)
+            for key, (name, shape, dtype) in spec.items()
+        }
+
+    @classmethod
+    def create(cls, arrays: dict[str, np.ndarray]) -> "SharedArrays":
+        spec, segments = {}, {}
+        tag = secrets.token_hex(4)
+        try:
+            for key, src in arrays.items():
+                src = np.ascontiguousarray(src)
+                name = f"{PREFIX}{tag}_{key}"
+                seg = shared_memory.SharedMemory(name=name, create=True, size=max(src.nbytes, 1))
+                segments[key] = seg
+                spec[key] = (seg.name, src.shape, src.dtype.str)
+                np.ndarray(src.shape, src.dtype, buffer=seg.buf)[...] = src
+        except BaseException:
+            for seg in segments.values():
+                seg.close()
+                seg.unlink()
+            raise
+        return cls(spec, segments, owner=True)
+
+    @classmethod
+    def attach(cls, spec: dict) -> "SharedArrays":
+        segments = {}
+        try:
+            for key, (name, _shape, _dtype) in spec.items():
+                segments[key] = _attach_segment(name)
+        except BaseException:
+            for seg in segments.values():
+                seg.close()
+            raise
+        return cls(spec, segments, owner=False)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def close(self) -> None:
+        self.arrays = {}
+        for seg in self._segments.values():
+            try:
+                seg.close()
+            except BufferError:      # a view is still alive somewhere; the OS frees on exit
+                pass
+
+    def unlink(self) -> None:
+        self.close()
+        if self.owner:
+            for seg in self._segments.values():
+                try:
+                    seg.unlink()
+                except FileNotFoundError:
+                    pass
+            self._segments = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.owner:
+            self.unlink()
+        else:
+            self.close()

@@ -1,0 +1,173 @@
+"""One job end to end: corpus -> vocabulary -> id stream -> LocalEngine -> vectors ->
+saved outputs, evaluations and report.json. The CLI and the Python API both call this."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+
+from .atomic import atomic_file
+from .blas import blas_line, blas_summary
+from .config import CorpusConfig, EngineConfig, JobConfig, ModelConfig
+from .corpus import CorpusSource
+from .idstream import IdStream
+from .local import LocalEngine, TrainStats, plan_tasks
+from .memory import PeakMemory, self_peak_rss_mb
+from .prepare import build_vocab, build_vocab_iterable, encode_corpus, encode_iterable
+from .state import ModelState
+from .vocab import Vocab
+
+log = logging.getLogger("engine")
+
+
+def corpus_source(cfg: CorpusConfig) -> CorpusSource:
+    path = cfg.path
+    if not path:
+        from .sample import sample_corpus_path
+
+        path = sample_corpus_path()
+        log.info("corpus: the bundled sample (King James Bible) at %s", path)
+    return CorpusSource(path, cfg.format, cfg.encoding_errors)
+
+
+def make_vocab(corpus, model: ModelConfig, engine: EngineConfig) -> Vocab:
+    """Pass 1 over a CorpusSource (parallel) or an iterable of token lists."""
+    if isinstance(corpus, CorpusSource):
+        return build_vocab(corpus, model.min_count, model.max_final_vocab, model.max_vocab_size,
+                           engine.processes, engine.block_bytes)
+    return build_vocab_iterable(corpus, model.min_count, model.max_final_vocab,
+                                model.max_vocab_size)
+
+
+def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdStream:
+    """Pass 2: encode the corpus once into an id stream in `folder`."""
+    if isinstance(corpus, CorpusSource):
+        return encode_corpus(corpus, vocab, folder, engine.chunk_words, engine.processes,
+                             engine.block_bytes)
+    return encode_iterable(corpus, vocab, folder, engine.chunk_words)
+
+
+def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,
+                alpha: float, min_alpha: float, progress_seconds: float = 5.0,
+                show_progress: bool = True) -> TrainStats:
+    """Train `state` in place for `epochs` more epochs over the id stream."""
+    tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
+                       first_epoch=state.epochs_trained)
+    runner = LocalEngine(engine.processes, progress_seconds, show_progress)
+    stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    state.epochs_trained += epochs
+    state.words_trained += stats.raw_words
+    return stats
+
+
+class scratch_folder:
+    """The id-stream folder: the configured cache_dir (kept) or a temp folder (removed)."""
+
+    def __init__(self, configured: str = ""):
+        self.configured = configured
+
+    def __enter__(self) -> str:
+        if self.configured:
+            os.makedirs(self.configured, exist_ok=True)
+            return self.configured
+        self.tmp = tempfile.mkdtemp(prefix="engine-ids-")
+        return self.tmp
+
+    def __exit__(self, *exc):
+        if not self.configured:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def evaluate(kv, cfg, report: dict) -> None:
+    """Run the configured evaluations into report['evaluation']."""
+    ev = report.setdefault("evaluation", {})
+    for path in cfg.analogies:
+        acc, sections = kv.evaluate_word_analogies(path, restrict_vocab=cfg.restrict_vocab)
+        total = sections[-1]
+        n = len(total["correct"]) + len(total["incorrect"])
+        ev.setdefault("analogies", {})[path] = {
+            "accuracy": round(acc, 4), "evaluated": n,
+            "sections": {s["section"]: round(len(s["correct"]) / max(
+                len(s["correct"]) + len(s["incorrect"]), 1), 4) for s in sections[:-1]}}
+        log.info("analogies %s: %.4f over %d questions", path, acc, n)
+    for path in cfg.similarity:
+        p, s, oov = kv.evaluate_word_pairs(path)
+        ev.setdefault("similarity", {})[path] = {
+            "spearman": round(s.statistic, 4), "pearson": round(p.statistic, 4),
+            "oov_pct": round(oov, 2)}
+        log.info("word pairs %s: spearman %.4f pearson %.4f (oov %.1f%%)", path, s.statistic,
+                 p.statistic, oov)
+
+
+def neighbours(kv, cfg) -> dict:
+    out = {}
+    for word in cfg.neighbours:
+        if word in kv:
+            out[word] = [(w, round(s, 3)) for w, s in kv.most_similar(word, topn=cfg.topn)]
+    return out
+
+
+def run_job(job: JobConfig, show_progress: bool = True) -> dict:
+    """Train, save and evaluate one job; returns the report (also in OUT/report.json)."""
+    started = time.time()
+    m, e = job.model, job.engine
+    log.info("engine: %d training process(es); %s", e.processes, blas_line())
+    source = corpus_source(job.corpus)
+    report: dict = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
+    with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder:
+        t0 = time.perf_counter()
+        vocab = make_vocab(source, m, e)
+        t1 = time.perf_counter()
+        log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
+                 len(vocab), m.min_count, vocab.raw_words, t1 - t0)
+        stream = make_stream(source, vocab, folder, e)
+        t2 = time.perf_counter()
+        log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
+                 t2 - t1)
+        state = ModelState(m, vocab)
+        mem.sample()
+        prep_peak = mem.peak_mb
+        mem_train = PeakMemory()
+        with mem_train:
+            stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
+                                job.output.progress_seconds, show_progress)
+        log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
+                 stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
+    kv = state.keyed_vectors()
+    out = job.output.dir
+    os.makedirs(out, exist_ok=True)
+    kv.save_word2vec_format(os.path.join(out, "vectors.bin"), binary=True)
+    if job.output.text_vectors:
+        kv.save_word2vec_format(os.path.join(out, "vectors.txt"), binary=False)
+    state.save(os.path.join(out, "model"))
+    report.update({
+        "corpus_words": vocab.raw_words, "sentences": stream.sentences,
+        "vocab_size": len(vocab), "epochs": m.epochs,
+        "vocab_seconds": round(t1 - t0, 3), "encode_seconds": round(t2 - t1, 3),
+        "training_seconds": round(stats.seconds, 3),
+        "words_per_sec": round(stats.words_per_sec, 1),
+        "effective_words_per_sec": round(stats.effective_words / max(stats.seconds, 1e-9), 1),
+        "trained_words": stats.raw_words, "effective_words": stats.effective_words,
+        "peak_rss_mb": round(mem.peak_mb, 1),
+        "train_peak_rss_mb": round(mem_train.peak_mb, 1),
+        "prepare_peak_rss_mb": round(prep_peak, 1),
+        "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
+        "lost_workers": stats.lost_workers,
+    })
+    evaluate(kv, job.evaluate, report)
+    report["neighbours"] = neighbours(kv, job.evaluate)
+    report["settings"] = {"model": dataclasses.asdict(m), "engine": dataclasses.asdict(e),
+                          "corpus": dataclasses.asdict(job.corpus)}
+    report["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
+                         "cpu_count": os.cpu_count(), "blas": blas_summary()}
+    report["wall_seconds"] = round(time.time() - started, 2)
+    with atomic_file(os.path.join(out, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=2)
+    return report

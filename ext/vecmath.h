@@ -1,0 +1,105 @@
+/* vecmath.h: the vector arithmetic at the bottom of every word2vec update.
+ *
+ * Each function is compiled once per instruction set (AVX-512, AVX2+FMA, baseline x86-64)
+ * with GCC/Clang `target_clones`; the loader picks the best for the running CPU, so a wheel
+ * built for the baseline still runs its inner loops with the widest vectors available.
+ * Everything works on raw float32 pointers; the Cython loops in _kernels.pyx call these.
+ */
+#ifndef ENGINE_VECMATH_H
+#define ENGINE_VECMATH_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define EW_EXP_TABLE_SIZE 1000
+#define EW_MAX_EXP 6.0f
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__) \
+    && !defined(ENGINE_NO_CLONES)
+#define EW_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define EW_CLONES
+#endif
+
+#if defined(_MSC_VER)
+#define EW_RESTRICT __restrict
+#define EW_SIMD
+#define EW_SIMD_SUM(var)
+#else
+#define EW_RESTRICT __restrict__
+#define EW_PRAGMA(x) _Pragma(#x)
+#define EW_SIMD EW_PRAGMA(omp simd)
+#define EW_SIMD_SUM(var) EW_PRAGMA(omp simd reduction(+:var))
+#endif
+
+/* Index of f in the sigmoid table (f must lie in (-MAX_EXP, MAX_EXP)). */
+static inline int ew_table_index(float f) {
+    return (int)((f + EW_MAX_EXP) * ((float)EW_EXP_TABLE_SIZE / EW_MAX_EXP / 2.0f));
+}
+
+/* y += a * x */
+static EW_CLONES void ew_axpy(int dim, float a, const float *EW_RESTRICT x, float *EW_RESTRICT y) {
+    EW_SIMD
+    for (int i = 0; i < dim; i++) y[i] += a * x[i];
+}
+
+/* neu1 = sum (or mean) of the input rows of the n context words. */
+static EW_CLONES void ew_context_sum(int dim, const float *EW_RESTRICT syn0, const int32_t *ctx,
+                                     int n, int mean, float *EW_RESTRICT neu1) {
+    for (int i = 0; i < dim; i++) neu1[i] = 0.0f;
+    for (int c = 0; c < n; c++) {
+        const float *row = syn0 + (size_t)ctx[c] * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) neu1[i] += row[i];
+    }
+    if (mean && n > 0) {
+        float inv = 1.0f / (float)n;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) neu1[i] *= inv;
+    }
+}
+
+/* Negative sampling against output rows: targets[0] is the true word (label 1), the rest
+ * are noise words (label 0). Updates those rows of syn1neg and accumulates the gradient for
+ * the input side into neu1e. */
+static EW_CLONES void ew_out_ns(int dim, const float *EW_RESTRICT h, float *syn1neg,
+                                const int32_t *targets, int n, float alpha,
+                                float *EW_RESTRICT neu1e, const float *table) {
+    for (int k = 0; k < n; k++) {
+        float *EW_RESTRICT l2 = syn1neg + (size_t)targets[k] * dim;
+        float label = (k == 0) ? 1.0f : 0.0f;
+        float f = 0.0f;
+        EW_SIMD_SUM(f)
+        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+        float g;
+        if (f > EW_MAX_EXP) g = (label - 1.0f) * alpha;
+        else if (f < -EW_MAX_EXP) g = label * alpha;
+        else g = (label - table[ew_table_index(f)]) * alpha;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) {
+            neu1e[i] += g * l2[i];
+            l2[i] += g * h[i];
+        }
+    }
+}
+
+/* Hierarchical softmax along one word's Huffman path (points = inner nodes, codes = bits). */
+static EW_CLONES void ew_out_hs(int dim, const float *EW_RESTRICT h, float *syn1,
+                                const int32_t *points, const uint8_t *codes, int n, float alpha,
+                                float *EW_RESTRICT neu1e, const float *table) {
+    for (int k = 0; k < n; k++) {
+        float *EW_RESTRICT l2 = syn1 + (size_t)points[k] * dim;
+        float f = 0.0f;
+        EW_SIMD_SUM(f)
+        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+        if (f <= -EW_MAX_EXP || f >= EW_MAX_EXP) continue;
+        float g = (1.0f - (float)codes[k] - table[ew_table_index(f)]) * alpha;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) {
+            neu1e[i] += g * l2[i];
+            l2[i] += g * h[i];
+        }
+    }
+}
+
+#endif
