@@ -1,9 +1,278 @@
-"""engine bench (placeholder wiring; filled in by the bench module below)."""
+"""`engine bench`: train one job once per process count and print the table users know from
+the word2vec literature (words/s, speedup, efficiency, peak RAM, analogy accuracy), with
+peers (gensim, gensim corpus_file, fastText) trained on the same settings in the same run.
+
+Each run is a fresh subprocess (`engine run`, or peers_runner.py under the peer's Python), so
+timings and peak memory of one run do not leak into the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from .config import load_job, job_from_dict
+from .corpus import CorpusSource, open_binary
+from .errors import ConfigError, EngineError
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_runner.py")
+PEER_MODULES = {"gensim": "gensim", "gensim-corpusfile": "gensim", "fasttext": "fasttext"}
 
 
-def add_arguments(p):
-    p.add_argument("job", nargs="?", default=None)
+def add_arguments(p) -> None:
+    p.add_argument("job", nargs="?", default=None,
+                   help="job file (default: the built-in default job on the bundled sample)")
+    p.add_argument("--threads", default="1..2", metavar="A..B|A,B,C",
+                   help="process counts to run, e.g. 1..8 or 1,2,4 (default 1..2)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--peers", default="", help="comma list: gensim, gensim-corpusfile, fasttext")
+    p.add_argument("--peer-python", default=os.environ.get("ENGINE_PEER_PYTHON", ""),
+                   help="Python with the peers installed (default: $ENGINE_PEER_PYTHON, "
+                        "else this Python)")
+    p.add_argument("--json", default="", metavar="F", help="write all rows as JSON")
+    p.add_argument("--plot", default="", metavar="F.png", help="words/s against processes")
+    p.add_argument("--keep", default="", metavar="DIR", help="keep each run's outputs here")
 
 
-def run_bench(args):
-    raise NotImplementedError
+def parse_threads(text: str) -> list[int]:
+    try:
+        if ".." in text:
+            a, b = (int(x) for x in text.split("..", 1))
+            counts = list(range(a, b + 1))
+        else:
+            counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--threads {text}: expected A..B or a comma list of integers") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--threads {text}: expected counts >= 1")
+    return counts
+
+
+def plain_corpus(path: str, tmp: str) -> str:
+    """A single uncompressed file with the corpus (peers' corpus_file mode needs one)."""
+    source = CorpusSource(path)
+    if len(source.files) == 1 and os.path.splitext(path)[1].lower() not in (".gz", ".bz2", ".xz"):
+        return path
+    out = os.path.join(tmp, "corpus.txt")
+    with open(out, "wb") as dst:
+        for f in source.files:
+            with open_binary(f) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            dst.write(b"\n")
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def write_job(job: dict, path: str) -> None:
+    with open(path, "w") as fh:
+        for section, values in job.items():
+            fh.write(f"[{section}]\n")
+            for k, v in values.items():
+                fh.write(f"{k} = {_toml_value(v)}\n")
+
+
+def engine_command() -> tuple[list[str], dict]:
+    """Command and environment that run `engine` from this very package in a subprocess,
+    whatever the current folder holds (-P: the cwd is not put on sys.path)."""
+    import engine
+
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return [sys.executable, "-P", "-m", "engine"], env
+
+
+def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict | None = None,
+               engine: dict | None = None) -> dict:
+    """One `engine run` in a fresh process; returns the row (from its report.json)."""
+    os.makedirs(out, exist_ok=True)
+    job = {"corpus": {"path": corpus}, "model": dict(model),
+           "engine": dict(engine or {}, workers=workers), "output": {"dir": out},
+           "evaluate": dict(evaluate or {})}
+    path = os.path.join(out, "job.toml")
+    write_job(job, path)
+    cmd, env = engine_command()
+    proc = subprocess.run(cmd + ["run", path, "--quiet"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise EngineError(f"engine run with {workers} process(es) failed:\n{proc.stderr[-3000:]}")
+    with open(os.path.join(out, "report.json")) as fh:
+        rep = json.load(fh)
+    row = {"tool": "engine", "threads": workers, "training_seconds": rep["training_seconds"],
+           "words_per_sec": rep["words_per_sec"], "peak_mb": rep["peak_rss_mb"],
+           "train_peak_mb": rep["train_peak_rss_mb"], "vocab_size": rep["vocab_size"],
+           "corpus_words": rep["corpus_words"], "prepare_seconds":
+               rep["vocab_seconds"] + rep["encode_seconds"], "vectors": os.path.join(out, "vectors.bin")}
+    for f, r in rep.get("evaluation", {}).get("analogies", {}).items():
+        row["analogy_accuracy"] = r["accuracy"]
+    for f, r in rep.get("evaluation", {}).get("similarity", {}).items():
+        row["wordsim_spearman"] = r["spearman"]
+    return row
+
+
+def peer_available(python: str, peer: str) -> str:
+    """'' if `peer` can run under `python`, else the reason it cannot."""
+    module = PEER_MODULES.get(peer)
+    if module is None:
+        return f"unknown peer {peer!r} (known: {', '.join(PEER_MODULES)})"
+    if not python or not os.path.exists(python):
+        return f"no peer Python at {python!r}"
+    ok = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
+    return "" if ok.returncode == 0 else f"{module} is not installed for {python}"
+
+
+def run_peer(python: str, peer: str, corpus: str, model: dict, threads: int, vectors: str,
+             corpus_words: int | None = None) -> dict:
+    proc = subprocess.run([python, RUNNER, peer, corpus, json.dumps(model), str(threads), vectors],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EngineError(f"peer {peer} failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    words = corpus_words or r["corpus_words"]
+    return {"tool": peer, "threads": threads, "training_seconds": r["training_seconds"],
+            "words_per_sec": words * model["epochs"] / r["training_seconds"],
+            "peak_mb": r["max_rss_mb"], "vocab_size": r["vocab_size"], "vectors": vectors,
+            "prepare_seconds": r["vocab_seconds"]}
+
+
+def judge(python: str, vectors: str) -> dict:
+    """Score vectors with ../shared/tools/judge.py (gensim's evaluators) under `python`."""
+    script = os.environ.get("ENGINE_JUDGE") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "tools",
+        "judge.py")
+    proc = subprocess.run([python, script, vectors], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EngineError(f"judge failed on {vectors}:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def evaluate_vectors(path: str, analogies: list[str], restrict: int) -> float | None:
+    from .vectors import KeyedVectors
+
+    if not analogies:
+        return None
+    kv = KeyedVectors.load_word2vec_format(path, binary=True)
+    return round(kv.evaluate_word_analogies(analogies[0], restrict_vocab=restrict)[0], 4)
+
+
+def format_table(rows: list[dict], cores: int) -> str:
+    lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tool in dict.fromkeys(r["tool"] for r in rows):
+        mine = [r for r in rows if r["tool"] == tool]
+        base = next((r for r in mine if r["threads"] == 1), None)
+        for r in mine:
+            speed = r["words_per_sec"] / base["words_per_sec"] if base else float("nan")
+            acc = r.get("analogy_accuracy")
+            note = "oversubscribed" if r["threads"] > cores else ""
+            lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | {speed:.2f}x | "
+                         f"{speed / r['threads']:.2f} | {r['peak_mb']:.0f} | "
+                         f"{'' if acc is None else f'{acc:.4f}'} | {note} |")
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    out = []
+    ours = {r["threads"]: r for r in rows if r["tool"] == "engine"}
+    for r in rows:
+        if r["tool"] != "engine" and r["threads"] in ours:
+            out.append(f"engine / {r['tool']} at {r['threads']} process(es): "
+                       f"{ours[r['threads']]['words_per_sec'] / r['words_per_sec']:.2f}x words/s")
+    return out
+
+
+def plot(rows: list[dict], path: str) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install 'engine[plot]')"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for tool in dict.fromkeys(r["tool"] for r in rows):
+        mine = [r for r in rows if r["tool"] == tool]
+        ax.plot([r["threads"] for r in mine], [r["words_per_sec"] for r in mine], "o-", label=tool)
+    ax.set_xlabel("processes / threads")
+    ax.set_ylabel("words/s")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return f"plot written to {path}"
+
+
+def run_bench(args) -> int:
+    import psutil
+
+    counts = parse_threads(args.threads)
+    job = load_job(args.job, args.set) if args.job else job_from_dict({}, args.set, "bench")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count()
+    model = dataclasses.asdict(job.model)
+    evaluate = dataclasses.asdict(job.evaluate)
+    evaluate["neighbours"] = []
+    engine = {k: v for k, v in dataclasses.asdict(job.engine).items() if k != "workers"}
+    rows: list[dict] = []
+    notes: list[str] = []
+    keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
+    try:
+        corpus = job.corpus.path
+        if not corpus:
+            from .sample import sample_corpus_path
+
+            corpus = sample_corpus_path()
+        for p in counts:
+            row = run_engine(corpus, model, p, os.path.join(keep, f"engine-{p}"), evaluate,
+                             engine)
+            rows.append(row)
+            print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
+                  f"{row['peak_mb']:.0f} MB", flush=True)
+        peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+        python = args.peer_python or sys.executable
+        if peers:
+            tmp = os.path.join(keep, "peer-corpus")
+            os.makedirs(tmp, exist_ok=True)
+            plain = plain_corpus(corpus, tmp)
+            words = rows[0]["corpus_words"]
+        for peer in peers:
+            why = peer_available(python, peer)
+            if why:
+                notes.append(f"peer {peer} skipped: {why}")
+                print(notes[-1], flush=True)
+                continue
+            for p in counts:
+                vec = os.path.join(keep, f"{peer}-{p}.bin")
+                row = run_peer(python, peer, plain, model, p, vec, words)
+                row["analogy_accuracy"] = evaluate_vectors(vec, job.evaluate.analogies,
+                                                           job.evaluate.restrict_vocab)
+                rows.append(row)
+                print(f"{peer}, {p} thread(s): {row['words_per_sec']:,.0f} words/s, peak "
+                      f"{row['peak_mb']:.0f} MB", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(keep, ignore_errors=True)
+    print()
+    print(f"corpus: {corpus}; {cores} CPU(s) available; model: "
+          + ", ".join(f"{k}={model[k]}" for k in ("sg", "hs", "negative", "vector_size", "window",
+                                                    "sample", "epochs", "alpha")))
+    print(format_table(rows, cores))
+    for line in ratios(rows) + notes:
+        print(line)
+    if args.plot:
+        print(plot(rows, args.plot))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rows": rows, "notes": notes, "cores": cores, "model": model}, fh, indent=2)
+    return 0

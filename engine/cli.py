@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .errors import EngineError, Interrupted, WorkerError
@@ -68,14 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigterm(signum, frame):
+    raise Interrupted("terminated (SIGTERM); stopped cleanly", exit_code=143)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except Interrupted as exc:
         print(f"\nengine: {exc}", file=sys.stderr)
-        return 130
+        return exc.exit_code
     except WorkerError as exc:
         print(f"engine: error: {exc}", file=sys.stderr)
         return 1

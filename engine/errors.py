@@ -18,4 +18,9 @@ class WorkerError(EngineError):
 
 
 class Interrupted(EngineError):
-    """Training stopped by Ctrl-C or SIGTERM (everything was cleaned up)."""
+    """Training stopped by Ctrl-C or SIGTERM (everything was cleaned up); `exit_code` is the
+    shell convention, 128 + signal number."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -325,5 +325,5 @@ class _signals_as_interrupt:
                               "memory released") from None
         if exc_type is _StopRequested:
             raise Interrupted("terminated (SIGTERM); training processes stopped, shared "
-                              "memory released") from None
+                              "memory released", exit_code=143) from None
         return False

@@ -1,0 +1,62 @@
+import gzip
+import os
+import random
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def planted_corpus(n_topics=4, words_per_topic=12, sentences=3000, length=12, seed=0,
+                   shared_words=6):
+    """Sentences each drawn from one topic's words (plus a few shared filler words): words of
+    a topic must end up closer to each other than to other topics' words."""
+    rnd = random.Random(seed)
+    topics = [[f"t{t}w{i}" for i in range(words_per_topic)] for t in range(n_topics)]
+    filler = [f"the{i}" for i in range(shared_words)]
+    out = []
+    for _ in range(sentences):
+        topic = topics[rnd.randrange(n_topics)]
+        out.append([rnd.choice(topic) if rnd.random() < 0.8 else rnd.choice(filler)
+                    for _ in range(length)])
+    return topics, out
+
+
+def topic_separation(kv, topics):
+    """Mean cosine within topics minus mean cosine across topics."""
+    within, across = [], []
+    for a, ta in enumerate(topics):
+        for b, tb in enumerate(topics):
+            for wa in ta:
+                for wb in tb:
+                    if wa == wb:
+                        continue
+                    (within if a == b else across).append(kv.similarity(wa, wb))
+    return float(np.mean(within) - np.mean(across))
+
+
+def topic_precision(kv, topics, topn=5):
+    """Share of each word's topn neighbours (among topic words) that share its topic."""
+    hits = total = 0
+    topic_of = {w: t for t, ws in enumerate(topics) for w in ws}
+    for w, t in topic_of.items():
+        near = [x for x, _ in kv.most_similar(w, topn=50) if x in topic_of][:topn]
+        hits += sum(topic_of[x] == t for x in near)
+        total += len(near)
+    return hits / total
+
+
+@pytest.fixture(scope="session")
+def planted():
+    return planted_corpus()
+
+
+@pytest.fixture
+def planted_file(tmp_path, planted):
+    topics, sents = planted
+    path = tmp_path / "planted.txt.gz"
+    with gzip.open(path, "wt") as fh:
+        for s in sents:
+            fh.write(" ".join(s) + "\n")
+    return topics, str(path)

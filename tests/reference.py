@@ -1,0 +1,129 @@
+"""Slow numpy twins of the Cython kernels, written from the algorithm's description, with the
+same RNG draw order, so one chunk of training can be compared update for update."""
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+ONE32 = 1 << 32
+F = np.float32
+
+
+class SplitMix:
+    def __init__(self, seed):
+        self.s = seed & MASK64
+
+    def next(self):
+        self.s = (self.s + 0x9E3779B97F4A7C15) & MASK64
+        z = self.s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+
+def sigmoid_table(size=1000, max_exp=6.0):
+    i = np.arange(size, dtype=np.float64)
+    e = np.exp((i / size * 2.0 - 1.0) * max_exp)
+    return (e / (e + 1.0)).astype(np.float32)
+
+
+TABLE = sigmoid_table()
+SCALE = F(1000) / F(6) / F(2)
+
+
+def lookup(f):
+    return TABLE[int((F(f) + F(6)) * SCALE)]
+
+
+def ref_out_ns(h, syn1neg, targets, alpha):
+    neu1e = np.zeros_like(h)
+    for k, t in enumerate(targets):
+        l2 = syn1neg[t]
+        f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
+        label = F(1.0) if k == 0 else F(0.0)
+        if f > 6:
+            g = (label - F(1)) * F(alpha)
+        elif f < -6:
+            g = label * F(alpha)
+        else:
+            g = (label - lookup(f)) * F(alpha)
+        neu1e += g * l2
+        syn1neg[t] += g * h
+    return neu1e
+
+
+def ref_out_hs(h, syn1, points, codes, alpha):
+    neu1e = np.zeros_like(h)
+    for p, c in zip(points, codes):
+        l2 = syn1[p]
+        f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
+        if f <= -6 or f >= 6:
+            continue
+        g = (F(1) - F(c) - lookup(f)) * F(alpha)
+        neu1e += g * l2
+        syn1[p] += g * h
+    return neu1e
+
+
+def _targets(a, word, rng, negative):
+    v = a["syn0"].shape[0]
+    out = [word]
+    for _ in range(negative):
+        r = rng.next()
+        bucket = ((r >> 32) * v) >> 32
+        t = bucket if (r & 0xFFFFFFFF) < int(a["alias_prob"][bucket]) else int(a["alias_idx"][bucket])
+        if t != word:
+            out.append(t)
+    return out
+
+
+def _output(a, s, word, h, alpha, rng):
+    neu1e = np.zeros_like(h)
+    if s["hs"]:
+        n = a["code_lens"][word]
+        neu1e += ref_out_hs(h, a["syn1"], a["points"][word, :n], a["codes"][word, :n], alpha)
+    if s["negative"]:
+        neu1e += ref_out_ns(h, a["syn1neg"], _targets(a, word, rng, s["negative"]), alpha)
+    return neu1e
+
+
+def ref_train(a, s, ids, seed, alpha0, alpha1):
+    """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean."""
+    rng = SplitMix(seed)
+    n = len(ids)
+    i = 0
+    trained = 0
+    while i < n:
+        alpha = F(alpha0) + (F(alpha1) - F(alpha0)) * (F(i) / F(n))
+        sent = []
+        while i < n and ids[i] >= 0:
+            w = int(ids[i])
+            i += 1
+            thr = int(a["sample_thr"][w])
+            if thr < ONE32 and (rng.next() >> 32) >= thr:
+                continue
+            sent.append(w)
+        i += 1
+        trained += len(sent)
+        for pos in range(len(sent)):
+            span = s["window"] - rng.next() % s["window"]
+            lo, hi = max(pos - span, 0), min(pos + span + 1, len(sent))
+            if s["sg"]:
+                for j in range(lo, hi):
+                    if j == pos:
+                        continue
+                    l1 = a["syn0"][sent[j]]
+                    l1 += _output(a, s, sent[pos], l1.copy(), alpha, rng)
+            else:
+                ctx = [sent[j] for j in range(lo, hi) if j != pos]
+                if not ctx:
+                    continue
+                neu1 = np.zeros(a["syn0"].shape[1], np.float32)
+                for c in ctx:
+                    neu1 += a["syn0"][c]
+                if s["cbow_mean"]:
+                    neu1 *= F(1.0) / F(len(ctx))
+                neu1e = _output(a, s, sent[pos], neu1, alpha, rng)
+                if not s["cbow_mean"]:
+                    neu1e /= F(len(ctx))
+                for c in ctx:
+                    a["syn0"][c] += neu1e
+    return trained

@@ -1,0 +1,87 @@
+import json
+import subprocess
+
+import pytest
+
+from engine.bench import engine_command
+
+
+def _run(*args):
+    cmd, env = engine_command()
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def job(tmp_path, planted_file):
+    topics, corpus = planted_file
+    q = tmp_path / "q.txt"
+    q.write_text(": topic\nt0w0 t0w1 t1w0 t1w1\nt0w2 t0w3 t2w2 t2w3\n")
+    ws = tmp_path / "ws.tsv"
+    ws.write_text("t0w0\tt0w1\t9\nt0w0\tt1w1\t1\nt1w0\tt1w2\t8\nt2w0\tt3w1\t2\n")
+    p = tmp_path / "job.toml"
+    p.write_text(f"""
+[corpus]
+path = "{corpus}"
+[model]
+sg = 1
+vector_size = 20
+min_count = 1
+epochs = 3
+sample = 0
+[engine]
+workers = 2
+chunk_words = 4000
+[output]
+dir = "{tmp_path / 'out'}"
+text_vectors = true
+[evaluate]
+analogies = ["{q}"]
+similarity = ["{ws}"]
+neighbours = ["t0w0"]
+""")
+    return p
+
+
+def test_run_writes_everything(job, tmp_path):
+    r = _run("run", str(job), "--set", "model.window=3")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("corpus_words", "vocab_size", "training_seconds", "words_per_sec",
+                "peak_rss_mb", "evaluation"):
+        assert key in rep
+    assert rep["corpus_words"] == 3000 * 12 and rep["workers"] == 2
+    assert rep["settings"]["model"]["window"] == 3
+    assert rep["trained_words"] == 3 * rep["corpus_words"]
+    assert rep["evaluation"]["similarity"][str(tmp_path / "ws.tsv")]["spearman"] > 0.5
+    assert rep["evaluation"]["analogies"][str(tmp_path / "q.txt")]["evaluated"] == 2
+    assert (out / "vectors.bin").exists() and (out / "vectors.txt").exists()
+    assert (out / "model" / "syn0.npy").exists()
+    assert "t0w0 ->" in r.stdout and "t0w" in r.stdout.split("t0w0 ->")[1]
+    assert "BLAS" in r.stderr                       # the startup log names the BLAS
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("model.window=0", "[model] window: expected an integer in [1, 1000], got 0"),
+    ("model.colour=3", "[model] colour: unknown key"),
+    ("corpus.path=/nonexistent/c.txt", "/nonexistent/c.txt: corpus file not found"),
+    ("model.min_count=100000", "no word occurs min_count=100000 times"),
+])
+def test_bad_input_one_line_error(job, tmp_path, override, msg):
+    r = _run("run", str(job), "--set", override)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("engine: error")]
+    assert len(lines) == 1 and msg in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "vectors.bin").exists()
+
+
+def test_bench_runs_and_skips_missing_peer(job, tmp_path):
+    r = _run("bench", str(job), "--threads", "1..2", "--peers", "nosuchpeer",
+             "--json", str(tmp_path / "b.json"), "--set", "model.epochs=1")
+    assert r.returncode == 0, r.stderr
+    assert "| engine | 2 |" in r.stdout
+    assert "peer nosuchpeer skipped" in r.stdout
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [row["threads"] for row in data["rows"]] == [1, 2]
+    assert all(row["peak_mb"] > 0 and row["words_per_sec"] > 0 for row in data["rows"])

@@ -1,0 +1,149 @@
+"""Lifecycle of the multi-process engine: normal end, a failing worker, a killed worker,
+Ctrl-C and SIGTERM. After each: no orphan processes, no segment left in /dev/shm."""
+import glob
+import os
+import random
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from engine.bench import engine_command
+from engine.errors import WorkerError
+from engine.idstream import IdStream
+from engine.local import LocalEngine, plan_tasks
+from engine.prepare import build_vocab_iterable, encode_iterable
+from engine.shm import PREFIX
+from engine.state import ModelState
+from engine.config import ModelConfig
+
+
+def _segments():
+    return set(glob.glob(f"/dev/shm/{PREFIX}*"))
+
+
+def _trainers(proc=None):
+    """Live training processes (spawned children) of `proc` (default: this process)."""
+    out = []
+    for k in (proc or psutil.Process()).children():
+        try:
+            if k.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(k.cmdline()):
+                out.append(k)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _no_children():
+    """No process of ours is left but multiprocessing's resource tracker (it lives as long
+    as this test process, by design)."""
+    kids = psutil.Process().children(recursive=True)
+    left = []
+    for k in kids:
+        try:
+            if "resource_tracker" not in " ".join(k.cmdline()):
+                left.append(k)
+        except psutil.Error:
+            pass
+    return left == []
+
+
+def _setup(tmp_path, planted, epochs=3):
+    _, sents = planted
+    cfg = ModelConfig(sg=1, vector_size=16, min_count=1, epochs=epochs)
+    vocab = build_vocab_iterable(sents, min_count=1)
+    stream = encode_iterable(sents, vocab, str(tmp_path / "ids"), chunk_words=1500)
+    state = ModelState(cfg, vocab)
+    tasks = plan_tasks(stream, epochs, cfg.alpha, cfg.min_alpha, cfg.seed)
+    return state, stream, tasks
+
+
+def test_normal_run_trains_every_chunk_once(tmp_path, planted):
+    before = _segments()
+    state, stream, tasks = _setup(tmp_path, planted)
+    syn0 = state.syn0.copy()
+    stats = LocalEngine(workers=2, show_progress=False).train(
+        state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert stats.raw_words == 3 * stream.raw_words
+    assert not (state.syn0 == syn0).all()              # weights copied back from shm
+    assert _segments() == before and _no_children()
+
+
+def test_worker_exception_reaches_user_with_traceback(tmp_path, planted):
+    before = _segments()
+    state, stream, tasks = _setup(tmp_path, planted)
+    os.truncate(stream.path, 100)                       # workers will hit a short read
+    with pytest.raises(WorkerError, match=r"(?s)training process \d failed:.*Traceback.*"
+                                          r"id stream truncated"):
+        LocalEngine(workers=2, show_progress=False).train(
+            state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert _segments() == before and _no_children()
+
+
+def test_killed_worker_its_chunks_go_to_another(tmp_path, planted, caplog):
+    before = _segments()
+    state, stream, tasks = _setup(tmp_path, planted, epochs=20)
+    killed = []
+
+    def kill_one():
+        kids = _trainers()
+        if not killed and len(kids) == 2 and time.monotonic() - t0 > 0.5:
+            killed.append(kids[0].pid)
+            os.kill(kids[0].pid, signal.SIGKILL)
+
+    t0 = time.monotonic()
+    engine = LocalEngine(workers=2, show_progress=False, on_tick=kill_one)
+    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert killed, "the run ended before a worker could be killed"
+    assert stats.raw_words == 20 * stream.raw_words     # every chunk counted exactly once
+    assert len(stats.lost_workers) == 1 and stats.lost_workers[0]["exit"] == -signal.SIGKILL
+    assert "died with signal 9" in caplog.text
+    assert _segments() == before and _no_children()
+
+
+def _big_corpus(path, words=400_000):
+    rnd = random.Random(0)
+    vocab = [f"w{i}" for i in range(2000)]
+    with open(path, "w") as fh:
+        for _ in range(words // 20):
+            fh.write(" ".join(rnd.choice(vocab) for _ in range(20)) + "\n")
+
+
+@pytest.mark.parametrize("how", ["sigint-group", "sigterm"])
+def test_interrupt_stops_cleanly(tmp_path, how):
+    before = _segments()
+    corpus = tmp_path / "c.txt"
+    _big_corpus(corpus)
+    job = tmp_path / "job.toml"
+    job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nepochs = 200\nsg = 1\n'
+                   f'[engine]\nworkers = 2\n[output]\ndir = "{tmp_path / "out"}"\n')
+    cmd, env = engine_command()
+    proc = subprocess.Popen(cmd + ["run", str(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:                 # wait until training processes run
+        kids = _trainers(parent)
+        if len(kids) >= 2 and all(k.cpu_percent(0.2) > 10 for k in kids):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("training never started")
+    group = [parent] + parent.children(recursive=True)
+    t0 = time.monotonic()
+    if how == "sigint-group":                          # Ctrl-C: the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    took = time.monotonic() - t0
+    assert proc.returncode == (130 if how == "sigint-group" else 143), err
+    assert took < 8
+    assert "stopped" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(group, timeout=5)
+    assert not alive, f"orphans: {alive}"
+    assert _segments() == before
+    assert not (tmp_path / "out" / "vectors.bin").exists()       # nothing half-written

@@ -1,0 +1,124 @@
+"""Each kernel against its numpy twin (tests/reference.py) on small fixed cases."""
+import numpy as np
+import pytest
+
+from engine import _kernels as K
+from engine.local import KernelSettings, make_trainer
+from engine.vocab import Vocab
+from reference import TABLE, SplitMix, ref_out_hs, ref_out_ns, ref_train
+
+TOL = dict(rtol=2e-5, atol=2e-6)
+
+
+def test_sigmoid_table_matches_reference():
+    np.testing.assert_allclose(K.exp_table(), TABLE, rtol=1e-6)
+
+
+def test_rng_matches_reference():
+    rng = SplitMix(12345)
+    assert K.splitmix_draws(12345, 6).tolist() == [rng.next() for _ in range(6)]
+
+
+@pytest.mark.parametrize("dim", [1, 7, 16, 100, 131])
+def test_out_ns_matches_numpy(dim):
+    rs = np.random.default_rng(dim)
+    h = rs.normal(0, 0.5, dim).astype(np.float32)
+    syn = rs.normal(0, 0.5, (20, dim)).astype(np.float32)
+    targets = np.array([3, 7, 7, 0, 19], dtype=np.int32)      # a repeated noise word too
+    ref_syn = syn.copy()
+    got = K.out_ns(h, syn, targets, 0.05)
+    want = ref_out_ns(h, ref_syn, targets, 0.05)
+    np.testing.assert_allclose(got, want, **TOL)
+    np.testing.assert_allclose(syn, ref_syn, **TOL)
+    assert not np.allclose(syn, np.random.default_rng(dim).normal(0, 0.5, (20, dim)))
+
+
+def test_out_ns_saturates_like_word2vec():
+    h = np.full(4, 10.0, np.float32)
+    syn = np.full((2, 4), 10.0, np.float32)       # dot = 400 > MAX_EXP: positive -> g = 0
+    got = K.out_ns(h, syn, np.array([0, 1], np.int32), 0.1)
+    # negative word 1 saturated: g = (0 - 1) * alpha = -0.1
+    np.testing.assert_allclose(syn[1], 10.0 - 0.1 * 10.0)
+    np.testing.assert_allclose(syn[0], 10.0)
+    np.testing.assert_allclose(got, -0.1 * 10.0)
+
+
+@pytest.mark.parametrize("dim", [3, 64, 100])
+def test_out_hs_matches_numpy(dim):
+    rs = np.random.default_rng(dim)
+    h = rs.normal(0, 0.3, dim).astype(np.float32)
+    syn = rs.normal(0, 0.3, (10, dim)).astype(np.float32)
+    points = np.array([9, 4, 1, 4], np.int32)
+    codes = np.array([0, 1, 1, 0], np.uint8)
+    ref_syn = syn.copy()
+    got = K.out_hs(h, syn, points, codes, 0.025)
+    want = ref_out_hs(h, ref_syn, points, codes, 0.025)
+    np.testing.assert_allclose(got, want, **TOL)
+    np.testing.assert_allclose(syn, ref_syn, **TOL)
+
+
+@pytest.mark.parametrize("mean", [0, 1])
+def test_context_sum(mean):
+    rs = np.random.default_rng(1)
+    syn0 = rs.normal(size=(6, 9)).astype(np.float32)
+    ctx = np.array([1, 4, 4, 0], np.int32)
+    want = syn0[ctx].sum(axis=0) / (len(ctx) if mean else 1)
+    np.testing.assert_allclose(K.context_sum(syn0, ctx, mean), want, rtol=1e-5)
+
+
+def _tiny_model(sg, hs, negative, sample, dim=12, seed=3):
+    rs = np.random.default_rng(seed)
+    counts = np.array([60, 40, 30, 25, 20, 12, 9, 6, 5, 3, 2, 2], dtype=np.int64)
+    vocab = Vocab([f"w{i}" for i in range(len(counts))], counts, counts.sum())
+    v = len(vocab)
+    arrays = {
+        "syn0": ((rs.random((v, dim), dtype=np.float32) - 0.5) / dim),
+        "syn1neg": rs.normal(0, 0.1, (v if negative else 0, dim)).astype(np.float32),
+        "syn1": rs.normal(0, 0.1, (v - 1 if hs else 0, dim)).astype(np.float32),
+        "sample_thr": vocab.sample_thresholds(sample),
+    }
+    arrays["alias_prob"], arrays["alias_idx"] = vocab.alias_table(0.75)
+    arrays["codes"], arrays["points"], arrays["code_lens"] = vocab.huffman()
+    ids = []
+    for _ in range(9):
+        n = rs.integers(1, 14)
+        ids += list(rs.choice(v, size=n, p=counts / counts.sum())) + [-1]
+    return arrays, np.array(ids, dtype=np.int32)
+
+
+@pytest.mark.parametrize("sg,hs,negative,cbow_mean,sample", [
+    (1, 0, 5, 1, 0.0), (0, 0, 5, 1, 0.0), (0, 0, 3, 0, 0.0), (1, 1, 0, 1, 0.0),
+    (0, 1, 0, 1, 0.0), (1, 1, 4, 1, 0.05), (0, 1, 2, 0, 0.05),
+])
+def test_chunk_matches_numpy_reference(sg, hs, negative, cbow_mean, sample):
+    arrays, ids = _tiny_model(sg, hs, negative, sample)
+    ref = {k: v.copy() for k, v in arrays.items()}
+    settings = KernelSettings(sg, hs, negative, 3, cbow_mean)
+    trained = make_trainer(arrays, settings).train(ids, 99, 0.05, 0.01)
+    want = ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean),
+                     ids, 99, 0.05, 0.01)
+    assert trained == want
+    for key in ("syn0", "syn1neg", "syn1"):
+        np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    # the update did something
+    assert not np.allclose(arrays["syn0"], _tiny_model(sg, hs, negative, sample)[0]["syn0"])
+
+
+def test_same_seed_same_result_different_seed_differs():
+    a1, ids = _tiny_model(1, 0, 5, 0.0)
+    a2, _ = _tiny_model(1, 0, 5, 0.0)
+    a3, _ = _tiny_model(1, 0, 5, 0.0)
+    s = KernelSettings(1, 0, 5, 3, 1)
+    make_trainer(a1, s).train(ids, 7, 0.05, 0.05)
+    make_trainer(a2, s).train(ids, 7, 0.05, 0.05)
+    make_trainer(a3, s).train(ids, 8, 0.05, 0.05)
+    assert np.array_equal(a1["syn0"], a2["syn0"])
+    assert not np.array_equal(a1["syn0"], a3["syn0"])
+
+
+def test_trainer_rejects_bad_settings():
+    arrays, _ = _tiny_model(1, 0, 5, 0.0)
+    with pytest.raises(ValueError):
+        make_trainer(arrays, KernelSettings(1, 0, 0, 3, 1))
+    with pytest.raises(ValueError):
+        make_trainer(arrays, KernelSettings(1, 0, 5, 0, 1))

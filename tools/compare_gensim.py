@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Single-process speed, peak memory and quality of engine against gensim 4.4 (workers=1)
+on the same corpus and settings, both run here in one go, one after the other.
+
+usage: python tools/compare_gensim.py CORPUS --peer-python /path/to/venv/bin/python
+           [--configs sg,cbow] [--threads 1] [--out results.json] [--set model.key=value ...]
+
+Quality is judged for both with ../shared/tools/judge.py (gensim's own evaluators) under
+the peer Python. gensim gets the corpus uncompressed (decompressed once to a temp file if
+needed); engine reads the same file.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from engine.bench import judge, plain_corpus, run_engine, run_peer  # noqa: E402
+
+CONFIGS = {
+    "sg": {"sg": 1, "alpha": 0.025},
+    "cbow": {"sg": 0, "alpha": 0.025},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("corpus")
+    ap.add_argument("--peer-python", required=True)
+    ap.add_argument("--configs", default="sg,cbow")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--peers", default="gensim")
+    ap.add_argument("--out", default="compare.json")
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    base = {"vector_size": 100, "window": 5, "negative": 5, "hs": 0, "sample": 1e-3,
+            "min_count": 5, "epochs": 5, "min_alpha": 0.0001, "cbow_mean": 1,
+            "ns_exponent": 0.75, "max_final_vocab": 0, "seed": 1}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
+        corpus = plain_corpus(args.corpus, tmp)
+        for name in args.configs.split(","):
+            settings = dict(base, **CONFIGS[name])
+            for extra in args.set:
+                key, val = extra.split("=", 1)
+                settings[key.split(".", 1)[1]] = json.loads(val)
+            out = os.path.join(tmp, f"engine-{name}")
+            r = run_engine(corpus, settings, args.threads, out)
+            r["words_per_sec"] = float(r["words_per_sec"])
+            r.update(judge(args.peer_python, os.path.join(out, "vectors.bin")), config=name)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            for peer in args.peers.split(","):
+                vec = os.path.join(tmp, f"{peer}-{name}.bin")
+                p = run_peer(args.peer_python, peer, corpus, settings, args.threads, vec)
+                p.update(judge(args.peer_python, vec), config=name)
+                rows.append(p)
+                print(json.dumps(p), flush=True)
+    with open(args.out, "w") as fh:
+        json.dump(rows, fh, indent=2)
+    print()
+    print("| config | tool | threads | train s | words/s | ratio | peak MB | analogy | WS353 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.configs.split(","):
+        ours = next(r for r in rows if r["config"] == name and r["tool"] == "engine")
+        for r in (x for x in rows if x["config"] == name):
+            ratio = ours["words_per_sec"] / r["words_per_sec"]
+            print(f"| {name} | {r['tool']} | {r['threads']} | {r['training_seconds']:.1f} | "
+                  f"{r['words_per_sec']:,.0f} | {'' if r is ours else f'{ratio:.2f}x'} | "
+                  f"{r['peak_mb']:.0f} | {r['analogy_accuracy']:.4f} | "
+                  f"{r['wordsim353_spearman']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
