@@ -26,7 +26,8 @@ class ModelState:
         v, d = len(vocab), config.vector_size
         if syn0 is None:
             rng = np.random.default_rng(config.seed)
-            syn0 = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+            # uniform in [-1, 1) / vector_size, as gensim 4 (the C tool uses half that)
+            syn0 = ((rng.random((v, d), dtype=np.float32) * 2 - 1) / d).astype(np.float32)
         self.syn0 = np.ascontiguousarray(syn0, dtype=np.float32)
         if syn1neg is None:
             syn1neg = np.zeros((v if config.negative else 0, d), dtype=np.float32)

@@ -23,6 +23,9 @@ cdef extern from "vecmath.h" nogil:
                    float alpha, float *neu1e, const float *table)
     void ew_out_hs(int dim, const float *h, float *syn1, const int32_t *points,
                    const uint8_t *codes, int n, float alpha, float *neu1e, const float *table)
+    void ew_update(int dim, float *h, float *syn1neg, const int32_t *targets, int n,
+                   float *syn1, const int32_t *points, const uint8_t *codes, int codelen,
+                   float alpha, float *neu1e, const float *table, int apply_to_h)
 
 cdef float EXP_TABLE[1000]
 cdef uint64_t ONE32 = (<uint64_t>1) << 32
@@ -95,18 +98,18 @@ cdef inline int draw_targets(const Params *p, int32_t word, uint64_t *rng,
     return n
 
 
-cdef inline void output_step(const Params *p, int32_t word, const float *h, float alpha,
-                             uint64_t *rng, Work *w) noexcept nogil:
-    """Both output layers for one (input vector h, predicted word): grads into w.neu1e."""
-    cdef int n
-    memset(w.neu1e, 0, p.dim * sizeof(float))
-    if p.hs:
-        ew_out_hs(p.dim, h, p.syn1, p.points + <size_t>word * p.max_code,
-                  p.codes + <size_t>word * p.max_code, p.code_lens[word], alpha, w.neu1e,
-                  EXP_TABLE)
+cdef inline void output_step(const Params *p, int32_t word, float *h, float alpha,
+                             uint64_t *rng, Work *w, int apply_to_h) noexcept nogil:
+    """Both output layers for one (input vector h, predicted word): grads into w.neu1e,
+    added to h too when apply_to_h (skip-gram)."""
+    cdef int n = 0, codelen = 0
     if p.negative:
         n = draw_targets(p, word, rng, w.targets)
-        ew_out_ns(p.dim, h, p.syn1neg, w.targets, n, alpha, w.neu1e, EXP_TABLE)
+    if p.hs:
+        codelen = p.code_lens[word]
+    ew_update(p.dim, h, p.syn1neg, w.targets, n, p.syn1,
+              p.points + <size_t>word * p.max_code, p.codes + <size_t>word * p.max_code,
+              codelen, alpha, w.neu1e, EXP_TABLE, apply_to_h)
 
 
 cdef int64_t train_ids(const Params *p, const int32_t *ids, Py_ssize_t n, uint64_t *rng,
@@ -143,8 +146,7 @@ cdef int64_t train_ids(const Params *p, const int32_t *ids, Py_ssize_t n, uint64
                     if j == pos:
                         continue
                     l1 = p.syn0 + <size_t>w.sent[j] * p.dim
-                    output_step(p, w.sent[pos], l1, alpha, rng, w)
-                    ew_axpy(p.dim, 1.0, w.neu1e, l1)
+                    output_step(p, w.sent[pos], l1, alpha, rng, w, 1)
             else:
                 nctx = 0
                 for j in range(lo, hi):
@@ -154,7 +156,7 @@ cdef int64_t train_ids(const Params *p, const int32_t *ids, Py_ssize_t n, uint64
                 if nctx == 0:
                     continue
                 ew_context_sum(p.dim, p.syn0, w.ctx, nctx, p.cbow_mean, w.neu1)
-                output_step(p, w.sent[pos], w.neu1, alpha, rng, w)
+                output_step(p, w.sent[pos], w.neu1, alpha, rng, w, 0)
                 if not p.cbow_mean:
                     for j in range(p.dim):
                         w.neu1e[j] /= nctx

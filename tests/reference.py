@@ -39,12 +39,9 @@ def ref_out_ns(h, syn1neg, targets, alpha):
         l2 = syn1neg[t]
         f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
         label = F(1.0) if k == 0 else F(0.0)
-        if f > 6:
-            g = (label - F(1)) * F(alpha)
-        elif f < -6:
-            g = label * F(alpha)
-        else:
-            g = (label - lookup(f)) * F(alpha)
+        if f <= -6 or f >= 6:
+            continue
+        g = (label - lookup(f)) * F(alpha)
         neu1e += g * l2
         syn1neg[t] += g * h
     return neu1e

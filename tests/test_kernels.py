@@ -33,14 +33,14 @@ def test_out_ns_matches_numpy(dim):
     assert not np.allclose(syn, np.random.default_rng(dim).normal(0, 0.5, (20, dim)))
 
 
-def test_out_ns_saturates_like_word2vec():
-    h = np.full(4, 10.0, np.float32)
-    syn = np.full((2, 4), 10.0, np.float32)       # dot = 400 > MAX_EXP: positive -> g = 0
+def test_out_ns_skips_saturated_scores():
+    h = np.full(4, 1.0, np.float32)
+    syn = np.array([[2.0] * 4, [0.1] * 4], np.float32)    # dots 8 (> MAX_EXP) and 0.4
     got = K.out_ns(h, syn, np.array([0, 1], np.int32), 0.1)
-    # negative word 1 saturated: g = (0 - 1) * alpha = -0.1
-    np.testing.assert_allclose(syn[1], 10.0 - 0.1 * 10.0)
-    np.testing.assert_allclose(syn[0], 10.0)
-    np.testing.assert_allclose(got, -0.1 * 10.0)
+    np.testing.assert_array_equal(syn[0], 2.0)              # saturated: untouched
+    g = (0.0 - 1 / (1 + np.exp(-0.4))) * 0.1
+    np.testing.assert_allclose(syn[1], 0.1 + g, rtol=1e-2)
+    np.testing.assert_allclose(got, g * 0.1, rtol=1e-2)
 
 
 @pytest.mark.parametrize("dim", [3, 64, 100])

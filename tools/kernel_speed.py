@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Words/s of the training kernel alone, in this process (no spawn, no I/O in the loop):
+encode a corpus once, then time `epochs` passes of Trainer.train over its chunks.
+
+usage: python tools/kernel_speed.py CORPUS [--sg 1] [--epochs 1] [--words N] [--repeat 3]
+Use it to compare kernel variants on the same machine in one sitting (ratios, not absolutes).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from engine.config import ModelConfig  # noqa: E402
+from engine.corpus import CorpusSource  # noqa: E402
+from engine.idstream import ChunkReader  # noqa: E402
+from engine.local import make_trainer, plan_tasks  # noqa: E402
+from engine.prepare import build_vocab, encode_corpus  # noqa: E402
+from engine.state import ModelState  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus")
+    ap.add_argument("--sg", type=int, default=1)
+    ap.add_argument("--hs", type=int, default=0)
+    ap.add_argument("--negative", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    src = CorpusSource(args.corpus)
+    cfg = ModelConfig(sg=args.sg, hs=args.hs, negative=args.negative)
+    vocab = build_vocab(src, cfg.min_count, workers=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
+        reader = ChunkReader(stream.path, stream.max_chunk_ids)
+        chunks = [reader.read(s, e).copy() for s, e, _ in stream.chunks]
+        best = 0.0
+        for _ in range(args.repeat):
+            state = ModelState(cfg, vocab)
+            trainer = make_trainer(state.kernel_arrays(), state.kernel_settings)
+            tasks = plan_tasks(stream, args.epochs, cfg.alpha, cfg.min_alpha, cfg.seed)
+            t0 = time.perf_counter()
+            for t in tasks:
+                trainer.train(chunks[t.task_id % len(chunks)], t.seed, t.alpha0, t.alpha1)
+            secs = time.perf_counter() - t0
+            rate = stream.raw_words * args.epochs / secs
+            best = max(best, rate)
+            print(f"{rate:,.0f} words/s ({secs:.2f} s)", flush=True)
+        print(f"best {best:,.0f} words/s; vocab {len(vocab)}; sg={args.sg} hs={args.hs} "
+              f"negative={args.negative}")
+
+
+if __name__ == "__main__":
+    main()
