@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
+from .procs import sigint_ignored_in_children
 from .progress import Progress
 from .shm import SharedArrays
 
@@ -113,8 +114,8 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, ids_path: str,
                  max_ids: int, conn) -> None:
     """Entry point of a spawned training process: attach, then train chunks until told to
     stop (None) or the parent goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides how to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # (already ignored from birth) the
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)    # parent decides how to stop
     shared = None
     reader = None
     try:
@@ -206,7 +207,8 @@ class LocalEngine:
                 proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
                                    args=(slot, shared.spec, settings, stream.path,
                                          stream.max_chunk_ids, child_end), daemon=True)
-                proc.start()
+                with sigint_ignored_in_children():
+                    proc.start()
                 child_end.close()
                 procs[slot], conns[slot] = proc, parent_end
             self._dispatch(procs, conns, tasks, progress, stats)

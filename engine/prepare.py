@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from .corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
+from .procs import sigint_ignored_in_children
 from .idstream import EOS, OOV, IdStream, IdStreamWriter
 from .vocab import Vocab, prune_counts
 
@@ -65,7 +66,8 @@ class _Runner:
         self.workers = workers
         self.pool = None
         if workers > 1:
-            self.pool = mp.get_context("spawn").Pool(workers, initializer, initargs)
+            with sigint_ignored_in_children():
+                self.pool = mp.get_context("spawn").Pool(workers, initializer, initargs)
         elif initializer:
             initializer(*initargs)
 
