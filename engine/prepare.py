@@ -152,3 +152,83 @@ def encode_iterable(sentences: Iterable, vocab: Vocab, folder: str, chunk_words:
                 ids.append(EOS)
         writer.add(np.array(ids, dtype=np.int32))
     return writer.close()
+
+
+# ---- both passes, isolated in their own process --------------------------------------------
+
+def _prepare_here(source: CorpusSource, folder: str, opts: dict) -> dict:
+    import time
+
+    t0 = time.perf_counter()
+    vocab = build_vocab(source, opts["min_count"], opts["max_final_vocab"],
+                        opts["max_vocab_size"], opts["workers"], opts["block_bytes"])
+    t1 = time.perf_counter()
+    vocab.save(folder)
+    encode_corpus(source, vocab, folder, opts["chunk_words"], opts["workers"], opts["block_bytes"])
+    return {"vocab_seconds": t1 - t0, "encode_seconds": time.perf_counter() - t1}
+
+
+def _prepare_main(path: str, fmt: str, errors: str, folder: str, opts: dict, conn) -> None:
+    """Entry point of the preparation process: the full word count (every distinct token
+    of the corpus) lives and dies here, never in the long-lived training parent."""
+    import signal
+    import traceback
+
+    from .errors import EngineError
+
+    def stop(signum, frame):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)              # unwind: the pool is terminated too
+    try:
+        conn.send(("ok", _prepare_here(CorpusSource(path, fmt, errors), folder, opts)))
+    except EngineError as exc:
+        conn.send(("user", type(exc).__name__, str(exc)))
+    except Exception:
+        conn.send(("crash", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def prepare_corpus(source: CorpusSource, folder: str, min_count: int = 5,
+                   max_final_vocab: int = 0, max_vocab_size: int = 0, workers: int = 1,
+                   block_bytes: int = 2 << 20, chunk_words: int = 20_000) -> tuple[Vocab, IdStream, dict]:
+    """Count, keep the vocabulary, encode the id stream into `folder`. A corpus bigger than
+    a couple of blocks is prepared in a spawned process (with its own pool), so the memory
+    of counting every distinct token is returned to the system before training starts."""
+    from . import errors as errs
+
+    opts = {"min_count": min_count, "max_final_vocab": max_final_vocab,
+            "max_vocab_size": max_vocab_size, "workers": workers, "block_bytes": block_bytes,
+            "chunk_words": chunk_words}
+    if _pool_size(source, workers, block_bytes) == 1:
+        times = _prepare_here(source, folder, opts)
+    else:
+        ctx = mp.get_context("spawn")
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_prepare_main, name="engine-prepare",
+                           args=(source.path, source.format, source.encoding_errors, folder,
+                                 opts, child_end))
+        with sigint_ignored_in_children():
+            proc.start()
+        child_end.close()
+        try:
+            try:
+                msg = parent_end.recv()
+            except EOFError:
+                msg = ("crash", f"preparation process died (exit code {proc.exitcode})")
+            proc.join()
+        finally:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            parent_end.close()
+        if msg[0] == "user":
+            raise getattr(errs, msg[1], errs.EngineError)(msg[2])
+        if msg[0] == "crash":
+            raise errs.WorkerError(f"corpus preparation failed:\n{msg[1].rstrip()}")
+        times = msg[1]
+    return Vocab.load(folder), IdStream(folder), times

@@ -20,7 +20,8 @@ from .corpus import CorpusSource
 from .idstream import IdStream
 from .local import LocalEngine, TrainStats, plan_tasks
 from .memory import PeakMemory, self_peak_rss_mb
-from .prepare import build_vocab, build_vocab_iterable, encode_corpus, encode_iterable
+from .prepare import (build_vocab, build_vocab_iterable, encode_corpus, encode_iterable,
+                      prepare_corpus)
 from .state import ModelState
 from .vocab import Vocab
 
@@ -122,15 +123,13 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
     source = corpus_source(job.corpus)
     report: dict = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
     with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder:
-        t0 = time.perf_counter()
-        vocab = make_vocab(source, m, e)
-        t1 = time.perf_counter()
+        vocab, stream, times = prepare_corpus(
+            source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size, e.processes,
+            e.block_bytes, e.chunk_words)
         log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
-                 len(vocab), m.min_count, vocab.raw_words, t1 - t0)
-        stream = make_stream(source, vocab, folder, e)
-        t2 = time.perf_counter()
+                 len(vocab), m.min_count, vocab.raw_words, times["vocab_seconds"])
         log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
-                 t2 - t1)
+                 times["encode_seconds"])
         state = ModelState(m, vocab)
         mem.sample()
         prep_peak = mem.peak_mb
@@ -150,7 +149,8 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
     report.update({
         "corpus_words": vocab.raw_words, "sentences": stream.sentences,
         "vocab_size": len(vocab), "epochs": m.epochs,
-        "vocab_seconds": round(t1 - t0, 3), "encode_seconds": round(t2 - t1, 3),
+        "vocab_seconds": round(times["vocab_seconds"], 3),
+        "encode_seconds": round(times["encode_seconds"], 3),
         "training_seconds": round(stats.seconds, 3),
         "words_per_sec": round(stats.words_per_sec, 1),
         "effective_words_per_sec": round(stats.effective_words / max(stats.seconds, 1e-9), 1),

@@ -85,3 +85,18 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert [row["threads"] for row in data["rows"]] == [1, 2]
     assert all(row["peak_mb"] > 0 and row["words_per_sec"] > 0 for row in data["rows"])
+
+
+def test_prepare_process_reports_bad_bytes(tmp_path):
+    corpus = tmp_path / "c.txt"
+    good = ("alpha beta gamma delta\n" * 2000).encode()
+    corpus.write_bytes(good + b"bad \xfe byte\n" + good)
+    job = tmp_path / "job.toml"
+    job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nmin_count = 1\nepochs = 1\n'
+                   f'[engine]\nworkers = 2\nblock_bytes = 4096\n'
+                   f'[output]\ndir = "{tmp_path / "out"}"\n')
+    r = _run("run", str(job))                 # 90 KB in 4 KB blocks: a preparation process
+    assert r.returncode == 2, r.stderr
+    assert f"engine: error: {corpus}: invalid UTF-8 at byte {len(good) + 4}" in r.stderr
+    r = _run("run", str(job), "--set", "corpus.encoding_errors=replace")
+    assert r.returncode == 0, r.stderr
