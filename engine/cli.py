@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         print(f"engine: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nengine: interrupted", file=sys.stderr)
+        print("\nengine: interrupted (Ctrl-C); stopped cleanly", file=sys.stderr)
         return 130
 
 

@@ -73,7 +73,7 @@ class ModelConfig:
 class EngineConfig:
     workers: int = _f(0, int, 0, 4096)              # 0 = physical cores
     chunk_words: int = _f(20_000, int, 100)         # ids per work unit handed to a process
-    block_bytes: int = _f(2 << 20, int, 4096)       # text per block when counting/encoding
+    block_bytes: int = _f(1 << 20, int, 4096)       # text per block when counting/encoding
     cache_dir: str = _f("", str)                    # "" = a temporary folder, removed after
 
     @property

@@ -43,7 +43,7 @@ def self_peak_rss_mb() -> float:
 class PeakMemory:
     """Context manager: samples tree PSS every `interval` seconds; `.peak_mb` after."""
 
-    def __init__(self, interval: float = 0.25):
+    def __init__(self, interval: float = 0.1):
         self.interval = interval
         self.peak_mb = 0.0
         self._stop = threading.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 
@@ -13,38 +14,63 @@ import numpy as np
 from .corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
 from .procs import sigint_ignored_in_children
 from .idstream import EOS, OOV, IdStream, IdStreamWriter
+from ._text import TokenTable
 from .vocab import Vocab, prune_counts
 
-_LINE_MARK = "\x00"
-_INDEX: dict | None = None          # pool worker's word -> id map (set by _init_encoder)
+_INDEX = None                        # (vocab folder, TokenTable word -> id) of this process
+# whitespace that str.split() knows beyond ASCII: such text takes the Python path
+_UNICODE_SPACE = re.compile("[\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
-def _text(block: Block, errors: str) -> str:
+def _clean(block: Block, errors: str) -> tuple[bytes | None, list[str] | None]:
+    """The block as UTF-8 bytes for the C tokenizer, or (None, tokens) when it holds Unicode
+    whitespace (then Python's str.split decides). Invalid UTF-8 raises CorpusError (strict)
+    or is replaced/dropped and re-encoded."""
+    data = block.data
+    if data.isascii():
+        return data, None
     text = decode(block, errors)
-    if _LINE_MARK in text:
-        text = text.replace(_LINE_MARK, " ")
-    return text
+    if _UNICODE_SPACE.search(text):
+        if block.text8:
+            return None, text.replace("\x00", " ").split()
+        return None, [t for line in text.replace("\x00", " ").split("\n")
+                      for t in line.split() + ["\n"]][:-1]
+    return (data if errors == "strict" else text.encode("utf-8", "surrogateescape")), None
 
 
-def count_block(block: Block, errors: str) -> tuple[Counter, int, int]:
-    """Token counts, raw token total and line count of one block."""
-    tokens = _text(block, errors).split()
-    return Counter(tokens), len(tokens), block.data.count(b"\n")
+def count_block(block: Block, errors: str) -> tuple[tuple, int, int]:
+    """Token counts (a TokenTable export), raw token total and line count of one block."""
+    table = TokenTable()
+    data, tokens = _clean(block, errors)
+    if data is not None:
+        raw = table.count_bytes(data)
+    else:
+        raw = 0
+        for t in tokens:
+            if t != "\n":
+                table.add(t.encode("utf-8", "surrogateescape"))
+                raw += 1
+    return table.export(), raw, block.data.count(b"\n")
 
 
-def _init_encoder(words: list[str]) -> None:
+def _encoder(vocab_folder: str) -> TokenTable:
+    """This process's word -> id table for the vocabulary saved in `vocab_folder` (loaded
+    once per process: the same pool serves counting, then encoding)."""
     global _INDEX
-    _INDEX = {w: i for i, w in enumerate(words)}
-    _INDEX[_LINE_MARK] = EOS
+    if _INDEX is None or _INDEX[0] != vocab_folder:
+        _INDEX = (vocab_folder, TokenTable.from_words(Vocab.load(vocab_folder).words))
+    return _INDEX[1]
 
 
-def encode_block(block: Block, errors: str) -> np.ndarray:
+def encode_block(block: Block, errors: str, vocab_folder: str) -> np.ndarray:
     """int32 ids of a block: OOV for unknown words, EOS at line ends (lines format)."""
-    text = _text(block, errors)
-    if not block.text8:
-        text = text.replace("\n", " \x00 ")
-    get = _INDEX.get
-    return np.array([get(t, OOV) for t in text.split()], dtype=np.int32)
+    table = _encoder(vocab_folder)
+    data, tokens = _clean(block, errors)
+    if data is not None:
+        return table.encode_bytes(data, not block.text8, OOV, EOS)
+    get = table.get
+    return np.array([EOS if t == "\n" else get(t.encode("utf-8", "surrogateescape"), OOV)
+                     for t in tokens], dtype=np.int32)
 
 
 def ordered_map(pool, fn: Callable, items: Iterable, inflight: int) -> Iterator:
@@ -62,14 +88,12 @@ def ordered_map(pool, fn: Callable, items: Iterable, inflight: int) -> Iterator:
 class _Runner:
     """Runs block functions in-process (1 worker / small corpus) or in a spawn pool."""
 
-    def __init__(self, workers: int, initializer=None, initargs=()):
+    def __init__(self, workers: int):
         self.workers = workers
         self.pool = None
         if workers > 1:
             with sigint_ignored_in_children():
-                self.pool = mp.get_context("spawn").Pool(workers, initializer, initargs)
-        elif initializer:
-            initializer(*initargs)
+                self.pool = mp.get_context("spawn").Pool(workers)
 
     def map(self, fn, items):
         if self.pool is None:
@@ -88,40 +112,75 @@ class _Runner:
             self.pool.join()
 
 
+def _is_small(source: CorpusSource, block_bytes: int) -> bool:
+    return sum(os.path.getsize(f) for f in source.files) < 2 * block_bytes
+
+
 def _pool_size(source: CorpusSource, workers: int, block_bytes: int) -> int:
-    size = sum(os.path.getsize(f) for f in source.files)
-    return 1 if size < 2 * block_bytes else min(workers, os.cpu_count() or 1)
+    return 1 if _is_small(source, block_bytes) else min(workers, os.cpu_count() or 1)
+
+
+def _count(run: _Runner, source: CorpusSource, min_count: int, max_final_vocab: int,
+           max_vocab_size: int, block_bytes: int) -> Vocab:
+    table = TokenTable()
+    raw = lines = 0
+    min_reduce = 1
+    items = ((b, source.encoding_errors) for b in source.blocks(block_bytes))
+    for block_counts, block_raw, block_lines in run.map(count_block, items):
+        table.merge(block_counts)
+        raw += block_raw
+        lines += block_lines
+        while max_vocab_size and len(table) > max_vocab_size:
+            table = table.pruned(min_reduce)
+            min_reduce += 1
+    return Vocab.from_table(table, raw, min_count, max_final_vocab, lines, source.path)
+
+
+def _encode(run: _Runner, source: CorpusSource, vocab_folder: str, folder: str,
+            chunk_words: int, block_bytes: int) -> IdStream:
+    writer = IdStreamWriter(folder, chunk_words)
+    for path in source.files:
+        items = ((b, source.encoding_errors, vocab_folder)
+                 for b in source._file_blocks(path, block_bytes))
+        for arr in run.map(encode_block, items):
+            writer.add(arr)
+        writer.end_file()
+    return writer.close()
 
 
 def build_vocab(source: CorpusSource, min_count: int = 5, max_final_vocab: int = 0,
                 max_vocab_size: int = 0, workers: int = 1, block_bytes: int = 2 << 20) -> Vocab:
-    """Pass 1: count every token of the corpus, then keep the vocabulary."""
-    counts: Counter = Counter()
-    raw = lines = 0
-    min_reduce = 1
-    items = ((b, source.encoding_errors) for b in source.blocks(block_bytes))
+    """Pass 1: count every token of the corpus (in C tables, merged here), keep the
+    vocabulary."""
     with _Runner(_pool_size(source, workers, block_bytes)) as run:
-        for block_counts, block_raw, block_lines in run.map(count_block, items):
-            counts.update(block_counts)
-            raw += block_raw
-            lines += block_lines
-            if max_vocab_size and len(counts) > max_vocab_size:
-                min_reduce = prune_counts(counts, max_vocab_size, min_reduce)
-    return Vocab.build(counts, raw, min_count, max_final_vocab, lines, source.path)
+        return _count(run, source, min_count, max_final_vocab, max_vocab_size, block_bytes)
 
 
 def encode_corpus(source: CorpusSource, vocab: Vocab, folder: str, chunk_words: int,
                   workers: int = 1, block_bytes: int = 2 << 20) -> IdStream:
     """Pass 2: write the id stream of the corpus into `folder`."""
-    writer = IdStreamWriter(folder, chunk_words)
-    n = _pool_size(source, workers, block_bytes)
-    with _Runner(n, _init_encoder, (vocab.words,)) as run:
-        for path in source.files:
-            items = ((b, source.encoding_errors) for b in source._file_blocks(path, block_bytes))
-            for arr in run.map(encode_block, items):
-                writer.add(arr)
-            writer.end_file()
-    return writer.close()
+    os.makedirs(folder, exist_ok=True)
+    vocab.save(folder)
+    with _Runner(_pool_size(source, workers, block_bytes)) as run:
+        return _encode(run, source, folder, folder, chunk_words, block_bytes)
+
+
+def prepare_corpus(source: CorpusSource, folder: str, min_count: int = 5,
+                   max_final_vocab: int = 0, max_vocab_size: int = 0, workers: int = 1,
+                   block_bytes: int = 2 << 20, chunk_words: int = 20_000
+                   ) -> tuple[Vocab, IdStream, dict]:
+    """Both passes with one pool: count (the table of every distinct token is C memory,
+    freed once the vocabulary is kept), then encode the id stream into `folder`."""
+    import time
+
+    os.makedirs(folder, exist_ok=True)
+    with _Runner(_pool_size(source, workers, block_bytes)) as run:
+        t0 = time.perf_counter()
+        vocab = _count(run, source, min_count, max_final_vocab, max_vocab_size, block_bytes)
+        vocab.save(folder)
+        t1 = time.perf_counter()
+        stream = _encode(run, source, folder, folder, chunk_words, block_bytes)
+    return vocab, stream, {"vocab_seconds": t1 - t0, "encode_seconds": time.perf_counter() - t1}
 
 
 # ---- in-memory iterables (Python API) ------------------------------------------------------
@@ -152,83 +211,3 @@ def encode_iterable(sentences: Iterable, vocab: Vocab, folder: str, chunk_words:
                 ids.append(EOS)
         writer.add(np.array(ids, dtype=np.int32))
     return writer.close()
-
-
-# ---- both passes, isolated in their own process --------------------------------------------
-
-def _prepare_here(source: CorpusSource, folder: str, opts: dict) -> dict:
-    import time
-
-    t0 = time.perf_counter()
-    vocab = build_vocab(source, opts["min_count"], opts["max_final_vocab"],
-                        opts["max_vocab_size"], opts["workers"], opts["block_bytes"])
-    t1 = time.perf_counter()
-    vocab.save(folder)
-    encode_corpus(source, vocab, folder, opts["chunk_words"], opts["workers"], opts["block_bytes"])
-    return {"vocab_seconds": t1 - t0, "encode_seconds": time.perf_counter() - t1}
-
-
-def _prepare_main(path: str, fmt: str, errors: str, folder: str, opts: dict, conn) -> None:
-    """Entry point of the preparation process: the full word count (every distinct token
-    of the corpus) lives and dies here, never in the long-lived training parent."""
-    import signal
-    import traceback
-
-    from .errors import EngineError
-
-    def stop(signum, frame):
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, stop)              # unwind: the pool is terminated too
-    try:
-        conn.send(("ok", _prepare_here(CorpusSource(path, fmt, errors), folder, opts)))
-    except EngineError as exc:
-        conn.send(("user", type(exc).__name__, str(exc)))
-    except Exception:
-        conn.send(("crash", traceback.format_exc()))
-    finally:
-        conn.close()
-
-
-def prepare_corpus(source: CorpusSource, folder: str, min_count: int = 5,
-                   max_final_vocab: int = 0, max_vocab_size: int = 0, workers: int = 1,
-                   block_bytes: int = 2 << 20, chunk_words: int = 20_000) -> tuple[Vocab, IdStream, dict]:
-    """Count, keep the vocabulary, encode the id stream into `folder`. A corpus bigger than
-    a couple of blocks is prepared in a spawned process (with its own pool), so the memory
-    of counting every distinct token is returned to the system before training starts."""
-    from . import errors as errs
-
-    opts = {"min_count": min_count, "max_final_vocab": max_final_vocab,
-            "max_vocab_size": max_vocab_size, "workers": workers, "block_bytes": block_bytes,
-            "chunk_words": chunk_words}
-    if _pool_size(source, workers, block_bytes) == 1:
-        times = _prepare_here(source, folder, opts)
-    else:
-        ctx = mp.get_context("spawn")
-        parent_end, child_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_prepare_main, name="engine-prepare",
-                           args=(source.path, source.format, source.encoding_errors, folder,
-                                 opts, child_end))
-        with sigint_ignored_in_children():
-            proc.start()
-        child_end.close()
-        try:
-            try:
-                msg = parent_end.recv()
-            except EOFError:
-                msg = ("crash", f"preparation process died (exit code {proc.exitcode})")
-            proc.join()
-        finally:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-            parent_end.close()
-        if msg[0] == "user":
-            raise getattr(errs, msg[1], errs.EngineError)(msg[2])
-        if msg[0] == "crash":
-            raise errs.WorkerError(f"corpus preparation failed:\n{msg[1].rstrip()}")
-        times = msg[1]
-    return Vocab.load(folder), IdStream(folder), times

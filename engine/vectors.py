@@ -164,15 +164,15 @@ class KeyedVectors:
             if not q:
                 continue
             idx = np.array([[ok[w] for w in quad] for quad in q], dtype=np.int64)
-            for s in range(0, len(idx), 1024):
-                part = idx[s:s + 1024]
+            for s in range(0, len(idx), 256):          # 256 x 30k scores: ~30 MB at a time
+                part = idx[s:s + 256]
                 query = vecs[part[:, 1]] - vecs[part[:, 0]] + vecs[part[:, 2]]
                 scores = query @ vecs.T
                 rows = np.arange(len(part))
                 for col in range(3):
                     scores[rows, part[:, col]] = -np.inf
                 pred = scores.argmax(axis=1)
-                for quad, p in zip(q[s:s + 1024], pred):
+                for quad, p in zip(q[s:s + 256], pred):
                     (sec["correct"] if words[p] == quad[3] else sec["incorrect"]).append(
                         tuple(quad))
         sections = [s for s in sections if s["correct"] or s["incorrect"]]

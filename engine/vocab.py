@@ -41,18 +41,36 @@ class Vocab:
     @classmethod
     def build(cls, counts: Counter, raw_words: int, min_count: int = 5,
               max_final_vocab: int = 0, sentences: int = 0, source: str = "corpus") -> "Vocab":
-        if raw_words == 0 or not counts:
+        """From a Counter (insertion order = first seen)."""
+        words = list(counts)
+        return cls._select(np.fromiter(counts.values(), np.int64, len(words)),
+                           lambda idx: [words[i] for i in idx], raw_words, min_count,
+                           max_final_vocab, sentences, source)
+
+    @classmethod
+    def from_table(cls, table, raw_words: int, min_count: int = 5, max_final_vocab: int = 0,
+                   sentences: int = 0, source: str = "corpus") -> "Vocab":
+        """From an engine._text.TokenTable of counts (insertion order = first seen)."""
+        return cls._select(table.values_array(), table.keys, raw_words, min_count,
+                           max_final_vocab, sentences, source)
+
+    @classmethod
+    def _select(cls, counts: np.ndarray, words_of, raw_words, min_count, max_final_vocab,
+                sentences, source) -> "Vocab":
+        """Keep words with count >= min_count (raised so at most max_final_vocab remain, as
+        gensim does: words tied at the cut all go), sorted by count, ties first seen first."""
+        if raw_words == 0 or len(counts) == 0:
             raise CorpusError(f"{source}: no words found (empty corpus?)")
-        ordered = sorted(counts.items(), key=lambda kv: -kv[1])     # stable: first seen first
+        order = np.argsort(-counts, kind="stable")
         threshold = min_count
-        if max_final_vocab and len(ordered) > max_final_vocab:
-            threshold = max(threshold, ordered[max_final_vocab][1] + 1)
-        kept = [(w, c) for w, c in ordered if c >= threshold]
-        if not kept:
-            top = ordered[0][1]
+        if max_final_vocab and len(order) > max_final_vocab:
+            threshold = max(threshold, int(counts[order[max_final_vocab]]) + 1)
+        keep = order[counts[order] >= threshold]
+        if len(keep) == 0:
+            top = int(counts[order[0]])
             raise CorpusError(f"{source}: no word occurs min_count={min_count} times "
                               f"(the most frequent occurs {top} times); lower [model] min_count")
-        return cls([w for w, _ in kept], [c for _, c in kept], raw_words, sentences)
+        return cls(words_of(keep.tolist()), counts[keep], raw_words, sentences)
 
     # ---- tables for the kernels --------------------------------------------------------
     def sample_thresholds(self, sample: float) -> np.ndarray:

@@ -87,7 +87,7 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
     assert all(row["peak_mb"] > 0 and row["words_per_sec"] > 0 for row in data["rows"])
 
 
-def test_prepare_process_reports_bad_bytes(tmp_path):
+def test_parallel_prepare_reports_bad_bytes(tmp_path):
     corpus = tmp_path / "c.txt"
     good = ("alpha beta gamma delta\n" * 2000).encode()
     corpus.write_bytes(good + b"bad \xfe byte\n" + good)
@@ -95,7 +95,7 @@ def test_prepare_process_reports_bad_bytes(tmp_path):
     job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nmin_count = 1\nepochs = 1\n'
                    f'[engine]\nworkers = 2\nblock_bytes = 4096\n'
                    f'[output]\ndir = "{tmp_path / "out"}"\n')
-    r = _run("run", str(job))                 # 90 KB in 4 KB blocks: a preparation process
+    r = _run("run", str(job))                 # 90 KB in 4 KB blocks: counted by a pool
     assert r.returncode == 2, r.stderr
     assert f"engine: error: {corpus}: invalid UTF-8 at byte {len(good) + 4}" in r.stderr
     r = _run("run", str(job), "--set", "corpus.encoding_errors=replace")
