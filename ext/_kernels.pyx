@@ -27,14 +27,14 @@ cdef extern from "vecmath.h" nogil:
                    float *syn1, const int32_t *points, const uint8_t *codes, int codelen,
                    float alpha, float *neu1e, const float *table, int apply_to_h)
 
-cdef float EXP_TABLE[1000]
+cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef uint64_t ONE32 = (<uint64_t>1) << 32
 
 
 cdef void _fill_table() noexcept:
     cdef int i
     cdef double e
-    for i in range(EW_EXP_TABLE_SIZE):
+    for i in range(EW_EXP_TABLE_SIZE + 1):
         e = exp((i / <double>EW_EXP_TABLE_SIZE * 2.0 - 1.0) * EW_MAX_EXP)
         EXP_TABLE[i] = <float>(e / (e + 1.0))
 
@@ -248,8 +248,8 @@ cdef class Trainer:
 # ---- thin wrappers over single steps, for the tests ---------------------------------------
 
 def exp_table():
-    """The sigmoid table the kernels use (float32, EW_EXP_TABLE_SIZE entries)."""
-    return np.asarray(<float[:EW_EXP_TABLE_SIZE]>EXP_TABLE).copy()
+    """The sigmoid table the kernels use (float32, EW_EXP_TABLE_SIZE + 1 entries)."""
+    return np.asarray(<float[:EW_EXP_TABLE_SIZE + 1]>EXP_TABLE).copy()
 
 
 def max_exp():

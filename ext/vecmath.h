@@ -38,7 +38,9 @@
 #define EW_SIMD_SUM(var) EW_PRAGMA(omp simd reduction(+:var))
 #endif
 
-/* Index of f in the sigmoid table (f must lie in (-MAX_EXP, MAX_EXP)). */
+/* Index of f in the sigmoid table, f in (-MAX_EXP, MAX_EXP). In float arithmetic f just
+ * below MAX_EXP can round to index EXP_TABLE_SIZE itself, so the table has one more entry
+ * (as the C tool's has). */
 static inline int ew_table_index(float f) {
     return (int)((f + EW_MAX_EXP) * ((float)EW_EXP_TABLE_SIZE / EW_MAX_EXP / 2.0f));
 }
@@ -78,7 +80,7 @@ static EW_CLONES void ew_out_ns(int dim, const float *EW_RESTRICT h, float *syn1
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (f <= -EW_MAX_EXP || f >= EW_MAX_EXP) continue;      /* saturated: no update */
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;     /* saturated (or NaN): skip */
         float g = (label - table[ew_table_index(f)]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {
@@ -97,7 +99,7 @@ static EW_CLONES void ew_out_hs(int dim, const float *EW_RESTRICT h, float *syn1
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (f <= -EW_MAX_EXP || f >= EW_MAX_EXP) continue;
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
         float g = (1.0f - (float)codes[k] - table[ew_table_index(f)]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {
@@ -127,7 +129,7 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (f <= -EW_MAX_EXP || f >= EW_MAX_EXP) continue;
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
         float g = (1.0f - (float)codes[k] - table[ew_table_index(f)]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {
@@ -141,7 +143,7 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (f <= -EW_MAX_EXP || f >= EW_MAX_EXP) continue;
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
         float g = (label - table[ew_table_index(f)]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {

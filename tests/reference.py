@@ -20,7 +20,7 @@ class SplitMix:
 
 
 def sigmoid_table(size=1000, max_exp=6.0):
-    i = np.arange(size, dtype=np.float64)
+    i = np.arange(size + 1, dtype=np.float64)          # one extra: (f + 6) * scale may hit 1000
     e = np.exp((i / size * 2.0 - 1.0) * max_exp)
     return (e / (e + 1.0)).astype(np.float32)
 
@@ -39,7 +39,7 @@ def ref_out_ns(h, syn1neg, targets, alpha):
         l2 = syn1neg[t]
         f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
         label = F(1.0) if k == 0 else F(0.0)
-        if f <= -6 or f >= 6:
+        if not (-6 < f < 6):
             continue
         g = (label - lookup(f)) * F(alpha)
         neu1e += g * l2
@@ -52,7 +52,7 @@ def ref_out_hs(h, syn1, points, codes, alpha):
     for p, c in zip(points, codes):
         l2 = syn1[p]
         f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
-        if f <= -6 or f >= 6:
+        if not (-6 < f < 6):
             continue
         g = (F(1) - F(c) - lookup(f)) * F(alpha)
         neu1e += g * l2

@@ -122,3 +122,17 @@ def test_trainer_rejects_bad_settings():
         make_trainer(arrays, KernelSettings(1, 0, 0, 3, 1))
     with pytest.raises(ValueError):
         make_trainer(arrays, KernelSettings(1, 0, 5, 0, 1))
+
+
+def test_score_just_below_max_exp_stays_in_the_table():
+    # f = 5.9999996 makes (f + 6) round to 12.0 in float32: index 1000 must exist
+    f = np.float32(5.9999996)
+    assert int((f + np.float32(6)) * (np.float32(1000) / np.float32(6) / np.float32(2))) == 1000
+    table = K.exp_table()
+    assert len(table) == 1001 and 0.997 < table[1000] < 0.998
+    h = np.zeros(4, np.float32)
+    h[0] = 1.0
+    syn = np.zeros((1, 4), np.float32)
+    syn[0, 0] = f
+    K.out_ns(h, syn, np.array([0], np.int32), 0.1)
+    assert np.isfinite(syn).all() and abs(syn[0, 0] - f) < 1e-3
