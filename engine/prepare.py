@@ -3,16 +3,15 @@ blocks of the corpus with a pool of spawned processes, memory bounded by the blo
 flight. Also the same two passes for an in-memory iterable of token lists."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
 from .corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
-from .procs import sigint_ignored_in_children
+from .procs import ProcessPool
 from .idstream import EOS, OOV, IdStream, IdStreamWriter
 from ._text import TokenTable
 from .vocab import Vocab, prune_counts
@@ -73,43 +72,23 @@ def encode_block(block: Block, errors: str, vocab_folder: str) -> np.ndarray:
                      for t in tokens], dtype=np.int32)
 
 
-def ordered_map(pool, fn: Callable, items: Iterable, inflight: int) -> Iterator:
-    """pool.imap without reading ahead of `inflight` items (imap would read the whole
-    corpus into memory); results come back in order."""
-    queue: deque = deque()
-    for item in items:
-        queue.append(pool.apply_async(fn, item))
-        if len(queue) >= inflight:
-            yield queue.popleft().get()
-    while queue:
-        yield queue.popleft().get()
-
-
 class _Runner:
-    """Runs block functions in-process (1 worker / small corpus) or in a spawn pool."""
+    """Runs block functions in-process (1 worker / small corpus) or in a ProcessPool."""
 
     def __init__(self, workers: int):
-        self.workers = workers
-        self.pool = None
-        if workers > 1:
-            with sigint_ignored_in_children():
-                self.pool = mp.get_context("spawn").Pool(workers)
+        self.pool = ProcessPool(workers, "engine-prepare") if workers > 1 else None
 
     def map(self, fn, items):
         if self.pool is None:
             return (fn(*item) for item in items)
-        return ordered_map(self.pool, fn, items, inflight=2 * self.workers)
+        return self.pool.map(fn, items, inflight=2)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.pool is not None:
-            if exc[0] is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
+            self.pool.close(force=exc_type is not None)
 
 
 def _is_small(source: CorpusSource, block_bytes: int) -> bool:

@@ -19,3 +19,128 @@ def sigint_ignored_in_children():
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def _pool_worker(conn) -> None:
+    """Run (fn, args) tasks from the parent until None; reply ('ok', result) or
+    ('err', exception)."""
+    import signal as _signal
+
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        fn, args = task
+        try:
+            reply = ("ok", fn(*args))
+        except BaseException as exc:          # noqa: BLE001 (sent to the parent to re-raise)
+            reply = ("err", exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:              # e.g. an unpicklable exception
+            conn.send(("err", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")
+                       if reply[0] == "err" else exc))
+
+
+class ProcessPool:
+    """A small pool of spawned processes with ordered, bounded mapping.
+
+    Unlike multiprocessing.Pool it never reads ahead of `inflight` tasks per process (so
+    memory stays bounded on a huge corpus), re-raises a task's exception as is, notices a
+    process that died, and always shuts down: ask, wait, terminate, kill."""
+
+    def __init__(self, processes: int, name: str = "engine-pool"):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.procs, self.conns = [], []
+        try:
+            for i in range(processes):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=_pool_worker, args=(child_end,), name=f"{name}-{i}",
+                                   daemon=True)
+                with sigint_ignored_in_children():
+                    proc.start()
+                child_end.close()
+                self.procs.append(proc)
+                self.conns.append(parent_end)
+        except BaseException:
+            self.close(force=True)
+            raise
+
+    def map(self, fn, items, inflight: int = 2):
+        """Yield fn(*item) for each item, in order, at most `inflight` per process queued."""
+        from collections import deque
+        from multiprocessing import connection
+
+        from .errors import WorkerError
+
+        queue: deque = deque()
+        items = iter(items)
+        n = len(self.procs)
+        next_worker = 0
+        exhausted = False
+        while True:
+            while not exhausted and len(queue) < inflight * n:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    exhausted = True
+                    break
+                w = next_worker
+                next_worker = (next_worker + 1) % n
+                self.conns[w].send((fn, item))
+                queue.append(w)
+            if not queue:
+                return
+            w = queue.popleft()
+            conn, proc = self.conns[w], self.procs[w]
+            while True:
+                ready = connection.wait([conn, proc.sentinel])
+                if conn in ready:
+                    try:
+                        status, value = conn.recv()
+                    except (EOFError, OSError):
+                        status = None
+                    break
+                if proc.sentinel in ready and not conn.poll():
+                    status = None
+                    break
+            if status is None:
+                raise WorkerError(f"pool process {proc.name} died (exit code {proc.exitcode})")
+            if status == "err":
+                raise value
+            yield value
+
+    def close(self, force: bool = False, grace: float = 3.0) -> None:
+        import time
+
+        for conn in self.conns:
+            try:
+                if not force:
+                    conn.send(None)
+            except Exception:
+                pass
+        deadline = time.monotonic() + (0 if force else grace)
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns:
+            conn.close()
+        self.procs, self.conns = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(force=exc_type is not None)
