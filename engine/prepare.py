@@ -81,7 +81,7 @@ class _Runner:
     def map(self, fn, items):
         if self.pool is None:
             return (fn(*item) for item in items)
-        return self.pool.map(fn, items, inflight=2)
+        return self.pool.map(fn, items)
 
     def __enter__(self):
         return self

@@ -49,9 +49,9 @@ def _pool_worker(conn) -> None:
 class ProcessPool:
     """A small pool of spawned processes with ordered, bounded mapping.
 
-    Unlike multiprocessing.Pool it never reads ahead of `inflight` tasks per process (so
-    memory stays bounded on a huge corpus), re-raises a task's exception as is, notices a
-    process that died, and always shuts down: ask, wait, terminate, kill."""
+    Unlike multiprocessing.Pool it never reads ahead of one task per process (so memory
+    stays bounded on a huge corpus), re-raises a task's exception as is, notices a process
+    that died, and always shuts down: ask, wait, terminate, kill."""
 
     def __init__(self, processes: int, name: str = "engine-pool"):
         import multiprocessing as mp
@@ -72,32 +72,33 @@ class ProcessPool:
             self.close(force=True)
             raise
 
-    def map(self, fn, items, inflight: int = 2):
-        """Yield fn(*item) for each item, in order, at most `inflight` per process queued."""
+    def map(self, fn, items):
+        """Yield fn(*item) for each item, in order. Each process holds one task at a time:
+        a task is sent only to an idle process, so the parent never blocks sending a large
+        block to a process that is itself blocked sending its result back (a deadlock once
+        both exceed the pipe buffer), and at most one block per process is in memory."""
         from collections import deque
         from multiprocessing import connection
 
         from .errors import WorkerError
 
-        queue: deque = deque()
+        busy: deque = deque()                 # processes with a task, in submission order
+        idle = deque(range(len(self.procs)))
         items = iter(items)
-        n = len(self.procs)
-        next_worker = 0
         exhausted = False
         while True:
-            while not exhausted and len(queue) < inflight * n:
+            while idle and not exhausted:
                 try:
                     item = next(items)
                 except StopIteration:
                     exhausted = True
                     break
-                w = next_worker
-                next_worker = (next_worker + 1) % n
+                w = idle.popleft()
                 self.conns[w].send((fn, item))
-                queue.append(w)
-            if not queue:
+                busy.append(w)
+            if not busy:
                 return
-            w = queue.popleft()
+            w = busy.popleft()
             conn, proc = self.conns[w], self.procs[w]
             while True:
                 ready = connection.wait([conn, proc.sentinel])
@@ -112,6 +113,7 @@ class ProcessPool:
                     break
             if status is None:
                 raise WorkerError(f"pool process {proc.name} died (exit code {proc.exitcode})")
+            idle.append(w)
             if status == "err":
                 raise value
             yield value

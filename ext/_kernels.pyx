@@ -19,10 +19,6 @@ cdef extern from "vecmath.h" nogil:
     void ew_axpy(int dim, float a, const float *x, float *y)
     void ew_context_sum(int dim, const float *syn0, const int32_t *ctx, int n, int mean,
                         float *neu1)
-    void ew_out_ns(int dim, const float *h, float *syn1neg, const int32_t *targets, int n,
-                   float alpha, float *neu1e, const float *table)
-    void ew_out_hs(int dim, const float *h, float *syn1, const int32_t *points,
-                   const uint8_t *codes, int n, float alpha, float *neu1e, const float *table)
     void ew_update(int dim, float *h, float *syn1neg, const int32_t *targets, int n,
                    float *syn1, const int32_t *points, const uint8_t *codes, int codelen,
                    float alpha, float *neu1e, const float *table, int apply_to_h)
@@ -271,8 +267,8 @@ def out_ns(const float[::1] h, float[:, ::1] syn1neg, const int32_t[::1] targets
     """One negative-sampling step; updates syn1neg in place, returns neu1e."""
     neu1e = np.zeros(h.shape[0], dtype=np.float32)
     cdef float[::1] e = neu1e
-    ew_out_ns(h.shape[0], &h[0], &syn1neg[0, 0], &targets[0], targets.shape[0], alpha, &e[0],
-              EXP_TABLE)
+    ew_update(h.shape[0], <float *>&h[0], &syn1neg[0, 0], &targets[0], targets.shape[0], NULL,
+              NULL, NULL, 0, alpha, &e[0], EXP_TABLE, 0)
     return neu1e
 
 
@@ -281,8 +277,8 @@ def out_hs(const float[::1] h, float[:, ::1] syn1, const int32_t[::1] points,
     """One hierarchical-softmax step; updates syn1 in place, returns neu1e."""
     neu1e = np.zeros(h.shape[0], dtype=np.float32)
     cdef float[::1] e = neu1e
-    ew_out_hs(h.shape[0], &h[0], &syn1[0, 0], &points[0], &codes[0], points.shape[0], alpha,
-              &e[0], EXP_TABLE)
+    ew_update(h.shape[0], <float *>&h[0], NULL, NULL, 0, &syn1[0, 0], &points[0], &codes[0],
+              points.shape[0], alpha, &e[0], EXP_TABLE, 0)
     return neu1e
 
 

@@ -67,52 +67,12 @@ static EW_CLONES void ew_context_sum(int dim, const float *EW_RESTRICT syn0, con
     }
 }
 
-/* Negative sampling against output rows: targets[0] is the true word (label 1), the rest
- * are noise words (label 0). Updates those rows of syn1neg and accumulates the gradient for
- * the input side into neu1e. A score beyond +-MAX_EXP is left alone, as gensim does (the C
- * tool instead applies a full-size step there). */
-static EW_CLONES void ew_out_ns(int dim, const float *EW_RESTRICT h, float *syn1neg,
-                                const int32_t *targets, int n, float alpha,
-                                float *EW_RESTRICT neu1e, const float *table) {
-    for (int k = 0; k < n; k++) {
-        float *EW_RESTRICT l2 = syn1neg + (size_t)targets[k] * dim;
-        float label = (k == 0) ? 1.0f : 0.0f;
-        float f = 0.0f;
-        EW_SIMD_SUM(f)
-        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;     /* saturated (or NaN): skip */
-        float g = (label - table[ew_table_index(f)]) * alpha;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) {
-            neu1e[i] += g * l2[i];
-            l2[i] += g * h[i];
-        }
-    }
-}
-
-/* Hierarchical softmax along one word's Huffman path (points = inner nodes, codes = bits). */
-static EW_CLONES void ew_out_hs(int dim, const float *EW_RESTRICT h, float *syn1,
-                                const int32_t *points, const uint8_t *codes, int n, float alpha,
-                                float *EW_RESTRICT neu1e, const float *table) {
-    for (int k = 0; k < n; k++) {
-        float *EW_RESTRICT l2 = syn1 + (size_t)points[k] * dim;
-        float f = 0.0f;
-        EW_SIMD_SUM(f)
-        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
-        float g = (1.0f - (float)codes[k] - table[ew_table_index(f)]) * alpha;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) {
-            neu1e[i] += g * l2[i];
-            l2[i] += g * h[i];
-        }
-    }
-}
-
-/* One whole update for an input vector h predicting `word`: hierarchical softmax along its
- * Huffman path (if codelen > 0), then negative sampling against targets (if n > 0), the
- * input-side gradient summed in neu1e; with apply_to_h (skip-gram) it is added to h at the
- * end. One call per (input, output word) pair keeps the per-pair overhead to a single
+/* One whole update for an input vector h predicting a word: hierarchical softmax along its
+ * Huffman path (points = inner nodes, codes = bits; if codelen > 0), then negative sampling
+ * against targets (targets[0] the true word, label 1; the rest noise words, label 0; if
+ * n > 0). Output rows are updated; the input-side gradient is summed in neu1e and, with
+ * apply_to_h (skip-gram), added to h at the end. A score beyond +-MAX_EXP (or NaN) gets no
+ * update, as in gensim (the C tool applies a full-size step to saturated noise words). One call per (input, output word) pair keeps the per-pair overhead to a single
  * indirect call; the output rows are prefetched first, since they are the cache misses. */
 static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
                                 const int32_t *targets, int n, float *syn1,

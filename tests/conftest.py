@@ -47,6 +47,19 @@ def topic_precision(kv, topics, topn=5):
     return hits / total
 
 
+def decode_stream(stream, words):
+    """The sentences (lists of words) an id stream holds."""
+    ids = np.fromfile(stream.path, dtype=np.int32)
+    sentences, cur = [], []
+    for i in ids.tolist():
+        if i < 0:
+            sentences.append(cur)
+            cur = []
+        else:
+            cur.append(words[i])
+    return sentences
+
+
 @pytest.fixture(scope="session")
 def planted():
     return planted_corpus()

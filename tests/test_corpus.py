@@ -8,7 +8,8 @@ import pytest
 from engine.corpus import MAX_SENTENCE_WORDS, CorpusSource
 from engine.errors import CorpusError
 from engine.prepare import build_vocab, encode_corpus
-from engine.idstream import IdStream, ChunkReader
+from engine.idstream import ChunkReader
+from conftest import decode_stream
 
 LINES = ["the cat sat", "", "on the  mat", "the end"]
 
@@ -106,13 +107,7 @@ def test_encode_round_trip(tmp_path, workers):
                            workers=workers, block_bytes=8192)
     ids = np.fromfile(stream.path, dtype=np.int32)
     # decode back: the sentences of the corpus with OOV words dropped, long line cut
-    decoded, cur = [], []
-    for i in ids:
-        if i < 0:
-            decoded.append(cur)
-            cur = []
-        else:
-            cur.append(vocab.words[i])
+    decoded = decode_stream(stream, vocab.words)
     want = []
     for s in src.sentences():
         want.append([w for w in s if w in vocab.index])
@@ -136,3 +131,18 @@ def test_parallel_and_serial_vocab_agree(tmp_path):
     a = build_vocab(CorpusSource(str(p)), min_count=2, workers=1, block_bytes=4096)
     b = build_vocab(CorpusSource(str(p)), min_count=2, workers=2, block_bytes=4096)
     assert a.words == b.words and np.array_equal(a.counts, b.counts)
+
+
+def test_big_blocks_through_the_pool(tmp_path):
+    """Blocks and results far larger than a pipe buffer (no send/send deadlock)."""
+    rs = np.random.default_rng(3)
+    words = np.array([f"tok{i}" for i in range(60_000)])
+    lines = [" ".join(rs.choice(words, 40)) for _ in range(30_000)]      # ~7 MB
+    p = _write(tmp_path / "c.txt", ("\n".join(lines) + "\n").encode())
+    src = CorpusSource(str(p))
+    one = build_vocab(src, min_count=1, workers=1, block_bytes=1 << 20)
+    two = build_vocab(src, min_count=1, workers=2, block_bytes=1 << 20)
+    assert one.words == two.words and np.array_equal(one.counts, two.counts)
+    stream = encode_corpus(src, two, str(tmp_path / "ids"), 20_000, workers=2,
+                           block_bytes=1 << 20)
+    assert stream.n_ids == sum(len(l.split()) for l in lines) + len(lines)

@@ -40,6 +40,14 @@ def test_one_process_same_seed_bit_identical(planted):
     assert not np.array_equal(a, c)
 
 
+def test_two_processes_from_an_iterable(planted):
+    topics, sents = planted
+    model = Word2Vec(sentences=sents, sg=1, vector_size=24, window=4, min_count=1, epochs=3,
+                     sample=0, workers=2, chunk_words=5000)
+    assert model.last_stats.workers == 2
+    assert topic_precision(model.wv, topics) >= 0.9
+
+
 def test_two_processes_learn_too(planted_file):
     topics, path = planted_file
     model = Word2Vec(corpus_file=path, sg=0, vector_size=24, window=4, min_count=1, epochs=5,

@@ -2,12 +2,12 @@
 import random
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from engine._text import TokenTable
 from engine.corpus import CorpusSource
 from engine.prepare import build_vocab, encode_corpus
+from conftest import decode_stream
 
 SPACES = [" ", "  ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\u2003", "\u00a0", "\u3000"]
 WORDS = ["a", "be", "café", "日本", "x_y", "Zz", "naïve", "ß", "é"]
@@ -57,12 +57,4 @@ def test_vocab_and_ids_match_python_split(tmp_path, workers):
     want = Counter(t for l in lines for t in l.split())
     assert dict(zip(vocab.words, vocab.counts.tolist())) == want
     stream = encode_corpus(src, vocab, str(tmp_path / "ids"), 300, workers, 4096)
-    ids = np.fromfile(stream.path, dtype=np.int32)
-    sents, cur = [], []
-    for i in ids:
-        if i < 0:
-            sents.append(cur)
-            cur = []
-        else:
-            cur.append(vocab.words[i])
-    assert sents == [l.split() for l in lines]
+    assert decode_stream(stream, vocab.words) == [l.split() for l in lines]
