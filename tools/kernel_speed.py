@@ -2,7 +2,7 @@
 """Words/s of the training kernel alone, in this process (no spawn, no I/O in the loop):
 encode a corpus once, then time `epochs` passes of Trainer.train over its chunks.
 
-usage: python tools/kernel_speed.py CORPUS [--sg 1] [--epochs 1] [--words N] [--repeat 3]
+usage: python tools/kernel_speed.py CORPUS [--sg 1] [--epochs 1] [--repeat 3] [--shm]
 Use it to compare kernel variants on the same machine in one sitting (ratios, not absolutes).
 """
 import argparse
@@ -20,6 +20,7 @@ from engine.corpus import CorpusSource  # noqa: E402
 from engine.idstream import ChunkReader  # noqa: E402
 from engine.local import make_trainer, plan_tasks  # noqa: E402
 from engine.prepare import build_vocab, encode_corpus  # noqa: E402
+from engine.shm import SharedArrays  # noqa: E402
 from engine.state import ModelState  # noqa: E402
 
 
@@ -31,6 +32,9 @@ def main():
     ap.add_argument("--negative", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shm", action="store_true",
+                    help="train on weights in multiprocessing.shared_memory (as the worker "
+                         "processes do) instead of private numpy arrays")
     args = ap.parse_args()
     src = CorpusSource(args.corpus)
     cfg = ModelConfig(sg=args.sg, hs=args.hs, negative=args.negative)
@@ -42,12 +46,20 @@ def main():
         best = 0.0
         for _ in range(args.repeat):
             state = ModelState(cfg, vocab)
-            trainer = make_trainer(state.kernel_arrays(), state.kernel_settings)
+            arrays = state.kernel_arrays()
+            shared = None
+            if args.shm:
+                shared = SharedArrays.create(arrays)
+                arrays = shared.arrays
+            trainer = make_trainer(arrays, state.kernel_settings)
             tasks = plan_tasks(stream, args.epochs, cfg.alpha, cfg.min_alpha, cfg.seed)
             t0 = time.perf_counter()
             for t in tasks:
                 trainer.train(chunks[t.task_id % len(chunks)], t.seed, t.alpha0, t.alpha1)
             secs = time.perf_counter() - t0
+            del trainer, arrays
+            if shared is not None:
+                shared.unlink()
             rate = stream.raw_words * args.epochs / secs
             best = max(best, rate)
             print(f"{rate:,.0f} words/s ({secs:.2f} s)", flush=True)
