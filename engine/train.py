@@ -133,7 +133,8 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         state = ModelState(m, vocab)
         mem.sample()
         prep_peak = mem.peak_mb
-        mem_train = PeakMemory()
+        mem.interval = 1.0                 # training memory is steady: sample less often,
+        mem_train = PeakMemory(interval=1.0)      # leave the cores to the trainers
         with mem_train:
             stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
                                 job.output.progress_seconds, show_progress)
