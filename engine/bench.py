@@ -205,6 +205,7 @@ def plot(rows: list[dict], path: str) -> str:
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
         ax.plot([r["threads"] for r in mine], [r["words_per_sec"] for r in mine], "o-", label=tool)
+    ax.set_xticks(sorted({r["threads"] for r in rows}))
     ax.set_xlabel("processes / threads")
     ax.set_ylabel("words/s")
     ax.grid(alpha=0.3)
