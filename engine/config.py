@@ -106,7 +106,6 @@ class JobConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(JobConfig)}
 _SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
                   "output": OutputConfig, "evaluate": EvaluateConfig}
 

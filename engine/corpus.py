@@ -66,8 +66,7 @@ class CorpusSource:
                 os.path.join(root, name)
                 for root, dirs, names in os.walk(path)
                 for name in names if not name.startswith("."))
-            dirs_empty = not files
-            if dirs_empty:
+            if not files:
                 raise CorpusError(f"{path}: folder holds no corpus files")
             return files
         if not os.path.exists(path):

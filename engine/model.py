@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 from .config import EngineConfig, ModelConfig, check_value, make_section
 from .corpus import CorpusSource
@@ -17,7 +16,6 @@ from .state import ModelState
 from .train import make_stream, make_vocab, scratch_folder, train_state
 from .vectors import KeyedVectors
 
-log = logging.getLogger("engine")
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 

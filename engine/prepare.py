@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
+from .corpus import Block, CorpusSource, decode, iter_token_batches
 from .procs import ProcessPool
 from .idstream import EOS, OOV, IdStream, IdStreamWriter
 from ._text import TokenTable
@@ -184,9 +184,8 @@ def encode_iterable(sentences: Iterable, vocab: Vocab, folder: str, chunk_words:
     get = vocab.index.get
     for batch in iter_token_batches(sentences):
         ids: list[int] = []
-        for sentence in batch:
-            for start in range(0, max(len(sentence), 1), MAX_SENTENCE_WORDS):
-                ids.extend(get(t, OOV) for t in sentence[start:start + MAX_SENTENCE_WORDS])
-                ids.append(EOS)
+        for sentence in batch:                 # the writer cuts sentences over the cap
+            ids.extend(get(t, OOV) for t in sentence)
+            ids.append(EOS)
         writer.add(np.array(ids, dtype=np.int32))
     return writer.close()

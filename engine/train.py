@@ -11,7 +11,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 
 from .atomic import atomic_file
 from .blas import blas_line, blas_summary

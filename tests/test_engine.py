@@ -12,7 +12,6 @@ import pytest
 
 from engine.bench import engine_command
 from engine.errors import WorkerError
-from engine.idstream import IdStream
 from engine.local import LocalEngine, plan_tasks
 from engine.prepare import build_vocab_iterable, encode_iterable
 from engine.shm import PREFIX

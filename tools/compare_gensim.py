@@ -12,7 +12,6 @@ needed); engine reads the same file.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 

@@ -13,7 +13,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 
 from engine.config import ModelConfig  # noqa: E402
 from engine.corpus import CorpusSource  # noqa: E402
