@@ -48,11 +48,13 @@ def self_peak_rss_mb() -> float:
 
 
 class PeakMemory:
-    """Context manager: samples tree PSS every `interval` seconds; `.peak_mb` after."""
+    """Context manager: samples tree PSS every `interval` seconds; `.peak_mb` after, and
+    the peak of the current phase (see new_phase) in `.phase_peak_mb`."""
 
     def __init__(self, interval: float = 0.1):
         self.interval = interval           # may be changed while running
         self.peak_mb = 0.0
+        self.phase_peak_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="peak-memory")
         self._root = psutil.Process()
@@ -60,7 +62,18 @@ class PeakMemory:
     def sample(self) -> float:
         now = tree_pss_mb(self._root)
         self.peak_mb = max(self.peak_mb, now)
+        self.phase_peak_mb = max(self.phase_peak_mb, now)
         return now
+
+    def new_phase(self, interval: float | None = None) -> float:
+        """Start a new phase (its own peak in `phase_peak_mb`); returns the peak of the
+        phase that ended. Optionally change the sampling interval."""
+        self.sample()
+        ended = self.phase_peak_mb
+        self.phase_peak_mb = 0.0
+        if interval is not None:
+            self.interval = interval
+        return ended
 
     def _run(self):
         while not self._stop.wait(self.interval):

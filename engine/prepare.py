@@ -91,12 +91,10 @@ class _Runner:
             self.pool.close(force=exc_type is not None)
 
 
-def _is_small(source: CorpusSource, block_bytes: int) -> bool:
-    return sum(os.path.getsize(f) for f in source.files) < 2 * block_bytes
-
-
 def _pool_size(source: CorpusSource, workers: int, block_bytes: int) -> int:
-    return 1 if _is_small(source, block_bytes) else min(workers, os.cpu_count() or 1)
+    """Processes for counting/encoding: none extra for a corpus of under two blocks."""
+    small = sum(os.path.getsize(f) for f in source.files) < 2 * block_bytes
+    return 1 if small else min(workers, os.cpu_count() or 1)
 
 
 def _count(run: _Runner, source: CorpusSource, min_count: int, max_final_vocab: int,

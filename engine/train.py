@@ -130,13 +130,11 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
                  times["encode_seconds"])
         state = ModelState(m, vocab)
-        mem.sample()
-        prep_peak = mem.peak_mb
-        mem.interval = 1.0                 # training memory is steady: sample less often,
-        mem_train = PeakMemory(interval=1.0)      # leave the cores to the trainers
-        with mem_train:
-            stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
-                                job.output.progress_seconds, show_progress)
+        # training memory is steady: sample less often and leave the cores to the trainers
+        prep_peak = mem.new_phase(interval=1.0)
+        stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
+                            job.output.progress_seconds, show_progress)
+        train_peak = mem.new_phase()
         log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
                  stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
     kv = state.keyed_vectors()
@@ -156,7 +154,7 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         "effective_words_per_sec": round(stats.effective_words / max(stats.seconds, 1e-9), 1),
         "trained_words": stats.raw_words, "effective_words": stats.effective_words,
         "peak_rss_mb": round(mem.peak_mb, 1),
-        "train_peak_rss_mb": round(mem_train.peak_mb, 1),
+        "train_peak_rss_mb": round(train_peak, 1),
         "prepare_peak_rss_mb": round(prep_peak, 1),
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
         "lost_workers": stats.lost_workers,
