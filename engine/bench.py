@@ -36,6 +36,10 @@ def add_arguments(p) -> None:
     p.add_argument("--json", default="", metavar="F", help="write all rows as JSON")
     p.add_argument("--plot", default="", metavar="F.png", help="words/s against processes")
     p.add_argument("--keep", default="", metavar="DIR", help="keep each run's outputs here")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run every row N times, in N interleaved rounds (so a slow spell of a "
+                        "shared machine hits all rows alike), and report each row's fastest "
+                        "run; all runs' words/s go to --json (default 1)")
 
 
 def parse_threads(text: str) -> list[int]:
@@ -167,9 +171,16 @@ def evaluate_vectors(path: str, analogies: list[str], restrict: int) -> float | 
     return round(kv.evaluate_word_analogies(analogies[0], restrict_vocab=restrict)[0], 4)
 
 
+def best_run(runs: list[dict]) -> dict:
+    """The fastest of a row's runs, with every run's words/s beside it."""
+    best = dict(max(runs, key=lambda r: r["words_per_sec"]))
+    best["runs_words_per_sec"] = [round(r["words_per_sec"], 1) for r in runs]
+    return best
+
+
 def format_table(rows: list[dict], cores: int) -> str:
-    lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | runs |"
+             " note |", "|---|---|---|---|---|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
         base = next((r for r in mine if r["threads"] == 1), None)
@@ -179,8 +190,15 @@ def format_table(rows: list[dict], cores: int) -> str:
             note = "oversubscribed" if r["threads"] > cores else ""
             lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | {speed:.2f}x | "
                          f"{speed / r['threads']:.2f} | {r['peak_mb']:.0f} | "
-                         f"{'' if acc is None else f'{acc:.4f}'} | {note} |")
+                         f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | {note} |")
     return "\n".join(lines)
+
+
+def _spread(row: dict) -> str:
+    runs = row.get("runs_words_per_sec") or [row["words_per_sec"]]
+    if len(runs) == 1:
+        return "1"
+    return f"{len(runs)} ({min(runs) / max(runs):.2f}-1.00)"
 
 
 def ratios(rows: list[dict]) -> list[str]:
@@ -225,8 +243,10 @@ def run_bench(args) -> int:
     evaluate = dataclasses.asdict(job.evaluate)
     evaluate["neighbours"] = []
     engine = {k: v for k, v in dataclasses.asdict(job.engine).items() if k != "workers"}
-    rows: list[dict] = []
     notes: list[str] = []
+    runs: dict[tuple, list[dict]] = {}
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat {args.repeat}: expected an integer >= 1")
     keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
     try:
         corpus = job.corpus.path
@@ -234,36 +254,42 @@ def run_bench(args) -> int:
             from .sample import sample_corpus_path
 
             corpus = sample_corpus_path()
-        for p in counts:
-            row = run_engine(corpus, model, p, os.path.join(keep, f"engine-{p}"), evaluate,
-                             engine)
-            rows.append(row)
-            print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
-                  f"{row['peak_mb']:.0f} MB", flush=True)
-        peers = [x.strip() for x in args.peers.split(",") if x.strip()]
         python = args.peer_python or sys.executable
-        if peers:
-            tmp = os.path.join(keep, "peer-corpus")
-            os.makedirs(tmp, exist_ok=True)
-            plain = plain_corpus(corpus, tmp)
-            words = rows[0]["corpus_words"]
-        for peer in peers:
+        peers = []
+        for peer in (x.strip() for x in args.peers.split(",") if x.strip()):
             why = peer_available(python, peer)
             if why:
                 notes.append(f"peer {peer} skipped: {why}")
                 print(notes[-1], flush=True)
-                continue
+            else:
+                peers.append(peer)
+        plain, words = None, None
+        for rnd in range(args.repeat):
+            tag = f"-r{rnd + 1}" if args.repeat > 1 else ""
             for p in counts:
-                vec = os.path.join(keep, f"{peer}-{p}.bin")
-                row = run_peer(python, peer, plain, model, p, vec, words)
-                row["analogy_accuracy"] = evaluate_vectors(vec, job.evaluate.analogies,
-                                                           job.evaluate.restrict_vocab)
-                rows.append(row)
-                print(f"{peer}, {p} thread(s): {row['words_per_sec']:,.0f} words/s, peak "
+                row = run_engine(corpus, model, p, os.path.join(keep, f"engine-{p}{tag}"),
+                                 evaluate, engine)
+                runs.setdefault(("engine", p), []).append(row)
+                words = row["corpus_words"]
+                print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
                       f"{row['peak_mb']:.0f} MB", flush=True)
+            if peers and plain is None:
+                tmp = os.path.join(keep, "peer-corpus")
+                os.makedirs(tmp, exist_ok=True)
+                plain = plain_corpus(corpus, tmp)
+            for peer in peers:
+                for p in counts:
+                    vec = os.path.join(keep, f"{peer}-{p}{tag}.bin")
+                    row = run_peer(python, peer, plain, model, p, vec, words)
+                    row["analogy_accuracy"] = evaluate_vectors(vec, job.evaluate.analogies,
+                                                               job.evaluate.restrict_vocab)
+                    runs.setdefault((peer, p), []).append(row)
+                    print(f"{peer}, {p} thread(s): {row['words_per_sec']:,.0f} words/s, peak "
+                          f"{row['peak_mb']:.0f} MB", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(keep, ignore_errors=True)
+    rows = [best_run(r) for r in runs.values()]
     print()
     print(f"corpus: {corpus}; {cores} CPU(s) available; model: "
           + ", ".join(f"{k}={model[k]}" for k in ("sg", "hs", "negative", "vector_size", "window",
@@ -275,5 +301,6 @@ def run_bench(args) -> int:
         print(plot(rows, args.plot))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "notes": notes, "cores": cores, "model": model}, fh, indent=2)
+            json.dump({"rows": rows, "notes": notes, "cores": cores, "model": model,
+                       "repeat": args.repeat}, fh, indent=2)
     return 0

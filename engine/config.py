@@ -75,6 +75,11 @@ class EngineConfig:
     chunk_words: int = _f(20_000, int, 100)         # ids per work unit handed to a process
     block_bytes: int = _f(1 << 20, int, 4096)       # text per block when counting/encoding
     cache_dir: str = _f("", str)                    # "" = a temporary folder, removed after
+    # With workers > 1: rows of the `hot_words` most frequent words (and as many top Huffman
+    # nodes) are trained on per-process copies, merged into the shared weights every
+    # `sync_words` trained words and at every chunk's end (0 = update shared rows directly).
+    hot_words: int = _f(0, int, 0, 1 << 20)
+    sync_words: int = _f(1024, int, 1, 1 << 30)
 
     @property
     def processes(self) -> int:

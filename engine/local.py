@@ -95,13 +95,14 @@ def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, se
     return tasks
 
 
-def make_trainer(arrays: dict, settings: KernelSettings):
+def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
+                 sync_every: int = 1024):
     from ._kernels import Trainer
 
     return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["sample_thr"],
                    arrays["alias_prob"], arrays["alias_idx"], arrays["codes"], arrays["points"],
                    arrays["code_lens"], settings.sg, settings.hs, settings.negative,
-                   settings.window, settings.cbow_mean)
+                   settings.window, settings.cbow_mean, hot_words, sync_every)
 
 
 def _limit_blas():
@@ -110,7 +111,7 @@ def _limit_blas():
     return threadpool_limits(limits=1)
 
 
-def _worker_main(slot: int, spec: dict, settings: KernelSettings, ids_path: str,
+def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, ids_path: str,
                  max_ids: int, conn) -> None:
     """Entry point of a spawned training process: attach, then train chunks until told to
     stop (None) or the parent goes away."""
@@ -121,7 +122,7 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, ids_path: str,
     try:
         _limit_blas()
         shared = SharedArrays.attach(spec)
-        trainer = make_trainer(shared.arrays, settings)
+        trainer = make_trainer(shared.arrays, settings, *hot)
         reader = ChunkReader(ids_path, max_ids)
         conn.send(("ready", slot, os.getpid()))
         while True:
@@ -157,8 +158,10 @@ class LocalEngine:
     """Trains the weights in `arrays` (numpy, updated in place) on an id stream."""
 
     def __init__(self, workers: int = 1, progress_seconds: float = 5.0, show_progress=True,
-                 on_tick=None):
+                 on_tick=None, hot_words: int = 0, sync_words: int = 1024):
         self.workers = max(1, int(workers))
+        self.hot_words = hot_words
+        self.sync_words = sync_words
         self.progress_seconds = progress_seconds
         self.show_progress = show_progress
         self.on_tick = on_tick
@@ -205,7 +208,8 @@ class LocalEngine:
             for slot in range(self.workers):
                 parent_end, child_end = ctx.Pipe(duplex=True)
                 proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
-                                   args=(slot, shared.spec, settings, stream.path,
+                                   args=(slot, shared.spec, settings,
+                                         (self.hot_words, self.sync_words), stream.path,
                                          stream.max_chunk_ids, child_end), daemon=True)
                 with sigint_ignored_in_children():
                     proc.start()

@@ -60,7 +60,8 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     """Train `state` in place for `epochs` more epochs over the id stream."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
-    runner = LocalEngine(engine.processes, progress_seconds, show_progress)
+    runner = LocalEngine(engine.processes, progress_seconds, show_progress,
+                         hot_words=engine.hot_words, sync_words=engine.sync_words)
     stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
     state.epochs_trained += epochs
     state.words_trained += stats.raw_words

@@ -11,17 +11,17 @@ import numpy as np
 from libc.math cimport exp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cdef extern from "vecmath.h" nogil:
     int EW_EXP_TABLE_SIZE
     float EW_MAX_EXP
     void ew_axpy(int dim, float a, const float *x, float *y)
-    void ew_context_sum(int dim, const float *syn0, const int32_t *ctx, int n, int mean,
-                        float *neu1)
-    void ew_update(int dim, float *h, float *syn1neg, const int32_t *targets, int n,
-                   float *syn1, const int32_t *points, const uint8_t *codes, int codelen,
-                   float alpha, float *neu1e, const float *table, int apply_to_h)
+    void ew_context_sum(int dim, float **rows, int n, int mean, float *neu1)
+    void ew_prefetch_rows(int dim, float **rows, int n)
+    void ew_update(int dim, float *h, float **outs, int n, float **nodes, const uint8_t *codes,
+                   int codelen, float alpha, float *neu1e, const float *table, int apply_to_h)
+    void ew_sync_rows(size_t count, float *shared, float *local, float *base)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef uint64_t ONE32 = (<uint64_t>1) << 32
@@ -67,20 +67,72 @@ cdef struct Params:
     int max_code
 
 
+cdef struct Hot:
+    # Process-local copies of the most contended rows (multi-process runs only): words
+    # [0, words) of syn0 and syn1neg (the vocabulary is sorted by count, so these are the
+    # most frequent words) and inner nodes [node_lo, vocab - 1) of syn1 (the top of the
+    # Huffman tree, which every hierarchical-softmax update walks). Updates go to the copies
+    # and reach the shared rows every `every` trained words and at the end of each chunk.
+    int words
+    int node_lo
+    int nodes
+    int every
+    float *syn0
+    float *syn0_base
+    float *syn1neg
+    float *syn1neg_base
+    float *syn1
+    float *syn1_base
+
+
+cdef struct Plan:
+    # Everything one center position needs, drawn from the RNG in the original order (window,
+    # then the noise words of each update), so the rows of the next update can be prefetched
+    # while the current one computes.
+    int32_t word
+    int nin          # input rows: SG, one update per row; CBOW, the context of one update
+    int nupd         # updates planned: SG nin; CBOW 1 (0 without context)
+    int codelen
+    float **ins      # [2 * window]
+    float **outs     # [2 * window * (negative + 1)]: update q's rows at q * (negative + 1)
+    int *nouts       # [2 * window]
+    float **nodes    # [max_code]
+    const uint8_t *codes
+
+
 cdef struct Work:
     int32_t *sent      # kept words of the current sentence
-    int32_t *targets   # positive + negatives of one update
-    int32_t *ctx       # context words of one CBOW update
     float *neu1
     float *neu1e
+    Plan plan[2]
 
 
-cdef inline int draw_targets(const Params *p, int32_t word, uint64_t *rng,
-                             int32_t *targets) noexcept nogil:
+cdef inline float *in_row(const Params *p, const Hot *hot, int32_t w) noexcept nogil:
+    if w < hot.words:
+        return hot.syn0 + <size_t>w * p.dim
+    return p.syn0 + <size_t>w * p.dim
+
+
+cdef inline float *out_row(const Params *p, const Hot *hot, int32_t w) noexcept nogil:
+    if w < hot.words:
+        return hot.syn1neg + <size_t>w * p.dim
+    return p.syn1neg + <size_t>w * p.dim
+
+
+cdef inline float *node_row(const Params *p, const Hot *hot, int32_t node) noexcept nogil:
+    if node >= hot.node_lo:
+        return hot.syn1 + <size_t>(node - hot.node_lo) * p.dim
+    return p.syn1 + <size_t>node * p.dim
+
+
+cdef inline int draw_targets(const Params *p, const Hot *hot, int32_t word, uint64_t *rng,
+                             float **outs) noexcept nogil:
+    """Rows of the true word and of `negative` noise words (a draw equal to the word is
+    dropped). Returns how many."""
     cdef int n = 1, k
     cdef uint64_t r, bucket
     cdef int32_t t
-    targets[0] = word
+    outs[0] = out_row(p, hot, word)
     for k in range(p.negative):
         r = splitmix64(rng)
         bucket = ((r >> 32) * p.vocab_size) >> 32
@@ -89,37 +141,98 @@ cdef inline int draw_targets(const Params *p, int32_t word, uint64_t *rng,
         else:
             t = p.alias_idx[bucket]
         if t != word:
-            targets[n] = t
+            outs[n] = out_row(p, hot, t)
             n += 1
     return n
 
 
-cdef inline void output_step(const Params *p, int32_t word, float *h, float alpha,
-                             uint64_t *rng, Work *w, int apply_to_h) noexcept nogil:
-    """Both output layers for one (input vector h, predicted word): grads into w.neu1e,
-    added to h too when apply_to_h (skip-gram)."""
-    cdef int n = 0, codelen = 0
-    if p.negative:
-        n = draw_targets(p, word, rng, w.targets)
-    if p.hs:
-        codelen = p.code_lens[word]
-    ew_update(p.dim, h, p.syn1neg, w.targets, n, p.syn1,
-              p.points + <size_t>word * p.max_code, p.codes + <size_t>word * p.max_code,
-              codelen, alpha, w.neu1e, EXP_TABLE, apply_to_h)
+cdef void plan_position(const Params *p, const Hot *hot, const int32_t *sent, int slen,
+                        int pos, uint64_t *rng, Plan *pl) noexcept nogil:
+    cdef int span = p.window - <int>(splitmix64(rng) % <uint64_t>p.window)
+    cdef int lo = pos - span if pos > span else 0
+    cdef int hi = pos + span + 1 if pos + span + 1 < slen else slen
+    cdef int j, q, c
+    cdef int stride = p.negative + 1
+    cdef const int32_t *pts
+    pl.word = sent[pos]
+    pl.nin = 0
+    for j in range(lo, hi):
+        if j != pos:
+            pl.ins[pl.nin] = in_row(p, hot, sent[j])
+            pl.nin += 1
+    pl.nupd = pl.nin if p.sg else (1 if pl.nin > 0 else 0)
+    for q in range(pl.nupd):
+        pl.nouts[q] = draw_targets(p, hot, pl.word, rng, pl.outs + q * stride) if p.negative else 0
+    pl.codelen = 0
+    if p.hs and pl.nupd > 0:
+        pl.codelen = p.code_lens[pl.word]
+        pl.codes = p.codes + <size_t>pl.word * p.max_code
+        pts = p.points + <size_t>pl.word * p.max_code
+        for c in range(pl.codelen):
+            pl.nodes[c] = node_row(p, hot, pts[c])
 
 
-cdef int64_t train_ids(const Params *p, const int32_t *ids, Py_ssize_t n, uint64_t *rng,
-                       float alpha0, float alpha1, Work *w) noexcept nogil:
+cdef inline void prefetch_update(const Params *p, const Plan *pl, int q) noexcept nogil:
+    """Start loading the rows update q of plan pl will touch (its Huffman nodes once, with its
+    first update)."""
+    if q >= pl.nupd:
+        return
+    if p.sg:
+        ew_prefetch_rows(p.dim, pl.ins + q, 1)
+    else:
+        ew_prefetch_rows(p.dim, pl.ins, pl.nin)
+    ew_prefetch_rows(p.dim, pl.outs + q * (p.negative + 1), pl.nouts[q])
+    if q == 0 and pl.codelen:
+        ew_prefetch_rows(p.dim, pl.nodes, pl.codelen)
+
+
+cdef void hot_sync(const Params *p, Hot *hot) noexcept nogil:
+    cdef size_t n = <size_t>hot.words * p.dim
+    if hot.words:
+        ew_sync_rows(n, p.syn0, hot.syn0, hot.syn0_base)
+        if p.negative:
+            ew_sync_rows(n, p.syn1neg, hot.syn1neg, hot.syn1neg_base)
+    if hot.nodes:
+        ew_sync_rows(<size_t>hot.nodes * p.dim, p.syn1 + <size_t>hot.node_lo * p.dim,
+                     hot.syn1, hot.syn1_base)
+
+
+cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha,
+                   Work *w) noexcept nogil:
+    """The updates of one center position, prefetching each next update's rows."""
+    cdef int q, j
+    cdef float **outs
+    for q in range(pl.nupd):
+        if q + 1 < pl.nupd:
+            prefetch_update(p, pl, q + 1)
+        elif nxt != NULL:
+            prefetch_update(p, nxt, 0)
+        outs = pl.outs + q * (p.negative + 1)
+        if p.sg:
+            ew_update(p.dim, pl.ins[q], outs, pl.nouts[q], pl.nodes, pl.codes,
+                      pl.codelen, alpha, w.neu1e, EXP_TABLE, 1)
+        else:
+            ew_context_sum(p.dim, pl.ins, pl.nin, p.cbow_mean, w.neu1)
+            ew_update(p.dim, w.neu1, outs, pl.nouts[q], pl.nodes, pl.codes, pl.codelen,
+                      alpha, w.neu1e, EXP_TABLE, 0)
+            if not p.cbow_mean:
+                for j in range(p.dim):
+                    w.neu1e[j] /= pl.nin
+            for j in range(pl.nin):
+                ew_axpy(p.dim, 1.0, w.neu1e, pl.ins[j])
+
+
+cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t n,
+                       uint64_t *rng, float alpha0, float alpha1, Work *w) noexcept nogil:
     """Train on n ids (sentences separated by -1, ending with one); returns words trained.
 
     alpha goes linearly from alpha0 to alpha1 across the chunk (updated per sentence)."""
-    cdef Py_ssize_t i = 0, start
-    cdef int slen, pos, j, lo, hi, span, nctx
+    cdef Py_ssize_t i = 0
+    cdef int slen, pos, cur = 0, since_sync = 0
     cdef int32_t word
     cdef uint64_t thr
     cdef float alpha
     cdef int64_t trained = 0
-    cdef float *l1
     while i < n:
         alpha = alpha0 + (alpha1 - alpha0) * (<float>i / <float>n)
         slen = 0
@@ -133,31 +246,24 @@ cdef int64_t train_ids(const Params *p, const int32_t *ids, Py_ssize_t n, uint64
             slen += 1
         i += 1
         trained += slen
+        if slen == 0:
+            continue
+        plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
+        prefetch_update(p, &w.plan[cur], 0)
         for pos in range(slen):
-            span = p.window - <int>(splitmix64(rng) % <uint64_t>p.window)
-            lo = pos - span if pos > span else 0
-            hi = pos + span + 1 if pos + span + 1 < slen else slen
-            if p.sg:
-                for j in range(lo, hi):
-                    if j == pos:
-                        continue
-                    l1 = p.syn0 + <size_t>w.sent[j] * p.dim
-                    output_step(p, w.sent[pos], l1, alpha, rng, w, 1)
+            if pos + 1 < slen:
+                plan_position(p, hot, w.sent, slen, pos + 1, rng, &w.plan[1 - cur])
+                run_plan(p, &w.plan[cur], &w.plan[1 - cur], alpha, w)
             else:
-                nctx = 0
-                for j in range(lo, hi):
-                    if j != pos:
-                        w.ctx[nctx] = w.sent[j]
-                        nctx += 1
-                if nctx == 0:
-                    continue
-                ew_context_sum(p.dim, p.syn0, w.ctx, nctx, p.cbow_mean, w.neu1)
-                output_step(p, w.sent[pos], w.neu1, alpha, rng, w, 0)
-                if not p.cbow_mean:
-                    for j in range(p.dim):
-                        w.neu1e[j] /= nctx
-                for j in range(nctx):
-                    ew_axpy(p.dim, 1.0, w.neu1e, p.syn0 + <size_t>w.ctx[j] * p.dim)
+                run_plan(p, &w.plan[cur], NULL, alpha, w)
+            cur = 1 - cur
+            if hot.every:
+                since_sync += 1
+                if since_sync >= hot.every:
+                    hot_sync(p, hot)
+                    since_sync = 0
+    if hot.every:
+        hot_sync(p, hot)
     return trained
 
 
@@ -165,10 +271,27 @@ cdef float *_fptr(float[:, ::1] a):
     return &a[0, 0] if a.shape[0] > 0 else NULL
 
 
+cdef float *_alloc_copy(const float *src, size_t count):
+    cdef float *out = <float *>malloc(count * sizeof(float) if count else 1)
+    if out == NULL:
+        raise MemoryError()
+    if count:
+        memcpy(out, src, count * sizeof(float))
+    return out
+
+
 cdef class Trainer:
     """One process's handle on the model: pointers into (shared) weights and tables, plus
-    private scratch buffers. `train(ids, seed, alpha0, alpha1)` runs one chunk nogil."""
+    private scratch buffers. `train(ids, seed, alpha0, alpha1)` runs one chunk nogil.
+
+    hot_words > 0 (for processes sharing the weights): the input and output rows of the
+    hot_words most frequent words, and as many top Huffman nodes, are trained on
+    process-local copies merged into the shared weights every `sync_every` trained words and
+    at the end of every chunk, so the processes do not fight over the same cache lines on
+    every update (the rows every update touches). With hot_words = 0 the shared rows are
+    updated directly, and one process with a given seed gives one exact result."""
     cdef Params p
+    cdef Hot hot
     cdef Work w
     cdef object _refs
     cdef Py_ssize_t sent_cap
@@ -177,7 +300,11 @@ cdef class Trainer:
                   const uint64_t[::1] sample_thr, const uint64_t[::1] alias_prob,
                   const int32_t[::1] alias_idx, const uint8_t[:, ::1] codes,
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
-                  int sg, int hs, int negative, int window, int cbow_mean):
+                  int sg, int hs, int negative, int window, int cbow_mean,
+                  int hot_words=0, int sync_every=1024):
+        cdef int k
+        memset(&self.hot, 0, sizeof(Hot))
+        memset(&self.w, 0, sizeof(Work))
         if window < 1:
             raise ValueError("window must be >= 1")
         if negative < 0 or (negative == 0 and not hs):
@@ -186,6 +313,8 @@ cdef class Trainer:
             raise ValueError("syn1neg must have one row per word")
         if hs and syn1.shape[0] < syn0.shape[0] - 1:
             raise ValueError("syn1 must have vocab-1 rows")
+        if hot_words < 0 or sync_every < 1:
+            raise ValueError("need hot_words >= 0 and sync_every >= 1")
         self._refs = (syn0, syn1neg, syn1, sample_thr, alias_prob, alias_idx, codes, points,
                       code_lens)
         self.p.syn0 = _fptr(syn0)
@@ -205,21 +334,66 @@ cdef class Trainer:
         self.p.codes = &codes[0, 0] if hs else NULL
         self.p.points = &points[0, 0] if hs else NULL
         self.p.code_lens = &code_lens[0] if hs else NULL
-        self.w.targets = <int32_t *>malloc((negative + 1) * sizeof(int32_t))
-        self.w.ctx = <int32_t *>malloc((2 * window + 1) * sizeof(int32_t))
+        for k in range(2):
+            self.w.plan[k].ins = <float **>malloc(2 * window * sizeof(float *))
+            self.w.plan[k].outs = <float **>malloc(2 * window * (negative + 1) * sizeof(float *))
+            self.w.plan[k].nouts = <int *>malloc(2 * window * sizeof(int))
+            self.w.plan[k].nodes = <float **>malloc((self.p.max_code + 1) * sizeof(float *))
+            if not (self.w.plan[k].ins and self.w.plan[k].outs and self.w.plan[k].nouts
+                    and self.w.plan[k].nodes):
+                raise MemoryError()
         self.w.neu1 = <float *>malloc(self.p.dim * sizeof(float))
         self.w.neu1e = <float *>malloc(self.p.dim * sizeof(float))
-        self.w.sent = NULL
-        self.sent_cap = 0
-        if not (self.w.targets and self.w.ctx and self.w.neu1 and self.w.neu1e):
+        if not (self.w.neu1 and self.w.neu1e):
             raise MemoryError()
+        self.hot.node_lo = 1 << 30
+        if hot_words:
+            self._init_hot(min(hot_words, syn0.shape[0]), sync_every,
+                           syn1.shape[0] if hs else 0)
+
+    cdef _init_hot(self, int words, int every, int inner):
+        cdef size_t n = <size_t>words * self.p.dim
+        self.hot.every = every
+        self.hot.words = words
+        self.hot.syn0 = _alloc_copy(self.p.syn0, n)
+        self.hot.syn0_base = _alloc_copy(self.p.syn0, n)
+        if self.p.negative:
+            self.hot.syn1neg = _alloc_copy(self.p.syn1neg, n)
+            self.hot.syn1neg_base = _alloc_copy(self.p.syn1neg, n)
+        if inner:
+            self.hot.nodes = min(words, inner)
+            self.hot.node_lo = inner - self.hot.nodes
+            n = <size_t>self.hot.nodes * self.p.dim
+            self.hot.syn1 = _alloc_copy(self.p.syn1 + <size_t>self.hot.node_lo * self.p.dim, n)
+            self.hot.syn1_base = _alloc_copy(self.p.syn1 + <size_t>self.hot.node_lo * self.p.dim, n)
 
     def __dealloc__(self):
-        free(self.w.targets)
-        free(self.w.ctx)
+        cdef int k
+        for k in range(2):
+            free(self.w.plan[k].ins)
+            free(self.w.plan[k].outs)
+            free(self.w.plan[k].nouts)
+            free(self.w.plan[k].nodes)
         free(self.w.neu1)
         free(self.w.neu1e)
         free(self.w.sent)
+        free(self.hot.syn0)
+        free(self.hot.syn0_base)
+        free(self.hot.syn1neg)
+        free(self.hot.syn1neg_base)
+        free(self.hot.syn1)
+        free(self.hot.syn1_base)
+
+    @property
+    def hot_words(self):
+        return self.hot.words
+
+    def sync(self):
+        """Merge the local copies of the hot rows into the shared weights and refresh them
+        (train() already does this at the end of every chunk)."""
+        if self.hot.every:
+            with nogil:
+                hot_sync(&self.p, &self.hot)
 
     def train(self, const int32_t[::1] ids, uint64_t seed, float alpha0, float alpha1):
         """Train on one chunk of ids (sentences end with -1). Returns words trained
@@ -237,7 +411,7 @@ cdef class Trainer:
                 raise MemoryError()
             self.sent_cap = n
         with nogil:
-            trained = train_ids(&self.p, &ids[0], n, &rng, alpha0, alpha1, &self.w)
+            trained = train_ids(&self.p, &self.hot, &ids[0], n, &rng, alpha0, alpha1, &self.w)
         return trained
 
 
@@ -263,12 +437,24 @@ def splitmix_draws(uint64_t seed, int n):
     return out
 
 
+cdef float **_row_ptrs(float[:, ::1] m, const int32_t[::1] idx):
+    cdef float **rows = <float **>malloc((idx.shape[0] + 1) * sizeof(float *))
+    cdef Py_ssize_t k
+    if rows == NULL:
+        raise MemoryError()
+    for k in range(idx.shape[0]):
+        rows[k] = &m[idx[k], 0]
+    return rows
+
+
 def out_ns(const float[::1] h, float[:, ::1] syn1neg, const int32_t[::1] targets, float alpha):
     """One negative-sampling step; updates syn1neg in place, returns neu1e."""
     neu1e = np.zeros(h.shape[0], dtype=np.float32)
     cdef float[::1] e = neu1e
-    ew_update(h.shape[0], <float *>&h[0], &syn1neg[0, 0], &targets[0], targets.shape[0], NULL,
-              NULL, NULL, 0, alpha, &e[0], EXP_TABLE, 0)
+    cdef float **rows = _row_ptrs(syn1neg, targets)
+    ew_update(h.shape[0], <float *>&h[0], rows, targets.shape[0], NULL, NULL, 0, alpha, &e[0],
+              EXP_TABLE, 0)
+    free(rows)
     return neu1e
 
 
@@ -277,13 +463,22 @@ def out_hs(const float[::1] h, float[:, ::1] syn1, const int32_t[::1] points,
     """One hierarchical-softmax step; updates syn1 in place, returns neu1e."""
     neu1e = np.zeros(h.shape[0], dtype=np.float32)
     cdef float[::1] e = neu1e
-    ew_update(h.shape[0], <float *>&h[0], NULL, NULL, 0, &syn1[0, 0], &points[0], &codes[0],
-              points.shape[0], alpha, &e[0], EXP_TABLE, 0)
+    cdef float **rows = _row_ptrs(syn1, points)
+    ew_update(h.shape[0], <float *>&h[0], NULL, 0, rows, &codes[0], points.shape[0], alpha,
+              &e[0], EXP_TABLE, 0)
+    free(rows)
     return neu1e
 
 
-def context_sum(const float[:, ::1] syn0, const int32_t[::1] ctx, int mean):
+def context_sum(float[:, ::1] syn0, const int32_t[::1] ctx, int mean):
     neu1 = np.empty(syn0.shape[1], dtype=np.float32)
     cdef float[::1] o = neu1
-    ew_context_sum(syn0.shape[1], &syn0[0, 0], &ctx[0], ctx.shape[0], mean, &o[0])
+    cdef float **rows = _row_ptrs(syn0, ctx)
+    ew_context_sum(syn0.shape[1], rows, ctx.shape[0], mean, &o[0])
+    free(rows)
     return neu1
+
+
+def sync_rows(float[::1] shared, float[::1] local, float[::1] base):
+    """shared += local - base; local = base = shared (the hot-row merge)."""
+    ew_sync_rows(shared.shape[0], &shared[0], &local[0], &base[0])

@@ -1,8 +1,12 @@
 /* vecmath.h: the vector arithmetic at the bottom of every word2vec update.
  *
- * Each function is compiled once per instruction set (AVX-512, AVX2+FMA, baseline x86-64)
- * with GCC/Clang `target_clones`; the loader picks the best for the running CPU, so a wheel
- * built for the baseline still runs its inner loops with the widest vectors available.
+ * Each function is compiled once per x86-64 feature level (v4: AVX-512; v3: AVX2+FMA;
+ * baseline) with GCC's `target_clones`; the loader picks the best the running CPU supports,
+ * so a build for the baseline still runs its inner loops with the widest vectors there.
+ * Feature levels, not CPU names: a clone for "arch=haswell" is chosen only on a CPU that
+ * *is* a Haswell (GCC dispatches it with __builtin_cpu_is), so AMD's Zen, which has every
+ * Haswell feature, got the baseline clone until we switched (seen with perf: ew_update.default).
+ * GCC 11 and older do not dispatch on levels: they get a feature clone (AVX2, no FMA).
  * Everything works on raw float32 pointers; the Cython loops in _kernels.pyx call these.
  */
 #ifndef ENGINE_VECMATH_H
@@ -14,9 +18,12 @@
 #define EW_EXP_TABLE_SIZE 1000
 #define EW_MAX_EXP 6.0f
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__) \
-    && !defined(ENGINE_NO_CLONES)
-#define EW_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(ENGINE_NO_CLONES)
+#if __GNUC__ >= 12
+#define EW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define EW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #else
 #define EW_CLONES
 #endif
@@ -51,12 +58,12 @@ static EW_CLONES void ew_axpy(int dim, float a, const float *EW_RESTRICT x, floa
     for (int i = 0; i < dim; i++) y[i] += a * x[i];
 }
 
-/* neu1 = sum (or mean) of the input rows of the n context words. */
-static EW_CLONES void ew_context_sum(int dim, const float *EW_RESTRICT syn0, const int32_t *ctx,
-                                     int n, int mean, float *EW_RESTRICT neu1) {
+/* neu1 = sum (or mean) of the n input rows. */
+static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mean,
+                                     float *EW_RESTRICT neu1) {
     for (int i = 0; i < dim; i++) neu1[i] = 0.0f;
     for (int c = 0; c < n; c++) {
-        const float *row = syn0 + (size_t)ctx[c] * dim;
+        const float *EW_RESTRICT row = rows[c];
         EW_SIMD
         for (int i = 0; i < dim; i++) neu1[i] += row[i];
     }
@@ -67,25 +74,31 @@ static EW_CLONES void ew_context_sum(int dim, const float *EW_RESTRICT syn0, con
     }
 }
 
+/* Ask for the n rows (dim floats each) to be brought into cache, for writing. */
+static inline void ew_prefetch_rows(int dim, float *const *rows, int n) {
+    for (int k = 0; k < n; k++) {
+        const char *row = (const char *)rows[k];
+        for (int b = 0; b < dim * 4; b += 64) EW_PREFETCH(row + b);
+        EW_PREFETCH(row + dim * 4 - 1);     /* rows need not start on a cache line */
+    }
+}
+
 /* One whole update for an input vector h predicting a word: hierarchical softmax along its
- * Huffman path (points = inner nodes, codes = bits; if codelen > 0), then negative sampling
- * against targets (targets[0] the true word, label 1; the rest noise words, label 0; if
- * n > 0). Output rows are updated; the input-side gradient is summed in neu1e and, with
- * apply_to_h (skip-gram), added to h at the end. A score beyond +-MAX_EXP (or NaN) gets no
- * update, as in gensim (the C tool applies a full-size step to saturated noise words). One call per (input, output word) pair keeps the per-pair overhead to a single
- * indirect call; the output rows are prefetched first, since they are the cache misses. */
-static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
-                                const int32_t *targets, int n, float *syn1,
-                                const int32_t *points, const uint8_t *codes, int codelen,
+ * Huffman path (nodes = the inner-node rows, codes = bits; if codelen > 0), then negative
+ * sampling against the output rows outs (outs[0] the true word's, label 1; the rest noise
+ * words', label 0; if n > 0). Output rows are updated; the input-side gradient is summed in
+ * neu1e and, with apply_to_h (skip-gram), added to h at the end. A score beyond +-MAX_EXP
+ * (or NaN) gets no update, as in gensim (the C tool applies a full-size step to saturated
+ * noise words). Rows come as pointers, so the caller decides where each lives (shared
+ * weights or a process-local copy of a hot row) and can prefetch the next update's rows
+ * while this one computes. */
+static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *outs, int n,
+                                float *const *nodes, const uint8_t *codes, int codelen,
                                 float alpha, float *EW_RESTRICT neu1e, const float *table,
                                 int apply_to_h) {
-    for (int k = 0; k < n; k++) {
-        const char *row = (const char *)(syn1neg + (size_t)targets[k] * dim);
-        for (int b = 0; b < dim * 4; b += 64) EW_PREFETCH(row + b);
-    }
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
     for (int k = 0; k < codelen; k++) {
-        float *EW_RESTRICT l2 = syn1 + (size_t)points[k] * dim;
+        float *EW_RESTRICT l2 = nodes[k];
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
@@ -98,7 +111,7 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
         }
     }
     for (int k = 0; k < n; k++) {
-        float *EW_RESTRICT l2 = syn1neg + (size_t)targets[k] * dim;
+        float *EW_RESTRICT l2 = outs[k];
         float label = (k == 0) ? 1.0f : 0.0f;
         float f = 0.0f;
         EW_SIMD_SUM(f)
@@ -114,6 +127,20 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *syn1neg,
     if (apply_to_h) {
         EW_SIMD
         for (int i = 0; i < dim; i++) h[i] += neu1e[i];
+    }
+}
+
+/* Publish a process-local copy of rows and refresh it: shared += local - base (the updates
+ * made here since the last sync), then local = base = shared (picking up the other
+ * processes' updates). Lock-free like every other write to the shared weights. */
+static EW_CLONES void ew_sync_rows(size_t count, float *shared, float *EW_RESTRICT local,
+                                   float *EW_RESTRICT base) {
+    EW_SIMD
+    for (size_t i = 0; i < count; i++) {
+        float v = shared[i] + (local[i] - base[i]);
+        shared[i] = v;
+        local[i] = v;
+        base[i] = v;
     }
 }
 

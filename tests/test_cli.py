@@ -77,14 +77,18 @@ def test_bad_input_one_line_error(job, tmp_path, override, msg):
 
 
 def test_bench_runs_and_skips_missing_peer(job, tmp_path):
-    r = _run("bench", str(job), "--threads", "1..2", "--peers", "nosuchpeer",
+    r = _run("bench", str(job), "--threads", "1..2", "--peers", "nosuchpeer", "--repeat", "2",
              "--json", str(tmp_path / "b.json"), "--set", "model.epochs=1")
     assert r.returncode == 0, r.stderr
     assert "| engine | 2 |" in r.stdout
     assert "peer nosuchpeer skipped" in r.stdout
+    assert r.stdout.count("engine, 2 process(es)") == 2      # two rounds
     data = json.loads((tmp_path / "b.json").read_text())
     assert [row["threads"] for row in data["rows"]] == [1, 2]
     assert all(row["peak_mb"] > 0 and row["words_per_sec"] > 0 for row in data["rows"])
+    for row in data["rows"]:                                # the fastest of the two runs
+        assert len(row["runs_words_per_sec"]) == 2
+        assert row["words_per_sec"] == pytest.approx(max(row["runs_words_per_sec"]), abs=0.1)
 
 
 def test_parallel_prepare_reports_bad_bytes(tmp_path):

@@ -136,3 +136,56 @@ def test_score_just_below_max_exp_stays_in_the_table():
     syn[0, 0] = f
     K.out_ns(h, syn, np.array([0], np.int32), 0.1)
     assert np.isfinite(syn).all() and abs(syn[0, 0] - f) < 1e-3
+
+
+def test_sync_rows_merges_local_updates_and_refreshes():
+    rs = np.random.default_rng(5)
+    base = rs.normal(size=50).astype(np.float32)
+    shared = base + rs.normal(size=50).astype(np.float32)     # others' updates since the copy
+    local = base + rs.normal(size=50).astype(np.float32)      # this process's updates
+    want = shared + (local - base)
+    K.sync_rows(shared, local, base)
+    np.testing.assert_allclose(shared, want, rtol=1e-6)
+    assert np.array_equal(local, shared) and np.array_equal(base, shared)
+
+
+@pytest.mark.parametrize("sg,hs,negative", [(1, 0, 5), (0, 0, 5), (1, 1, 0), (0, 1, 3)])
+def test_hot_rows_alone_match_direct_updates(sg, hs, negative):
+    # one process: training through local copies of the hot rows (merged every few words and
+    # at the chunk's end) gives the direct result up to float rounding of the merges
+    a1, ids = _tiny_model(sg, hs, negative, 0.0)
+    a2, _ = _tiny_model(sg, hs, negative, 0.0)
+    s = KernelSettings(sg, hs, negative, 3, 1)
+    make_trainer(a1, s).train(ids, 11, 0.05, 0.01)
+    t = make_trainer(a2, s, hot_words=4, sync_every=7)
+    assert t.hot_words == 4
+    t.train(ids, 11, 0.05, 0.01)
+    for key in ("syn0", "syn1neg", "syn1"):
+        np.testing.assert_allclose(a2[key], a1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("hs,negative", [(0, 5), (1, 0)])
+def test_hot_rows_of_two_trainers_add_up(hs, negative):
+    # every row hot and no merge before the chunk ends: two trainers that copied the same
+    # weights each train a chunk on their copy, and the shared weights end with both
+    # updates added (neither overwrites the other)
+    w0, ids = _tiny_model(1, hs, negative, 0.0)
+    half = int(np.flatnonzero(ids == -1)[4]) + 1
+    c1, c2 = ids[:half].copy(), ids[half:].copy()
+    s = KernelSettings(1, hs, negative, 3, 1)
+    alone = []
+    for chunk, seed in ((c1, 1), (c2, 2)):
+        a, _ = _tiny_model(1, hs, negative, 0.0)
+        make_trainer(a, s).train(chunk, seed, 0.05, 0.05)
+        alone.append(a)
+    shared, _ = _tiny_model(1, hs, negative, 0.0)
+    big = 1 << 30
+    t1 = make_trainer(shared, s, hot_words=len(shared["syn0"]), sync_every=big)
+    t2 = make_trainer(shared, s, hot_words=len(shared["syn0"]), sync_every=big)
+    t1.train(c1, 1, 0.05, 0.05)
+    t2.train(c2, 2, 0.05, 0.05)
+    for key in ("syn0", "syn1neg", "syn1"):
+        want = alone[0][key] + alone[1][key] - w0[key]
+        np.testing.assert_allclose(shared[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+        if w0[key].size:
+            assert not np.allclose(shared[key], alone[0][key])
