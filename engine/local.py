@@ -30,7 +30,7 @@ from .shm import SharedArrays
 log = logging.getLogger("engine")
 
 WEIGHTS = ("syn0", "syn1neg", "syn1")
-TABLES = ("sample_thr", "alias_prob", "alias_idx", "codes", "points", "code_lens")
+TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
 _MASK64 = (1 << 64) - 1
 
@@ -99,8 +99,8 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
                  sync_every: int = 1024):
     from ._kernels import Trainer
 
-    return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["sample_thr"],
-                   arrays["alias_prob"], arrays["alias_idx"], arrays["codes"], arrays["points"],
+    return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["keep"],
+                   arrays["noise"], arrays["codes"], arrays["points"],
                    arrays["code_lens"], settings.sg, settings.hs, settings.negative,
                    settings.window, settings.cbow_mean, hot_words, sync_every)
 

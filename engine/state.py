@@ -47,12 +47,9 @@ class ModelState:
         """Weights (updated in place by training) and the sampling tables."""
         c = self.config
         arrays = {"syn0": self.syn0, "syn1neg": self.syn1neg, "syn1": self.syn1,
-                  "sample_thr": self.vocab.sample_thresholds(c.sample)}
-        if c.negative:
-            arrays["alias_prob"], arrays["alias_idx"] = self.vocab.alias_table(c.ns_exponent)
-        else:
-            arrays["alias_prob"] = np.zeros(1, np.uint64)
-            arrays["alias_idx"] = np.zeros(1, np.int32)
+                  "keep": self.vocab.keep_table(c.sample),
+                  "noise": (self.vocab.noise_table(c.ns_exponent) if c.negative
+                            else np.zeros(1, np.uint64))}
         if c.hs:
             arrays["codes"], arrays["points"], arrays["code_lens"] = self.vocab.huffman()
         else:

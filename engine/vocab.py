@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import CorpusError
 
+KEEP_ALWAYS = (1 << 32) - 1
 ONE32 = 1 << 32
 
 
@@ -108,6 +109,21 @@ class Vocab:
             (small if s[hi] < 1.0 else large).append(hi)
         thr = np.round(prob * ONE32).astype(np.uint64)
         return thr, alias
+
+    def keep_table(self, sample: float) -> np.ndarray:
+        """sample_thresholds packed for the kernels: uint32, KEEP_ALWAYS (2**32 - 1) for a
+        word never dropped (no random draw is spent on it), else the threshold (at most
+        2**32 - 2). Half the bytes of the uint64 form, so more of it stays in cache."""
+        thr = self.sample_thresholds(sample)
+        return np.where(thr >= ONE32, KEEP_ALWAYS, np.minimum(thr, KEEP_ALWAYS - 1)).astype(
+            np.uint32)
+
+    def noise_table(self, ns_exponent: float) -> np.ndarray:
+        """alias_table packed for the kernels, one uint64 per bucket: the low 32 bits keep
+        the bucket (threshold, 2**32 clamped to 2**32 - 1: a full bucket is its own alias),
+        the high 32 bits are its alias, so one draw reads one cache line."""
+        thr, alias = self.alias_table(ns_exponent)
+        return np.minimum(thr, ONE32 - 1) | (alias.astype(np.uint64) << np.uint64(32))
 
     def huffman(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Huffman codes of the words by count: (codes uint8 [V, L], points int32 [V, L],

@@ -9,7 +9,7 @@ piece against a numpy reference.
 import numpy as np
 
 from libc.math cimport exp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -24,7 +24,8 @@ cdef extern from "vecmath.h" nogil:
     void ew_sync_rows(size_t count, float *shared, float *local, float *base)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
-cdef uint64_t ONE32 = (<uint64_t>1) << 32
+cdef uint32_t KEEP_ALWAYS = 0xFFFFFFFF
+DEF AHEAD = 2                    # prefetch the rows of the update this many ahead
 
 
 cdef void _fill_table() noexcept:
@@ -58,9 +59,10 @@ cdef struct Params:
     int sg
     int cbow_mean
     uint64_t vocab_size
-    const uint64_t *sample_thr   # keep word w if (r >> 32) < sample_thr[w]; >= 2**32: always
-    const uint64_t *alias_prob   # noise sampler (Walker/Vose alias): bucket keeps itself if
-    const int32_t *alias_idx     # (r & 0xffffffff) < alias_prob[bucket], else alias_idx
+    const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
+    const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
+                                 # bucket keeps itself if (r & 0xffffffff) < its low half,
+                                 # else gives its high half
     const uint8_t *codes         # [vocab, max_code] Huffman bits
     const int32_t *points        # [vocab, max_code] inner-node rows of syn1
     const int32_t *code_lens
@@ -130,16 +132,17 @@ cdef inline int draw_targets(const Params *p, const Hot *hot, int32_t word, uint
     """Rows of the true word and of `negative` noise words (a draw equal to the word is
     dropped). Returns how many."""
     cdef int n = 1, k
-    cdef uint64_t r, bucket
+    cdef uint64_t r, bucket, entry
     cdef int32_t t
     outs[0] = out_row(p, hot, word)
     for k in range(p.negative):
         r = splitmix64(rng)
         bucket = ((r >> 32) * p.vocab_size) >> 32
-        if (r & <uint64_t>0xFFFFFFFF) < p.alias_prob[bucket]:
+        entry = p.noise[bucket]
+        if (r & <uint64_t>0xFFFFFFFF) < (entry & <uint64_t>0xFFFFFFFF):
             t = <int32_t>bucket
         else:
-            t = p.alias_idx[bucket]
+            t = <int32_t>(entry >> 32)
         if t != word:
             outs[n] = out_row(p, hot, t)
             n += 1
@@ -203,10 +206,10 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
     cdef int q, j
     cdef float **outs
     for q in range(pl.nupd):
-        if q + 1 < pl.nupd:
-            prefetch_update(p, pl, q + 1)
+        if q + AHEAD < pl.nupd:
+            prefetch_update(p, pl, q + AHEAD)
         elif nxt != NULL:
-            prefetch_update(p, nxt, 0)
+            prefetch_update(p, nxt, q + AHEAD - pl.nupd)
         outs = pl.outs + q * (p.negative + 1)
         if p.sg:
             ew_update(p.dim, pl.ins[q], outs, pl.nouts[q], pl.nodes, pl.codes,
@@ -230,7 +233,7 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
     cdef Py_ssize_t i = 0
     cdef int slen, pos, cur = 0, since_sync = 0
     cdef int32_t word
-    cdef uint64_t thr
+    cdef uint32_t thr
     cdef float alpha
     cdef int64_t trained = 0
     while i < n:
@@ -239,8 +242,8 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
         while i < n and ids[i] >= 0:
             word = ids[i]
             i += 1
-            thr = p.sample_thr[word]
-            if thr < ONE32 and (splitmix64(rng) >> 32) >= thr:
+            thr = p.keep[word]
+            if thr != KEEP_ALWAYS and (splitmix64(rng) >> 32) >= thr:
                 continue
             w.sent[slen] = word
             slen += 1
@@ -249,7 +252,8 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
         if slen == 0:
             continue
         plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
-        prefetch_update(p, &w.plan[cur], 0)
+        for pos in range(AHEAD):
+            prefetch_update(p, &w.plan[cur], pos)
         for pos in range(slen):
             if pos + 1 < slen:
                 plan_position(p, hot, w.sent, slen, pos + 1, rng, &w.plan[1 - cur])
@@ -297,8 +301,8 @@ cdef class Trainer:
     cdef Py_ssize_t sent_cap
 
     def __cinit__(self, float[:, ::1] syn0, float[:, ::1] syn1neg, float[:, ::1] syn1,
-                  const uint64_t[::1] sample_thr, const uint64_t[::1] alias_prob,
-                  const int32_t[::1] alias_idx, const uint8_t[:, ::1] codes,
+                  const uint32_t[::1] keep, const uint64_t[::1] noise,
+                  const uint8_t[:, ::1] codes,
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024):
@@ -315,8 +319,9 @@ cdef class Trainer:
             raise ValueError("syn1 must have vocab-1 rows")
         if hot_words < 0 or sync_every < 1:
             raise ValueError("need hot_words >= 0 and sync_every >= 1")
-        self._refs = (syn0, syn1neg, syn1, sample_thr, alias_prob, alias_idx, codes, points,
-                      code_lens)
+        if keep.shape[0] != syn0.shape[0] or (negative and noise.shape[0] != syn0.shape[0]):
+            raise ValueError("keep (and noise, with negative > 0) need one entry per word")
+        self._refs = (syn0, syn1neg, syn1, keep, noise, codes, points, code_lens)
         self.p.syn0 = _fptr(syn0)
         self.p.syn1neg = _fptr(syn1neg)
         self.p.syn1 = _fptr(syn1)
@@ -327,9 +332,8 @@ cdef class Trainer:
         self.p.sg = sg
         self.p.cbow_mean = cbow_mean
         self.p.vocab_size = syn0.shape[0]
-        self.p.sample_thr = &sample_thr[0]
-        self.p.alias_prob = &alias_prob[0] if negative else NULL
-        self.p.alias_idx = &alias_idx[0] if negative else NULL
+        self.p.keep = &keep[0]
+        self.p.noise = &noise[0] if negative else NULL
         self.p.max_code = codes.shape[1] if hs else 0
         self.p.codes = &codes[0, 0] if hs else NULL
         self.p.points = &points[0, 0] if hs else NULL

@@ -4,6 +4,7 @@ import numpy as np
 
 MASK64 = (1 << 64) - 1
 ONE32 = 1 << 32
+KEEP_ALWAYS = ONE32 - 1
 F = np.float32
 
 
@@ -66,7 +67,8 @@ def _targets(a, word, rng, negative):
     for _ in range(negative):
         r = rng.next()
         bucket = ((r >> 32) * v) >> 32
-        t = bucket if (r & 0xFFFFFFFF) < int(a["alias_prob"][bucket]) else int(a["alias_idx"][bucket])
+        entry = int(a["noise"][bucket])
+        t = bucket if (r & 0xFFFFFFFF) < (entry & 0xFFFFFFFF) else entry >> 32
         if t != word:
             out.append(t)
     return out
@@ -94,8 +96,8 @@ def ref_train(a, s, ids, seed, alpha0, alpha1):
         while i < n and ids[i] >= 0:
             w = int(ids[i])
             i += 1
-            thr = int(a["sample_thr"][w])
-            if thr < ONE32 and (rng.next() >> 32) >= thr:
+            thr = int(a["keep"][w])
+            if thr != KEEP_ALWAYS and (rng.next() >> 32) >= thr:
                 continue
             sent.append(w)
         i += 1

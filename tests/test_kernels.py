@@ -75,9 +75,9 @@ def _tiny_model(sg, hs, negative, sample, dim=12, seed=3):
         "syn0": ((rs.random((v, dim), dtype=np.float32) - 0.5) / dim),
         "syn1neg": rs.normal(0, 0.1, (v if negative else 0, dim)).astype(np.float32),
         "syn1": rs.normal(0, 0.1, (v - 1 if hs else 0, dim)).astype(np.float32),
-        "sample_thr": vocab.sample_thresholds(sample),
+        "keep": vocab.keep_table(sample),
+        "noise": vocab.noise_table(0.75),
     }
-    arrays["alias_prob"], arrays["alias_idx"] = vocab.alias_table(0.75)
     arrays["codes"], arrays["points"], arrays["code_lens"] = vocab.huffman()
     ids = []
     for _ in range(9):

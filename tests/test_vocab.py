@@ -85,3 +85,23 @@ def test_save_load(tmp_path):
     v.save(str(tmp_path))
     w = Vocab.load(str(tmp_path))
     assert w.words == v.words and w.counts.tolist() == [3, 2] and w.raw_words == 9
+
+
+def test_packed_kernel_tables_decode_to_the_plain_ones():
+    counts = np.array([5000, 900, 300, 120, 40, 11, 5, 5], dtype=np.int64)
+    v = Vocab([f"w{i}" for i in range(len(counts))], counts, counts.sum())
+    thr = v.sample_thresholds(1e-2)
+    keep = v.keep_table(1e-2)
+    assert keep.dtype == np.uint32
+    always = thr >= 2**32
+    assert always.any() and not always.all()
+    assert (keep[always] == 2**32 - 1).all()
+    assert (keep[~always] == thr[~always]).all()
+    prob, alias = v.alias_table(0.75)
+    noise = v.noise_table(0.75)
+    assert noise.dtype == np.uint64
+    assert ((noise >> np.uint64(32)).astype(np.int32) == alias).all()
+    low = noise & np.uint64(0xFFFFFFFF)
+    assert (low == np.minimum(prob, 2**32 - 1)).all()
+    # a bucket whose threshold was clamped is full, and a full bucket is its own alias
+    assert (alias[prob >= 2**32 - 1] == np.flatnonzero(prob >= 2**32 - 1)).all()
