@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from .config import load_job, job_from_dict
 from .corpus import CorpusSource, open_binary
@@ -178,9 +179,33 @@ def best_run(runs: list[dict]) -> dict:
     return best
 
 
+def _spin(n: int) -> float:
+    t0 = time.perf_counter()
+    x = 1.0
+    for _ in range(n):
+        x = x * 1.0000001 + 1e-9
+    return time.perf_counter() - t0
+
+
+def cpu_capacity(p: int, n: int = 2_000_000) -> float:
+    """How many cores' worth of pure arithmetic p processes get right now: p equal loops run
+    at once, each timed against the same loop run alone. On a quiet machine with p free
+    cores it reads about p; on a shared VM whose host is busy it reads less, and a row
+    measured then is slower for reasons that are not ours (or the peer's)."""
+    from multiprocessing import get_context
+
+    if p < 2:
+        return 1.0                                           # one loop against itself
+    with get_context("spawn").Pool(p) as pool:
+        pool.map(_spin, [1000] * p, chunksize=1)             # every worker up and warm
+        solo = min(pool.apply(_spin, (n,)) for _ in range(2))
+        together = pool.map(_spin, [n] * p, chunksize=1)
+    return round(sum(solo / t for t in together), 2)
+
+
 def format_table(rows: list[dict], cores: int) -> str:
     lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | runs |"
-             " note |", "|---|---|---|---|---|---|---|---|---|"]
+             " CPU check | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
         base = next((r for r in mine if r["threads"] == 1), None)
@@ -190,8 +215,14 @@ def format_table(rows: list[dict], cores: int) -> str:
             note = "oversubscribed" if r["threads"] > cores else ""
             lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | {speed:.2f}x | "
                          f"{speed / r['threads']:.2f} | {r['peak_mb']:.0f} | "
-                         f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | {note} |")
+                         f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | "
+                         f"{_capacity(r)} | {note} |")
     return "\n".join(lines)
+
+
+def _capacity(row: dict) -> str:
+    cap = row.get("cpu_capacity")
+    return f"{cap[0]:.2f}/{cap[1]:.2f} of {row['threads']}" if cap else ""
 
 
 def _spread(row: dict) -> str:
@@ -267,12 +298,14 @@ def run_bench(args) -> int:
         for rnd in range(args.repeat):
             tag = f"-r{rnd + 1}" if args.repeat > 1 else ""
             for p in counts:
+                before = cpu_capacity(p)
                 row = run_engine(corpus, model, p, os.path.join(keep, f"engine-{p}{tag}"),
                                  evaluate, engine)
+                row["cpu_capacity"] = [before, cpu_capacity(p)]
                 runs.setdefault(("engine", p), []).append(row)
                 words = row["corpus_words"]
                 print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
-                      f"{row['peak_mb']:.0f} MB", flush=True)
+                      f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
             if peers and plain is None:
                 tmp = os.path.join(keep, "peer-corpus")
                 os.makedirs(tmp, exist_ok=True)
@@ -280,12 +313,14 @@ def run_bench(args) -> int:
             for peer in peers:
                 for p in counts:
                     vec = os.path.join(keep, f"{peer}-{p}{tag}.bin")
+                    before = cpu_capacity(p)
                     row = run_peer(python, peer, plain, model, p, vec, words)
+                    row["cpu_capacity"] = [before, cpu_capacity(p)]
                     row["analogy_accuracy"] = evaluate_vectors(vec, job.evaluate.analogies,
                                                                job.evaluate.restrict_vocab)
                     runs.setdefault((peer, p), []).append(row)
                     print(f"{peer}, {p} thread(s): {row['words_per_sec']:,.0f} words/s, peak "
-                          f"{row['peak_mb']:.0f} MB", flush=True)
+                          f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(keep, ignore_errors=True)

@@ -89,6 +89,8 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
     for row in data["rows"]:                                # the fastest of the two runs
         assert len(row["runs_words_per_sec"]) == 2
         assert row["words_per_sec"] == pytest.approx(max(row["runs_words_per_sec"]), abs=0.1)
+        assert len(row["cpu_capacity"]) == 2 and all(c > 0 for c in row["cpu_capacity"])
+    assert "CPU check" in r.stdout
 
 
 def test_parallel_prepare_reports_bad_bytes(tmp_path):
