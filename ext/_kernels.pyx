@@ -203,13 +203,19 @@ cdef void hot_sync(const Params *p, Hot *hot) noexcept nogil:
 cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha,
                    Work *w) noexcept nogil:
     """The updates of one center position, prefetching each next update's rows."""
-    cdef int q, j
+    cdef int q, j, k
     cdef float **outs
     for q in range(pl.nupd):
         if q + AHEAD < pl.nupd:
             prefetch_update(p, pl, q + AHEAD)
         elif nxt != NULL:
-            prefetch_update(p, nxt, q + AHEAD - pl.nupd)
+            k = q + AHEAD - pl.nupd
+            if q == 0 and k > 0:
+                # a plan shorter than AHEAD (CBOW has one update per plan) also starts the
+                # next plan's first updates, which no earlier step reached
+                for j in range(k):
+                    prefetch_update(p, nxt, j)
+            prefetch_update(p, nxt, k)
         outs = pl.outs + q * (p.negative + 1)
         if p.sg:
             ew_update(p.dim, pl.ins[q], outs, pl.nouts[q], pl.nodes, pl.codes,
