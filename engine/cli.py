@@ -1,4 +1,5 @@
-"""The `engine` command: `engine run JOB.toml`, `engine bench --threads 1..8`."""
+"""The `engine` command: `engine run JOB.toml`, `engine bench --threads 1..8`,
+`engine worker` (a cluster node), `engine nodes JOB.toml`, `engine nameserver`."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,54 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    import faulthandler
+
+    from .cluster import node, transport
+    from .config import physical_cores
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1`: where is it?
+    key = transport.read_key(args.key_file)
+    workers = args.workers or physical_cores()
+    host, port = args.host, args.port
+    name = args.name or f"{__import__('socket').gethostname()}-{port}"
+    node.serve(host, port, workers, name, args.nameserver, key)
+    return 0
+
+
+def cmd_nodes(args) -> int:
+    from .cluster import probe_nodes
+    from .config import load_job
+
+    job = load_job(args.job, args.set)
+    if not job.cluster.enabled:
+        print(f"{args.job}: no [cluster] nodes or nameserver: the job trains locally")
+        return 0
+    rows = probe_nodes(job.cluster, timeout=args.timeout)
+    ok = 0
+    for r in rows:
+        if r["ok"]:
+            ok += 1
+            print(f"{r['address']:<28} {r['name']:<20} engine {r['engine']:<8} "
+                  f"{r['cores']:>3} cores  {r['workers']:>3} processes  "
+                  f"{r['free_mb']:>8,} MB free  rtt {r['rtt_ms']:.2f} ms"
+                  + (f"  ({r['why']})" if r.get("why") else ""))
+        else:
+            print(f"{r['address']:<28} unreachable: {r['why']}")
+    print(f"{ok} of {len(rows)} node(s) reachable")
+    return 0 if ok else 1
+
+
+def cmd_nameserver(args) -> int:
+    from .cluster import transport
+
+    key = transport.read_key(args.key_file)
+    print(f"engine name server on {args.host}:{args.port} (msgpack, key "
+          f"{'set' if key else 'none'})", flush=True)
+    transport.start_nameserver(args.host, args.port, key, broadcast=not args.no_broadcast)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -63,6 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     from .bench import add_arguments
 
+    w = sub.add_parser("worker", help="serve this machine as a cluster node")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs a key)")
+    w.add_argument("--port", type=int, default=9877, help="port (default 9877; 0 = any free)")
+    w.add_argument("--workers", type=int, default=0,
+                   help="training processes (default: physical cores)")
+    w.add_argument("--name", default="", help="node name (default HOST-PORT)")
+    w.add_argument("--nameserver", default="", metavar="HOST[:PORT]|auto",
+                   help="register in this Pyro4 name server ('auto': find it by broadcast)")
+    w.add_argument("--key-file", default="",
+                   help="file holding the cluster key (else $ENGINE_CLUSTER_KEY)")
+    w.set_defaults(func=cmd_worker)
+    n = sub.add_parser("nodes", help="list the nodes a job would use")
+    n.add_argument("job", help="job file (TOML) with a [cluster] section")
+    n.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    n.add_argument("--timeout", type=float, default=5.0, help="seconds per node (default 5)")
+    n.set_defaults(func=cmd_nodes)
+    ns = sub.add_parser("nameserver", help="run a Pyro4 name server for engine workers")
+    ns.add_argument("--host", default="127.0.0.1")
+    ns.add_argument("--port", type=int, default=9090)
+    ns.add_argument("--no-broadcast", action="store_true", help="no broadcast discovery")
+    ns.add_argument("--key-file", default="")
+    ns.set_defaults(func=cmd_nameserver)
     b = sub.add_parser("bench", help="speed / memory / accuracy per process count")
     add_arguments(b)
     b.set_defaults(func=cmd_bench)

@@ -103,16 +103,35 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """With nodes or a name server, `engine run` dispatches the job to `engine worker`s."""
+    nodes: list = _f([], list)                      # ["host:port", ...]
+    nameserver: str = _f("", str)                   # "host[:port]", or "auto" (broadcast)
+    key_file: str = _f("", str)                     # else $ENGINE_CLUSTER_KEY
+    round_words: int = _f(1_000_000, int, 1)        # words a node trains between exchanges
+    round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
+    timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
+    rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
+    merge: str = _f("sum", str, choices=("sum", "average"))
+    node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.nodes or self.nameserver)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 _SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
-                  "output": OutputConfig, "evaluate": EvaluateConfig}
+                  "output": OutputConfig, "evaluate": EvaluateConfig, "cluster": ClusterConfig}
 
 
 def _describe(chk: dict) -> str:

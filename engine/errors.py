@@ -24,3 +24,8 @@ class Interrupted(EngineError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class ClusterError(EngineError):
+    """The cluster cannot run the job: no node reachable, a name server missing, every node
+    lost, a key refused."""

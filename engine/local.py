@@ -1,11 +1,13 @@
-"""LocalEngine: train on every core of one machine.
+"""The local engine: train on every core of one machine.
 
 P processes, started with `spawn`, attach by name to the weight matrices in shared memory
-and update them lock-free (Hogwild) through the nogil kernels. The parent hands out chunks
-of the id stream (each worker holds at most two, so fast workers take more), derives each
-chunk's learning rate from its planned place in the run (linear decay over all planned
-words), shows progress, and survives a worker that dies: the chunks it held go to the
-others. With one process the same loop runs in-process, with no shared memory.
+and update them lock-free (Hogwild) through the nogil kernels. A LocalSession keeps those
+processes and the shared weights up across calls: the parent hands out chunks from a task
+source (each process holds at most two, so fast ones take more), and survives a process
+that dies: the chunks it held go to the others. LocalEngine.train is one session run over
+a task list; with one process the same loop runs in-process, with no shared memory. The
+cluster's nodes feed a session continuously (engine.cluster); this module knows nothing of
+the network.
 """
 from __future__ import annotations
 
@@ -16,83 +18,29 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
 from multiprocessing import connection, get_context
-
-import numpy as np
 
 from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
 from .procs import sigint_ignored_in_children
 from .progress import Progress
-from .shm import SharedArrays
+from .schedule import KernelSettings, Task, TrainStats, chunk_seed  # noqa: F401 (re-export)
+from .shm import SharedArrays, sweep_orphans
 
 log = logging.getLogger("engine")
 
 WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
-_MASK64 = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class KernelSettings:
-    sg: int
-    hs: int
-    negative: int
-    window: int
-    cbow_mean: int
-
-
-@dataclass(frozen=True)
-class Task:
-    """One chunk of one epoch: ids [start, end), its raw words, RNG seed, alpha range."""
-    task_id: int
-    start: int
-    end: int
-    raw_words: int
-    seed: int
-    alpha0: float
-    alpha1: float
-
-
-@dataclass
-class TrainStats:
-    raw_words: int = 0              # corpus words (all epochs) trained
-    effective_words: int = 0        # after subsampling
-    seconds: float = 0.0
-    workers: int = 1
-    lost_workers: list = field(default_factory=list)
-
-    @property
-    def words_per_sec(self) -> float:
-        return self.raw_words / self.seconds if self.seconds > 0 else 0.0
-
-
-def chunk_seed(seed: int, epoch: int, chunk: int) -> int:
-    """A distinct RNG start for each (seed, epoch, chunk): results do not depend on which
-    process trains a chunk."""
-    return (seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xC2B2AE3D27D4EB4F
-            + (chunk + 1) * 0x165667B19E3779F9) & _MASK64
 
 
 def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, seed: int,
                first_epoch: int = 0, total_epochs: int | None = None) -> list[Task]:
-    """Every chunk of every epoch, in order, with alpha decaying linearly from `alpha` to
-    `min_alpha` over all planned raw words."""
-    total_epochs = total_epochs or (first_epoch + epochs)
-    raw = stream.chunks[:, 2]
-    starts = np.concatenate([[0], np.cumsum(raw)[:-1]])
-    total = float(max(stream.raw_words * (total_epochs - first_epoch), 1))
-    tasks = []
-    for epoch in range(first_epoch, first_epoch + epochs):
-        done_before = (epoch - first_epoch) * stream.raw_words
-        for k, (s, e, r) in enumerate(stream.chunks.tolist()):
-            p0 = (done_before + starts[k]) / total
-            p1 = (done_before + starts[k] + r) / total
-            tasks.append(Task(len(tasks), s, e, r, chunk_seed(seed, epoch, k),
-                              alpha - (alpha - min_alpha) * p0, alpha - (alpha - min_alpha) * p1))
-    return tasks
+    """Every chunk of the id stream for `epochs` epochs (see schedule.plan_tasks)."""
+    from .schedule import plan_tasks as plan
+
+    return plan(stream.chunks, stream.raw_words, epochs, alpha, min_alpha, seed,
+                first_epoch, total_epochs)
 
 
 def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
@@ -117,8 +65,7 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
     stop (None) or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # (already ignored from birth) the
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # parent decides how to stop
-    shared = None
-    reader = None
+    shared = trainer = reader = None
     try:
         _limit_blas()
         shared = SharedArrays.attach(spec)
@@ -143,15 +90,226 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
             pass
         raise SystemExit(1)
     finally:
-        if reader:
+        if reader is not None:
             reader.close()
-        if shared:
-            del trainer
+        trainer = None
+        if shared is not None:
             shared.close()
 
 
-class _StopRequested(BaseException):
-    pass
+class ListSource:
+    """A fixed list of tasks: the run ends when all are done."""
+
+    def __init__(self, tasks):
+        self.pending = deque(tasks)
+        self.wake_fd = None
+
+    def take(self):
+        return self.pending.popleft() if self.pending else None
+
+    def give_back(self, tasks) -> None:
+        self.pending.extendleft(reversed(list(tasks)))
+
+    def exhausted(self) -> bool:
+        return not self.pending
+
+
+class FeedSource:
+    """Tasks that arrive while the session runs (a cluster node's queue): thread-safe; the
+    run ends when `close()` was called and everything fed is done. `feed` wakes the run."""
+
+    def __init__(self):
+        self.pending: deque = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        self.wake_fd = self._rfd
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wfd, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def feed(self, tasks) -> None:
+        with self._lock:
+            self.pending.extend(tasks)
+        self._wake()
+
+    def take(self):
+        with self._lock:
+            return self.pending.popleft() if self.pending else None
+
+    def give_back(self, tasks) -> None:
+        with self._lock:
+            self.pending.extendleft(reversed(list(tasks)))
+
+    def drain_wake(self) -> None:
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self.pending)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self._closed and not self.pending
+
+    def release(self) -> None:
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class LocalSession:
+    """P training processes attached to shared weights, up until `close()`.
+
+    `arrays` holds the weights and sampling tables (copied into shared memory once); the
+    weights are then read and written through `session.weights` (views of the shared
+    segments) while processes train. `run(source)` trains until the source is exhausted."""
+
+    def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
+                 workers: int, hot_words: int = 0, sync_words: int = 1024,
+                 shared: SharedArrays | None = None):
+        self.workers = max(1, int(workers))
+        swept = sweep_orphans()
+        if swept:
+            log.warning("removed %d shared-memory segment(s) left by killed runs", len(swept))
+        self.shared = shared or SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
+        self.procs: dict[int, object] = {}
+        self.conns: dict[int, object] = {}
+        self.lost_workers: list = []
+        try:
+            ctx = get_context("spawn")
+            for slot in range(self.workers):
+                parent_end, child_end = ctx.Pipe(duplex=True)
+                proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
+                                   args=(slot, self.shared.spec, settings,
+                                         (hot_words, sync_words), ids_path, max_ids,
+                                         child_end), daemon=True)
+                with sigint_ignored_in_children():
+                    proc.start()
+                child_end.close()
+                self.procs[slot], self.conns[slot] = proc, parent_end
+        except BaseException:
+            self.close()
+            raise
+        self.alive = set(self.procs)
+        self.ready: set = set()
+        self.held: dict[int, deque] = {slot: deque() for slot in self.procs}
+        self.by_id: dict[int, Task] = {}
+
+    @property
+    def weights(self) -> dict:
+        return {k: self.shared[k] for k in WEIGHTS}
+
+    def run(self, source, on_done=None, on_tick=None, stop=None) -> None:
+        """Hand out tasks from `source` until it is exhausted and nothing is held.
+        on_done(task, effective_words) is called for every finished task; `stop` (an
+        Event) ends the run early, the held tasks given back to the source."""
+        conns, procs = self.conns, self.procs
+        while True:
+            for slot in list(self.alive & self.ready):
+                while len(self.held[slot]) < MAX_OUTSTANDING:
+                    task = source.take()
+                    if task is None:
+                        break
+                    try:
+                        conns[slot].send(task)
+                    except (BrokenPipeError, OSError):
+                        source.give_back([task])
+                        break
+                    self.by_id[task.task_id] = task
+                    self.held[slot].append(task.task_id)
+            if not any(self.held.values()) and source.exhausted():
+                return
+            if stop is not None and stop.is_set():
+                return
+            waitables = {conns[s]: s for s in self.alive}
+            waitables.update({procs[s].sentinel: s for s in self.alive})
+            if source.wake_fd is not None:
+                waitables[source.wake_fd] = None
+            for obj in connection.wait(list(waitables), timeout=0.5):
+                slot = waitables[obj]
+                if slot is None:
+                    source.drain_wake()
+                elif slot in self.alive:
+                    if obj is conns[slot]:
+                        self._receive(slot, source, on_done)
+                    else:                      # exited: first read what it sent before
+                        while slot in self.alive and self._poll(slot):
+                            self._receive(slot, source, on_done)
+                        if slot in self.alive:
+                            self._lost(slot, source)
+            if on_tick:
+                on_tick()
+            if not self.alive:
+                raise WorkerError("every training process died; see the log for exit codes")
+
+    def _poll(self, slot) -> bool:
+        try:
+            return self.conns[slot].poll()
+        except (EOFError, OSError):
+            return False
+
+    def _receive(self, slot, source, on_done) -> None:
+        try:
+            msg = self.conns[slot].recv()
+        except (EOFError, OSError):
+            msg = None
+        if msg is None:
+            self._lost(slot, source)
+        elif msg[0] == "ready":
+            self.ready.add(slot)
+        elif msg[0] == "done":
+            _, task_id, trained = msg
+            self.held[slot].remove(task_id)
+            task = self.by_id.pop(task_id)
+            if on_done:
+                on_done(task, trained)
+        elif msg[0] == "error":
+            raise WorkerError(f"training process {slot} failed:\n{msg[2].rstrip()}")
+
+    def _lost(self, slot, source) -> None:
+        proc = self.procs[slot]
+        proc.join(timeout=5)
+        code = proc.exitcode
+        self.alive.discard(slot)
+        back = [self.by_id.pop(t) for t in self.held[slot]]
+        self.held[slot].clear()
+        source.give_back(back)
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        self.lost_workers.append({"slot": slot, "pid": proc.pid, "exit": code,
+                                  "requeued_chunks": len(back)})
+        log.warning("training process %d (pid %s) died with %s; its %d unfinished chunk(s) "
+                    "go to the %d remaining process(es)", slot, proc.pid, how, len(back),
+                    len(self.alive))
+
+    def close(self) -> None:
+        """Stop every process (ask, then terminate, then kill) and release shared memory."""
+        _stop_all(self.procs, self.conns)
+        self.procs, self.conns = {}, {}
+        if self.shared is not None:
+            self.shared.unlink()
+            self.shared = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class LocalEngine:
@@ -171,121 +329,41 @@ class LocalEngine:
         total = sum(t.raw_words for t in tasks)
         progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         stats = TrainStats(workers=self.workers)
+
+        def done(task, trained):
+            stats.raw_words += task.raw_words
+            stats.effective_words += trained
+            progress.update(stats.raw_words, task.alpha1)
+
         t0 = time.perf_counter()
         with _signals_as_interrupt():
             if self.workers == 1:
-                self._train_inprocess(arrays, settings, stream, tasks, progress, stats)
+                self._train_inprocess(arrays, settings, stream, tasks, done)
             else:
-                self._train_processes(arrays, settings, stream, tasks, progress, stats)
+                with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
+                                  self.workers, self.hot_words, self.sync_words) as session:
+                    try:
+                        session.run(ListSource(tasks), done, self.on_tick)
+                    finally:
+                        stats.lost_workers = session.lost_workers
+                    for k in WEIGHTS:
+                        arrays[k][...] = session.shared[k]
         stats.seconds = time.perf_counter() - t0
         progress.finish()
         return stats
 
-    # ---- one process ------------------------------------------------------------------
-    def _train_inprocess(self, arrays, settings, stream, tasks, progress, stats):
+    def _train_inprocess(self, arrays, settings, stream, tasks, done):
         trainer = make_trainer(arrays, settings)
         reader = ChunkReader(stream.path, stream.max_chunk_ids)
         try:
             with _limit_blas():
                 for task in tasks:
                     ids = reader.read(task.start, task.end)
-                    stats.effective_words += trainer.train(ids, task.seed, task.alpha0,
-                                                           task.alpha1)
-                    stats.raw_words += task.raw_words
-                    progress.update(stats.raw_words, task.alpha1)
+                    done(task, trainer.train(ids, task.seed, task.alpha0, task.alpha1))
                     if self.on_tick:
                         self.on_tick()
         finally:
             reader.close()
-
-    # ---- P processes --------------------------------------------------------------------
-    def _train_processes(self, arrays, settings, stream, tasks, progress, stats):
-        ctx = get_context("spawn")
-        shared = SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
-        procs: dict[int, object] = {}
-        conns: dict[int, object] = {}
-        try:
-            for slot in range(self.workers):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
-                                   args=(slot, shared.spec, settings,
-                                         (self.hot_words, self.sync_words), stream.path,
-                                         stream.max_chunk_ids, child_end), daemon=True)
-                with sigint_ignored_in_children():
-                    proc.start()
-                child_end.close()
-                procs[slot], conns[slot] = proc, parent_end
-            self._dispatch(procs, conns, tasks, progress, stats)
-            for k in WEIGHTS:
-                arrays[k][...] = shared[k]
-        finally:
-            _stop_all(procs, conns)
-            shared.unlink()
-
-    def _dispatch(self, procs, conns, tasks, progress, stats):
-        pending = deque(tasks)
-        held: dict[int, deque] = {slot: deque() for slot in procs}
-        by_id = {t.task_id: t for t in tasks}
-        alive = set(procs)
-        ready = set()
-        remaining = len(tasks)
-        while remaining:
-            for slot in list(alive & ready):
-                while pending and len(held[slot]) < MAX_OUTSTANDING:
-                    task = pending.popleft()
-                    try:
-                        conns[slot].send(task)
-                    except (BrokenPipeError, OSError):
-                        pending.appendleft(task)
-                        break
-                    held[slot].append(task.task_id)
-            waitables = {conns[s]: s for s in alive}
-            waitables.update({procs[s].sentinel: s for s in alive})
-            for obj in connection.wait(list(waitables), timeout=0.5):
-                slot = waitables[obj]
-                if slot not in alive:
-                    continue
-                if obj is conns[slot]:
-                    try:
-                        msg = conns[slot].recv()
-                    except (EOFError, OSError):
-                        msg = None
-                    if msg is None:
-                        self._lost(slot, procs, held, pending, by_id, alive, stats)
-                    elif msg[0] == "ready":
-                        ready.add(slot)
-                    elif msg[0] == "done":
-                        _, task_id, trained = msg
-                        held[slot].remove(task_id)
-                        task = by_id[task_id]
-                        stats.raw_words += task.raw_words
-                        stats.effective_words += trained
-                        remaining -= 1
-                        progress.update(stats.raw_words, task.alpha1)
-                    elif msg[0] == "error":
-                        raise WorkerError(f"training process {slot} failed:\n{msg[2].rstrip()}")
-                else:
-                    self._lost(slot, procs, held, pending, by_id, alive, stats)
-            if self.on_tick:
-                self.on_tick()
-            if not alive:
-                raise WorkerError("every training process died; see the log for exit codes")
-
-    def _lost(self, slot, procs, held, pending, by_id, alive, stats):
-        proc = procs[slot]
-        proc.join(timeout=5)
-        code = proc.exitcode
-        alive.discard(slot)
-        back = [by_id[t] for t in held[slot]]
-        held[slot].clear()
-        for task in reversed(back):
-            pending.appendleft(task)
-        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        stats.lost_workers.append({"slot": slot, "pid": proc.pid, "exit": code,
-                                   "requeued_chunks": len(back)})
-        log.warning("training process %d (pid %s) died with %s; its %d unfinished chunk(s) "
-                    "go to the %d remaining process(es)", slot, proc.pid, how, len(back),
-                    len(alive))
 
 
 def _stop_all(procs: dict, conns: dict, grace: float = 3.0) -> None:
@@ -307,6 +385,10 @@ def _stop_all(procs: dict, conns: dict, grace: float = 3.0) -> None:
             proc.join()
     for conn in conns.values():
         conn.close()
+
+
+class _StopRequested(BaseException):
+    pass
 
 
 class _signals_as_interrupt:
@@ -333,3 +415,6 @@ class _signals_as_interrupt:
             raise Interrupted("terminated (SIGTERM); training processes stopped, shared "
                               "memory released", exit_code=143) from None
         return False
+
+
+signals_as_interrupt = _signals_as_interrupt

@@ -11,7 +11,7 @@ import dataclasses
 from .config import EngineConfig, ModelConfig, check_value, make_section
 from .corpus import CorpusSource
 from .errors import ConfigError
-from .local import TrainStats
+from .schedule import TrainStats
 from .state import ModelState
 from .train import make_stream, make_vocab, scratch_folder, train_state
 from .vectors import KeyedVectors

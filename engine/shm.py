@@ -8,6 +8,9 @@ if the parent itself is killed, its resource tracker unlinks the segments it lef
 """
 from __future__ import annotations
 
+import glob
+import os
+import re
 import secrets
 import sys
 from contextlib import contextmanager
@@ -16,6 +19,35 @@ from multiprocessing import resource_tracker, shared_memory
 import numpy as np
 
 PREFIX = "engine_"
+
+
+def _tag() -> str:
+    """Segment names carry the creator's pid, so segments of a creator that was killed with
+    its whole process group (resource tracker included) can be swept later."""
+    return f"{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def sweep_orphans() -> list[str]:
+    """Unlink segments whose creating process is gone; returns their names."""
+    gone = []
+    for path in glob.glob(f"/dev/shm/{PREFIX}*"):
+        m = re.match(re.escape(PREFIX) + r"(\d+)_", os.path.basename(path))
+        if not m:
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            continue                              # alive (or not ours to judge)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(path)
+            gone.append(os.path.basename(path))
+        except OSError:
+            pass
+    return gone
 
 
 @contextmanager
@@ -58,7 +90,7 @@ class SharedArrays:
     @classmethod
     def create(cls, arrays: dict[str, np.ndarray]) -> "SharedArrays":
         spec, segments = {}, {}
-        tag = secrets.token_hex(4)
+        tag = _tag()
         try:
             for key, src in arrays.items():
                 src = np.ascontiguousarray(src)
@@ -67,6 +99,26 @@ class SharedArrays:
                 segments[key] = seg
                 spec[key] = (seg.name, src.shape, src.dtype.str)
                 np.ndarray(src.shape, src.dtype, buffer=seg.buf)[...] = src
+        except BaseException:
+            for seg in segments.values():
+                seg.close()
+                seg.unlink()
+            raise
+        return cls(spec, segments, owner=True)
+
+    @classmethod
+    def create_empty(cls, shapes: dict[str, tuple]) -> "SharedArrays":
+        """Zero-filled arrays {key: (shape, dtype)} in shared memory (filled later in place,
+        so nothing is held twice)."""
+        spec, segments = {}, {}
+        tag = _tag()
+        try:
+            for key, (shape, dtype) in shapes.items():
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                seg = shared_memory.SharedMemory(name=f"{PREFIX}{tag}_{key}", create=True,
+                                                 size=max(nbytes, 1))
+                segments[key] = seg
+                spec[key] = (seg.name, tuple(shape), np.dtype(dtype).str)
         except BaseException:
             for seg in segments.values():
                 seg.close()

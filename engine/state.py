@@ -11,7 +11,7 @@ import numpy as np
 from .atomic import atomic_dir
 from .config import ModelConfig, make_section
 from .errors import EngineError
-from .local import KernelSettings
+from .schedule import KernelSettings
 from .vectors import KeyedVectors
 from .vocab import Vocab
 

@@ -14,10 +14,11 @@ import time
 
 from .atomic import atomic_file
 from .blas import blas_line, blas_summary
-from .config import CorpusConfig, EngineConfig, JobConfig, ModelConfig
+from .config import ClusterConfig, CorpusConfig, EngineConfig, JobConfig, ModelConfig
 from .corpus import CorpusSource
 from .idstream import IdStream
-from .local import LocalEngine, TrainStats, plan_tasks
+from .local import LocalEngine, plan_tasks
+from .schedule import TrainStats
 from .memory import PeakMemory, self_peak_rss_mb
 from .prepare import (build_vocab, build_vocab_iterable, encode_corpus, encode_iterable,
                       prepare_corpus)
@@ -54,14 +55,28 @@ def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdSt
     return encode_iterable(corpus, vocab, folder, engine.chunk_words)
 
 
+def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
+                progress_seconds: float = 5.0, show_progress: bool = True):
+    """The engine that trains: local (every core here) or the cluster (the job's nodes).
+    Both take train(arrays, settings, stream, tasks) -> TrainStats. Pyro4 is imported only
+    for a cluster."""
+    if cluster is not None and cluster.enabled:
+        from .cluster import ClusterEngine, read_key
+
+        return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
+                             show_progress)
+    return LocalEngine(engine.processes, progress_seconds, show_progress,
+                       hot_words=engine.hot_words, sync_words=engine.sync_words)
+
+
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,
                 alpha: float, min_alpha: float, progress_seconds: float = 5.0,
-                show_progress: bool = True) -> TrainStats:
+                show_progress: bool = True, cluster: ClusterConfig | None = None
+                ) -> TrainStats:
     """Train `state` in place for `epochs` more epochs over the id stream."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
-    runner = LocalEngine(engine.processes, progress_seconds, show_progress,
-                         hot_words=engine.hot_words, sync_words=engine.sync_words)
+    runner = make_runner(engine, cluster, progress_seconds, show_progress)
     stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
     state.epochs_trained += epochs
     state.words_trained += stats.raw_words
@@ -119,9 +134,17 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
     """Train, save and evaluate one job; returns the report (also in OUT/report.json)."""
     started = time.time()
     m, e = job.model, job.engine
-    log.info("engine: %d training process(es); %s", e.processes, blas_line())
+    if job.cluster.enabled:
+        log.info("engine: cluster job (%s); %s", ", ".join(job.cluster.nodes) or
+                 f"name server {job.cluster.nameserver}", blas_line())
+    else:
+        log.info("engine: %d training process(es); %s", e.processes, blas_line())
     source = corpus_source(job.corpus)
     report: dict = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
+    if job.cluster.enabled:
+        from .cluster import check_reachable
+
+        check_reachable(job.cluster)       # before the corpus is read: fail in seconds
     with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder:
         vocab, stream, times = prepare_corpus(
             source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size, e.processes,
@@ -134,7 +157,7 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         # training memory is steady: sample less often and leave the cores to the trainers
         prep_peak = mem.new_phase(interval=1.0)
         stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
-                            job.output.progress_seconds, show_progress)
+                            job.output.progress_seconds, show_progress, job.cluster)
         train_peak = mem.new_phase()
         log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
                  stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
@@ -160,10 +183,14 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
         "lost_workers": stats.lost_workers,
     })
+    if stats.cluster is not None:
+        report["workers"] = stats.workers
+        report["cluster"] = stats.cluster
     evaluate(kv, job.evaluate, report)
     report["neighbours"] = neighbours(kv, job.evaluate)
     report["settings"] = {"model": dataclasses.asdict(m), "engine": dataclasses.asdict(e),
-                          "corpus": dataclasses.asdict(job.corpus)}
+                          "corpus": dataclasses.asdict(job.corpus),
+                          "cluster": dataclasses.asdict(job.cluster)}
     report["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
                          "cpu_count": os.cpu_count(), "blas": blas_summary()}
     report["wall_seconds"] = round(time.time() - started, 2)

@@ -1,0 +1,420 @@
+"""ClusterEngine: the dispatcher inside `engine run` when the job lists nodes.
+
+The same interface as LocalEngine (`train(arrays, settings, stream, tasks)`): the arrays
+hold the master weights, updated in place. Each node gets the sampling tables and the
+weights once, then a thread per node runs exchanges with it: tasks out (with any id-stream
+chunks it has not cached; a node is handed its own chunks again in later epochs), the rows
+of the master changed since its last exchange out, and back the tasks it finished with its
+delta (the rows it changed). Deltas are merged into the master as they arrive ("sum":
+what one shared-memory run would do; "average": scaled by 1/nodes). Training never waits on
+the network: a node holds about two rounds of tasks, so it trains on while an exchange is
+in flight.
+
+A node that fails, is killed or stops answering (every call has a deadline) is dropped:
+the tasks it held go back to the queue, its unmerged delta is discarded, so every chunk is
+trained and merged exactly once per epoch; the report counts them and names the node. A
+node that answers later, or a new one found in the name server, joins at its next round.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from ..errors import ClusterError, Interrupted
+from ..idstream import ChunkReader, IdStream
+from ..local import TABLES, WEIGHTS, signals_as_interrupt
+from ..progress import Progress
+from ..schedule import KernelSettings, Task, TrainStats
+from . import transport
+from .transport import CommError, pack_array, row_pieces, unpack_array
+
+log = logging.getLogger("engine")
+
+
+class _Node:
+    def __init__(self, address: str, name: str = ""):
+        self.address = address
+        self.name = name or address
+        self.proxy = None
+        self.active = False
+        self.held: dict[int, Task] = {}
+        self.cached: set[int] = set()
+        self.synced = 0                 # master version this node has seen
+        self.slot = -1                  # index in the clean_for tables
+        self.words = 0
+        self.exchanges = 0
+        self.busy_seconds = 0.0
+        self.peak_mb = 0.0
+        self.joined_at = 0.0
+        self.dropped = ""
+        self.thread = None
+        self.info: dict = {}
+        self.workers = 0
+
+    def held_words(self) -> int:
+        return sum(t.raw_words for t in self.held.values())
+
+
+class ClusterEngine:
+    def __init__(self, cfg, key: bytes | None, progress_seconds: float = 5.0,
+                 show_progress: bool = True, on_tick=None):
+        self.cfg = cfg
+        self.key = key
+        self.progress_seconds = progress_seconds
+        self.show_progress = show_progress
+        self.on_tick = on_tick
+        self.workers = 0
+
+    # ---- discovery --------------------------------------------------------------------------
+    def addresses(self) -> dict[str, str]:
+        """{name: address} of the nodes the job lists or the name server knows."""
+        found = {a: a for a in self.cfg.nodes}
+        if self.cfg.nameserver:
+            found.update(transport.discover(self.cfg.nameserver, self.key))
+        return found
+
+    # ---- training ---------------------------------------------------------------------------
+    def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
+              tasks: list[Task]) -> TrainStats:
+        self.arrays = arrays
+        self.settings = settings
+        self.stream = stream
+        self.reader = ChunkReader(stream.path, stream.max_chunk_ids)
+        self.job_id = f"job-{secrets.token_hex(6)}"
+        self.lock = threading.Lock()            # queue, accounting
+        self.master_lock = threading.Lock()     # master weights and their versions
+        self.transfer = threading.BoundedSemaphore(2)   # deltas held at once
+        self.pending: deque[Task] = deque(tasks)
+        self.total_tasks = len(tasks)
+        self.completed: dict[int, str] = {}
+        self.duplicates = 0
+        self.stats = TrainStats()
+        self.version = 0
+        self.versions = {k: np.zeros(arrays[k].shape[0], np.int64) for k in WEIGHTS}
+        self.clean_for = {k: np.full(arrays[k].shape[0], -1, np.int32) for k in WEIGHTS}
+        self.bytes_out = self.bytes_in = 0
+        self.nodes: dict[str, _Node] = {}
+        self.retired: list[_Node] = []
+        self.slots = 0
+        self.alpha = tasks[0].alpha0 if tasks else 0.0
+        self._unreachable: dict = {}
+        self.failure: BaseException | None = None
+        self.stop = threading.Event()
+        self.all_done = threading.Event()
+        total = sum(t.raw_words for t in tasks)
+        self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
+        self.n_chunks = len(stream.chunks)
+        t0 = time.perf_counter()
+        try:
+            with signals_as_interrupt():
+                self._run()
+        finally:
+            self.stop.set()
+            for node in self._all_nodes():
+                if node.thread is not None:
+                    node.thread.join(timeout=self.cfg.timeout_seconds + self.cfg.round_seconds)
+            for node in self._all_nodes():
+                self._close_node(node)
+            self.reader.close()
+        self.stats.seconds = time.perf_counter() - t0
+        self.progress.finish()
+        self.stats.workers = self.workers
+        self.stats.cluster = self._report()
+        return self.stats
+
+    def _run(self) -> None:
+        last_look = -1e9
+        while not self.all_done.is_set():
+            if time.monotonic() - last_look >= self.cfg.rejoin_seconds:
+                last_look = time.monotonic()
+                self._look_for_nodes(first=not self.nodes)
+            if self.failure is not None:
+                raise self.failure
+            if not self._active():
+                if not self.nodes:
+                    raise ClusterError("no node could be reached: " + self._why_none())
+                raise ClusterError("every node was lost: " + "; ".join(
+                    f"{n.name}: {n.dropped}" for n in self._all_nodes() if n.dropped))
+            with self.lock:
+                done_words, alpha = self.stats.raw_words, self.alpha
+            self.progress.update(done_words, alpha)
+            if self.on_tick:
+                self.on_tick()
+            self.all_done.wait(0.2)
+
+    def _active(self) -> list:
+        return [n for n in self.nodes.values() if n.active]
+
+    def _all_nodes(self) -> list:
+        return self.retired + list(self.nodes.values())
+
+    def _why_none(self) -> str:
+        return "; ".join(f"{a}: {why}" for a, why in self._unreachable.items()) or "none listed"
+
+    def _look_for_nodes(self, first: bool) -> None:
+        """Connect to listed/registered nodes that are not active (new, or back again)."""
+        self._unreachable = {}
+        try:
+            found = self.addresses()
+        except ClusterError as exc:
+            if first:
+                raise
+            log.warning("%s", exc)
+            return
+        for name, address in found.items():
+            node = self.nodes.get(address)
+            if node is not None and node.active:
+                continue
+            if node is not None and node.thread is not None and node.thread.is_alive():
+                continue
+            node = _Node(address, name)
+            try:
+                self._open(node)
+            except (CommError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+                self._unreachable[address] = f"{type(exc).__name__}: {exc}"
+                transport.release(node.proxy)
+                if first:
+                    log.warning("node %s: not used (%s)", address, exc)
+                continue
+            if not first:
+                log.info("node %s joined the running job", node.name)
+            if address in self.nodes:
+                self.retired.append(self.nodes[address])
+            self.nodes[address] = node
+            node.thread = threading.Thread(target=self._node_loop, args=(node,),
+                                           name=f"node-{name}", daemon=True)
+            node.thread.start()
+
+    def _open(self, node: _Node) -> None:
+        t = self.cfg.timeout_seconds
+        node.proxy = transport.connect(node.address, self.key, t)
+        node.info = node.proxy.info()
+        a, s = self.arrays, self.settings
+        spec = {"job": self.job_id, "dim": int(a["syn0"].shape[1]), "vocab": int(a["syn0"].shape[0]),
+                "settings": {"sg": s.sg, "hs": s.hs, "negative": s.negative,
+                             "window": s.window, "cbow_mean": s.cbow_mean},
+                "max_chunk_ids": int(self.stream.max_chunk_ids),
+                "timeout_seconds": float(t + self.cfg.round_seconds + 30),
+                "workers": int(self.cfg.node_workers),
+                "weights": {k: int(a[k].shape[0]) for k in WEIGHTS},
+                "tables": {k: list(a[k].shape) for k in TABLES}}
+        reply = node.proxy.open_job(spec)
+        node.workers = reply["workers"]
+        for k in TABLES:
+            self._upload(node, k, a[k])
+        with self.master_lock:
+            node.synced = self.version
+            node.slot = self.slots
+            self.slots += 1
+        for k in WEIGHTS:                       # rows changed meanwhile are pushed later
+            self._upload(node, k, a[k], self.master_lock)
+        node.proxy.start(self.job_id)
+        node.active = True
+        node.joined_at = time.monotonic()
+        self.workers += node.workers
+        log.info("node %s (%s): %d process(es), %s MB free, engine %s", node.name,
+                 node.address, node.workers, node.info.get("free_mb"), node.info.get("engine"))
+
+    def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None) -> None:
+        row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
+        for a, b in row_pieces(arr.shape[0], row_bytes):
+            if lock is not None:
+                with lock:
+                    piece = pack_array(arr[a:b])
+            else:
+                piece = pack_array(arr[a:b])
+            node.proxy.put_array(self.job_id, name, a, piece)
+            self.bytes_out += len(piece["data"])
+
+    # ---- one thread per node ---------------------------------------------------------------
+    def _node_loop(self, node: _Node) -> None:
+        try:
+            while not self.stop.is_set() and not self.all_done.is_set():
+                new, chunks = self._assign(node)
+                if not new and not node.held:
+                    if self.stop.wait(0.2):
+                        break
+                    continue
+                self._exchange(node, new, chunks)
+        except (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError,
+                TypeError) as exc:
+            self._drop(node, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:             # a bug: stop the job with it
+            self.failure = exc
+            self._drop(node, f"{type(exc).__name__}: {exc}")
+
+    def _assign(self, node: _Node) -> tuple[list[Task], list[int]]:
+        """Tasks to bring the node's queue to two rounds of words: its own cached chunks
+        first (from the head of the queue), then the head of the queue."""
+        want = 2 * self.cfg.round_words - node.held_words()
+        new: list[Task] = []
+        with self.lock:
+            if want > 0 and self.pending:
+                window = min(len(self.pending), 256)
+                picked = []
+                for i in range(window):
+                    t = self.pending[i]
+                    if t.chunk in node.cached:
+                        picked.append(i)
+                        want -= t.raw_words
+                        if want <= 0:
+                            break
+                for i in reversed(picked):
+                    new.append(self.pending[i])
+                    del self.pending[i]
+                new.reverse()
+                while want > 0 and self.pending:
+                    t = self.pending.popleft()
+                    new.append(t)
+                    want -= t.raw_words
+            for t in new:
+                node.held[t.task_id] = t
+        chunks = sorted({t.chunk for t in new if t.chunk not in node.cached})
+        return new, chunks
+
+    def _exchange(self, node: _Node, new: list[Task], chunks: list[int]) -> None:
+        t0 = time.monotonic()
+        job = self.job_id
+        chunk_msgs = []
+        for k in chunks:
+            s, e, _ = self.stream.chunks[k].tolist()
+            ids = self.reader.read(s, e)
+            chunk_msgs.append({"chunk": k, "ids": pack_array(ids)})
+            self.bytes_out += ids.nbytes
+        self._push(node)
+        transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
+        reply = node.proxy.exchange(
+            job, [[t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1] for t in new],
+            chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds))
+        transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
+        node.cached.update(chunks)
+        done = reply["done"]
+        if not isinstance(done, list) or not isinstance(reply.get("pieces"), int):
+            raise ValueError("exchange: malformed reply")
+        with self.transfer:
+            delta = []
+            for i in range(reply["pieces"]):
+                p = node.proxy.pull(job, i)
+                name = p["matrix"]
+                if name not in WEIGHTS:
+                    raise ValueError(f"pull: unknown matrix {name!r}")
+                rows = unpack_array(p["rows"], "<i4", 1, what="delta rows")
+                vals = unpack_array(p["values"], "<f4", 2,
+                                    (rows.shape[0], self.arrays[name].shape[1]), "delta")
+                if rows.size and (rows.min() < 0 or rows.max() >= self.arrays[name].shape[0]):
+                    raise ValueError(f"pull: delta rows outside {name}")
+                delta.append((name, rows, vals))
+                self.bytes_in += rows.nbytes + vals.nbytes
+            self._merge(node, delta, done)
+        node.exchanges += 1
+        node.peak_mb = max(node.peak_mb, float(reply.get("memory_mb") or 0.0))
+        node.busy_seconds += time.monotonic() - t0
+
+    def _push(self, node: _Node) -> None:
+        """Send the master rows changed since this node's last exchange (skipping rows whose
+        master value already equals this node's snapshot)."""
+        with self.master_lock:
+            seen = self.version        # rows merged after this are pushed next time
+            changed = {name: np.flatnonzero((self.versions[name] > node.synced)
+                                            & (self.clean_for[name] != node.slot)
+                                            ).astype(np.int32) for name in WEIGHTS}
+        for name, rows in changed.items():
+            dim = self.arrays[name].shape[1]
+            for a, b in row_pieces(rows.shape[0], 4 * dim + 4):
+                if a == b:
+                    continue
+                idx = rows[a:b]
+                with self.master_lock:
+                    vals = self.arrays[name][idx]
+                node.proxy.push_rows(self.job_id, name, pack_array(idx), pack_array(vals))
+                self.bytes_out += idx.nbytes + vals.nbytes
+        node.synced = seen
+
+    def _merge(self, node: _Node, delta: list, done: list) -> None:
+        scale = 1.0
+        if self.cfg.merge == "average":
+            scale = 1.0 / max(len(self._active()), 1)
+        with self.master_lock:
+            self.version += 1
+            v = self.version
+            for name, rows, vals in delta:
+                m = self.arrays[name]
+                # rows nobody else changed since this node's last sync now equal its snapshot
+                # (under "sum"): they need not be sent back to it
+                clean = (self.versions[name][rows] <= node.synced) & (scale == 1.0)
+                if scale == 1.0:
+                    m[rows] += vals
+                else:
+                    m[rows] += np.float32(scale) * vals
+                self.versions[name][rows] = v
+                self.clean_for[name][rows] = np.where(clean, node.slot, -1)
+        with self.lock:
+            for item in done:
+                tid, effective = int(item[0]), int(item[1])
+                task = node.held.pop(tid, None)
+                if task is None:
+                    raise ValueError(f"exchange: task {tid} was not held by this node")
+                if tid in self.completed:
+                    self.duplicates += 1
+                    continue
+                self.completed[tid] = node.name
+                self.stats.raw_words += task.raw_words
+                self.stats.effective_words += effective
+                node.words += task.raw_words
+                self.alpha = task.alpha1
+            if len(self.completed) == self.total_tasks:
+                self.all_done.set()
+
+    def _drop(self, node: _Node, why: str) -> None:
+        with self.lock:
+            back = sorted(node.held.values(), key=lambda t: t.task_id)
+            node.held.clear()
+            self.pending.extendleft(reversed(back))
+            was_active, node.active = node.active, False
+            node.dropped = why
+        if was_active:
+            self.workers -= node.workers
+            self.stats.lost_workers.append({"node": node.name, "address": node.address,
+                                            "why": why, "requeued_chunks": len(back)})
+            log.warning("node %s dropped (%s); its %d unfinished chunk(s) go to the %d "
+                        "remaining node(s)", node.name, why, len(back), len(self._active()))
+        transport.release(node.proxy)
+
+    def _close_node(self, node: _Node) -> None:
+        if node.active and node.proxy is not None:
+            try:
+                transport.set_timeout(node.proxy, min(self.cfg.timeout_seconds, 10))
+                node.proxy.close_job(self.job_id)
+            except Exception as exc:             # noqa: BLE001 (the job is over anyway)
+                log.warning("node %s: close failed (%s)", node.name, exc)
+        transport.release(node.proxy)
+
+    def _report(self) -> dict:
+        per_epoch: dict[int, int] = {}
+        for tid in self.completed:
+            per_epoch[tid // max(self.n_chunks, 1)] = per_epoch.get(tid // max(self.n_chunks, 1), 0) + 1
+        nodes = self._all_nodes()
+        exchanges = sum(n.exchanges for n in nodes)
+        return {
+            "nodes_used": len(nodes), "merge": self.cfg.merge,
+            "round_words": self.cfg.round_words, "exchanges": exchanges,
+            "bytes_to_nodes": self.bytes_out, "bytes_from_nodes": self.bytes_in,
+            "trained_words": self.stats.raw_words, "seconds": round(self.stats.seconds, 3),
+            "weights_bytes": int(sum(self.arrays[k].nbytes for k in WEIGHTS)),
+            "chunks": self.n_chunks, "tasks_planned": self.total_tasks,
+            "tasks_completed": len(self.completed), "duplicates": self.duplicates,
+            "chunks_per_epoch": [per_epoch.get(e, 0) for e in sorted(per_epoch)],
+            "dropped": [{"node": n.name, "address": n.address, "why": n.dropped}
+                        for n in nodes if n.dropped],
+            "per_node": [{"node": n.name, "address": n.address, "workers": n.workers,
+                          "trained_words": n.words, "exchanges": n.exchanges,
+                          "words_per_sec": round(n.words / max(time.monotonic() - n.joined_at, 1e-9)
+                                                 if n.joined_at else 0.0, 1),
+                          "peak_mb": n.peak_mb, "dropped": n.dropped}
+                         for n in nodes],
+        }

@@ -1,0 +1,427 @@
+"""`engine worker`: one node of the cluster.
+
+A Pyro4 daemon serves one WorkerService. A dispatcher opens a job on it (settings, table
+and weight shapes), uploads the sampling tables and the current weights (straight into
+shared memory), then calls `exchange` again and again: each call brings tasks (and the
+id-stream chunks this node has not cached yet), and returns the tasks finished since the
+last call with the weights' delta (rows changed since then). A LocalSession trains the
+queued tasks continuously in the background, so the node keeps training while deltas and
+merged rows are in flight. Merged rows from the dispatcher (`push_rows`) are rebased onto
+the live weights: the node's own unsent changes are kept.
+
+Every argument is checked (types, ranges, shapes, ids < vocabulary) before anything is
+written. One job at a time; a dispatcher that goes silent for its timeout loses the job.
+Ctrl-C, SIGTERM or a crash leave no process, shared memory or cache folder behind.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+
+from ..local import WEIGHTS, FeedSource, LocalSession
+from ..memory import tree_pss_mb
+from ..schedule import KernelSettings, Task
+from ..shm import SharedArrays, sweep_orphans
+from . import transport
+from .transport import expose, pack_array, row_pieces, unpack_array
+
+log = logging.getLogger("engine")
+
+TABLE_DTYPES = {"keep": "<u4", "noise": "<u8", "codes": "|u1", "points": "<i4",
+                "code_lens": "<i4"}
+MAX_DIM = 100_000
+MAX_WAIT = 600.0
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+_SCRATCH_PREFIX = "engine-node-"
+
+
+def _int(value, lo, hi, what):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what}: expected an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _num(value, lo, hi, what):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what}: expected a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def sweep_scratch() -> None:
+    """Remove cache folders left by workers that were killed (their pid is gone)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), _SCRATCH_PREFIX + "*")):
+        m = re.match(_SCRATCH_PREFIX + r"(\d+)-", os.path.basename(path))
+        if m and not psutil.pid_exists(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class NodeJob:
+    """One job on this node: shared weights, snapshot, chunk cache, training session."""
+
+    def __init__(self, spec: dict, workers: int):
+        self.job_id = spec["job"]
+        self.dim = _int(spec["dim"], 1, MAX_DIM, "dim")
+        self.vocab = _int(spec["vocab"], 1, (1 << 31) - 1, "vocab")
+        s = spec["settings"]
+        self.settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
+                                       _int(s["negative"], 0, 1000, "negative"),
+                                       _int(s["window"], 1, 1000, "window"),
+                                       _int(s["cbow_mean"], 0, 1, "cbow_mean"))
+        self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
+        self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
+        self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
+        shapes = {}
+        for name in WEIGHTS:
+            rows = _int(spec["weights"][name], 0, (1 << 31) - 1, f"weights {name}")
+            shapes[name] = ((rows, self.dim), "<f4")
+        for name, dtype in TABLE_DTYPES.items():
+            shape = spec["tables"][name]
+            if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 2:
+                raise ValueError(f"tables {name}: bad shape {shape!r}")
+            shapes[name] = (tuple(_int(n, 1, 1 << 34, f"tables {name}") for n in shape), dtype)
+        need = sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt in shapes.values())
+        snap = sum(int(np.prod(shapes[n][0])) * 4 for n in WEIGHTS)
+        avail = psutil.virtual_memory().available
+        if need + snap > 0.9 * avail:
+            raise MemoryError(f"this job needs {(need + snap) / 2**20:,.0f} MB (weights, tables "
+                              f"and snapshot) but {avail / 2**20:,.0f} MB are available")
+        shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else need
+        if need > shm_free:
+            raise MemoryError(f"this job needs {need / 2**20:,.0f} MB of shared memory but "
+                              f"/dev/shm has {shm_free / 2**20:,.0f} MB free")
+        self.shapes = shapes
+        self.scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
+        self.ids_path = os.path.join(self.scratch, "ids.i32")
+        self.ids_fh = open(self.ids_path, "wb")
+        self.ids_written = 0
+        self.chunk_at: dict[int, tuple[int, int]] = {}
+        self.shared = SharedArrays.create_empty(shapes)
+        self.snapshot = {n: np.zeros(shapes[n][0], np.float32) for n in WEIGHTS}
+        self.lock = threading.Lock()            # done list, counters
+        self.done: list = []
+        self.fed = self.finished = 0
+        self.trained_words = 0                  # raw words trained since the last exchange
+        self.total_words = 0
+        self.error: str | None = None
+        self.session = None
+        self.feed = FeedSource()
+        self.stop = threading.Event()
+        self.thread = None
+        self.out_pieces: list = []
+        self.last_call = time.monotonic()
+        self.wake = threading.Condition(self.lock)
+
+    # ---- setup --------------------------------------------------------------------------
+    def put_array(self, name: str, start: int, packed: dict) -> None:
+        if name not in self.shapes:
+            raise ValueError(f"put_array: unknown array {name!r}")
+        shape, dtype = self.shapes[name]
+        arr = unpack_array(packed, dtype, len(shape), (None,) + shape[1:], name)
+        _int(start, 0, shape[0], "start")
+        if start + arr.shape[0] > shape[0]:
+            raise ValueError(f"put_array {name}: rows {start}..{start + arr.shape[0]} past "
+                             f"{shape[0]}")
+        self.shared[name][start:start + arr.shape[0]] = arr
+        if name in self.snapshot:
+            self.snapshot[name][start:start + arr.shape[0]] = arr
+
+    def _check_tables(self) -> None:
+        """The kernels index with these: every entry must stay inside the weights."""
+        v = self.vocab
+        noise = self.shared["noise"]
+        if self.settings.negative and noise.size and int((noise >> np.uint64(32)).max()) >= v:
+            raise ValueError("tables noise: an alias entry points past the vocabulary")
+        if self.settings.hs:
+            points, lens, codes = self.shared["points"], self.shared["code_lens"], self.shared["codes"]
+            if points.shape[0] < v or lens.shape[0] < v or codes.shape[0] < v:
+                raise ValueError("tables: Huffman tables shorter than the vocabulary")
+            if lens.min() < 0 or lens.max() > points.shape[1]:
+                raise ValueError("tables code_lens: a code longer than the points table")
+            if points.min() < 0 or points.max() >= self.shapes["syn1"][0][0]:
+                raise ValueError("tables points: a node outside syn1")
+        if self.shared["keep"].shape[0] < v:
+            raise ValueError("tables keep: shorter than the vocabulary")
+        for name in WEIGHTS:
+            rows = self.shapes[name][0][0]
+            want = {"syn0": v, "syn1neg": v if self.settings.negative else 0,
+                    "syn1": max(v - 1, 1) if self.settings.hs else 0}[name]
+            if rows < want:
+                raise ValueError(f"weights {name}: {rows} rows for a vocabulary of {v}")
+
+    def start(self) -> None:
+        self._check_tables()
+        self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
+                                    self.workers, shared=self.shared)
+        self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
+        self.thread.start()
+
+    def _train(self) -> None:
+        def done(task, effective):
+            with self.lock:
+                self.done.append([task.task_id, int(effective)])
+                self.finished += 1
+                self.trained_words += task.raw_words
+                self.total_words += task.raw_words
+                self.wake.notify_all()
+
+        try:
+            self.session.run(self.feed, done, stop=self.stop)
+        except BaseException as exc:           # reported at the next exchange
+            with self.lock:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.wake.notify_all()
+
+    # ---- rounds -------------------------------------------------------------------------
+    def push_rows(self, name: str, rows: dict, values: dict) -> None:
+        """Rebase merged master rows: live += master - snapshot; snapshot = master."""
+        if name not in WEIGHTS:
+            raise ValueError(f"push_rows: unknown matrix {name!r}")
+        n_rows = self.shapes[name][0][0]
+        idx = unpack_array(rows, "<i4", 1, what="rows")
+        vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
+        if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+            raise ValueError(f"push_rows {name}: a row outside [0, {n_rows})")
+        live, snap = self.shared[name], self.snapshot[name]
+        live[idx] += vals - snap[idx]
+        snap[idx] = vals
+
+    def add_chunks(self, chunks) -> None:
+        if not isinstance(chunks, list):
+            raise ValueError("chunks: expected a list")
+        for item in chunks:
+            if not isinstance(item, dict) or set(item) != {"chunk", "ids"}:
+                raise ValueError("chunks: expected {chunk, ids} items")
+            k = _int(item["chunk"], 0, 1 << 40, "chunk")
+            ids = unpack_array(item["ids"], "<i4", 1, what=f"chunk {k}")
+            if ids.shape[0] > self.max_ids or ids.shape[0] == 0:
+                raise ValueError(f"chunk {k}: {ids.shape[0]} ids (1..{self.max_ids} expected)")
+            if ids.min() < -1 or ids.max() >= self.vocab:
+                raise ValueError(f"chunk {k}: ids outside [-1, {self.vocab})")
+            if k in self.chunk_at:
+                continue
+            self.ids_fh.write(ids.tobytes())
+            self.chunk_at[k] = (self.ids_written, ids.shape[0])
+            self.ids_written += ids.shape[0]
+        self.ids_fh.flush()
+
+    def add_tasks(self, tasks) -> None:
+        if not isinstance(tasks, list):
+            raise ValueError("tasks: expected a list")
+        local = []
+        for t in tasks:
+            if not isinstance(t, list) or len(t) != 6:
+                raise ValueError("tasks: expected [id, chunk, raw, seed, alpha0, alpha1]")
+            tid = _int(t[0], 0, 1 << 62, "task id")
+            k = _int(t[1], 0, 1 << 40, "task chunk")
+            if k not in self.chunk_at:
+                raise ValueError(f"task {tid}: chunk {k} was never sent to this node")
+            off, n = self.chunk_at[k]
+            local.append(Task(tid, off, off + n, _int(t[2], 0, 1 << 40, "raw words"),
+                              _int(t[3], 0, (1 << 64) - 1, "seed"),
+                              _num(t[4], 0.0, 10.0, "alpha0"), _num(t[5], 0.0, 10.0, "alpha1"),
+                              k))
+        with self.lock:
+            self.fed += len(local)
+        self.feed.feed(local)
+
+    def wait_round(self, round_words: int, wait: float) -> None:
+        deadline = time.monotonic() + wait
+        with self.lock:
+            while (self.error is None and self.trained_words < round_words
+                   and self.finished < self.fed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.wake.wait(min(left, 1.0))
+
+    def take_delta(self, block_rows: int = 16384) -> dict:
+        """Rows changed since the last delta: (live - snapshot); the snapshot catches up."""
+        pieces, rows_total = [], 0
+        for name in WEIGHTS:
+            live, snap = self.shared[name], self.snapshot[name]
+            for a in range(0, live.shape[0], block_rows):
+                b = min(a + block_rows, live.shape[0])
+                now = live[a:b].copy()
+                d = now - snap[a:b]
+                changed = np.flatnonzero(d.any(axis=1))
+                if changed.size == 0:
+                    continue
+                snap[a:b][changed] = now[changed]
+                rows_total += changed.size
+                pieces.append((name, (changed + a).astype(np.int32), d[changed]))
+        # regroup into messages of at most PIECE_BYTES
+        self.out_pieces = []
+        for name, idx, vals in pieces:
+            for lo, hi in row_pieces(idx.shape[0], 4 * self.dim + 4):
+                self.out_pieces.append({"matrix": name, "rows": pack_array(idx[lo:hi]),
+                                        "values": pack_array(vals[lo:hi])})
+        with self.lock:
+            done, self.done = self.done, []
+            trained, self.trained_words = self.trained_words, 0
+            error = self.error
+        if error:
+            raise RuntimeError(f"training on this node failed: {error}")
+        return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
+                "trained_words": trained, "queued": self.fed - self.finished,
+                "memory_mb": round(tree_pss_mb(), 1)}
+
+    def close(self) -> None:
+        self.stop.set()                          # the training loop returns at its next wake
+        self.feed.close()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        if self.session is not None:
+            self.session.close()                 # stops processes, unlinks shared memory
+            self.session = None
+        elif self.shared is not None:
+            self.shared.unlink()
+        self.shared = None
+        self.feed.release()
+        self.ids_fh.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.snapshot = {}
+        self.out_pieces = []
+
+
+class WorkerService:
+    """What a dispatcher may call. One job at a time."""
+
+    def __init__(self, workers: int, name: str):
+        self.workers = max(1, workers)
+        self.name = name
+        self.job: NodeJob | None = None
+        self.lock = threading.RLock()
+        self.started = time.time()
+        self.jobs_done = 0
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="node-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _job(self, job_id) -> NodeJob:
+        job = self.job
+        if job is None or job_id != job.job_id:
+            raise ValueError(f"no open job {job_id!r} on this worker")
+        job.last_call = time.monotonic()
+        return job
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            with self.lock:
+                job = self.job
+                if job is not None and time.monotonic() - job.last_call > job.timeout:
+                    log.warning("job %s: no call from its dispatcher for %.0f s; dropping it",
+                                job.job_id, job.timeout)
+                    self._close_job()
+
+    def _close_job(self) -> None:
+        if self.job is not None:
+            self.job.close()
+            self.job = None
+
+    @expose
+    def info(self) -> dict:
+        vm = psutil.virtual_memory()
+        return {"engine": transport.engine_version(), "protocol": transport.PROTOCOL,
+                "name": self.name, "workers": self.workers,
+                "cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+                "free_mb": round(vm.available / 2**20), "pid": os.getpid(),
+                "busy": self.job.job_id if self.job else "", "jobs_done": self.jobs_done}
+
+    @expose
+    def ping(self) -> float:
+        return time.time()
+
+    @expose
+    def open_job(self, spec: dict) -> dict:
+        if not isinstance(spec, dict) or not isinstance(spec.get("job"), str) or \
+                not _ID.match(spec["job"]):
+            raise ValueError("open_job: expected a spec with a job id")
+        with self.lock:
+            if self.job is not None:
+                if self.job.job_id != spec["job"]:
+                    raise RuntimeError(f"busy with job {self.job.job_id}")
+                self._close_job()                # the same dispatcher starts again
+            try:
+                self.job = NodeJob(spec, self.workers)
+            except KeyError as exc:
+                raise ValueError(f"open_job: missing field {exc}") from None
+            log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
+                     self.job.workers, self.job.vocab, self.job.dim)
+            return {"workers": self.job.workers}
+
+    @expose
+    def put_array(self, job_id, name, start, packed) -> None:
+        self._job(job_id).put_array(name, start, packed)
+
+    @expose
+    def start(self, job_id) -> None:
+        with self.lock:
+            self._job(job_id).start()
+
+    @expose
+    def push_rows(self, job_id, name, rows, values) -> None:
+        self._job(job_id).push_rows(name, rows, values)
+
+    @expose
+    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds) -> dict:
+        job = self._job(job_id)
+        job.add_chunks(chunks)
+        job.add_tasks(tasks)
+        job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
+                       _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
+        reply = job.take_delta()
+        job.last_call = time.monotonic()
+        return reply
+
+    @expose
+    def pull(self, job_id, piece) -> dict:
+        job = self._job(job_id)
+        return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
+
+    @expose
+    def close_job(self, job_id) -> dict:
+        with self.lock:
+            job = self._job(job_id)
+            words = job.total_words
+            self._close_job()
+            self.jobs_done += 1
+            log.info("job %s closed: %d words trained here", job_id, words)
+            return {"trained_words": words}
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self.lock:
+            self._close_job()
+
+
+def serve(host: str, port: int, workers: int, name: str, nameserver: str = "",
+          key: bytes | None = None, ready=None) -> None:
+    """Run a worker until SIGINT/SIGTERM (the caller turns those into exceptions)."""
+    sweep_scratch()
+    sweep_orphans()
+    service = WorkerService(workers, name)
+    server = transport.Server(service, host, port, key)
+    try:
+        server.start()
+        if nameserver:
+            server.register(nameserver, name, key)
+        log.info("engine worker %s listening on %s:%s (%d processes, key %s)%s", name,
+                 server.host, server.port, workers, "set" if key else "none (loopback only)",
+                 f", registered in {nameserver}" if nameserver else "")
+        print(f"engine worker {name} ready on {server.host}:{server.port}", flush=True)
+        if ready is not None:
+            ready(server)
+        while True:          # short naps: a signal caught by another thread runs its Python
+            time.sleep(0.5)  # handler only when this (the main) thread runs again
+    finally:
+        service.shutdown()
+        server.close()

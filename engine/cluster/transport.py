@@ -1,0 +1,270 @@
+"""The one module that talks Pyro4 (so Pyro5 or another RPC could replace it).
+
+Every daemon and proxy uses msgpack only (no pickle from the network), Pyro4's HMAC key
+(`ENGINE_CLUSTER_KEY` or a key file; never the command line), and a handshake that checks
+the engine and protocol versions before any call. Arrays travel as raw bytes with their
+dtype and shape beside them, checked on arrival (`unpack_array`), in pieces far below
+Pyro4's 2 GB message limit. Refused connections are logged on the worker's side too.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+
+import numpy as np
+import Pyro4
+import Pyro4.errors
+import Pyro4.naming
+
+from ..errors import ClusterError, ConfigError
+
+log = logging.getLogger("engine")
+
+PROTOCOL = 1
+OBJECT_ID = "engine.worker"
+NS_PREFIX = "engine.worker."
+DEFAULT_PORT = 9877
+MAX_MESSAGE_BYTES = 256 << 20           # a daemon refuses anything larger
+PIECE_BYTES = 8 << 20                   # arrays are sent in pieces of at most this (each is
+                                        # copied a few times on its way: keep them small)
+
+Pyro4.config.SERIALIZER = "msgpack"
+Pyro4.config.SERIALIZERS_ACCEPTED = {"msgpack"}
+Pyro4.config.REQUIRE_EXPOSE = True
+Pyro4.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
+Pyro4.config.SOCK_NODELAY = True
+Pyro4.config.THREADPOOL_SIZE = 16
+
+expose = Pyro4.expose
+CommError = Pyro4.errors.CommunicationError       # lost, refused, timed out, closed
+TimeoutError_ = Pyro4.errors.TimeoutError
+
+
+def engine_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def handshake_data() -> dict:
+    return {"engine": engine_version(), "protocol": PROTOCOL}
+
+
+# ---- keys ------------------------------------------------------------------------------
+
+def read_key(key_file: str = "") -> bytes | None:
+    """The shared secret: the file's content (stripped) if a file is named, else
+    $ENGINE_CLUSTER_KEY, else None."""
+    if key_file:
+        try:
+            with open(key_file, "rb") as fh:
+                key = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key_file}: cannot read the cluster key ({exc.strerror})") from None
+        if not key:
+            raise ConfigError(f"{key_file}: the cluster key file is empty")
+        return key
+    key = os.environ.get("ENGINE_CLUSTER_KEY", "")
+    return key.encode() if key else None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback
+                       for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'host:port' or 'host' -> (host, port); '[::1]:9000' for IPv6."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or str(default_port)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, str(default_port)
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise ConfigError(f"{text!r}: expected host:port with a numeric port") from None
+    if not host or not 0 <= port_n < 65536:
+        raise ConfigError(f"{text!r}: expected host:port")
+    return host, port_n
+
+
+# ---- arrays on the wire ------------------------------------------------------------------
+
+def pack_array(arr: np.ndarray) -> dict:
+    arr = np.ascontiguousarray(arr)
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+
+
+def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
+                 what: str = "array") -> np.ndarray:
+    """Check a packed array against what is expected (dtype, rank or shape, byte size)."""
+    if not isinstance(msg, dict) or set(msg) != {"dtype", "shape", "data"}:
+        raise ValueError(f"{what}: expected a packed array")
+    if msg["dtype"] != np.dtype(dtype).str:
+        raise ValueError(f"{what}: expected dtype {np.dtype(dtype).str}, got {msg['dtype']!r}")
+    got_shape = msg["shape"]
+    if (not isinstance(got_shape, (list, tuple)) or
+            not all(isinstance(n, int) and n >= 0 for n in got_shape)):
+        raise ValueError(f"{what}: bad shape {got_shape!r}")
+    if ndim is not None and len(got_shape) != ndim:
+        raise ValueError(f"{what}: expected {ndim} dimensions, got {len(got_shape)}")
+    if shape is not None and any(want is not None and want != n
+                                 for want, n in zip(shape, got_shape)):
+        raise ValueError(f"{what}: expected shape {shape}, got {got_shape}")
+    data = msg["data"]
+    itemsize = np.dtype(dtype).itemsize
+    if not isinstance(data, bytes) or len(data) != int(np.prod(got_shape)) * itemsize:
+        raise ValueError(f"{what}: {len(data) if isinstance(data, bytes) else '?'} bytes do not "
+                         f"match shape {got_shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(got_shape)
+
+
+def row_pieces(n_rows: int, row_bytes: int, piece_bytes: int = PIECE_BYTES):
+    """(start, end) row ranges of at most piece_bytes each."""
+    step = max(1, piece_bytes // max(row_bytes, 1))
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)] or [(0, 0)]
+
+
+# ---- the worker's side ----------------------------------------------------------------------
+
+class _RefusalLog(logging.Handler):
+    """Pyro4 logs refused handshakes (wrong key, wrong version) at debug level only: raise
+    them to warnings on the engine's log."""
+
+    def emit(self, record):
+        if record.getMessage().startswith("handshake failed") and record.exc_info:
+            log.warning("refused a connection: %s", record.exc_info[1])
+
+
+_pyro_log = logging.getLogger("Pyro4.core")
+_pyro_log.addHandler(_RefusalLog())
+_pyro_log.setLevel(logging.DEBUG)
+_pyro_log.propagate = False
+
+
+class _Daemon(Pyro4.Daemon):
+    def validateHandshake(self, conn, data):
+        want = handshake_data()
+        if not isinstance(data, dict) or data.get("protocol") != PROTOCOL:
+            raise Pyro4.errors.SecurityError(
+                f"protocol mismatch: worker speaks {PROTOCOL}, caller sent {data!r}")
+        if data.get("engine") != want["engine"]:
+            raise Pyro4.errors.SecurityError(
+                f"engine version mismatch: worker {want['engine']}, caller {data.get('engine')}")
+        return want
+
+
+class Server:
+    """A Pyro4 daemon serving one object under OBJECT_ID, its loop in a thread."""
+
+    def __init__(self, obj, host: str, port: int, key: bytes | None):
+        if key is None and not is_loopback(host):
+            raise ConfigError(f"refusing to listen on {host} without a key: set "
+                              f"ENGINE_CLUSTER_KEY (or --key-file) on every node")
+        try:
+            self.daemon = _Daemon(host=host, port=port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.daemon._pyroHmacKey = key
+        self.uri = self.daemon.register(obj, OBJECT_ID)
+        self.host, self.port = self.daemon.locationStr.rsplit(":", 1)[0], self.uri.port
+        self._thread = threading.Thread(target=self.daemon.requestLoop, name="pyro-daemon",
+                                        daemon=True)
+        self._ns_name = None
+        self._ns = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def register(self, nameserver: str, name: str, key: bytes | None) -> None:
+        """Register in a Pyro4 name server ('host[:port]', or 'auto' to find it by
+        broadcast) as engine.worker.NAME."""
+        self._ns = locate_ns(nameserver, key)
+        self._ns_name = NS_PREFIX + name
+        self._ns.register(self._ns_name, self.uri, safe=False)
+
+    def close(self) -> None:
+        if self._ns_name:
+            try:
+                ns = self._ns
+                ns._pyroTimeout = 3
+                ns.remove(self._ns_name)
+                ns._pyroRelease()
+            except Exception:
+                pass
+        self.daemon.shutdown()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.daemon.close()
+
+
+# ---- the dispatcher's side -------------------------------------------------------------------
+
+def connect(address: str, key: bytes | None, timeout: float) -> Pyro4.Proxy:
+    """A proxy to the worker at 'host:port' (or a PYRO: URI), calls bounded by `timeout`."""
+    uri = address if address.startswith("PYRO:") else \
+        "PYRO:%s@%s:%d" % ((OBJECT_ID,) + parse_address(address))
+    proxy = Pyro4.Proxy(uri)
+    proxy._pyroHmacKey = key
+    proxy._pyroHandshake = handshake_data()
+    proxy._pyroTimeout = timeout
+    return proxy
+
+
+def set_timeout(proxy, seconds: float) -> None:
+    proxy._pyroTimeout = seconds
+
+
+def release(proxy) -> None:
+    try:
+        proxy._pyroRelease()
+    except Exception:
+        pass
+
+
+def locate_ns(nameserver: str, key: bytes | None):
+    """The name server at 'host[:port]', or found by broadcast for 'auto'."""
+    try:
+        if nameserver in ("", "auto"):
+            return Pyro4.locateNS(hmac_key=key)
+        host, port = parse_address(nameserver, Pyro4.config.NS_PORT)
+        return Pyro4.locateNS(host, port, broadcast=False, hmac_key=key)
+    except Pyro4.errors.PyroError as exc:
+        raise ClusterError(f"name server {nameserver or 'auto'}: {exc}") from None
+
+
+def discover(nameserver: str, key: bytes | None) -> dict[str, str]:
+    """Workers registered in the name server: {name: PYRO URI}."""
+    ns = locate_ns(nameserver, key)
+    try:
+        ns._pyroTimeout = 10
+        found = ns.list(prefix=NS_PREFIX)
+    except Pyro4.errors.PyroError as exc:
+        raise ClusterError(f"name server {nameserver or 'auto'}: {exc}") from None
+    finally:
+        release(ns)
+    return {name[len(NS_PREFIX):]: str(uri) for name, uri in sorted(found.items())}
+
+
+def start_nameserver(host: str, port: int, key: bytes | None, broadcast: bool = True):
+    """Start Pyro4's own name server (msgpack, the cluster key) and serve it until the
+    process ends. Blocks."""
+    if key is None and not is_loopback(host):
+        raise ConfigError(f"refusing to serve a name server on {host} without a key: set "
+                          f"ENGINE_CLUSTER_KEY")
+    Pyro4.naming.startNSloop(host=host, port=port, enableBroadcast=broadcast, hmac=key)

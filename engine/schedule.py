@@ -1,0 +1,74 @@
+"""The training schedule, shared by the local engine and the cluster: every chunk of every
+epoch as a Task with its own RNG seed and learning-rate range, and the run's statistics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    sg: int
+    hs: int
+    negative: int
+    window: int
+    cbow_mean: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """One chunk of one epoch: ids [start, end), its raw words, RNG seed, alpha range.
+    `chunk` is the chunk's index in the id stream (the same in every epoch)."""
+    task_id: int
+    start: int
+    end: int
+    raw_words: int
+    seed: int
+    alpha0: float
+    alpha1: float
+    chunk: int = -1
+
+
+@dataclass
+class TrainStats:
+    raw_words: int = 0              # corpus words (all epochs) trained
+    effective_words: int = 0        # after subsampling
+    seconds: float = 0.0
+    workers: int = 1
+    lost_workers: list = field(default_factory=list)
+    cluster: dict | None = None     # the cluster's own accounting (engine.cluster)
+
+    @property
+    def words_per_sec(self) -> float:
+        return self.raw_words / self.seconds if self.seconds > 0 else 0.0
+
+
+def chunk_seed(seed: int, epoch: int, chunk: int) -> int:
+    """A distinct RNG start for each (seed, epoch, chunk): results do not depend on which
+    process (or node) trains a chunk."""
+    return (seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xC2B2AE3D27D4EB4F
+            + (chunk + 1) * 0x165667B19E3779F9) & _MASK64
+
+
+def plan_tasks(chunks: np.ndarray, raw_words: int, epochs: int, alpha: float,
+               min_alpha: float, seed: int, first_epoch: int = 0,
+               total_epochs: int | None = None) -> list[Task]:
+    """Every chunk (rows of (start, end, raw words)) of every epoch, in order, with alpha
+    decaying linearly from `alpha` to `min_alpha` over all planned raw words."""
+    total_epochs = total_epochs or (first_epoch + epochs)
+    raw = chunks[:, 2]
+    starts = np.concatenate([[0], np.cumsum(raw)[:-1]])
+    total = float(max(raw_words * (total_epochs - first_epoch), 1))
+    tasks = []
+    for epoch in range(first_epoch, first_epoch + epochs):
+        done_before = (epoch - first_epoch) * raw_words
+        for k, (s, e, r) in enumerate(chunks.tolist()):
+            p0 = (done_before + starts[k]) / total
+            p1 = (done_before + starts[k] + r) / total
+            tasks.append(Task(len(tasks), s, e, r, chunk_seed(seed, epoch, k),
+                              alpha - (alpha - min_alpha) * p0,
+                              alpha - (alpha - min_alpha) * p1, k))
+    return tasks

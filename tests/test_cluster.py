@@ -1,0 +1,262 @@
+"""The cluster on loopback: real `engine worker` processes, a real dispatcher.
+
+Workers learn planted structure with exact chunk accounting; a SIGKILLed worker and a
+SIGSTOPped (hung) one are dropped and their chunks trained by the others; a wrong key is
+refused (and logged on the worker's side); no key on a non-loopback address is refused;
+workers are found through a name server. After every test: no process, listening port or
+shared-memory segment of ours is left.
+"""
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from engine.bench import engine_command
+from engine.config import ClusterConfig, ModelConfig
+from engine.errors import ClusterError
+from engine.prepare import build_vocab_iterable, encode_iterable
+from engine.shm import PREFIX
+from engine.state import ModelState
+from engine.train import train_state
+from engine.config import EngineConfig
+
+from conftest import planted_corpus, topic_precision, topic_separation
+
+KEY = "test-cluster-key"
+
+
+def _segments():
+    return set(glob.glob(f"/dev/shm/{PREFIX}*"))
+
+
+class Worker:
+    """One `engine worker --port 0` subprocess in its own process group."""
+
+    def __init__(self, tmp_path, name, key=KEY, extra=(), host="127.0.0.1"):
+        cmd, env = engine_command()
+        env = dict(env, PYTHONUNBUFFERED="1")
+        env.pop("ENGINE_CLUSTER_KEY", None)
+        if key:
+            env["ENGINE_CLUSTER_KEY"] = key
+        self.log_path = tmp_path / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd + ["worker", "--host", host, "--port", "0", "--workers", "1", "--name", name,
+                   *extra], stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            start_new_session=True)
+        self.ps = psutil.Process(self.proc.pid)
+        self.address = None
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "ready on" in line:
+                self.address = line.rsplit(" ", 1)[1].strip()
+                return self
+            if not line and self.proc.poll() is not None:
+                break
+        raise AssertionError(f"worker did not start: {self.log_path.read_text()}")
+
+    def text(self):
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self):
+        """SIGCONT + SIGTERM, then SIGKILL the group; returns every process it had."""
+        group = []
+        try:
+            group = [self.ps] + self.ps.children(recursive=True)
+        except psutil.Error:
+            pass
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            import sys
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(1)
+            print(f"worker {self.proc.pid} ignored SIGTERM for 30 s:\n{self.text()}",
+                  file=sys.stderr)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        _, alive = psutil.wait_procs(group, timeout=10)
+        for p in alive:
+            p.kill()
+        self.proc.stdout.close()
+        self.log.close()
+        return alive
+
+
+@pytest.fixture
+def workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_CLUSTER_KEY", KEY)
+    before = _segments()
+    started = []
+
+    def start(n, **kw):
+        ws = [Worker(tmp_path, f"w{len(started) + i}", **kw) for i in range(n)]
+        started.extend(ws)
+        return [w.wait_ready() for w in ws]
+
+    yield start
+    leftovers = [w.stop() for w in started]
+    assert leftovers == [[]] * len(started), f"processes outlived their worker: {leftovers}"
+    time.sleep(0.5)
+    assert _segments() == before, "shared memory left behind"
+    ports = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN"
+             and c.pid in {w.proc.pid for w in started}]
+    assert ports == []
+
+
+def _job(tmp_path, epochs=4, sentences=3000):
+    topics, sents = planted_corpus(sentences=sentences)
+    cfg = ModelConfig(sg=1, vector_size=24, window=4, min_count=1, epochs=epochs, sample=0)
+    vocab = build_vocab_iterable(sents, min_count=1)
+    stream = encode_iterable(sents, vocab, str(tmp_path / "ids"), chunk_words=1500)
+    return topics, ModelState(cfg, vocab), stream
+
+
+def _train(state, stream, cluster, on_tick=None):
+    if on_tick is None:
+        return train_state(state, stream, EngineConfig(workers=1), state.config.epochs,
+                           state.config.alpha, state.config.min_alpha, show_progress=False,
+                           cluster=cluster)
+    from engine.cluster import ClusterEngine, read_key
+    from engine.local import plan_tasks
+
+    tasks = plan_tasks(stream, state.config.epochs, state.config.alpha,
+                       state.config.min_alpha, state.config.seed)
+    engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=on_tick)
+    return engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+
+
+def _exact(stats, stream, epochs):
+    c = stats.cluster
+    assert c["tasks_completed"] == c["tasks_planned"] == epochs * len(stream.chunks)
+    assert c["chunks_per_epoch"] == [len(stream.chunks)] * epochs
+    assert c["duplicates"] == 0
+    assert stats.raw_words == epochs * stream.raw_words
+
+
+def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
+    ws = workers(3)
+    topics, state, stream = _job(tmp_path)
+    cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=6000, round_seconds=2)
+    stats = _train(state, stream, cluster)
+    _exact(stats, stream, 4)
+    c = stats.cluster
+    assert c["nodes_used"] == 3 and c["dropped"] == []
+    assert all(n["trained_words"] > 0 for n in c["per_node"])      # all three took part
+    assert c["exchanges"] > 3 and c["bytes_from_nodes"] > 0
+    kv = state.keyed_vectors()
+    assert topic_precision(kv, topics) >= 0.9
+    assert topic_separation(kv, topics) > 0.3
+
+
+def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path, workers):
+    ws = workers(3)
+    topics, state, stream = _job(tmp_path, epochs=20)
+    total = 20 * stream.raw_words
+    cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=4000,
+                            round_seconds=1, timeout_seconds=2, rejoin_seconds=600)
+    done = {"kill": False, "stop": False}
+    t_stop = []
+
+    def tick():
+        words = sum(n.words for n in engine_nodes())
+        if not done["kill"] and words > 0.1 * total:
+            done["kill"] = True
+            ws[0].ps.send_signal(signal.SIGKILL)
+        if not done["stop"] and words > 0.3 * total:
+            done["stop"] = True
+            t_stop.append(time.monotonic())
+            ws[1].ps.send_signal(signal.SIGSTOP)
+
+    from engine.cluster import ClusterEngine, read_key
+    from engine.local import plan_tasks
+
+    tasks = plan_tasks(stream, 20, state.config.alpha, state.config.min_alpha, state.config.seed)
+    engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
+    engine_nodes = lambda: list(engine.nodes.values())          # noqa: E731
+    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert done["kill"] and done["stop"], "the job ended before both faults were injected"
+    _exact(stats, stream, 20)
+    dropped = {d["address"] for d in stats.cluster["dropped"]}
+    assert dropped == {ws[0].address, ws[1].address}
+    assert {d["node"] for d in stats.lost_workers} == dropped
+    kv = state.keyed_vectors()
+    assert topic_precision(kv, topics) >= 0.9
+    # the killed worker's training process went with it (no orphan)
+    assert ws[0].proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_wrong_key_is_refused_and_logged_by_the_worker(tmp_path, workers):
+    (w,) = workers(1, key="the-right-key")
+    topics, state, stream = _job(tmp_path, epochs=1)
+    with pytest.raises(ClusterError, match="no node could be reached.*hmac"):
+        _train(state, stream, ClusterConfig(nodes=[w.address]))
+    deadline = time.monotonic() + 5
+    while "refused a connection" not in w.text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "refused a connection" in w.text() and "hmac" in w.text()
+
+
+def test_no_key_on_a_non_loopback_address_is_refused(tmp_path):
+    cmd, env = engine_command()
+    env.pop("ENGINE_CLUSTER_KEY", None)
+    proc = subprocess.run(cmd + ["worker", "--host", "0.0.0.0", "--port", "0"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_nodes_fail_fast_with_each_named(tmp_path):
+    topics, state, stream = _job(tmp_path, epochs=1)
+    with pytest.raises(ClusterError, match=r"127\.0\.0\.1:9.*refused"):
+        _train(state, stream, ClusterConfig(nodes=["127.0.0.1:9"], timeout_seconds=2))
+
+
+def test_workers_found_through_a_name_server(tmp_path, workers):
+    cmd, env = engine_command()
+    env["ENGINE_CLUSTER_KEY"] = KEY
+    with socket_port() as port:
+        pass
+    ns = subprocess.Popen(cmd + ["nameserver", "--port", str(port), "--no-broadcast"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          start_new_session=True)
+    try:
+        assert "name server" in ns.stdout.readline()
+        ws = workers(2, extra=("--nameserver", f"127.0.0.1:{port}"))
+        topics, state, stream = _job(tmp_path, epochs=2)
+        cluster = ClusterConfig(nameserver=f"127.0.0.1:{port}", round_words=6000)
+        stats = _train(state, stream, cluster)
+        _exact(stats, stream, 2)
+        assert {n["node"] for n in stats.cluster["per_node"]} == {"w0", "w1"}
+    finally:
+        ns.terminate()
+        ns.wait(timeout=20)
+        ns.stdout.close()
+
+
+class socket_port:
+    """A free TCP port on loopback."""
+
+    def __enter__(self):
+        import socket
+
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        return self.s.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.s.close()
