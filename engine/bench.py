@@ -37,6 +37,11 @@ def add_arguments(p) -> None:
     p.add_argument("--json", default="", metavar="F", help="write all rows as JSON")
     p.add_argument("--plot", default="", metavar="F.png", help="words/s against processes")
     p.add_argument("--keep", default="", metavar="DIR", help="keep each run's outputs here")
+    p.add_argument("--nodes", default="", metavar="A..B|A,B,C",
+                   help="also train on a cluster of 1..N `engine worker`s started on this "
+                        "machine (loopback), beside the local rows: what the cluster costs")
+    p.add_argument("--node-workers", type=int, default=1, metavar="P",
+                   help="training processes per node with --nodes (default 1)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run every row N times, in N interleaved rounds (so a slow spell of a "
                         "shared machine hits all rows alike), and report each row's fastest "
@@ -101,12 +106,14 @@ def engine_command() -> tuple[list[str], dict]:
 
 
 def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict | None = None,
-               engine: dict | None = None) -> dict:
+               engine: dict | None = None, cluster: dict | None = None) -> dict:
     """One `engine run` in a fresh process; returns the row (from its report.json)."""
     os.makedirs(out, exist_ok=True)
     job = {"corpus": {"path": corpus}, "model": dict(model),
            "engine": dict(engine or {}, workers=workers), "output": {"dir": out},
            "evaluate": dict(evaluate or {})}
+    if cluster:
+        job["cluster"] = dict(cluster)
     path = os.path.join(out, "job.toml")
     write_job(job, path)
     cmd, env = engine_command()
@@ -120,6 +127,11 @@ def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict 
            "train_peak_mb": rep["train_peak_rss_mb"], "vocab_size": rep["vocab_size"],
            "corpus_words": rep["corpus_words"], "prepare_seconds":
                rep["vocab_seconds"] + rep["encode_seconds"], "vectors": os.path.join(out, "vectors.bin")}
+    if rep.get("cluster"):
+        c = rep["cluster"]
+        row["cluster"] = {k: c[k] for k in ("nodes_used", "exchanges", "bytes_to_nodes",
+                                             "bytes_from_nodes", "dropped", "hot_rows")}
+        row["threads"] = rep["workers"]
     for f, r in rep.get("evaluation", {}).get("analogies", {}).items():
         row["analogy_accuracy"] = r["accuracy"]
     for f, r in rep.get("evaluation", {}).get("similarity", {}).items():
@@ -208,9 +220,10 @@ def format_table(rows: list[dict], cores: int) -> str:
              " CPU check | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
-        base = next((r for r in mine if r["threads"] == 1), None)
+        base = min(mine, key=lambda r: r["threads"])
         for r in mine:
-            speed = r["words_per_sec"] / base["words_per_sec"] if base else float("nan")
+            # speedup over the tool's smallest row, per process of that row
+            speed = r["words_per_sec"] / base["words_per_sec"] * base["threads"]
             acc = r.get("analogy_accuracy")
             note = "oversubscribed" if r["threads"] > cores else ""
             lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | {speed:.2f}x | "
@@ -264,6 +277,39 @@ def plot(rows: list[dict], path: str) -> str:
     return f"plot written to {path}"
 
 
+class LocalWorkers:
+    """`engine worker` processes on this machine (loopback), for `bench --nodes`."""
+
+    def __init__(self, n: int, processes: int):
+        cmd, env = engine_command()
+        self.procs, self.addresses = [], []
+        try:
+            for i in range(n):
+                proc = subprocess.Popen(cmd + ["worker", "--port", "0", "--workers",
+                                               str(processes), "--name", f"bench{i + 1}"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, env=env, start_new_session=True)
+                self.procs.append(proc)
+                line = proc.stdout.readline()
+                if "ready on" not in line:
+                    raise EngineError(f"engine worker {i + 1} did not start")
+                self.addresses.append(line.rsplit(" ", 1)[1].strip())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
 def run_bench(args) -> int:
     import psutil
 
@@ -279,6 +325,7 @@ def run_bench(args) -> int:
     if args.repeat < 1:
         raise ConfigError(f"--repeat {args.repeat}: expected an integer >= 1")
     keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
+    node_counts, workers = [], None
     try:
         corpus = job.corpus.path
         if not corpus:
@@ -295,6 +342,8 @@ def run_bench(args) -> int:
             else:
                 peers.append(peer)
         plain, words = None, None
+        node_counts = parse_threads(args.nodes) if args.nodes else []
+        workers = LocalWorkers(max(node_counts), args.node_workers) if node_counts else None
         for rnd in range(args.repeat):
             tag = f"-r{rnd + 1}" if args.repeat > 1 else ""
             for p in counts:
@@ -305,6 +354,17 @@ def run_bench(args) -> int:
                 runs.setdefault(("engine", p), []).append(row)
                 words = row["corpus_words"]
                 print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
+                      f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
+            for n in node_counts:
+                p = n * args.node_workers
+                before = cpu_capacity(p)
+                row = run_engine(corpus, model, 1, os.path.join(keep, f"cluster-{n}{tag}"),
+                                 evaluate, engine, {"nodes": workers.addresses[:n]})
+                row["tool"] = f"engine cluster ({args.node_workers}/node)"
+                row["cpu_capacity"] = [before, cpu_capacity(p)]
+                runs.setdefault((row["tool"], p), []).append(row)
+                print(f"engine cluster, {n} node(s) x {args.node_workers}: "
+                      f"{row['words_per_sec']:,.0f} words/s, dispatcher peak "
                       f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
             if peers and plain is None:
                 tmp = os.path.join(keep, "peer-corpus")
@@ -322,6 +382,8 @@ def run_bench(args) -> int:
                     print(f"{peer}, {p} thread(s): {row['words_per_sec']:,.0f} words/s, peak "
                           f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
     finally:
+        if workers is not None:
+            workers.close()
         if not args.keep:
             shutil.rmtree(keep, ignore_errors=True)
     rows = [best_run(r) for r in runs.values()]

@@ -108,10 +108,16 @@ class ClusterConfig:
     nodes: list = _f([], list)                      # ["host:port", ...]
     nameserver: str = _f("", str)                   # "host[:port]", or "auto" (broadcast)
     key_file: str = _f("", str)                     # else $ENGINE_CLUSTER_KEY
-    round_words: int = _f(1_000_000, int, 1)        # words a node trains between exchanges
+    round_words: int = _f(200_000, int, 1)          # words a node trains between exchanges
+    # Exchanges carry the rows of frequent words (hot: the `hot_rows` most frequent words'
+    # syn0/syn1neg rows and as many top Huffman nodes; 0 = the words a node meets about twice
+    # or more per round); all rows travel every `cold_every` exchanges.
+    hot_rows: int = _f(0, int, 0)
+    cold_every: int = _f(8, int, 1, 1_000_000)
     round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
+    queue_seconds: float = _f(2.0, float, 0.0, 3600.0)  # work a node holds ahead (its rate)
     merge: str = _f("sum", str, choices=("sum", "average"))
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
 

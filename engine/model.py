@@ -3,12 +3,13 @@
     model = Word2Vec(corpus_file="text.txt.gz", sg=1, workers=4)
     model = Word2Vec(sentences=[["a", "b"], ...], vector_size=50, min_count=1)
     model.wv.most_similar("king");  model.save("m");  Word2Vec.load("m").train(corpus_file=...)
+    model = Word2Vec(corpus_file="big.txt", nodes=["10.0.0.2:9877", "10.0.0.3:9877"])  # cluster
 """
 from __future__ import annotations
 
 import dataclasses
 
-from .config import EngineConfig, ModelConfig, check_value, make_section
+from .config import ClusterConfig, EngineConfig, ModelConfig, check_value, make_section
 from .corpus import CorpusSource
 from .errors import ConfigError
 from .schedule import TrainStats
@@ -22,7 +23,8 @@ MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 class Word2Vec:
     def __init__(self, sentences=None, corpus_file: str | None = None, workers: int = 0,
                  corpus_format: str = "auto", encoding_errors: str = "strict",
-                 chunk_words: int = 20_000, show_progress: bool = False, **model_kwargs):
+                 chunk_words: int = 20_000, show_progress: bool = False, nodes=None,
+                 nameserver: str = "", cluster: dict | None = None, **model_kwargs):
         unknown = set(model_kwargs) - MODEL_KEYS
         if unknown:
             raise ConfigError(f"Word2Vec: unknown argument(s) {', '.join(sorted(unknown))} "
@@ -30,6 +32,10 @@ class Word2Vec:
         self.config = make_section(ModelConfig, model_kwargs, "Word2Vec")
         self.engine = make_section(EngineConfig, {"workers": workers, "chunk_words": chunk_words},
                                    "Word2Vec")
+        # nodes / nameserver (or a whole [cluster] dict): train on `engine worker`s
+        self.cluster = make_section(ClusterConfig, dict(cluster or {}, **(
+            {"nodes": list(nodes)} if nodes else {}), **(
+            {"nameserver": nameserver} if nameserver else {})), "Word2Vec cluster")
         self.corpus_format = corpus_format
         self.encoding_errors = encoding_errors
         self.show_progress = show_progress
@@ -105,7 +111,8 @@ class Word2Vec:
         with scratch_folder(self.engine.cache_dir) as folder:
             stream = make_stream(corpus, self.state.vocab, folder, self.engine)
             self.last_stats = train_state(self.state, stream, self.engine, epochs, alpha,
-                                          min_alpha, show_progress=self.show_progress)
+                                          min_alpha, show_progress=self.show_progress,
+                                          cluster=self.cluster)
         return self.last_stats
 
     # ---- persistence ----------------------------------------------------------------------

@@ -56,7 +56,7 @@ def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdSt
 
 
 def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
-                progress_seconds: float = 5.0, show_progress: bool = True):
+                progress_seconds: float = 5.0, show_progress: bool = True, counts=None):
     """The engine that trains: local (every core here) or the cluster (the job's nodes).
     Both take train(arrays, settings, stream, tasks) -> TrainStats. Pyro4 is imported only
     for a cluster."""
@@ -64,7 +64,7 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
         from .cluster import ClusterEngine, read_key
 
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
-                             show_progress)
+                             show_progress, counts=counts)
     return LocalEngine(engine.processes, progress_seconds, show_progress,
                        hot_words=engine.hot_words, sync_words=engine.sync_words)
 
@@ -76,7 +76,8 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     """Train `state` in place for `epochs` more epochs over the id stream."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
-    runner = make_runner(engine, cluster, progress_seconds, show_progress)
+    runner = make_runner(engine, cluster, progress_seconds, show_progress,
+                         counts=state.vocab.counts)
     stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
     state.epochs_trained += epochs
     state.words_trained += stats.raw_words

@@ -164,19 +164,24 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
 
 def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path, workers):
     ws = workers(3)
-    topics, state, stream = _job(tmp_path, epochs=20)
-    total = 20 * stream.raw_words
+    topics, state, stream = _job(tmp_path, epochs=40)
+    total = 40 * stream.raw_words
     cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=4000,
-                            round_seconds=1, timeout_seconds=2, rejoin_seconds=600)
+                            round_seconds=1, timeout_seconds=2, rejoin_seconds=600,
+                            queue_seconds=0.05)
     done = {"kill": False, "stop": False}
     t_stop = []
 
+    def holds(w):              # a victim must hold chunks, or nothing would need it again
+        node = engine.nodes.get(w.address)
+        return node is not None and len(node.held) > 0
+
     def tick():
         words = sum(n.words for n in engine_nodes())
-        if not done["kill"] and words > 0.1 * total:
+        if not done["kill"] and words > 0.1 * total and holds(ws[0]):
             done["kill"] = True
             ws[0].ps.send_signal(signal.SIGKILL)
-        if not done["stop"] and words > 0.3 * total:
+        if not done["stop"] and words > 0.3 * total and holds(ws[1]):
             done["stop"] = True
             t_stop.append(time.monotonic())
             ws[1].ps.send_signal(signal.SIGSTOP)
@@ -184,12 +189,12 @@ def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path
     from engine.cluster import ClusterEngine, read_key
     from engine.local import plan_tasks
 
-    tasks = plan_tasks(stream, 20, state.config.alpha, state.config.min_alpha, state.config.seed)
+    tasks = plan_tasks(stream, 40, state.config.alpha, state.config.min_alpha, state.config.seed)
     engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
     engine_nodes = lambda: list(engine.nodes.values())          # noqa: E731
     stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
     assert done["kill"] and done["stop"], "the job ended before both faults were injected"
-    _exact(stats, stream, 20)
+    _exact(stats, stream, 40)
     dropped = {d["address"] for d in stats.cluster["dropped"]}
     assert dropped == {ws[0].address, ws[1].address}
     assert {d["node"] for d in stats.lost_workers} == dropped
@@ -260,3 +265,17 @@ class socket_port:
 
     def __exit__(self, *exc):
         self.s.close()
+
+
+def test_word2vec_api_trains_on_the_cluster(tmp_path, workers):
+    from engine import Word2Vec
+
+    ws = workers(2)
+    topics, sents = planted_corpus()
+    model = Word2Vec(sentences=sents, sg=1, vector_size=24, window=4, min_count=1, epochs=3,
+                     sample=0, nodes=[w.address for w in ws], chunk_words=1500,
+                     cluster={"round_words": 6000})
+    c = model.last_stats.cluster
+    assert c is not None and c["nodes_used"] == 2 and c["duplicates"] == 0
+    assert model.last_stats.raw_words == 3 * model.corpus_total_words
+    assert topic_precision(model.wv, topics) >= 0.9

@@ -31,6 +31,7 @@ from ..local import TABLES, WEIGHTS, signals_as_interrupt
 from ..progress import Progress
 from ..schedule import KernelSettings, Task, TrainStats
 from . import transport
+from .node import hot_range
 from .transport import CommError, pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
@@ -44,7 +45,10 @@ class _Node:
         self.active = False
         self.held: dict[int, Task] = {}
         self.cached: set[int] = set()
-        self.synced = 0                 # master version this node has seen
+        self.synced = 0                 # master version this node has seen (hot rows)
+        self.synced_cold = 0            # (all rows)
+        self.rate = 0.0                 # words/s it trains
+        self.last_reply = 0.0
         self.slot = -1                  # index in the clean_for tables
         self.words = 0
         self.exchanges = 0
@@ -62,8 +66,9 @@ class _Node:
 
 class ClusterEngine:
     def __init__(self, cfg, key: bytes | None, progress_seconds: float = 5.0,
-                 show_progress: bool = True, on_tick=None):
+                 show_progress: bool = True, on_tick=None, counts=None):
         self.cfg = cfg
+        self.counts = None if counts is None else np.asarray(counts, np.float64)
         self.key = key
         self.progress_seconds = progress_seconds
         self.show_progress = show_progress
@@ -85,6 +90,7 @@ class ClusterEngine:
         self.settings = settings
         self.stream = stream
         self.reader = ChunkReader(stream.path, stream.max_chunk_ids)
+        self.read_lock = threading.Lock()
         self.job_id = f"job-{secrets.token_hex(6)}"
         self.lock = threading.Lock()            # queue, accounting
         self.master_lock = threading.Lock()     # master weights and their versions
@@ -109,6 +115,11 @@ class ClusterEngine:
         total = sum(t.raw_words for t in tasks)
         self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         self.n_chunks = len(stream.chunks)
+        self.hot_rows = self._hot_rows(arrays["syn0"].shape[0], stream.raw_words)
+        self.is_hot = {k: self._hot_mask(k) for k in WEIGHTS}
+        log.info("cluster: exchanges every %d words per node with the %d most frequent "
+                 "words' rows; all rows every %d exchanges (merge: %s)", self.cfg.round_words,
+                 self.hot_rows, self.cfg.cold_every, self.cfg.merge)
         t0 = time.perf_counter()
         try:
             with signals_as_interrupt():
@@ -126,6 +137,23 @@ class ClusterEngine:
         self.stats.workers = self.workers
         self.stats.cluster = self._report()
         return self.stats
+
+    def _hot_rows(self, vocab: int, corpus_words: int) -> int:
+        if self.cfg.hot_rows:
+            return min(self.cfg.hot_rows, vocab)
+        counts = self.counts
+        if counts is None:
+            return min(vocab, 4096)
+        # words a node meets about twice or more per round
+        per_round = counts * (self.cfg.round_words / max(corpus_words, 1))
+        return int(max(1, min(vocab, np.count_nonzero(per_round >= 2.0))))
+
+    def _hot_mask(self, name: str) -> np.ndarray:
+        rows = self.arrays[name].shape[0]
+        mask = np.zeros(rows, bool)
+        lo, hi = hot_range(name, rows, self.hot_rows)
+        mask[lo:hi] = True
+        return mask
 
     def _run(self) -> None:
         last_look = -1e9
@@ -200,7 +228,7 @@ class ClusterEngine:
                              "window": s.window, "cbow_mean": s.cbow_mean},
                 "max_chunk_ids": int(self.stream.max_chunk_ids),
                 "timeout_seconds": float(t + self.cfg.round_seconds + 30),
-                "workers": int(self.cfg.node_workers),
+                "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
                 "weights": {k: int(a[k].shape[0]) for k in WEIGHTS},
                 "tables": {k: list(a[k].shape) for k in TABLES}}
         reply = node.proxy.open_job(spec)
@@ -208,7 +236,7 @@ class ClusterEngine:
         for k in TABLES:
             self._upload(node, k, a[k])
         with self.master_lock:
-            node.synced = self.version
+            node.synced = node.synced_cold = self.version
             node.slot = self.slots
             self.slots += 1
         for k in WEIGHTS:                       # rows changed meanwhile are pushed later
@@ -234,13 +262,18 @@ class ClusterEngine:
     # ---- one thread per node ---------------------------------------------------------------
     def _node_loop(self, node: _Node) -> None:
         try:
+            last_heard = time.monotonic()
             while not self.stop.is_set() and not self.all_done.is_set():
                 new, chunks = self._assign(node)
                 if not new and not node.held:
+                    if time.monotonic() - last_heard >= 1.0:     # heartbeat while idle
+                        node.proxy.ping()
+                        last_heard = time.monotonic()
                     if self.stop.wait(0.2):
                         break
                     continue
                 self._exchange(node, new, chunks)
+                last_heard = time.monotonic()
         except (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError,
                 TypeError) as exc:
             self._drop(node, f"{type(exc).__name__}: {exc}")
@@ -249,9 +282,11 @@ class ClusterEngine:
             self._drop(node, f"{type(exc).__name__}: {exc}")
 
     def _assign(self, node: _Node) -> tuple[list[Task], list[int]]:
-        """Tasks to bring the node's queue to two rounds of words: its own cached chunks
-        first (from the head of the queue), then the head of the queue."""
-        want = 2 * self.cfg.round_words - node.held_words()
+        """Tasks to bring the node's queue to two rounds of words (at least queue_seconds of its
+        training, so a slow link never lets it run dry): its own cached chunks first (from the head of the queue), then the head
+        of the queue."""
+        want = max(2 * self.cfg.round_words,
+                   int(self.cfg.queue_seconds * node.rate)) - node.held_words()
         new: list[Task] = []
         with self.lock:
             if want > 0 and self.pending:
@@ -283,14 +318,16 @@ class ClusterEngine:
         chunk_msgs = []
         for k in chunks:
             s, e, _ = self.stream.chunks[k].tolist()
-            ids = self.reader.read(s, e)
-            chunk_msgs.append({"chunk": k, "ids": pack_array(ids)})
-            self.bytes_out += ids.nbytes
-        self._push(node)
+            with self.read_lock:        # one reader, one reused buffer: read and copy at once
+                msg = pack_array(self.reader.read(s, e))
+            chunk_msgs.append({"chunk": k, "ids": msg})
+            self.bytes_out += len(msg["data"])
+        cold = node.exchanges % self.cfg.cold_every == 0
+        self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         reply = node.proxy.exchange(
             job, [[t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1] for t in new],
-            chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds))
+            chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)
         done = reply["done"]
@@ -312,17 +349,29 @@ class ClusterEngine:
                 self.bytes_in += rows.nbytes + vals.nbytes
             self._merge(node, delta, done)
         node.exchanges += 1
+        trained = int(reply.get("trained_words") or 0)
+        now = time.monotonic()
+        if trained and node.last_reply:          # its training rate: words between replies
+            rate = trained / max(now - node.last_reply, 1e-3)
+            node.rate = 0.7 * node.rate + 0.3 * rate if node.rate else rate
+        node.last_reply = now
         node.peak_mb = max(node.peak_mb, float(reply.get("memory_mb") or 0.0))
         node.busy_seconds += time.monotonic() - t0
 
-    def _push(self, node: _Node) -> None:
-        """Send the master rows changed since this node's last exchange (skipping rows whose
-        master value already equals this node's snapshot)."""
+    def _push(self, node: _Node, cold: bool) -> None:
+        """Send the master rows changed since this node last received them (hot rows every
+        exchange, the others on cold ones), skipping rows whose master value already equals
+        this node's snapshot."""
         with self.master_lock:
             seen = self.version        # rows merged after this are pushed next time
-            changed = {name: np.flatnonzero((self.versions[name] > node.synced)
-                                            & (self.clean_for[name] != node.slot)
-                                            ).astype(np.int32) for name in WEIGHTS}
+            changed = {}
+            for name in WEIGHTS:
+                newer = self.versions[name] > np.where(self.is_hot[name], node.synced,
+                                                       node.synced_cold)
+                if not cold:
+                    newer &= self.is_hot[name]
+                changed[name] = np.flatnonzero(newer & (self.clean_for[name] != node.slot)
+                                               ).astype(np.int32)
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]
             for a, b in row_pieces(rows.shape[0], 4 * dim + 4):
@@ -334,6 +383,8 @@ class ClusterEngine:
                 node.proxy.push_rows(self.job_id, name, pack_array(idx), pack_array(vals))
                 self.bytes_out += idx.nbytes + vals.nbytes
         node.synced = seen
+        if cold:
+            node.synced_cold = seen
 
     def _merge(self, node: _Node, delta: list, done: list) -> None:
         scale = 1.0
@@ -346,7 +397,8 @@ class ClusterEngine:
                 m = self.arrays[name]
                 # rows nobody else changed since this node's last sync now equal its snapshot
                 # (under "sum"): they need not be sent back to it
-                clean = (self.versions[name][rows] <= node.synced) & (scale == 1.0)
+                seen = np.where(self.is_hot[name][rows], node.synced, node.synced_cold)
+                clean = (self.versions[name][rows] <= seen) & (scale == 1.0)
                 if scale == 1.0:
                     m[rows] += vals
                 else:
@@ -401,7 +453,8 @@ class ClusterEngine:
         nodes = self._all_nodes()
         exchanges = sum(n.exchanges for n in nodes)
         return {
-            "nodes_used": len(nodes), "merge": self.cfg.merge,
+            "nodes_used": len(nodes), "merge": self.cfg.merge, "hot_rows": self.hot_rows,
+            "cold_every": self.cfg.cold_every,
             "round_words": self.cfg.round_words, "exchanges": exchanges,
             "bytes_to_nodes": self.bytes_out, "bytes_from_nodes": self.bytes_in,
             "trained_words": self.stats.raw_words, "seconds": round(self.stats.seconds, 3),

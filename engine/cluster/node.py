@@ -56,6 +56,13 @@ def _num(value, lo, hi, what):
     return float(value)
 
 
+def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
+    """The hot rows of a matrix: the most frequent words (the vocabulary is sorted by count)
+    of syn0/syn1neg, the top of the Huffman tree (its last rows) of syn1."""
+    hot = min(hot, rows)
+    return (rows - hot, rows) if name == "syn1" else (0, hot)
+
+
 def sweep_scratch() -> None:
     """Remove cache folders left by workers that were killed (their pid is gone)."""
     for path in glob.glob(os.path.join(tempfile.gettempdir(), _SCRATCH_PREFIX + "*")):
@@ -79,6 +86,7 @@ class NodeJob:
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
+        self.hot_rows = _int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows")
         shapes = {}
         for name in WEIGHTS:
             rows = _int(spec["weights"][name], 0, (1 << 31) - 1, f"weights {name}")
@@ -191,8 +199,13 @@ class NodeJob:
         if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
             raise ValueError(f"push_rows {name}: a row outside [0, {n_rows})")
         live, snap = self.shared[name], self.snapshot[name]
-        live[idx] += vals - snap[idx]
-        snap[idx] = vals
+        # in small blocks: live[idx] += x reads all rows, then writes them back, and whatever
+        # the training processes wrote to those rows in between would be lost
+        for a in range(0, idx.shape[0], 512):
+            i = idx[a:a + 512]
+            v = vals[a:a + 512]
+            live[i] += v - snap[i]
+            snap[i] = v
 
     def add_chunks(self, chunks) -> None:
         if not isinstance(chunks, list):
@@ -243,13 +256,16 @@ class NodeJob:
                     break
                 self.wake.wait(min(left, 1.0))
 
-    def take_delta(self, block_rows: int = 16384) -> dict:
-        """Rows changed since the last delta: (live - snapshot); the snapshot catches up."""
+    def take_delta(self, cold: bool, block_rows: int = 16384) -> dict:
+        """Rows changed since the last delta: (live - snapshot); the snapshot catches up.
+        Only the hot rows unless `cold` (the others' changes wait in live - snapshot)."""
         pieces, rows_total = [], 0
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
-            for a in range(0, live.shape[0], block_rows):
-                b = min(a + block_rows, live.shape[0])
+            lo, hi = (0, live.shape[0]) if cold else hot_range(name, live.shape[0],
+                                                               self.hot_rows)
+            for a in range(lo, hi, block_rows):
+                b = min(a + block_rows, hi)
                 now = live[a:b].copy()
                 d = now - snap[a:b]
                 changed = np.flatnonzero(d.any(axis=1))
@@ -372,13 +388,15 @@ class WorkerService:
         self._job(job_id).push_rows(name, rows, values)
 
     @expose
-    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds) -> dict:
+    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
         job = self._job(job_id)
+        if not isinstance(cold, bool):
+            raise ValueError("cold: expected true or false")
         job.add_chunks(chunks)
         job.add_tasks(tasks)
         job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
                        _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
-        reply = job.take_delta()
+        reply = job.take_delta(cold)
         job.last_call = time.monotonic()
         return reply
 
