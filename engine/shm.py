@@ -89,22 +89,12 @@ class SharedArrays:
 
     @classmethod
     def create(cls, arrays: dict[str, np.ndarray]) -> "SharedArrays":
-        spec, segments = {}, {}
-        tag = _tag()
-        try:
-            for key, src in arrays.items():
-                src = np.ascontiguousarray(src)
-                name = f"{PREFIX}{tag}_{key}"
-                seg = shared_memory.SharedMemory(name=name, create=True, size=max(src.nbytes, 1))
-                segments[key] = seg
-                spec[key] = (seg.name, src.shape, src.dtype.str)
-                np.ndarray(src.shape, src.dtype, buffer=seg.buf)[...] = src
-        except BaseException:
-            for seg in segments.values():
-                seg.close()
-                seg.unlink()
-            raise
-        return cls(spec, segments, owner=True)
+        """Shared copies of `arrays`."""
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        shared = cls.create_empty({k: (v.shape, v.dtype) for k, v in arrays.items()})
+        for k, v in arrays.items():
+            shared[k][...] = v
+        return shared
 
     @classmethod
     def create_empty(cls, shapes: dict[str, tuple]) -> "SharedArrays":
