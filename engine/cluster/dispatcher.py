@@ -25,7 +25,7 @@ from collections import deque
 
 import numpy as np
 
-from ..errors import ClusterError, Interrupted
+from ..errors import ClusterError
 from ..idstream import ChunkReader, IdStream
 from ..local import TABLES, WEIGHTS, signals_as_interrupt
 from ..progress import Progress
