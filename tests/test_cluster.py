@@ -162,6 +162,27 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert topic_separation(kv, topics) > 0.3
 
 
+def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers):
+    """One node with one process, hot rows every exchange and the rest every third: the
+    merged master must equal one local process's weights (same seeds, same task order), so
+    nothing is lost in rebasing, in hot/cold exchanges or at the end, and no chunk is
+    trained out of its epoch's order."""
+    import numpy as np
+
+    (w,) = workers(1)
+    _, local, stream = _job(tmp_path, epochs=3)
+    _, remote, _ = _job(tmp_path / "r", epochs=3)
+    _train(local, stream, None)
+    cluster = ClusterConfig(nodes=[w.address], round_words=3000, round_seconds=5,
+                            hot_rows=20, cold_every=3, queue_seconds=60)
+    stats = _train(remote, stream, cluster)
+    _exact(stats, stream, 3)
+    assert stats.cluster["exchanges"] >= 6
+    for name in ("syn0", "syn1neg"):
+        a, b = getattr(local, name), getattr(remote, name)
+        assert np.abs(a - b).max() < 1e-5, name
+
+
 def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path, workers):
     ws = workers(3)
     topics, state, stream = _job(tmp_path, epochs=40)

@@ -43,7 +43,8 @@ class _Node:
         self.name = name or address
         self.proxy = None
         self.active = False
-        self.held: dict[int, Task] = {}
+        self.held: dict[int, Task] = {}        # sent, not reported done
+        self.provisional: dict[int, tuple[Task, int]] = {}   # done, cold rows not merged yet
         self.cached: set[int] = set()
         self.synced = 0                 # master version this node has seen (hot rows)
         self.synced_cold = 0            # (all rows)
@@ -99,6 +100,7 @@ class ClusterEngine:
         self.total_tasks = len(tasks)
         self.completed: dict[int, str] = {}
         self.duplicates = 0
+        self.provisional_words = 0
         self.stats = TrainStats()
         self.version = 0
         self.versions = {k: np.zeros(arrays[k].shape[0], np.int64) for k in WEIGHTS}
@@ -169,7 +171,7 @@ class ClusterEngine:
                 raise ClusterError("every node was lost: " + "; ".join(
                     f"{n.name}: {n.dropped}" for n in self._all_nodes() if n.dropped))
             with self.lock:
-                done_words, alpha = self.stats.raw_words, self.alpha
+                done_words, alpha = self.stats.raw_words + self.provisional_words, self.alpha
             self.progress.update(done_words, alpha)
             if self.on_tick:
                 self.on_tick()
@@ -265,7 +267,7 @@ class ClusterEngine:
             last_heard = time.monotonic()
             while not self.stop.is_set() and not self.all_done.is_set():
                 new, chunks = self._assign(node)
-                if not new and not node.held:
+                if not new and not node.held and not node.provisional:
                     if time.monotonic() - last_heard >= 1.0:     # heartbeat while idle
                         node.proxy.ping()
                         last_heard = time.monotonic()
@@ -290,10 +292,15 @@ class ClusterEngine:
         new: list[Task] = []
         with self.lock:
             if want > 0 and self.pending:
+                # never across an epoch: a chunk trained again before the rest of its
+                # epoch changes what is learned (and at which learning rate)
+                epoch = self.pending[0].task_id // self.n_chunks
                 window = min(len(self.pending), 256)
                 picked = []
                 for i in range(window):
                     t = self.pending[i]
+                    if t.task_id // self.n_chunks != epoch:
+                        break
                     if t.chunk in node.cached:
                         picked.append(i)
                         want -= t.raw_words
@@ -322,7 +329,8 @@ class ClusterEngine:
                 msg = pack_array(self.reader.read(s, e))
             chunk_msgs.append({"chunk": k, "ids": msg})
             self.bytes_out += len(msg["data"])
-        cold = node.exchanges % self.cfg.cold_every == 0
+        with self.lock:     # all rows now and then, and every time once the queue is empty
+            cold = node.exchanges % self.cfg.cold_every == 0 or not self.pending
         self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         reply = node.proxy.exchange(
@@ -347,7 +355,7 @@ class ClusterEngine:
                     raise ValueError(f"pull: delta rows outside {name}")
                 delta.append((name, rows, vals))
                 self.bytes_in += rows.nbytes + vals.nbytes
-            self._merge(node, delta, done)
+            self._merge(node, delta, done, cold)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
@@ -386,7 +394,7 @@ class ClusterEngine:
         if cold:
             node.synced_cold = seen
 
-    def _merge(self, node: _Node, delta: list, done: list) -> None:
+    def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
         scale = 1.0
         if self.cfg.merge == "average":
             scale = 1.0 / max(len(self._active()), 1)
@@ -406,11 +414,20 @@ class ClusterEngine:
                 self.versions[name][rows] = v
                 self.clean_for[name][rows] = np.where(clean, node.slot, -1)
         with self.lock:
+            # a task is complete once all the rows it changed are merged: its hot rows came
+            # with the exchange that reported it, its other rows come with a cold one
             for item in done:
                 tid, effective = int(item[0]), int(item[1])
                 task = node.held.pop(tid, None)
                 if task is None:
                     raise ValueError(f"exchange: task {tid} was not held by this node")
+                node.provisional[tid] = (task, effective)
+                self.provisional_words += task.raw_words
+            if not cold:
+                return
+            finished, node.provisional = node.provisional, {}
+            for tid, (task, effective) in finished.items():
+                self.provisional_words -= task.raw_words
                 if tid in self.completed:
                     self.duplicates += 1
                     continue
@@ -424,8 +441,11 @@ class ClusterEngine:
 
     def _drop(self, node: _Node, why: str) -> None:
         with self.lock:
-            back = sorted(node.held.values(), key=lambda t: t.task_id)
+            back = list(node.held.values()) + [t for t, _ in node.provisional.values()]
+            back.sort(key=lambda t: t.task_id)
+            self.provisional_words -= sum(t.raw_words for t, _ in node.provisional.values())
             node.held.clear()
+            node.provisional.clear()
             self.pending.extendleft(reversed(back))
             was_active, node.active = node.active, False
             node.dropped = why

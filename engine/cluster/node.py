@@ -259,6 +259,13 @@ class NodeJob:
     def take_delta(self, cold: bool, block_rows: int = 16384) -> dict:
         """Rows changed since the last delta: (live - snapshot); the snapshot catches up.
         Only the hot rows unless `cold` (the others' changes wait in live - snapshot)."""
+        # the done list first: every update of a task reported done is in this delta
+        with self.lock:
+            done, self.done = self.done, []
+            trained, self.trained_words = self.trained_words, 0
+            error = self.error
+        if error:
+            raise RuntimeError(f"training on this node failed: {error}")
         pieces, rows_total = [], 0
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
@@ -280,12 +287,6 @@ class NodeJob:
             for lo, hi in row_pieces(idx.shape[0], 4 * self.dim + 4):
                 self.out_pieces.append({"matrix": name, "rows": pack_array(idx[lo:hi]),
                                         "values": pack_array(vals[lo:hi])})
-        with self.lock:
-            done, self.done = self.done, []
-            trained, self.trained_words = self.trained_words, 0
-            error = self.error
-        if error:
-            raise RuntimeError(f"training on this node failed: {error}")
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "trained_words": trained, "queued": self.fed - self.finished,
                 "memory_mb": round(tree_pss_mb(), 1)}
