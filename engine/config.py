@@ -119,6 +119,10 @@ class ClusterConfig:
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
     queue_seconds: float = _f(2.0, float, 0.0, 3600.0)  # work a node holds ahead (its rate)
     merge: str = _f("sum", str, choices=("sum", "average"))
+    # where deltas are merged: at the dispatcher (its link carries every node's traffic),
+    # at the nodes (each owns a shard of the rows; every link carries about two deltas per
+    # round whatever the node count), or "auto": at the nodes from 3 nodes on
+    merge_at: str = _f("auto", str, choices=("auto", "dispatcher", "nodes"))
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
 
     @property

@@ -155,6 +155,8 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     _exact(stats, stream, 4)
     c = stats.cluster
     assert c["nodes_used"] == 3 and c["dropped"] == []
+    assert c["merge_at"] == "nodes" and c["shards"] == 3     # (3 nodes: merged at the nodes)
+    assert c["bytes_between_nodes"] > 0
     assert all(n["trained_words"] > 0 for n in c["per_node"])      # all three took part
     assert c["exchanges"] > 3 and c["bytes_from_nodes"] > 0
     kv = state.keyed_vectors()
@@ -162,7 +164,8 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert topic_separation(kv, topics) > 0.3
 
 
-def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers):
+@pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
+def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, merge_at):
     """One node with one process, hot rows every exchange and the rest every third: the
     merged master must equal one local process's weights (same seeds, same task order), so
     nothing is lost in rebasing, in hot/cold exchanges or at the end, and no chunk is
@@ -174,9 +177,10 @@ def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers):
     _, remote, _ = _job(tmp_path / "r", epochs=3)
     _train(local, stream, None)
     cluster = ClusterConfig(nodes=[w.address], round_words=3000, round_seconds=5,
-                            hot_rows=20, cold_every=3, queue_seconds=60)
+                            hot_rows=20, cold_every=3, queue_seconds=60, merge_at=merge_at)
     stats = _train(remote, stream, cluster)
     _exact(stats, stream, 3)
+    assert stats.cluster["merge_at"] == merge_at
     assert stats.cluster["exchanges"] >= 6
     for name in ("syn0", "syn1neg"):
         a, b = getattr(local, name), getattr(remote, name)
@@ -219,6 +223,10 @@ def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path
     dropped = {d["address"] for d in stats.cluster["dropped"]}
     assert dropped == {ws[0].address, ws[1].address}
     assert {d["node"] for d in stats.lost_workers} == dropped
+    # both owned a shard of the weights: each shard was rebuilt on a surviving node
+    moves = stats.cluster["shard_moves"]
+    assert len(moves) >= 2 and {m["from"] for m in moves} <= dropped
+    assert moves[-1]["to"] == ws[2].address
     kv = state.keyed_vectors()
     assert topic_precision(kv, topics) >= 0.9
     # the killed worker's training process went with it (no orphan)

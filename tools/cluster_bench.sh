@@ -11,6 +11,12 @@ nodes=${NODES:-2}; rtt=${RTT_MS:-50}; rate=${RATE_MB:-125}
 mkdir -p "$out"
 pids=(); addrs=(); proxied=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+ready() {  # wait until every worker log given says "ready on"
+  for f in "$@"; do
+    for _ in $(seq 600); do grep -q "ready on" "$f" 2>/dev/null && break; sleep 0.1; done
+    grep -q "ready on" "$f" || { echo "worker did not start: $f" >&2; exit 1; }
+  done
+}
 trap cleanup EXIT
 for i in $(seq 1 "$nodes"); do
   port=$((9850 + i)); $E worker --port $port --workers 1 --name "n$i" > "$out/worker$i.log" 2>&1 &
@@ -20,7 +26,7 @@ maps=(); for i in $(seq 1 "$nodes"); do maps+=(--map "$((9950 + i)):127.0.0.1:$(
 $PY "$here/tools/netproxy.py" "${maps[@]}" --rtt-ms "$rtt" --rate-mbytes "$rate" --max-seconds 7200 \
   > "$out/proxy.log" 2>&1 &
 pids+=($!)
-sleep 3
+ready "$out"/worker*.log; sleep 1   # (the proxy starts in well under a second)
 list=$(IFS=,; echo "${addrs[*]}"); plist=$(IFS=,; echo "${proxied[*]}")
 run() {  # name, extra args...
   local name=$1; shift
@@ -36,7 +42,7 @@ t=$($PY -c "import json;print(json.load(open('$out/cluster/report.json'))['train
 sleep "$($PY -c "print($t / 2)")"; kill -9 "${pids[0]}"; echo "killed node n1 at $(date +%T)" >> "$out/cluster-kill.log"
 wait $runner
 $E worker --port 9851 --workers 1 --name n1 > "$out/worker1b.log" 2>&1 &
-pids[0]=$!; sleep 3
+pids[0]=$!; ready "$out/worker1b.log"
 run cluster-proxy --set "cluster.nodes=[$plist]" "$@"
 $PY - "$out" <<'PY'
 import json, sys, os

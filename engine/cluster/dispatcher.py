@@ -31,10 +31,14 @@ from ..local import TABLES, WEIGHTS, signals_as_interrupt
 from ..progress import Progress
 from ..schedule import KernelSettings, Task, TrainStats
 from . import transport
+from .merge import RowMaster
 from .node import hot_range
 from .transport import CommError, pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
+
+# what a node's failure looks like from here (it is dropped; anything else is a bug)
+_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError)
 
 
 class _Node:
@@ -46,11 +50,12 @@ class _Node:
         self.held: dict[int, Task] = {}        # sent, not reported done
         self.provisional: dict[int, tuple[Task, int]] = {}   # done, cold rows not merged yet
         self.cached: set[int] = set()
-        self.synced = 0                 # master version this node has seen (hot rows)
-        self.synced_cold = 0            # (all rows)
+        self.peers_version = -1         # the shard owners it was last told
+        self.late = False               # joined a running job
+        self.peer_bytes = [0, 0]        # sent to / received from shard owners
         self.rate = 0.0                 # words/s it trains
         self.last_reply = 0.0
-        self.slot = -1                  # index in the clean_for tables
+        self.slot = -1                  # its client slot at the dispatcher's RowMaster
         self.words = 0
         self.exchanges = 0
         self.busy_seconds = 0.0
@@ -94,7 +99,6 @@ class ClusterEngine:
         self.read_lock = threading.Lock()
         self.job_id = f"job-{secrets.token_hex(6)}"
         self.lock = threading.Lock()            # queue, accounting
-        self.master_lock = threading.Lock()     # master weights and their versions
         self.transfer = threading.BoundedSemaphore(2)   # deltas held at once
         self.pending: deque[Task] = deque(tasks)
         self.total_tasks = len(tasks)
@@ -102,13 +106,9 @@ class ClusterEngine:
         self.duplicates = 0
         self.provisional_words = 0
         self.stats = TrainStats()
-        self.version = 0
-        self.versions = {k: np.zeros(arrays[k].shape[0], np.int64) for k in WEIGHTS}
-        self.clean_for = {k: np.full(arrays[k].shape[0], -1, np.int32) for k in WEIGHTS}
         self.bytes_out = self.bytes_in = 0
         self.nodes: dict[str, _Node] = {}
         self.retired: list[_Node] = []
-        self.slots = 0
         self.alpha = tasks[0].alpha0 if tasks else 0.0
         self._unreachable: dict = {}
         self.failure: BaseException | None = None
@@ -118,7 +118,15 @@ class ClusterEngine:
         self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         self.n_chunks = len(stream.chunks)
         self.hot_rows = self._hot_rows(arrays["syn0"].shape[0], stream.raw_words)
-        self.is_hot = {k: self._hot_mask(k) for k in WEIGHTS}
+        self.master = RowMaster({k: arrays[k] for k in WEIGHTS},
+                                {k: self._hot_mask(k) for k in WEIGHTS})
+        self.sharded = None             # decided when the first nodes are open
+        self.owners: dict[int, _Node] = {}
+        self.n_shards = 0
+        self.generation = 0
+        self.peers_version = 0
+        self.shard_lock = threading.RLock()
+        self.shard_moves: list[dict] = []
         log.info("cluster: exchanges every %d words per node with the %d most frequent "
                  "words' rows; all rows every %d exchanges (merge: %s)", self.cfg.round_words,
                  self.hot_rows, self.cfg.cold_every, self.cfg.merge)
@@ -126,6 +134,8 @@ class ClusterEngine:
         try:
             with signals_as_interrupt():
                 self._run()
+                if self.sharded:
+                    self._collect()
         finally:
             self.stop.set()
             for node in self._all_nodes():
@@ -196,6 +206,7 @@ class ClusterEngine:
                 raise
             log.warning("%s", exc)
             return
+        opened = []
         for name, address in found.items():
             node = self.nodes.get(address)
             if node is not None and node.active:
@@ -205,20 +216,161 @@ class ClusterEngine:
             node = _Node(address, name)
             try:
                 self._open(node)
-            except (CommError, OSError, ValueError, RuntimeError, MemoryError) as exc:
-                self._unreachable[address] = f"{type(exc).__name__}: {exc}"
-                transport.release(node.proxy)
-                if first:
-                    log.warning("node %s: not used (%s)", address, exc)
+            except _FAILURES as exc:
+                self._not_used(node, exc, first)
                 continue
+            opened.append(node)
+        if not opened:
+            return
+        if self.sharded is None:
+            self.sharded = self.cfg.merge_at == "nodes" or (
+                self.cfg.merge_at == "auto" and len(opened) >= 3)
+            if self.sharded:
+                opened = self._place_shards(opened, first)
+        failed = []
+        for node in opened:                      # (owners are told at each first exchange)
+            try:
+                node.proxy.start(self.job_id)
+            except _FAILURES as exc:
+                self._not_used(node, exc, first)
+                failed.append((node, f"{type(exc).__name__}: {exc}"))
+                continue
+            node.active = True
+            node.joined_at = time.monotonic()
+            node.late = not first
+            self.workers += node.workers
             if not first:
                 log.info("node %s joined the running job", node.name)
+            with self.shard_lock:
+                self.peers_version += 1          # the average's scale changes
+            address = node.address
             if address in self.nodes:
                 self.retired.append(self.nodes[address])
             self.nodes[address] = node
             node.thread = threading.Thread(target=self._node_loop, args=(node,),
-                                           name=f"node-{name}", daemon=True)
+                                           name=f"node-{node.name}", daemon=True)
             node.thread.start()
+        for node, why in failed:                 # a shard placed on a node that then failed
+            with self.shard_lock:
+                for j in [j for j, o in self.owners.items() if o is node]:
+                    self._move_shard(j, why)
+
+    def _not_used(self, node: _Node, exc: BaseException, first: bool) -> None:
+        self._unreachable[node.address] = f"{type(exc).__name__}: {exc}"
+        transport.release(node.proxy)
+        if first:
+            log.warning("node %s: not used (%s)", node.address, exc)
+
+    # ---- merging at the nodes (sharded) ------------------------------------------------------
+    def _place_shards(self, nodes: list[_Node], first: bool) -> list[_Node]:
+        """Shard j (rows r % n == j) is merged on the j-th node that opened (or on another,
+        if that one fails now). Returns the nodes still usable."""
+        self.n_shards = n = len(nodes)
+        usable = list(nodes)
+        for j in range(n):
+            for node in [nodes[j]] + usable:
+                if node not in usable:
+                    continue
+                try:
+                    node.proxy.own_shard(self.job_id, j, n, 0)
+                except _FAILURES as exc:
+                    usable.remove(node)
+                    self._not_used(node, exc, first)
+                    continue
+                self.owners[j] = node
+                break
+            else:
+                raise ClusterError("no node could take a shard of the weights: " +
+                                   self._why_none())
+        log.info("cluster: merging spread over %d nodes (each owns every %d-th row)",
+                 self.n_shards, self.n_shards)
+        return usable
+
+    def _send_peers(self, node: _Node) -> None:
+        with self.shard_lock:
+            version = self.peers_version
+            peers = [[j, self.owners[j].address] for j in range(self.n_shards)]
+        scale = 1.0 if self.cfg.merge == "sum" else 1.0 / max(len(self._active()), 1)
+        node.proxy.set_peers(self.job_id, peers, scale)
+        node.peers_version = version
+
+    def _control(self, node: _Node):
+        """A fresh proxy for one call (the node's own may be busy in a long exchange)."""
+        return transport.connect(node.address, self.key, self.cfg.timeout_seconds)
+
+    def _suspect(self, j, address: str, reporter: _Node, why: str) -> None:
+        """A node could not reach the owner of shard j: drop whichever does not answer."""
+        with self.shard_lock:
+            owner = self.owners.get(int(j)) if str(j).isdigit() else None
+        if owner is None or not owner.active or owner.address != address:
+            return                               # gone already, or moved since: told next time
+        proxy = None
+        try:
+            proxy = self._control(owner)
+            proxy.ping()
+        except _FAILURES as exc:
+            self._drop(owner, f"shard owner unreachable from {reporter.name} ({why}); "
+                              f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            transport.release(proxy)
+        raise CommError(f"cannot reach shard {j}'s owner {owner.name}, which answers here "
+                        f"({why})")
+
+    def _move_shard(self, j: int, why: str) -> None:
+        """Shard j's owner is gone: another node rebuilds it from its own last view of
+        those rows (the merges it had not received yet are lost: at most a round of hot
+        rows, `cold_every` rounds of the others, of 1/n of the rows)."""
+        old = self.owners.get(j)
+        self.generation += 1
+        for node in sorted(self._active(), key=lambda n: sum(o is n for o in self.owners.values())):
+            proxy = None
+            try:
+                proxy = self._control(node)
+                proxy.own_shard(self.job_id, j, self.n_shards, self.generation)
+            except _FAILURES as exc:
+                log.warning("node %s could not take shard %d (%s)", node.name, j, exc)
+                continue
+            finally:
+                transport.release(proxy)
+            self.owners[j] = node
+            self.peers_version += 1
+            self.shard_moves.append({"shard": j, "from": old.name if old else "",
+                                     "to": node.name, "why": why})
+            log.warning("shard %d moved from %s to %s (rebuilt from its copy)", j,
+                        old.name if old else "?", node.name)
+            return
+        self.failure = ClusterError(f"shard {j} was lost and no node could take it")
+
+    def _collect(self) -> None:
+        """The merged weights from the shards' owners into the master arrays."""
+        n = self.n_shards
+        for j in range(n):
+            for attempt in range(3):
+                with self.shard_lock:
+                    owner = self.owners[j]
+                proxy = None
+                try:
+                    proxy = self._control(owner)
+                    for name in WEIGHTS:
+                        view = self.arrays[name][j::n]
+                        row_bytes = 4 * view.shape[1]
+                        for a, b in row_pieces(view.shape[0], row_bytes):
+                            if a == b:
+                                continue
+                            msg = proxy.shard_read(self.job_id, j, name, a, b - a)
+                            view[a:b] = unpack_array(msg, "<f4", 2, (b - a, view.shape[1]),
+                                                     f"shard {j} {name}")
+                            self.bytes_in += (b - a) * row_bytes
+                    break
+                except _FAILURES as exc:
+                    self._drop(owner, f"{type(exc).__name__}: {exc}")
+                    if self.failure is not None:
+                        raise self.failure
+                finally:
+                    transport.release(proxy)
+            else:
+                raise ClusterError(f"could not read shard {j} from any node")
 
     def _open(self, node: _Node) -> None:
         t = self.cfg.timeout_seconds
@@ -233,20 +385,15 @@ class ClusterEngine:
                 "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
                 "weights": {k: int(a[k].shape[0]) for k in WEIGHTS},
                 "tables": {k: list(a[k].shape) for k in TABLES}}
+        spec["member"] = f"n{secrets.token_hex(4)}"
+        spec["peer_timeout"] = float(t)
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
         for k in TABLES:
             self._upload(node, k, a[k])
-        with self.master_lock:
-            node.synced = node.synced_cold = self.version
-            node.slot = self.slots
-            self.slots += 1
+        node.slot = self.master.add_client()
         for k in WEIGHTS:                       # rows changed meanwhile are pushed later
-            self._upload(node, k, a[k], self.master_lock)
-        node.proxy.start(self.job_id)
-        node.active = True
-        node.joined_at = time.monotonic()
-        self.workers += node.workers
+            self._upload(node, k, a[k], self.master.lock)
         log.info("node %s (%s): %d process(es), %s MB free, engine %s", node.name,
                  node.address, node.workers, node.info.get("free_mb"), node.info.get("engine"))
 
@@ -265,6 +412,8 @@ class ClusterEngine:
     def _node_loop(self, node: _Node) -> None:
         try:
             last_heard = time.monotonic()
+            if self.sharded and node.late:      # the current weights before any training
+                self._exchange(node, [], [])
             while not self.stop.is_set() and not self.all_done.is_set():
                 new, chunks = self._assign(node)
                 if not new and not node.held and not node.provisional:
@@ -276,8 +425,7 @@ class ClusterEngine:
                     continue
                 self._exchange(node, new, chunks)
                 last_heard = time.monotonic()
-        except (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError,
-                TypeError) as exc:
+        except _FAILURES + (KeyError, TypeError) as exc:
             self._drop(node, f"{type(exc).__name__}: {exc}")
         except BaseException as exc:             # a bug: stop the job with it
             self.failure = exc
@@ -331,7 +479,11 @@ class ClusterEngine:
             self.bytes_out += len(msg["data"])
         with self.lock:     # all rows now and then, and every time once the queue is empty
             cold = node.exchanges % self.cfg.cold_every == 0 or not self.pending
-        self._push(node, cold)
+        if self.sharded:
+            if node.peers_version != self.peers_version:
+                self._send_peers(node)
+        else:
+            self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         reply = node.proxy.exchange(
             job, [[t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1] for t in new],
@@ -339,8 +491,14 @@ class ClusterEngine:
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)
         done = reply["done"]
-        if not isinstance(done, list) or not isinstance(reply.get("pieces"), int):
+        failed = reply.get("failed_shards") or []
+        if not isinstance(done, list) or not isinstance(reply.get("pieces"), int) or \
+                not isinstance(failed, list):
             raise ValueError("exchange: malformed reply")
+        if self.sharded:
+            node.peer_bytes = [int(b) for b in reply.get("peer_bytes") or (0, 0)][:2]
+            for j, address, why in failed:
+                self._suspect(j, str(address), node, str(why))
         with self.transfer:
             delta = []
             for i in range(reply["pieces"]):
@@ -355,7 +513,7 @@ class ClusterEngine:
                     raise ValueError(f"pull: delta rows outside {name}")
                 delta.append((name, rows, vals))
                 self.bytes_in += rows.nbytes + vals.nbytes
-            self._merge(node, delta, done, cold)
+            self._merge(node, delta, done, cold and not failed)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
@@ -370,49 +528,24 @@ class ClusterEngine:
         """Send the master rows changed since this node last received them (hot rows every
         exchange, the others on cold ones), skipping rows whose master value already equals
         this node's snapshot."""
-        with self.master_lock:
-            seen = self.version        # rows merged after this are pushed next time
-            changed = {}
-            for name in WEIGHTS:
-                newer = self.versions[name] > np.where(self.is_hot[name], node.synced,
-                                                       node.synced_cold)
-                if not cold:
-                    newer &= self.is_hot[name]
-                changed[name] = np.flatnonzero(newer & (self.clean_for[name] != node.slot)
-                                               ).astype(np.int32)
+        seen, changed = self.master.due(node.slot, cold)   # later merges: next time
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]
             for a, b in row_pieces(rows.shape[0], 4 * dim + 4):
                 if a == b:
                     continue
                 idx = rows[a:b]
-                with self.master_lock:
-                    vals = self.arrays[name][idx]
+                vals = self.master.read(name, idx)
                 node.proxy.push_rows(self.job_id, name, pack_array(idx), pack_array(vals))
                 self.bytes_out += idx.nbytes + vals.nbytes
-        node.synced = seen
-        if cold:
-            node.synced_cold = seen
+        self.master.seen(node.slot, seen, cold)
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
         scale = 1.0
         if self.cfg.merge == "average":
             scale = 1.0 / max(len(self._active()), 1)
-        with self.master_lock:
-            self.version += 1
-            v = self.version
-            for name, rows, vals in delta:
-                m = self.arrays[name]
-                # rows nobody else changed since this node's last sync now equal its snapshot
-                # (under "sum"): they need not be sent back to it
-                seen = np.where(self.is_hot[name][rows], node.synced, node.synced_cold)
-                clean = (self.versions[name][rows] <= seen) & (scale == 1.0)
-                if scale == 1.0:
-                    m[rows] += vals
-                else:
-                    m[rows] += np.float32(scale) * vals
-                self.versions[name][rows] = v
-                self.clean_for[name][rows] = np.where(clean, node.slot, -1)
+        if delta:
+            self.master.merge(node.slot, delta, scale)
         with self.lock:
             # a task is complete once all the rows it changed are merged: its hot rows came
             # with the exchange that reported it, its other rows come with a cold one
@@ -449,6 +582,12 @@ class ClusterEngine:
             self.pending.extendleft(reversed(back))
             was_active, node.active = node.active, False
             node.dropped = why
+        if was_active and self.sharded:
+            with self.shard_lock:
+                self.peers_version += 1
+                for j, owner in list(self.owners.items()):
+                    if owner is node:
+                        self._move_shard(j, why)
         if was_active:
             self.workers -= node.workers
             self.stats.lost_workers.append({"node": node.name, "address": node.address,
@@ -474,6 +613,9 @@ class ClusterEngine:
         exchanges = sum(n.exchanges for n in nodes)
         return {
             "nodes_used": len(nodes), "merge": self.cfg.merge, "hot_rows": self.hot_rows,
+            "merge_at": "nodes" if self.sharded else "dispatcher", "shards": self.n_shards,
+            "shard_moves": self.shard_moves,
+            "bytes_between_nodes": sum(n.peer_bytes[0] for n in nodes),
             "cold_every": self.cfg.cold_every,
             "round_words": self.cfg.round_words, "exchanges": exchanges,
             "bytes_to_nodes": self.bytes_out, "bytes_from_nodes": self.bytes_in,

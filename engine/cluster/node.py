@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psutil
@@ -32,7 +33,8 @@ from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans
 from . import transport
-from .transport import expose, pack_array, row_pieces, unpack_array
+from .merge import Shard
+from .transport import CommError, expose, pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
 
@@ -74,8 +76,23 @@ def sweep_scratch() -> None:
 class NodeJob:
     """One job on this node: shared weights, snapshot, chunk cache, training session."""
 
-    def __init__(self, spec: dict, workers: int):
+    def __init__(self, spec: dict, workers: int, key: bytes | None = None):
         self.job_id = spec["job"]
+        self.member = spec.get("member") or "node"
+        if not isinstance(self.member, str) or not _ID.match(self.member):
+            raise ValueError("member: expected a short name")
+        self.key = key
+        self.peer_timeout = _num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout")
+        # merging spread over the nodes: the shards this node owns, who owns the others
+        self.shards: dict[int, Shard] = {}
+        self.n_shards = 0
+        self.peers: dict[int, str] = {}
+        self.peer_proxies: dict[int, object] = {}
+        self.acks: dict[int, list] = {}
+        self.scale = 1.0
+        self.pool = None
+        self.peer_bytes = [0, 0]
+        self.shard_lock = threading.Lock()
         self.dim = _int(spec["dim"], 1, MAX_DIM, "dim")
         self.vocab = _int(spec["vocab"], 1, (1 << 31) - 1, "vocab")
         s = spec["settings"]
@@ -198,6 +215,9 @@ class NodeJob:
         vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
         if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
             raise ValueError(f"push_rows {name}: a row outside [0, {n_rows})")
+        self.rebase(name, idx, vals)
+
+    def rebase(self, name: str, idx: np.ndarray, vals: np.ndarray) -> None:
         live, snap = self.shared[name], self.snapshot[name]
         # in small blocks: live[idx] += x reads all rows, then writes them back, and whatever
         # the training processes wrote to those rows in between would be lost
@@ -281,6 +301,10 @@ class NodeJob:
                 snap[a:b][changed] = now[changed]
                 rows_total += changed.size
                 pieces.append((name, (changed + a).astype(np.int32), d[changed]))
+        failed = {}
+        if self.n_shards:                        # merged at the shards' owners, not here
+            failed = self.sync_shards(pieces, cold)
+            pieces = []
         # regroup into messages of at most PIECE_BYTES
         self.out_pieces = []
         for name, idx, vals in pieces:
@@ -289,9 +313,195 @@ class NodeJob:
                                         "values": pack_array(vals[lo:hi])})
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "trained_words": trained, "queued": self.fed - self.finished,
-                "memory_mb": round(tree_pss_mb(), 1)}
+                "memory_mb": round(tree_pss_mb(), 1),
+                "failed_shards": [[j, self.peers.get(j, ""), why] for j, why in failed.items()],
+                "peer_bytes": list(self.peer_bytes)}
+
+    # ---- merging spread over the nodes -------------------------------------------------
+    def own_shard(self, index: int, count: int, generation: int) -> None:
+        """Become the merge point of rows r % count == index, starting from this node's
+        snapshot (the master as it last saw it)."""
+        _int(count, 1, 1 << 16, "shard count")
+        _int(index, 0, count - 1, "shard")
+        _int(generation, 0, 1 << 40, "generation")
+        if self.n_shards and count != self.n_shards:
+            raise ValueError(f"shard count {count}: this job has {self.n_shards}")
+        hot = {n: hot_range(n, self.shapes[n][0][0], self.hot_rows) for n in WEIGHTS}
+        shard = Shard(index, count, self.snapshot, hot, generation)
+        if generation:
+            shard.slot(self.member, current=True)
+        with self.shard_lock:
+            self.shards[index] = shard
+            self.n_shards = count
+
+    def set_peers(self, peers, scale) -> None:
+        if not isinstance(peers, list):
+            raise ValueError("peers: expected [[shard, address], ...]")
+        found = {}
+        for item in peers:
+            if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], str):
+                raise ValueError("peers: expected [[shard, address], ...]")
+            found[_int(item[0], 0, 1 << 16, "shard")] = item[1][:300]
+        if not found or sorted(found) != list(range(len(found))):
+            raise ValueError("peers: every shard 0..n-1 needs an owner")
+        self.scale = _num(scale, 0.0, 1.0, "scale")
+        with self.shard_lock:
+            for j, address in found.items():
+                if self.peers.get(j) != address:     # a new owner: a new master, new marks
+                    transport.release(self.peer_proxies.pop(j, None))
+                    self.acks.pop(j, None)
+            self.peers, self.n_shards = found, len(found)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=min(16, len(found)),
+                                           thread_name_prefix="shard-sync")
+
+    def _peer(self, j: int):
+        proxy = self.peer_proxies.get(j)
+        if proxy is None:
+            proxy = transport.connect(self.peers[j], self.key, self.peer_timeout)
+            self.peer_proxies[j] = proxy
+        return proxy
+
+    def sync_shards(self, pieces: list, cold: bool) -> dict:
+        """Send each shard's owner its part of this delta; rebase what it merged since.
+        Returns {shard: why} for owners that could not be reached: the part not yet handed
+        over stays in live - snapshot and goes with the next exchange."""
+        n = self.n_shards
+        parts: dict[int, list] = {j: [] for j in range(n)}
+        for name, idx, vals in pieces:
+            owner = idx % n
+            for j in range(n):
+                sel = owner == j
+                if sel.any():
+                    parts[j].append((name, idx[sel], vals[sel]))
+        futures = {j: self.pool.submit(self._sync_one, j, parts[j], cold) for j in range(n)}
+        failed = {}
+        for j, fut in futures.items():
+            try:
+                fut.result()
+            except (CommError, OSError, ValueError, KeyError, RuntimeError) as exc:
+                failed[j] = f"{type(exc).__name__}: {exc}"[:500]
+                with self.shard_lock:
+                    transport.release(self.peer_proxies.pop(j, None))
+        return failed
+
+    def _sync_one(self, j: int, parts: list, cold: bool) -> None:
+        local = self.shards.get(j)
+        handed = False
+        try:
+            if local is not None:
+                handed = True
+                got = self.shard_sync(j, self.member, cold, self.scale, self.acks.get(j),
+                                      delta=parts)
+                for p in got:
+                    self.rebase(p[0], p[1], p[2])
+                self.acks[j] = [local.generation, local.master.version, cold]
+                return
+            proxy = self._peer(j)
+            for name, idx, vals in parts:
+                for a, b in row_pieces(idx.shape[0], 4 * self.dim + 4):
+                    if a == b:
+                        continue
+                    proxy.shard_put(self.job_id, j, self.member, name, pack_array(idx[a:b]),
+                                    pack_array(vals[a:b]))
+                    self.peer_bytes[0] += (b - a) * (4 * self.dim + 4)
+            handed = True                        # merged from here on, even if the reply is lost
+            reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.scale,
+                                     self.acks.get(j))
+            for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):
+                p = proxy.shard_pull(self.job_id, j, self.member, i)
+                name = p["matrix"]
+                if name not in WEIGHTS:
+                    raise ValueError(f"shard {j}: unknown matrix {name!r}")
+                idx = unpack_array(p["rows"], "<i4", 1, what="rows")
+                vals = unpack_array(p["values"], "<f4", 2, (idx.shape[0], self.dim), "values")
+                if idx.size and (idx.min() < 0 or idx.max() >= self.shapes[name][0][0]):
+                    raise ValueError(f"shard {j}: rows outside {name}")
+                self.rebase(name, idx, vals)
+                self.peer_bytes[1] += idx.nbytes + vals.nbytes
+            self.acks[j] = [reply["generation"], reply["version"], cold]
+        except BaseException:
+            if not handed:                       # the owner never merged it: send it again
+                for name, idx, vals in parts:
+                    self.snapshot[name][idx] -= vals
+            raise
+
+    def shard_put(self, j: int, client: str, name: str, rows, values) -> None:
+        shard = self._shard(j)
+        if name not in WEIGHTS or not isinstance(client, str) or not _ID.match(client):
+            raise ValueError("shard_put: bad matrix or client")
+        idx = unpack_array(rows, "<i4", 1, what="rows")
+        vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
+        local = shard.to_local(name, idx)
+        with shard.master.lock:
+            slot = shard.slot(client)
+            shard.inbox.setdefault(slot, []).append((name, local, vals))
+
+    def shard_sync(self, j: int, client: str, cold, scale, ack, delta=None):
+        """Merge the client's delta, then hand it the rows merged since its last ack
+        (pieces to pull, or the list itself for this node's own client)."""
+        shard = self._shard(j)
+        if not isinstance(cold, bool) or not isinstance(client, str) or not _ID.match(client):
+            raise ValueError("shard_sync: bad arguments")
+        scale = _num(scale, 0.0, 1.0, "scale")
+        m = shard.master
+        with m.lock:
+            slot = shard.slot(client)
+            inbox = shard.inbox.pop(slot, [])
+        if delta is not None:                    # this node's own delta, global rows
+            inbox += [(name, shard.to_local(name, idx), vals) for name, idx, vals in delta]
+        if ack is not None:
+            if not isinstance(ack, list) or len(ack) != 3 or not isinstance(ack[2], bool):
+                raise ValueError("shard_sync: bad ack")
+            if ack[0] == shard.generation:       # marks of an older master mean nothing here
+                m.seen(slot, _int(ack[1], 0, 1 << 62, "ack"), ack[2])
+        m.merge(slot, inbox, scale)
+        version, due = m.due(slot, cold)
+        out = []
+        for name, rows in due.items():
+            if rows.size:
+                out.append((name, shard.to_global(rows), m.read(name, rows)))
+        if delta is not None:
+            return out
+        pieces = []
+        for name, idx, vals in out:
+            for a, b in row_pieces(idx.shape[0], 4 * self.dim + 4):
+                pieces.append({"matrix": name, "rows": pack_array(idx[a:b]),
+                               "values": pack_array(vals[a:b])})
+        shard.outbox[slot] = pieces
+        return {"pieces": len(pieces), "version": version, "generation": shard.generation}
+
+    def shard_pull(self, j: int, client: str, piece: int) -> dict:
+        shard = self._shard(j)
+        box = shard.outbox.get(shard.clients.get(client, -1)) or []
+        if not box:
+            raise ValueError(f"shard {j}: nothing to pull for {client!r}")
+        return box[_int(piece, 0, len(box) - 1, "piece")]
+
+    def shard_read(self, j: int, name: str, start: int, count: int) -> dict:
+        """Master rows start..start+count (local numbering) of one matrix of a shard."""
+        shard = self._shard(j)
+        if name not in WEIGHTS:
+            raise ValueError(f"shard_read: unknown matrix {name!r}")
+        arr = shard.master.arrays[name]
+        a = _int(start, 0, arr.shape[0], "start")
+        b = min(a + _int(count, 0, 1 << 31, "count"), arr.shape[0])
+        with shard.master.lock:
+            return pack_array(arr[a:b])
+
+    def _shard(self, j) -> Shard:
+        shard = self.shards.get(j) if isinstance(j, int) else None
+        if shard is None:
+            raise ValueError(f"shard {j!r} is not kept on this node")
+        return shard
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        for proxy in self.peer_proxies.values():
+            transport.release(proxy)
+        self.peer_proxies = {}
+        self.shards = {}
         self.stop.set()                          # the training loop returns at its next wake
         self.feed.close()
         if self.thread is not None:
@@ -312,7 +522,8 @@ class NodeJob:
 class WorkerService:
     """What a dispatcher may call. One job at a time."""
 
-    def __init__(self, workers: int, name: str):
+    def __init__(self, workers: int, name: str, key: bytes | None = None):
+        self.key = key
         self.workers = max(1, workers)
         self.name = name
         self.job: NodeJob | None = None
@@ -368,7 +579,7 @@ class WorkerService:
                     raise RuntimeError(f"busy with job {self.job.job_id}")
                 self._close_job()                # the same dispatcher starts again
             try:
-                self.job = NodeJob(spec, self.workers)
+                self.job = NodeJob(spec, self.workers, self.key)
             except KeyError as exc:
                 raise ValueError(f"open_job: missing field {exc}") from None
             log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
@@ -402,6 +613,30 @@ class WorkerService:
         return reply
 
     @expose
+    def own_shard(self, job_id, index, count, generation) -> None:
+        self._job(job_id).own_shard(index, count, generation)
+
+    @expose
+    def set_peers(self, job_id, peers, scale) -> None:
+        self._job(job_id).set_peers(peers, scale)
+
+    @expose
+    def shard_put(self, job_id, shard, client, name, rows, values) -> None:
+        self._job(job_id).shard_put(shard, client, name, rows, values)
+
+    @expose
+    def shard_sync(self, job_id, shard, client, cold, scale, ack) -> dict:
+        return self._job(job_id).shard_sync(shard, client, cold, scale, ack)
+
+    @expose
+    def shard_pull(self, job_id, shard, client, piece) -> dict:
+        return self._job(job_id).shard_pull(shard, client, piece)
+
+    @expose
+    def shard_read(self, job_id, shard, name, start, count) -> dict:
+        return self._job(job_id).shard_read(shard, name, start, count)
+
+    @expose
     def pull(self, job_id, piece) -> dict:
         job = self._job(job_id)
         return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
@@ -427,7 +662,7 @@ def serve(host: str, port: int, workers: int, name: str, nameserver: str = "",
     """Run a worker until SIGINT/SIGTERM (the caller turns those into exceptions)."""
     sweep_scratch()
     sweep_orphans()
-    service = WorkerService(workers, name)
+    service = WorkerService(workers, name, key)
     server = transport.Server(service, host, port, key)
     try:
         server.start()

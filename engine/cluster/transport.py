@@ -36,7 +36,9 @@ Pyro4.config.SERIALIZERS_ACCEPTED = {"msgpack"}
 Pyro4.config.REQUIRE_EXPOSE = True
 Pyro4.config.MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
 Pyro4.config.SOCK_NODELAY = True
-Pyro4.config.THREADPOOL_SIZE = 16
+# a connection holds a server thread while open: the dispatcher's, a few short control
+# ones, and one from each other node when merging is spread over the nodes
+Pyro4.config.THREADPOOL_SIZE = 256
 
 expose = Pyro4.expose
 CommError = Pyro4.errors.CommunicationError       # lost, refused, timed out, closed
