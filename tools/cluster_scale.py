@@ -12,9 +12,11 @@ download the rows changed since their last exchange (`down(N)` bytes).
   star:    one dispatcher, its link carries every node's traffic (full duplex):
            transfer = N * max(up, down(N)) / link
   sharded: rows split in N shards, each node is the merge point of one shard
-           (all-to-all); a node link sends its delta + its merged shard and
-           receives its shard's deltas + all merged rows:
-           transfer = 2 * max(up, down(N)) / link
+           (all-to-all; `merge_at = "nodes"`, built); a node link sends its delta +
+           its merged shard and receives its shard's deltas + all merged rows, while
+           the dispatcher's link carries only the id-stream chunks (first epoch; later
+           epochs read each node's cache):
+           transfer = max(2 * max(up, down(N)), N * round_words * id_bytes) / link
   round T = max(compute, transfer); cluster words/s = N * round_words / T;
   speedup = cluster words/s / rate; efficiency = speedup / N.
 Assumptions: training overlaps the exchange completely, so latency costs nothing
@@ -45,7 +47,7 @@ def round_times(design, n, link_gbit, p):
     if design == "star":
         transfer = n * per / link
     elif design == "sharded":
-        transfer = 2.0 * per / link
+        transfer = max(2.0 * per, n * p["round_words"] * p.get("id_bytes", 4.0)) / link
     else:
         raise ValueError(design)
     return compute, transfer
