@@ -233,6 +233,44 @@ def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path
     assert ws[0].proc.wait(timeout=10) == -signal.SIGKILL
 
 
+def test_a_node_whose_training_process_hangs_is_dropped(tmp_path, workers):
+    """The worker answers, but its training process is stopped: no task finishes there, so
+    the node is dropped after its stall limit and the others finish its chunks."""
+    ws = workers(2)
+    _, state, stream = _job(tmp_path, epochs=30)
+    cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=4000, round_seconds=1,
+                            timeout_seconds=2, rejoin_seconds=600, queue_seconds=0.05)
+    stopped = []
+
+    def tick():
+        node = engine.nodes.get(ws[0].address)
+        if not stopped and node is not None and node.words > 0 and node.held:
+            kids = ws[0].ps.children(recursive=True)
+            trainers = [k for k in kids if "python" in k.name().lower()]
+            if trainers:
+                for k in trainers:
+                    k.send_signal(signal.SIGSTOP)
+                stopped.extend(trainers)
+
+    from engine.cluster import ClusterEngine, read_key
+    from engine.local import plan_tasks
+
+    tasks = plan_tasks(stream, 30, state.config.alpha, state.config.min_alpha, state.config.seed)
+    engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
+    try:
+        stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    finally:
+        for k in stopped:
+            try:
+                k.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
+    assert stopped, "the job ended before the fault was injected"
+    _exact(stats, stream, 30)
+    (d,) = stats.cluster["dropped"]
+    assert d["address"] == ws[0].address and "no task finished" in d["why"]
+
+
 def test_wrong_key_is_refused_and_logged_by_the_worker(tmp_path, workers):
     (w,) = workers(1, key="the-right-key")
     topics, state, stream = _job(tmp_path, epochs=1)

@@ -39,6 +39,7 @@ log = logging.getLogger("engine")
 
 # what a node's failure looks like from here (it is dropped; anything else is a bug)
 _FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError)
+CHUNK_BYTES_PER_EXCHANGE = 4 * transport.PIECE_BYTES   # new id chunks sent in one call
 
 
 class _Node:
@@ -55,6 +56,7 @@ class _Node:
         self.peer_bytes = [0, 0]        # sent to / received from shard owners
         self.rate = 0.0                 # words/s it trains
         self.last_reply = 0.0
+        self.last_progress = time.monotonic()
         self.slot = -1                  # its client slot at the dispatcher's RowMaster
         self.words = 0
         self.exchanges = 0
@@ -169,6 +171,7 @@ class ClusterEngine:
 
     def _run(self) -> None:
         last_look = -1e9
+        lost_since = None
         while not self.all_done.is_set():
             if time.monotonic() - last_look >= self.cfg.rejoin_seconds:
                 last_look = time.monotonic()
@@ -178,8 +181,17 @@ class ClusterEngine:
             if not self._active():
                 if not self.nodes:
                     raise ClusterError("no node could be reached: " + self._why_none())
-                raise ClusterError("every node was lost: " + "; ".join(
-                    f"{n.name}: {n.dropped}" for n in self._all_nodes() if n.dropped))
+                # the master is here (merging at the dispatcher): a node that comes back
+                # within timeout_seconds carries on; with the weights' shards gone, none can
+                if lost_since is None and not self.sharded:
+                    lost_since = time.monotonic()
+                    log.warning("every node was lost; waiting up to %.0f s for one to come "
+                                "back", self.cfg.timeout_seconds)
+                if self.sharded or time.monotonic() - lost_since > self.cfg.timeout_seconds:
+                    raise ClusterError("every node was lost: " + "; ".join(
+                        f"{n.name}: {n.dropped}" for n in self._all_nodes() if n.dropped))
+            else:
+                lost_since = None
             with self.lock:
                 done_words, alpha = self.stats.raw_words + self.provisional_words, self.alpha
             self.progress.update(done_words, alpha)
@@ -418,7 +430,7 @@ class ClusterEngine:
                 new, chunks = self._assign(node)
                 if not new and not node.held and not node.provisional:
                     if time.monotonic() - last_heard >= 1.0:     # heartbeat while idle
-                        node.proxy.ping()
+                        node.proxy.ping(self.job_id)
                         last_heard = time.monotonic()
                     if self.stop.wait(0.2):
                         break
@@ -458,8 +470,16 @@ class ClusterEngine:
                     new.append(self.pending[i])
                     del self.pending[i]
                 new.reverse()
+                # chunks not cached there travel with this exchange: keep the message small
+                budget = CHUNK_BYTES_PER_EXCHANGE
                 while want > 0 and self.pending:
-                    t = self.pending.popleft()
+                    t = self.pending[0]
+                    if t.chunk not in node.cached:
+                        s, e, _ = self.stream.chunks[t.chunk].tolist()
+                        if budget < 4 * (e - s) and new:
+                            break
+                        budget -= 4 * (e - s)
+                    self.pending.popleft()
                     new.append(t)
                     want -= t.raw_words
             for t in new:
@@ -517,12 +537,25 @@ class ClusterEngine:
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
+        if trained or done or not node.held:
+            node.last_progress = now
+        elif now - node.last_progress > self._stall_limit(node):
+            raise RuntimeError(f"no task finished for {now - node.last_progress:.0f} s "
+                               f"(a training process stuck?)")
         if trained and node.last_reply:          # its training rate: words between replies
             rate = trained / max(now - node.last_reply, 1e-3)
             node.rate = 0.7 * node.rate + 0.3 * rate if node.rate else rate
         node.last_reply = now
         node.peak_mb = max(node.peak_mb, float(reply.get("memory_mb") or 0.0))
         node.busy_seconds += time.monotonic() - t0
+
+    def _stall_limit(self, node: _Node) -> float:
+        """How long a node may hold tasks without finishing one: the call timeout plus two
+        rounds, or ten times its slowest held task at its measured rate if longer."""
+        base = self.cfg.timeout_seconds + 2 * self.cfg.round_seconds
+        if node.rate and node.held:
+            base = max(base, 10 * max(t.raw_words for t in node.held.values()) / node.rate)
+        return base
 
     def _push(self, node: _Node, cold: bool) -> None:
         """Send the master rows changed since this node last received them (hot rows every
@@ -541,6 +574,10 @@ class ClusterEngine:
         self.master.seen(node.slot, seen, cold)
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
+        for item in done:                        # all checked before anything is merged
+            if (not isinstance(item, list) or len(item) != 2 or
+                    not all(isinstance(x, int) for x in item) or item[0] not in node.held):
+                raise ValueError(f"exchange: done item {item!r} is not a task this node held")
         scale = 1.0
         if self.cfg.merge == "average":
             scale = 1.0 / max(len(self._active()), 1)

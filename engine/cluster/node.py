@@ -147,6 +147,8 @@ class NodeJob:
 
     # ---- setup --------------------------------------------------------------------------
     def put_array(self, name: str, start: int, packed: dict) -> None:
+        if self.session is not None:
+            raise ValueError("put_array: the job has started (its weights are live)")
         if name not in self.shapes:
             raise ValueError(f"put_array: unknown array {name!r}")
         shape, dtype = self.shapes[name]
@@ -169,6 +171,9 @@ class NodeJob:
             points, lens, codes = self.shared["points"], self.shared["code_lens"], self.shared["codes"]
             if points.shape[0] < v or lens.shape[0] < v or codes.shape[0] < v:
                 raise ValueError("tables: Huffman tables shorter than the vocabulary")
+            if codes.ndim != 2 or codes.shape != points.shape:
+                raise ValueError(f"tables codes: shape {codes.shape}, points {points.shape} "
+                                 f"(the same expected)")
             if lens.min() < 0 or lens.max() > points.shape[1]:
                 raise ValueError("tables code_lens: a code longer than the points table")
             if points.min() < 0 or points.max() >= self.shapes["syn1"][0][0]:
@@ -183,6 +188,8 @@ class NodeJob:
                 raise ValueError(f"weights {name}: {rows} rows for a vocabulary of {v}")
 
     def start(self) -> None:
+        if self.session is not None:
+            raise ValueError("start: the job has started already")
         self._check_tables()
         self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
                                     self.workers, shared=self.shared)
@@ -565,7 +572,10 @@ class WorkerService:
                 "busy": self.job.job_id if self.job else "", "jobs_done": self.jobs_done}
 
     @expose
-    def ping(self) -> float:
+    def ping(self, job_id=None) -> float:
+        """Alive? With a job id, also the dispatcher's heartbeat for that job."""
+        if job_id is not None:
+            self._job(job_id)
         return time.time()
 
     @expose

@@ -28,6 +28,7 @@ OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
 MAX_MESSAGE_BYTES = 256 << 20           # a daemon refuses anything larger
+SERVER_IDLE_SECONDS = 120.0             # a worker closes a connection silent this long
 PIECE_BYTES = 8 << 20                   # arrays are sent in pieces of at most this (each is
                                         # copied a few times on its way: keep them small)
 
@@ -178,6 +179,8 @@ class Server:
         if key is None and not is_loopback(host):
             raise ConfigError(f"refusing to listen on {host} without a key: set "
                               f"ENGINE_CLUSTER_KEY (or --key-file) on every node")
+        # a caller that connects and then sends nothing holds a server thread: not for long
+        Pyro4.config.COMMTIMEOUT = SERVER_IDLE_SECONDS
         try:
             self.daemon = _Daemon(host=host, port=port)
         except OSError as exc:
