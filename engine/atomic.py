@@ -1,10 +1,33 @@
-"""Write files and folders under a temporary name, then rename: never a half-written result."""
+"""Write files and folders under a temporary name, then rename: never a half-written result.
+
+Everything written is fsynced before the rename, and the folder holding it after, so a crash
+or power loss leaves either the old result or the new one. A folder that replaces an older
+one is swapped in with one atomic exchange (Linux renameat2 RENAME_EXCHANGE) where the
+system has it; elsewhere with two renames, and a crash between them leaves the old folder
+beside it as `.NAME.*.tmp.old` (`leftover_dirs` finds it; loading a model names it).
+"""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -19,10 +42,39 @@ def atomic_file(path: str, mode: str = "wb", **kwargs):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux 3.15+, glibc 2.28+); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                     _RENAME_EXCHANGE) == 0
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
 
 
 @contextmanager
@@ -33,13 +85,23 @@ def atomic_dir(path: str):
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
         yield tmp
+        _fsync_tree(tmp)
         if os.path.isdir(path):
-            old = tmp + ".old"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _exchange(tmp, path):         # two renames: see the module's note
+                os.replace(path, tmp + ".old")
+                os.replace(tmp, path)
+                os.replace(tmp + ".old", tmp)
+            fsync_dir(parent)
+            shutil.rmtree(tmp, ignore_errors=True)      # the old folder, now under tmp
         else:
             os.replace(tmp, path)
+            fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def leftover_dirs(path: str) -> list[str]:
+    """Older copies of folder `path` a crash during a save may have left beside it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    return sorted(glob.glob(os.path.join(parent, f".{glob.escape(os.path.basename(path))}.*.tmp*")))

@@ -11,6 +11,7 @@ import gzip
 import lzma
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,19 @@ MAX_SENTENCE_WORDS = 10_000          # longer lines / text8 streams are cut (as 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _LAST_SPACE = re.compile(rb"[ \t\n\r\f\v][^ \t\n\r\f\v]*\Z")
 _SNIFF_BYTES = 1 << 20
+
+
+def read_error(path: str, exc: BaseException, offset: int) -> CorpusError:
+    """One line for a file that cannot be read on: truncated or corrupt compressed data, or
+    an I/O error, with where it happened (in decompressed bytes)."""
+    if isinstance(exc, EOFError):
+        return CorpusError(f"{path}: truncated: the compressed data ends early, after "
+                           f"{offset:,}+ bytes of text (an interrupted download or copy?)")
+    if isinstance(exc, (lzma.LZMAError, zlib.error)) or "invalid" in str(exc).lower() or \
+            "crc" in str(exc).lower():
+        return CorpusError(f"{path}: corrupt compressed data after {offset:,} bytes of text "
+                           f"({exc})")
+    return CorpusError(f"{path}: cannot read after {offset:,} bytes ({exc})")
 
 
 def open_binary(path: str):
@@ -76,8 +90,20 @@ class CorpusSource:
     def is_text8(self, path: str) -> bool:
         if self.format != "auto":
             return self.format == "text8"
-        with open_binary(path) as fh:
-            head = fh.read(_SNIFF_BYTES)
+        try:
+            with open_binary(path) as fh:
+                head = b""
+                while len(head) < _SNIFF_BYTES:     # (a compressed stream returns less)
+                    more = fh.read(min(_SNIFF_BYTES - len(head), 1 << 16))
+                    if not more:
+                        break
+                    head += more
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or isinstance(exc, PermissionError):
+                raise CorpusError(f"{path}: cannot open ({exc.strerror or exc})") from None
+            raise read_error(path, exc, len(head)) from None
+        except (EOFError, lzma.LZMAError, zlib.error) as exc:
+            raise read_error(path, exc, len(head)) from None
         return len(head) >= _SNIFF_BYTES and b"\n" not in head
 
     def blocks(self, block_bytes: int = 2 << 20) -> Iterator[Block]:
@@ -98,8 +124,8 @@ class CorpusSource:
             while True:
                 try:
                     data = fh.read(block_bytes)
-                except (OSError, EOFError, lzma.LZMAError) as exc:
-                    raise CorpusError(f"{path}: cannot read ({exc})") from None
+                except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+                    raise read_error(path, exc, offset + len(carry)) from None
                 if not data:
                     break
                 any_data = True

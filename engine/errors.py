@@ -29,3 +29,8 @@ class Interrupted(EngineError):
 class ClusterError(EngineError):
     """The cluster cannot run the job: no node reachable, a name server missing, every node
     lost, a key refused."""
+
+
+class ResourceError(EngineError, MemoryError):
+    """The job cannot fit: not enough RAM, shared memory or disk (the message has the
+    numbers); found before training starts."""

@@ -39,6 +39,7 @@ class IdStreamWriter:
         self.raw_words = 0
         self.sentences = 0
         self._last_eos = True
+        self.min_id, self.max_id = 0, -1
 
     def add(self, arr: np.ndarray) -> None:
         """arr: int32 ids with OOV for unknown words and EOS where a line ended."""
@@ -53,6 +54,9 @@ class IdStreamWriter:
         kept = arr[kept_mask]
         kept_pos = np.cumsum(kept_mask) - 1          # index in `kept` of each element
         self._fh.write(kept.astype(np.int32, copy=False).tobytes())
+        if kept.size:
+            self.min_id = min(self.min_id, int(kept.min()))
+            self.max_id = max(self.max_id, int(kept.max()))
         base = self._written
         prev_raw = 0
         for e in ends:
@@ -103,7 +107,8 @@ class IdStreamWriter:
         np.save(os.path.join(self.folder, CHUNKS_FILE), chunks)
         with open(os.path.join(self.folder, META_FILE), "w") as fh:
             json.dump({"raw_words": self.raw_words, "ids": self._written,
-                       "sentences": self.sentences}, fh)
+                       "sentences": self.sentences, "min_id": self.min_id,
+                       "max_id": self.max_id}, fh)
         return IdStream(self.folder)
 
 
@@ -120,6 +125,19 @@ class IdStream:
         self.raw_words = int(meta["raw_words"])
         self.n_ids = int(meta["ids"])
         self.sentences = int(meta["sentences"])
+        if "max_id" in meta:
+            self.min_id, self.max_id = int(meta["min_id"]), int(meta["max_id"])
+        else:                                    # a stream written before ids were recorded
+            self.min_id, self.max_id = self._scan_ids()
+
+    def _scan_ids(self) -> tuple[int, int]:
+        lo, hi = 0, -1
+        with open(self.path, "rb") as fh:
+            while True:
+                block = np.frombuffer(fh.read(1 << 24), dtype=np.int32)
+                if block.size == 0:
+                    return lo, hi
+                lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
 
     @property
     def max_chunk_ids(self) -> int:

@@ -20,6 +20,7 @@ import traceback
 from collections import deque
 from multiprocessing import connection, get_context
 
+from .checks import check_arrays, check_stream
 from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
 from .procs import sigint_ignored_in_children
@@ -326,6 +327,7 @@ class LocalEngine:
 
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
               tasks: list[Task]) -> TrainStats:
+        check_stream(stream, check_arrays(arrays, settings))   # before any kernel runs
         total = sum(t.raw_words for t in tasks)
         progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         stats = TrainStats(workers=self.workers)

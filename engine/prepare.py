@@ -56,8 +56,12 @@ def _encoder(vocab_folder: str) -> TokenTable:
     """This process's word -> id table for the vocabulary saved in `vocab_folder` (loaded
     once per process: the same pool serves counting, then encoding)."""
     global _INDEX
-    if _INDEX is None or _INDEX[0] != vocab_folder:
-        _INDEX = (vocab_folder, TokenTable.from_words(Vocab.load(vocab_folder).words))
+    # keyed by the vocabulary file itself, not just its folder: a later job writing another
+    # vocabulary into the same folder must not be encoded with this one's ids
+    st = os.stat(os.path.join(vocab_folder, "vocab.tsv"))
+    key = (os.path.abspath(vocab_folder), st.st_ino, st.st_size, st.st_mtime_ns)
+    if _INDEX is None or _INDEX[0] != key:
+        _INDEX = (key, TokenTable.from_words(Vocab.load(vocab_folder).words))
     return _INDEX[1]
 
 

@@ -12,11 +12,15 @@ import glob
 import os
 import re
 import secrets
+import shutil
 import sys
 from contextlib import contextmanager
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
+import psutil
+
+from .errors import ResourceError
 
 PREFIX = "engine_"
 
@@ -72,6 +76,22 @@ def _attach_segment(name: str) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name)
 
 
+def check_room(nbytes: int, shm_dir: str = "/dev/shm") -> None:
+    """Refuse up front what would not fit (a full /dev/shm kills with SIGBUS, no message)."""
+    mb = 2 ** 20
+    if os.path.isdir(shm_dir):
+        free = shutil.disk_usage(shm_dir).free
+        if nbytes > free:
+            raise ResourceError(
+                f"the weights and tables need {nbytes / mb:,.0f} MB of shared memory but "
+                f"{shm_dir} has {free / mb:,.0f} MB free (a container: raise --shm-size; or "
+                f"train with [engine] workers = 1, which needs none)")
+    avail = psutil.virtual_memory().available
+    if nbytes > 0.9 * avail:
+        raise ResourceError(f"the weights and tables need {nbytes / mb:,.0f} MB but "
+                            f"{avail / mb:,.0f} MB of memory are available")
+
+
 class SharedArrays:
     """A set of named numpy arrays in shared memory, one segment each.
 
@@ -100,6 +120,8 @@ class SharedArrays:
     def create_empty(cls, shapes: dict[str, tuple]) -> "SharedArrays":
         """Zero-filled arrays {key: (shape, dtype)} in shared memory (filled later in place,
         so nothing is held twice)."""
+        check_room(sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                       for shape, dtype in shapes.values()))
         spec, segments = {}, {}
         tag = _tag()
         try:

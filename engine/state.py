@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, leftover_dirs
 from .config import ModelConfig, make_section
 from .errors import EngineError
 from .schedule import KernelSettings
@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 
 class ModelState:
     def __init__(self, config: ModelConfig, vocab: Vocab, syn0=None, syn1neg=None, syn1=None,
-                 epochs_trained: int = 0, words_trained: int = 0):
+                 epochs_trained: int = 0, words_trained: int = 0, where: str = "model"):
         self.config = config
         self.vocab = vocab
         v, d = len(vocab), config.vector_size
@@ -35,6 +35,13 @@ class ModelState:
             syn1 = np.zeros((max(v - 1, 1) if config.hs else 0, d), dtype=np.float32)
         self.syn1neg = np.ascontiguousarray(syn1neg, dtype=np.float32)
         self.syn1 = np.ascontiguousarray(syn1, dtype=np.float32)
+        want = {"syn0": (v, d), "syn1neg": (v, d) if config.negative else None,
+                "syn1": (max(v - 1, 1), d) if config.hs else None}
+        for name, shape in want.items():
+            got = getattr(self, name).shape
+            if shape is not None and got != shape:
+                raise EngineError(f"{where}: {name} has shape {got}, expected {shape} "
+                                  f"({v} words, vector_size {d})")
         self.epochs_trained = epochs_trained
         self.words_trained = words_trained
 
@@ -80,10 +87,12 @@ class ModelState:
             with open(path) as fh:
                 meta = json.load(fh)
         except FileNotFoundError:
-            raise EngineError(f"{folder}: not a saved model (no model.json)") from None
+            left = leftover_dirs(folder)
+            hint = f"; a save interrupted by a crash left {left[-1]}" if left else ""
+            raise EngineError(f"{folder}: not a saved model (no model.json){hint}") from None
         if meta.get("format") != FORMAT_VERSION:
             raise EngineError(f"{path}: unsupported model format {meta.get('format')!r}")
         config = make_section(ModelConfig, meta["model"], f"{path} [model]")
         arrays = {n: np.load(os.path.join(folder, f"{n}.npy")) for n in ("syn0", "syn1neg", "syn1")}
         return cls(config, Vocab.load(folder), epochs_trained=meta["epochs_trained"],
-                   words_trained=meta["words_trained"], **arrays)
+                   words_trained=meta["words_trained"], where=folder, **arrays)

@@ -16,6 +16,7 @@ from .atomic import atomic_file
 from .blas import blas_line, blas_summary
 from .config import ClusterConfig, CorpusConfig, EngineConfig, JobConfig, ModelConfig
 from .corpus import CorpusSource
+from .errors import EngineError, ResourceError
 from .idstream import IdStream
 from .local import LocalEngine, plan_tasks
 from .schedule import TrainStats
@@ -102,6 +103,32 @@ class scratch_folder:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def check_output(out: str) -> None:
+    """The output folder can be created and written: found before any work, not after."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".engine-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise EngineError(f"[output] dir {out}: cannot write there ({exc.strerror or exc})"
+                          ) from None
+
+
+def check_output_room(out: str, words: int, model: ModelConfig, text_vectors: bool) -> None:
+    """Enough disk for the outputs (estimated from the vocabulary), before training."""
+    d = model.vector_size
+    matrices = 1 + (1 if model.negative else 0) + (1 if model.hs else 0)
+    need = words * (4 * d * (matrices + 1) + 64)            # model folder + vectors.bin
+    if text_vectors:
+        need += words * (13 * d + 32)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        mb = 2 ** 20
+        raise ResourceError(f"[output] dir {out}: {free / mb:,.0f} MB free on its disk, the "
+                            f"outputs need about {need / mb:,.0f} MB")
+
+
 def evaluate(kv, cfg, report: dict) -> None:
     """Run the configured evaluations into report['evaluation']."""
     ev = report.setdefault("evaluation", {})
@@ -140,6 +167,7 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
                  f"name server {job.cluster.nameserver}", blas_line())
     else:
         log.info("engine: %d training process(es); %s", e.processes, blas_line())
+    check_output(job.output.dir)
     source = corpus_source(job.corpus)
     report: dict = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
     if job.cluster.enabled:
@@ -154,6 +182,7 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
                  len(vocab), m.min_count, vocab.raw_words, times["vocab_seconds"])
         log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
                  times["encode_seconds"])
+        check_output_room(job.output.dir, len(vocab), m, job.output.text_vectors)
         state = ModelState(m, vocab)
         # training memory is steady: sample less often and leave the cores to the trainers
         prep_peak = mem.new_phase(interval=1.0)

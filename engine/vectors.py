@@ -3,6 +3,7 @@ the original word2vec text and binary formats (read and written, gensim-compatib
 from __future__ import annotations
 
 import math
+import re
 from collections import namedtuple
 
 import numpy as np
@@ -223,7 +224,17 @@ class KeyedVectors:
 
     # ---- word2vec format ------------------------------------------------------------------
     def save_word2vec_format(self, path: str, binary: bool = True) -> None:
-        """The original word2vec format (header 'V D'); written atomically."""
+        """The original word2vec format (header 'V D'); written atomically. A word with
+        whitespace in it could not be read back (the format ends a word at a space), so it
+        is refused before anything is written."""
+        joined = "\x00".join(self.index_to_key)
+        m = re.search(r"\s", joined)
+        if m or "\x00\x00" in joined or (self.index_to_key and not all(
+                (self.index_to_key[0], self.index_to_key[-1]))):
+            word = (joined[:m.start()].rpartition("\x00")[2] + joined[m.start():].partition(
+                "\x00")[0]) if m else ""
+            raise EngineError(f"{path}: the word {word!r} cannot be written in the word2vec "
+                              f"format (words end at whitespace and cannot be empty)")
         with atomic_file(path, "wb") as fh:
             fh.write(f"{len(self)} {self.vector_size}\n".encode())
             if binary:

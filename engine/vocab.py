@@ -10,7 +10,8 @@ from collections import Counter
 
 import numpy as np
 
-from .errors import CorpusError
+from .atomic import atomic_file
+from .errors import CorpusError, EngineError
 
 KEEP_ALWAYS = (1 << 32) - 1
 ONE32 = 1 << 32
@@ -162,20 +163,53 @@ class Vocab:
 
     # ---- persistence ------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        with open(os.path.join(folder, "vocab.tsv"), "w", encoding="utf-8") as fh:
+        """vocab.tsv: one `word<TAB>count` per line, the word with backslash, tab, newline
+        and carriage return escaped (so any token survives the round trip)."""
+        with atomic_file(os.path.join(folder, "vocab.tsv"), "w", encoding="utf-8",
+                         errors="surrogateescape", newline="\n") as fh:
             for w, c in zip(self.words, self.counts.tolist()):
-                fh.write(f"{w}\t{c}\n")
-        with open(os.path.join(folder, "vocab.json"), "w") as fh:
-            json.dump({"raw_words": self.raw_words, "sentences": self.sentences}, fh)
+                fh.write(f"{_escape(w)}\t{c}\n")
+        with atomic_file(os.path.join(folder, "vocab.json"), "w") as fh:
+            json.dump({"raw_words": self.raw_words, "sentences": self.sentences,
+                       "escaped": True}, fh)
 
     @classmethod
     def load(cls, folder: str) -> "Vocab":
-        words, counts = [], []
-        with open(os.path.join(folder, "vocab.tsv"), encoding="utf-8") as fh:
-            for line in fh:
-                w, c = line.rstrip("\n").rsplit("\t", 1)
-                words.append(w)
-                counts.append(int(c))
         with open(os.path.join(folder, "vocab.json")) as fh:
             meta = json.load(fh)
+        unescape = _unescape if meta.get("escaped") else (lambda w: w)
+        words, counts = [], []
+        path = os.path.join(folder, "vocab.tsv")
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
+            for n, line in enumerate(fh, 1):
+                w, tab, c = line.rstrip("\n").rpartition("\t")
+                if not tab or not c.isdigit():
+                    raise EngineError(f"{path}, line {n}: expected word<TAB>count")
+                words.append(unescape(w))
+                counts.append(int(c))
         return cls(words, counts, meta["raw_words"], meta.get("sentences", 0))
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _escape(word: str) -> str:
+    if not any(ch in word for ch in _ESCAPES):
+        return word
+    return "".join(_ESCAPES.get(ch, ch) for ch in word)
+
+
+def _unescape(word: str) -> str:
+    if "\\" not in word:
+        return word
+    out, i = [], 0
+    while i < len(word):
+        ch = word[i]
+        if ch == "\\" and i + 1 < len(word):
+            out.append(_UNESCAPES.get(word[i + 1], "\\" + word[i + 1]))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)

@@ -271,6 +271,42 @@ def test_a_node_whose_training_process_hangs_is_dropped(tmp_path, workers):
     assert d["address"] == ws[0].address and "no task finished" in d["why"]
 
 
+@pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
+def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
+    """The job lists a third node that is not up yet; it starts once training is under way
+    and joins (with merging at the nodes, it first syncs the current weights from the shards'
+    owners)."""
+    ws = workers(2)
+    with socket_port() as port:
+        pass
+    late_address = f"127.0.0.1:{port}"
+    epochs = 120
+    topics, state, stream = _job(tmp_path, epochs=epochs)
+    cluster = ClusterConfig(nodes=[w.address for w in ws] + [late_address], round_words=4000,
+                            round_seconds=1, rejoin_seconds=0.3, merge_at=merge_at,
+                            queue_seconds=0.05)
+    late = []
+
+    def tick():
+        if not late and sum(n.words for n in engine.nodes.values()) > 0:
+            late.extend(workers(1, extra=("--port", str(port))))
+
+    from engine.cluster import ClusterEngine, read_key
+    from engine.local import plan_tasks
+
+    tasks = plan_tasks(stream, epochs, state.config.alpha, state.config.min_alpha,
+                       state.config.seed)
+    engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
+    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert late, "the job ended before the third worker started"
+    _exact(stats, stream, epochs)
+    c = stats.cluster
+    assert c["merge_at"] == merge_at and c["dropped"] == []
+    joined = [n for n in c["per_node"] if n["address"] == late_address]
+    assert joined and joined[0]["trained_words"] > 0
+    assert topic_precision(state.keyed_vectors(), topics) >= 0.9
+
+
 def test_wrong_key_is_refused_and_logged_by_the_worker(tmp_path, workers):
     (w,) = workers(1, key="the-right-key")
     topics, state, stream = _job(tmp_path, epochs=1)

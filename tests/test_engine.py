@@ -70,10 +70,17 @@ def test_normal_run_trains_every_chunk_once(tmp_path, planted):
     assert _segments() == before and _no_children()
 
 
-def test_worker_exception_reaches_user_with_traceback(tmp_path, planted):
+def test_worker_exception_reaches_user_with_traceback(tmp_path, planted, monkeypatch):
     before = _segments()
     state, stream, tasks = _setup(tmp_path, planted)
     os.truncate(stream.path, 100)                       # workers will hit a short read
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="the id stream is damaged"):     # found up front
+        LocalEngine(workers=2, show_progress=False).train(
+            state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    # past that check (damage done while training runs), the workers' error reaches the user
+    monkeypatch.setattr("engine.local.check_stream", lambda *a: None)
     with pytest.raises(WorkerError, match=r"(?s)training process \d failed:.*Traceback.*"
                                           r"id stream truncated"):
         LocalEngine(workers=2, show_progress=False).train(

@@ -25,6 +25,7 @@ from collections import deque
 
 import numpy as np
 
+from ..checks import check_arrays, check_stream
 from ..errors import ClusterError
 from ..idstream import ChunkReader, IdStream
 from ..local import TABLES, WEIGHTS, signals_as_interrupt
@@ -94,6 +95,7 @@ class ClusterEngine:
     # ---- training ---------------------------------------------------------------------------
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
               tasks: list[Task]) -> TrainStats:
+        check_stream(stream, check_arrays(arrays, settings))   # before any node trains
         self.arrays = arrays
         self.settings = settings
         self.stream = stream

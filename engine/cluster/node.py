@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import psutil
 
+from ..checks import check_arrays
+from ..errors import EngineError
 from ..local import WEIGHTS, FeedSource, LocalSession
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
@@ -119,17 +121,13 @@ class NodeJob:
         if need + snap > 0.9 * avail:
             raise MemoryError(f"this job needs {(need + snap) / 2**20:,.0f} MB (weights, tables "
                               f"and snapshot) but {avail / 2**20:,.0f} MB are available")
-        shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else need
-        if need > shm_free:
-            raise MemoryError(f"this job needs {need / 2**20:,.0f} MB of shared memory but "
-                              f"/dev/shm has {shm_free / 2**20:,.0f} MB free")
         self.shapes = shapes
+        self.shared = SharedArrays.create_empty(shapes)     # (checks /dev/shm first)
         self.scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
         self.ids_path = os.path.join(self.scratch, "ids.i32")
         self.ids_fh = open(self.ids_path, "wb")
         self.ids_written = 0
         self.chunk_at: dict[int, tuple[int, int]] = {}
-        self.shared = SharedArrays.create_empty(shapes)
         self.snapshot = {n: np.zeros(shapes[n][0], np.float32) for n in WEIGHTS}
         self.lock = threading.Lock()            # done list, counters
         self.done: list = []
@@ -163,29 +161,14 @@ class NodeJob:
 
     def _check_tables(self) -> None:
         """The kernels index with these: every entry must stay inside the weights."""
-        v = self.vocab
-        noise = self.shared["noise"]
-        if self.settings.negative and noise.size and int((noise >> np.uint64(32)).max()) >= v:
-            raise ValueError("tables noise: an alias entry points past the vocabulary")
-        if self.settings.hs:
-            points, lens, codes = self.shared["points"], self.shared["code_lens"], self.shared["codes"]
-            if points.shape[0] < v or lens.shape[0] < v or codes.shape[0] < v:
-                raise ValueError("tables: Huffman tables shorter than the vocabulary")
-            if codes.ndim != 2 or codes.shape != points.shape:
-                raise ValueError(f"tables codes: shape {codes.shape}, points {points.shape} "
-                                 f"(the same expected)")
-            if lens.min() < 0 or lens.max() > points.shape[1]:
-                raise ValueError("tables code_lens: a code longer than the points table")
-            if points.min() < 0 or points.max() >= self.shapes["syn1"][0][0]:
-                raise ValueError("tables points: a node outside syn1")
-        if self.shared["keep"].shape[0] < v:
-            raise ValueError("tables keep: shorter than the vocabulary")
-        for name in WEIGHTS:
-            rows = self.shapes[name][0][0]
-            want = {"syn0": v, "syn1neg": v if self.settings.negative else 0,
-                    "syn1": max(v - 1, 1) if self.settings.hs else 0}[name]
-            if rows < want:
-                raise ValueError(f"weights {name}: {rows} rows for a vocabulary of {v}")
+        arrays = {k: self.shared[k] for k in self.shapes}
+        if self.shapes["syn0"][0][0] != self.vocab:
+            raise ValueError(f"weights syn0: {self.shapes['syn0'][0][0]} rows for a "
+                             f"vocabulary of {self.vocab}")
+        try:
+            check_arrays(arrays, self.settings, "job")
+        except EngineError as exc:
+            raise ValueError(str(exc)) from None
 
     def start(self) -> None:
         if self.session is not None:

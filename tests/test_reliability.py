@@ -1,0 +1,144 @@
+"""Hostile input costs one clear line, found before training; the kernels are never handed
+what would make them write outside the weights; saved files are whole or absent."""
+import bz2
+import gzip
+import lzma
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from engine.bench import engine_command
+from engine.checks import check_arrays, check_stream
+from engine.config import ModelConfig
+from engine.corpus import CorpusSource
+from engine.errors import CorpusError, EngineError, ResourceError
+from engine.prepare import build_vocab_iterable, encode_iterable, prepare_corpus
+from engine.shm import check_room
+from engine.state import ModelState
+from engine.train import check_output_room
+from engine.vectors import KeyedVectors
+from engine.vocab import Vocab
+
+
+def _run_job(tmp_path, corpus, out):
+    job = tmp_path / "job.toml"
+    job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nmin_count = 1\nepochs = 1\n'
+                   f'vector_size = 8\n[output]\ndir = "{out}"\n')
+    cmd, env = engine_command()
+    return subprocess.run(cmd + ["run", str(job)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def _text(lines=40000):
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    return "".join(" ".join(rng.choice(words, 12)) + "\n" for _ in range(lines)).encode()
+
+
+@pytest.mark.parametrize("opener", [gzip.open, bz2.open, lzma.open], ids=["gz", "bz2", "xz"])
+def test_a_truncated_compressed_corpus_is_one_line_naming_the_file(tmp_path, opener):
+    ext = {gzip.open: "gz", bz2.open: "bz2", lzma.open: "xz"}[opener]
+    whole = tmp_path / f"whole.txt.{ext}"
+    with opener(whole, "wb") as fh:
+        fh.write(_text())
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.txt.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    assert sum(len(s) for s in CorpusSource(str(whole))) == 40000 * 12   # the whole one reads
+    with pytest.raises(CorpusError, match=rf"cut\.txt\.{ext}: truncated"):
+        sum(len(s) for s in CorpusSource(str(cut)))
+    r = _run_job(tmp_path, cut, tmp_path / "out")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1 and "truncated" in lines[0] and str(cut) in lines[0]
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_training(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(_text(2000))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = _run_job(tmp_path, corpus, blocker / "out")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"[output] dir {blocker / 'out'}: cannot write there" in r.stderr
+    assert "vocabulary:" not in r.stderr          # nothing was read, let alone trained
+
+
+def test_too_little_disk_or_shared_memory_is_refused_with_the_numbers(tmp_path):
+    with pytest.raises(ResourceError, match=r"MB free on its disk, the outputs need about"):
+        check_output_room(str(tmp_path), 10**12, ModelConfig(vector_size=300), True)
+    check_output_room(str(tmp_path), 100, ModelConfig(vector_size=10), True)   # fits
+    with pytest.raises(ResourceError, match=r"need [\d,]+ MB of shared memory but .* free"):
+        check_room(1 << 60)
+    check_room(1 << 20)
+
+
+def test_a_second_job_in_one_folder_encodes_with_its_own_vocabulary(tmp_path):
+    """The encoder's table was cached by folder path only: a second job writing another
+    vocabulary into the same cache folder was encoded with the first one's ids."""
+    folder = str(tmp_path / "ids")
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("".join(f"a{i % 500} b{i % 7} c{i % 3}\n" for i in range(3000)))
+    second.write_text("zz yy\nyy xx\n" * 50)
+    prepare_corpus(CorpusSource(str(first)), folder, min_count=1)
+    vocab, stream, _ = prepare_corpus(CorpusSource(str(second)), folder, min_count=1)
+    assert len(vocab) == 3
+    check_stream(stream, len(vocab))             # ids inside this vocabulary
+    ids = np.fromfile(stream.path, dtype=np.int32)
+    words = [vocab.words[i] for i in ids if i >= 0]
+    assert words[:4] == ["zz", "yy", "yy", "xx"]
+
+
+def test_a_stream_or_weights_that_do_not_fit_are_refused_before_any_kernel(tmp_path):
+    sents = [["a", "b", "c", "d"]] * 50
+    big = build_vocab_iterable(sents, min_count=1)
+    stream = encode_iterable(sents, big, str(tmp_path / "ids"), chunk_words=100)
+    small = build_vocab_iterable([["a", "b"]] * 50, min_count=1)
+    state = ModelState(ModelConfig(vector_size=8, min_count=1, epochs=1), small)
+    arrays = state.kernel_arrays()
+    v = check_arrays(arrays, state.kernel_settings)
+    with pytest.raises(EngineError, match=r"holds ids .* vocabulary has 2 words"):
+        check_stream(stream, v)
+    from engine.local import LocalEngine, plan_tasks
+
+    tasks = plan_tasks(stream, 1, 0.025, 0.0001, 1)
+    before = state.syn0.copy()
+    with pytest.raises(EngineError, match="another vocabulary"):
+        LocalEngine(1, show_progress=False).train(arrays, state.kernel_settings, stream, tasks)
+    assert np.array_equal(state.syn0, before)
+    bad = dict(arrays, syn1neg=np.zeros((2, 9), np.float32))
+    with pytest.raises(EngineError, match=r"syn1neg has shape \(2, 9\), expected"):
+        check_arrays(bad, state.kernel_settings)
+
+
+def test_a_saved_model_whose_matrices_disagree_does_not_load(tmp_path):
+    vocab = build_vocab_iterable([["a", "b", "c"]] * 20, min_count=1)
+    state = ModelState(ModelConfig(vector_size=8, min_count=1), vocab)
+    folder = str(tmp_path / "m")
+    state.save(folder)
+    assert ModelState.load(folder).syn0.shape == (3, 8)
+    np.save(os.path.join(folder, "syn1neg.npy"), np.zeros((3, 5), np.float32))
+    with pytest.raises(EngineError, match=r"syn1neg has shape \(3, 5\), expected \(3, 8\)"):
+        ModelState.load(folder)
+
+
+def test_any_token_survives_the_vocabulary_round_trip(tmp_path):
+    odd = ["new\nline", "carriage\rreturn", "tab\tbed", "back\\slash", "\\n", "plain", "é"]
+    vocab = Vocab.build({w: 10 + i for i, w in enumerate(odd)}, 100, 1, 0, 1, "test")
+    vocab.save(str(tmp_path))
+    back = Vocab.load(str(tmp_path))
+    assert back.words == vocab.words and back.counts.tolist() == vocab.counts.tolist()
+
+
+def test_a_word_with_whitespace_is_refused_by_the_word2vec_format(tmp_path):
+    path = tmp_path / "v.bin"
+    KeyedVectors(["good", "fine"], np.ones((2, 3), np.float32)).save_word2vec_format(str(path))
+    before = path.read_bytes()
+    kv = KeyedVectors(["good", "new york", "x"], np.ones((3, 3), np.float32))
+    for binary in (True, False):
+        with pytest.raises(EngineError, match="'new york' cannot be written"):
+            kv.save_word2vec_format(str(path), binary=binary)
+    assert path.read_bytes() == before            # the earlier file is intact
