@@ -307,6 +307,17 @@ def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
     assert topic_precision(state.keyed_vectors(), topics) >= 0.9
 
 
+def test_one_worker_listed_under_two_addresses_is_used_once(tmp_path, workers, caplog):
+    (w,) = workers(1)
+    port = w.address.rsplit(":", 1)[1]
+    _, state, stream = _job(tmp_path, epochs=2)
+    cluster = ClusterConfig(nodes=[w.address, f"localhost:{port}"], round_words=6000)
+    stats = _train(state, stream, cluster)
+    _exact(stats, stream, 2)
+    assert stats.cluster["nodes_used"] == 1 and stats.cluster["dropped"] == []
+    assert "listed twice" in caplog.text
+
+
 def test_wrong_key_is_refused_and_logged_by_the_worker(tmp_path, workers):
     (w,) = workers(1, key="the-right-key")
     topics, state, stream = _job(tmp_path, epochs=1)

@@ -86,10 +86,27 @@ class ClusterEngine:
 
     # ---- discovery --------------------------------------------------------------------------
     def addresses(self) -> dict[str, str]:
-        """{name: address} of the nodes the job lists or the name server knows."""
+        """{name: address} of the nodes the job lists or the name server knows (asked in
+        a thread with a deadline: a name server that stops answering cannot hang the job)."""
         found = {a: a for a in self.cfg.nodes}
         if self.cfg.nameserver:
-            found.update(transport.discover(self.cfg.nameserver, self.key))
+            box: list = []
+
+            def ask():
+                try:
+                    box.append(transport.discover(self.cfg.nameserver, self.key))
+                except BaseException as exc:     # noqa: BLE001 (handed to the caller)
+                    box.append(exc)
+
+            asker = threading.Thread(target=ask, name="ns-discover", daemon=True)
+            asker.start()
+            asker.join(self.cfg.timeout_seconds)
+            if not box:
+                raise ClusterError(f"name server {self.cfg.nameserver}: no answer in "
+                                   f"{self.cfg.timeout_seconds:.0f} s")
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            found.update(box[0])
         return found
 
     # ---- training ---------------------------------------------------------------------------
@@ -118,6 +135,8 @@ class ClusterEngine:
         self.failure: BaseException | None = None
         self.stop = threading.Event()
         self.all_done = threading.Event()
+        self.closed = False
+        self.worker_ids: dict[str, str] = {}   # a worker's id -> the address it is used at
         total = sum(t.raw_words for t in tasks)
         self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         self.n_chunks = len(stream.chunks)
@@ -145,9 +164,12 @@ class ClusterEngine:
             for node in self._all_nodes():
                 if node.thread is not None:
                     node.thread.join(timeout=self.cfg.timeout_seconds + self.cfg.round_seconds)
+            with self.master.lock:               # a straggling thread merges nothing now
+                self.closed = True
             for node in self._all_nodes():
                 self._close_node(node)
-            self.reader.close()
+            with self.read_lock:
+                self.reader.close()
         self.stats.seconds = time.perf_counter() - t0
         self.progress.finish()
         self.stats.workers = self.workers
@@ -252,7 +274,8 @@ class ClusterEngine:
             node.active = True
             node.joined_at = time.monotonic()
             node.late = not first
-            self.workers += node.workers
+            with self.lock:
+                self.workers += node.workers
             if not first:
                 log.info("node %s joined the running job", node.name)
             with self.shard_lock:
@@ -390,6 +413,10 @@ class ClusterEngine:
         t = self.cfg.timeout_seconds
         node.proxy = transport.connect(node.address, self.key, t)
         node.info = node.proxy.info()
+        wid = str(node.info.get("worker_id") or node.address)
+        seen_at = self.worker_ids.setdefault(wid, node.address)
+        if seen_at != node.address:
+            raise ValueError(f"the same worker as {seen_at} (listed twice)")
         a, s = self.arrays, self.settings
         spec = {"job": self.job_id, "dim": int(a["syn0"].shape[1]), "vocab": int(a["syn0"].shape[0]),
                 "settings": {"sg": s.sg, "hs": s.hs, "negative": s.negative,
@@ -440,6 +467,8 @@ class ClusterEngine:
                 self._exchange(node, new, chunks)
                 last_heard = time.monotonic()
         except _FAILURES + (KeyError, TypeError) as exc:
+            if self.stop.is_set():               # the job is over: nothing to hand back
+                return
             self._drop(node, f"{type(exc).__name__}: {exc}")
         except BaseException as exc:             # a bug: stop the job with it
             self.failure = exc
@@ -583,8 +612,11 @@ class ClusterEngine:
         scale = 1.0
         if self.cfg.merge == "average":
             scale = 1.0 / max(len(self._active()), 1)
-        if delta:
-            self.master.merge(node.slot, delta, scale)
+        with self.master.lock:
+            if self.closed:                      # train() has returned (Ctrl-C, an error)
+                raise RuntimeError("the job is over")
+            if delta:
+                self.master.merge(node.slot, delta, scale)
         with self.lock:
             # a task is complete once all the rows it changed are merged: its hot rows came
             # with the exchange that reported it, its other rows come with a cold one
@@ -628,7 +660,8 @@ class ClusterEngine:
                     if owner is node:
                         self._move_shard(j, why)
         if was_active:
-            self.workers -= node.workers
+            with self.lock:
+                self.workers -= node.workers
             self.stats.lost_workers.append({"node": node.name, "address": node.address,
                                             "why": why, "requeued_chunks": len(back)})
             log.warning("node %s dropped (%s); its %d unfinished chunk(s) go to the %d "

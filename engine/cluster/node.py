@@ -22,8 +22,10 @@ import re
 import shutil
 import tempfile
 import threading
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import psutil
@@ -142,6 +144,9 @@ class NodeJob:
         self.out_pieces: list = []
         self.last_call = time.monotonic()
         self.wake = threading.Condition(self.lock)
+        self.calls = 0                          # calls running on this job (see close)
+        self.closing = False
+        self.calls_cv = threading.Condition()
 
     # ---- setup --------------------------------------------------------------------------
     def put_array(self, name: str, start: int, packed: dict) -> None:
@@ -260,7 +265,7 @@ class NodeJob:
         deadline = time.monotonic() + wait
         with self.lock:
             while (self.error is None and self.trained_words < round_words
-                   and self.finished < self.fed):
+                   and self.finished < self.fed and not self.stop.is_set()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -485,7 +490,27 @@ class NodeJob:
             raise ValueError(f"shard {j!r} is not kept on this node")
         return shard
 
+    @contextmanager
+    def call(self):
+        """Hold the job open for one call: close waits for running calls (up to a bound)
+        and refuses new ones, so no call writes to memory or pipes already released."""
+        with self.calls_cv:
+            if self.closing:
+                raise ValueError(f"job {self.job_id} is closing")
+            self.calls += 1
+        try:
+            yield self
+        finally:
+            with self.calls_cv:
+                self.calls -= 1
+                self.calls_cv.notify_all()
+
     def close(self) -> None:
+        with self.calls_cv:
+            self.closing = True
+        self.stop.set()                          # a call waiting for its round returns now
+        with self.calls_cv:
+            self.calls_cv.wait_for(lambda: self.calls == 0, timeout=30)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         for proxy in self.peer_proxies.values():
@@ -519,6 +544,7 @@ class WorkerService:
         self.job: NodeJob | None = None
         self.lock = threading.RLock()
         self.started = time.time()
+        self.worker_id = secrets.token_hex(8)   # one worker listed under two addresses
         self.jobs_done = 0
         self._stop = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="node-watchdog", daemon=True)
@@ -530,6 +556,12 @@ class WorkerService:
             raise ValueError(f"no open job {job_id!r} on this worker")
         job.last_call = time.monotonic()
         return job
+
+    @contextmanager
+    def _using(self, job_id):
+        job = self._job(job_id)
+        with job.call():
+            yield job
 
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
@@ -552,7 +584,8 @@ class WorkerService:
                 "name": self.name, "workers": self.workers,
                 "cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
                 "free_mb": round(vm.available / 2**20), "pid": os.getpid(),
-                "busy": self.job.job_id if self.job else "", "jobs_done": self.jobs_done}
+                "busy": self.job.job_id if self.job else "", "jobs_done": self.jobs_done,
+                "worker_id": self.worker_id}
 
     @expose
     def ping(self, job_id=None) -> float:
@@ -581,58 +614,68 @@ class WorkerService:
 
     @expose
     def put_array(self, job_id, name, start, packed) -> None:
-        self._job(job_id).put_array(name, start, packed)
+        with self._using(job_id) as job:
+            job.put_array(name, start, packed)
 
     @expose
     def start(self, job_id) -> None:
-        with self.lock:
-            self._job(job_id).start()
+        with self.lock, self._using(job_id) as job:
+            job.start()
 
     @expose
     def push_rows(self, job_id, name, rows, values) -> None:
-        self._job(job_id).push_rows(name, rows, values)
+        with self._using(job_id) as job:
+            job.push_rows(name, rows, values)
 
     @expose
     def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
-        job = self._job(job_id)
         if not isinstance(cold, bool):
             raise ValueError("cold: expected true or false")
-        job.add_chunks(chunks)
-        job.add_tasks(tasks)
-        job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
-                       _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
-        reply = job.take_delta(cold)
-        job.last_call = time.monotonic()
-        return reply
+        with self._using(job_id) as job:
+            job.add_chunks(chunks)
+            job.add_tasks(tasks)
+            job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
+                           _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
+            if job.stop.is_set():
+                raise ValueError(f"job {job_id} was closed")
+            reply = job.take_delta(cold)
+            job.last_call = time.monotonic()
+            return reply
 
     @expose
     def own_shard(self, job_id, index, count, generation) -> None:
-        self._job(job_id).own_shard(index, count, generation)
+        with self._using(job_id) as job:
+            job.own_shard(index, count, generation)
 
     @expose
     def set_peers(self, job_id, peers, scale) -> None:
-        self._job(job_id).set_peers(peers, scale)
+        with self._using(job_id) as job:
+            job.set_peers(peers, scale)
 
     @expose
     def shard_put(self, job_id, shard, client, name, rows, values) -> None:
-        self._job(job_id).shard_put(shard, client, name, rows, values)
+        with self._using(job_id) as job:
+            job.shard_put(shard, client, name, rows, values)
 
     @expose
     def shard_sync(self, job_id, shard, client, cold, scale, ack) -> dict:
-        return self._job(job_id).shard_sync(shard, client, cold, scale, ack)
+        with self._using(job_id) as job:
+            return job.shard_sync(shard, client, cold, scale, ack)
 
     @expose
     def shard_pull(self, job_id, shard, client, piece) -> dict:
-        return self._job(job_id).shard_pull(shard, client, piece)
+        with self._using(job_id) as job:
+            return job.shard_pull(shard, client, piece)
 
     @expose
     def shard_read(self, job_id, shard, name, start, count) -> dict:
-        return self._job(job_id).shard_read(shard, name, start, count)
+        with self._using(job_id) as job:
+            return job.shard_read(shard, name, start, count)
 
     @expose
     def pull(self, job_id, piece) -> dict:
-        job = self._job(job_id)
-        return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
+        with self._using(job_id) as job:
+            return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
 
     @expose
     def close_job(self, job_id) -> dict:
