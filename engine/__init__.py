@@ -12,13 +12,14 @@ from .vectors import KeyedVectors
 __version__ = "0.1.0"
 
 
-def run_job(job, show_progress: bool = True):
-    """Train, save and evaluate a job (a JobConfig or the path of a job TOML file)."""
+def run_job(job, show_progress: bool = True, resume: bool = False):
+    """Train, save and evaluate a job (a JobConfig or the path of a job TOML file); with
+    resume, continue from its latest checkpoint."""
     from .train import run_job as _run
 
     if isinstance(job, str):
         job = load_job(job)
-    return _run(job, show_progress)
+    return _run(job, show_progress, resume)
 
 
 __all__ = ["Word2Vec", "KeyedVectors", "CorpusSource", "JobConfig", "ModelConfig", "load_job",

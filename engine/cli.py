@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
     from .train import run_job
 
     job = load_job(args.job, args.set)
-    report = run_job(job, show_progress=not args.quiet)
+    report = run_job(job, show_progress=not args.quiet, resume=args.resume)
     _print_summary(report)
     print(f"wrote {job.output.dir}/vectors.bin, {job.output.dir}/model/, "
           f"{job.output.dir}/report.json")
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a job setting (repeatable), e.g. --set model.sg=1")
     r.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from the job's latest checkpoint (OUT/checkpoints; see "
+                        "[output] checkpoint_every)")
     r.set_defaults(func=cmd_run)
     from .bench import add_arguments
 

@@ -91,6 +91,9 @@ class OutputConfig:
     dir: str = _f("out", str)
     text_vectors: bool = _f(False, bool)            # also write vectors.txt
     progress_seconds: float = _f(5.0, float, 0.0, lo_open=True)
+    # a checkpoint (OUT/checkpoints) every so long ("10m", "90s", "2h") or every so many
+    # trained words ("5000000"); "" = none. `engine run JOB --resume` continues from it.
+    checkpoint_every: str = _f("", str)
 
 
 @dataclass(frozen=True)

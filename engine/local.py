@@ -20,6 +20,8 @@ import traceback
 from collections import deque
 from multiprocessing import connection, get_context
 
+import numpy as np
+
 from .checks import check_arrays, check_stream
 from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
@@ -326,26 +328,41 @@ class LocalEngine:
         self.on_tick = on_tick
 
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
-              tasks: list[Task]) -> TrainStats:
+              tasks: list[Task], checkpoint=None) -> TrainStats:
+        """`checkpoint` (an engine.checkpoint.Checkpointer) is handed a copy of the weights
+        and the finished task ids whenever it says one is due."""
         check_stream(stream, check_arrays(arrays, settings))   # before any kernel runs
         total = sum(t.raw_words for t in tasks)
         progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         stats = TrainStats(workers=self.workers)
+        finished: set[int] = set()
+        live = {"weights": arrays}              # where the weights being trained are
 
         def done(task, trained):
             stats.raw_words += task.raw_words
             stats.effective_words += trained
+            finished.add(task.task_id)
             progress.update(stats.raw_words, task.alpha1)
+
+        def tick():
+            if self.on_tick:
+                self.on_tick()
+            if checkpoint is not None and checkpoint.due(stats.raw_words):
+                c0 = time.perf_counter()
+                weights = {k: np.array(live["weights"][k]) for k in WEIGHTS}
+                checkpoint.save(weights, set(finished), stats.raw_words,
+                                time.perf_counter() - c0)
 
         t0 = time.perf_counter()
         with _signals_as_interrupt():
             if self.workers == 1:
-                self._train_inprocess(arrays, settings, stream, tasks, done)
+                self._train_inprocess(arrays, settings, stream, tasks, done, tick)
             else:
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                   self.workers, self.hot_words, self.sync_words) as session:
+                    live["weights"] = session.shared
                     try:
-                        session.run(ListSource(tasks), done, self.on_tick)
+                        session.run(ListSource(tasks), done, tick)
                     finally:
                         stats.lost_workers = session.lost_workers
                     for k in WEIGHTS:
@@ -354,7 +371,7 @@ class LocalEngine:
         progress.finish()
         return stats
 
-    def _train_inprocess(self, arrays, settings, stream, tasks, done):
+    def _train_inprocess(self, arrays, settings, stream, tasks, done, tick):
         trainer = make_trainer(arrays, settings)
         reader = ChunkReader(stream.path, stream.max_chunk_ids)
         try:
@@ -362,8 +379,7 @@ class LocalEngine:
                 for task in tasks:
                     ids = reader.read(task.start, task.end)
                     done(task, trainer.train(ids, task.seed, task.alpha0, task.alpha1))
-                    if self.on_tick:
-                        self.on_tick()
+                    tick()
         finally:
             reader.close()
 

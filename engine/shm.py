@@ -31,6 +31,20 @@ def _tag() -> str:
     return f"{os.getpid()}_{secrets.token_hex(4)}"
 
 
+def sweep_temp_dirs(prefix: str) -> list[str]:
+    """Remove temp folders PREFIX<pid>-* whose creating process is gone (a SIGKILL or an
+    OOM kill leaves them); returns their paths."""
+    import tempfile
+
+    gone = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), glob.escape(prefix) + "*")):
+        m = re.match(re.escape(prefix) + r"(\d+)-", os.path.basename(path))
+        if m and not psutil.pid_exists(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+    return gone
+
+
 def sweep_orphans() -> list[str]:
     """Unlink segments whose creating process is gone; returns their names."""
     gone = []

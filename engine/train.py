@@ -15,11 +15,14 @@ import time
 from .atomic import atomic_file
 from .blas import blas_line, blas_summary
 from .config import ClusterConfig, CorpusConfig, EngineConfig, JobConfig, ModelConfig
+from .checkpoint import Checkpointer, job_identity, parse_every, refuse_other_job
+from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import EngineError, ResourceError
 from .idstream import IdStream
 from .local import LocalEngine, plan_tasks
 from .schedule import TrainStats
+from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
 from .prepare import (build_vocab, build_vocab_iterable, encode_corpus, encode_iterable,
                       prepare_corpus)
@@ -27,6 +30,7 @@ from .state import ModelState
 from .vocab import Vocab
 
 log = logging.getLogger("engine")
+IDS_PREFIX = "engine-ids-"
 
 
 def corpus_source(cfg: CorpusConfig) -> CorpusSource:
@@ -72,14 +76,22 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
 
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,
                 alpha: float, min_alpha: float, progress_seconds: float = 5.0,
-                show_progress: bool = True, cluster: ClusterConfig | None = None
-                ) -> TrainStats:
-    """Train `state` in place for `epochs` more epochs over the id stream."""
+                show_progress: bool = True, cluster: ClusterConfig | None = None,
+                checkpoint=None, skip: set | None = None) -> TrainStats:
+    """Train `state` in place for `epochs` more epochs over the id stream (less the tasks
+    in `skip`: done before the checkpoint a run resumes from)."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
+    if skip:
+        tasks = [t for t in tasks if t.task_id not in skip]
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
                          counts=state.vocab.counts)
-    stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    try:
+        stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks,
+                             checkpoint=checkpoint)
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
     state.epochs_trained += epochs
     state.words_trained += stats.raw_words
     return stats
@@ -95,12 +107,42 @@ class scratch_folder:
         if self.configured:
             os.makedirs(self.configured, exist_ok=True)
             return self.configured
-        self.tmp = tempfile.mkdtemp(prefix="engine-ids-")
+        sweep_temp_dirs(IDS_PREFIX)           # left by runs that were killed
+        self.tmp = tempfile.mkdtemp(prefix=f"{IDS_PREFIX}{os.getpid()}-")
         return self.tmp
 
     def __exit__(self, *exc):
         if not self.configured:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stream_for(source: CorpusSource, vocab: Vocab, folder: str, e: EngineConfig,
+               reuse: bool) -> tuple[IdStream, dict]:
+    """The id stream of the corpus in this vocabulary: the one in `folder` if it was encoded
+    with exactly these words (a kept cache_dir), else encoded again."""
+    t0 = time.perf_counter()
+    if reuse:
+        try:
+            if Vocab.load(folder).words == vocab.words:
+                stream = IdStream(folder)
+                log.info("id stream reused from %s", folder)
+                return stream, {"vocab_seconds": 0.0, "encode_seconds": 0.0}
+        except (OSError, ValueError, KeyError, EngineError):
+            pass
+    stream = encode_corpus(source, vocab, folder, e.chunk_words, e.processes, e.block_bytes)
+    return stream, {"vocab_seconds": 0.0, "encode_seconds": time.perf_counter() - t0}
+
+
+def retrained_words(stream: IdStream, plan: dict, done: set) -> int:
+    """Words of the tasks that were running when the checkpoint was taken (not done, but
+    before the last done one): their partial updates are in its weights, and they train
+    again."""
+    if not done:
+        return 0
+    raw = stream.chunks[:, 2]
+    n = len(raw)
+    last = max(done)
+    return int(sum(int(raw[t % n]) for t in range(last) if t not in done))
 
 
 def check_output(out: str) -> None:
@@ -158,10 +200,13 @@ def neighbours(kv, cfg) -> dict:
     return out
 
 
-def run_job(job: JobConfig, show_progress: bool = True) -> dict:
-    """Train, save and evaluate one job; returns the report (also in OUT/report.json)."""
+def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) -> dict:
+    """Train, save and evaluate one job; returns the report (also in OUT/report.json).
+    With `resume`, continue from the job's latest checkpoint (OUT/checkpoints)."""
     started = time.time()
     m, e = job.model, job.engine
+    every = parse_every(job.output.checkpoint_every)
+    ckpt_dir = os.path.join(job.output.dir, "checkpoints")
     if job.cluster.enabled:
         log.info("engine: cluster job (%s); %s", ", ".join(job.cluster.nodes) or
                  f"name server {job.cluster.nameserver}", blas_line())
@@ -174,20 +219,47 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         from .cluster import check_reachable
 
         check_reachable(job.cluster)       # before the corpus is read: fail in seconds
+    identity = job_identity(m, e.chunk_words, source.files)
+    resumed, skip, words_before = None, None, 0
+    if resume:
+        ckpt_path, progress = latest_checkpoint(ckpt_dir)
+        refuse_other_job(progress, identity, ckpt_path)
     with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder:
-        vocab, stream, times = prepare_corpus(
-            source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size, e.processes,
-            e.block_bytes, e.chunk_words)
+        if resume:
+            state = ModelState.load(os.path.join(ckpt_path, "model"))
+            vocab = state.vocab
+            stream, times = stream_for(source, vocab, folder, e, reuse=bool(e.cache_dir))
+            if len(stream.chunks) != progress["plan"]["chunks"]:
+                raise EngineError(f"{ckpt_path}: the corpus now cuts into {len(stream.chunks)} "
+                                  f"chunks, the checkpoint's plan has "
+                                  f"{progress['plan']['chunks']}")
+            skip, words_before = set(progress["done_tasks"]), int(progress["words_done"])
+            resumed = {"from": ckpt_path, "words_done_before": words_before,
+                       "tasks_done_before": len(skip)}
+            log.info("resuming from %s: %d words (%d tasks) done before", ckpt_path,
+                     words_before, len(skip))
+        else:
+            vocab, stream, times = prepare_corpus(
+                source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size,
+                e.processes, e.block_bytes, e.chunk_words)
+            state = ModelState(m, vocab)
         log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
                  len(vocab), m.min_count, vocab.raw_words, times["vocab_seconds"])
         log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
                  times["encode_seconds"])
         check_output_room(job.output.dir, len(vocab), m, job.output.text_vectors)
-        state = ModelState(m, vocab)
+        plan = {"epochs": m.epochs, "alpha": m.alpha, "min_alpha": m.min_alpha,
+                "seed": m.seed, "chunks": len(stream.chunks),
+                "first_epoch": state.epochs_trained}
+        if resumed is not None:
+            resumed["retrained_words"] = retrained_words(stream, plan, skip)
+        checkpointer = (Checkpointer(ckpt_dir, every, state, plan, identity, words_before)
+                        if every else None)
         # training memory is steady: sample less often and leave the cores to the trainers
         prep_peak = mem.new_phase(interval=1.0)
         stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
-                            job.output.progress_seconds, show_progress, job.cluster)
+                            job.output.progress_seconds, show_progress, job.cluster,
+                            checkpoint=checkpointer, skip=skip)
         train_peak = mem.new_phase()
         log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
                  stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
@@ -198,6 +270,8 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
     if job.output.text_vectors:
         kv.save_word2vec_format(os.path.join(out, "vectors.txt"), binary=False)
     state.save(os.path.join(out, "model"))
+    if checkpointer is not None or resumed is not None:     # the model is whole: done with them
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     report.update({
         "corpus_words": vocab.raw_words, "sentences": stream.sentences,
         "vocab_size": len(vocab), "epochs": m.epochs,
@@ -212,7 +286,12 @@ def run_job(job: JobConfig, show_progress: bool = True) -> dict:
         "prepare_peak_rss_mb": round(prep_peak, 1),
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
         "lost_workers": stats.lost_workers,
+        "trained_words_total": words_before + stats.raw_words,
     })
+    if checkpointer is not None:
+        report["checkpoints"] = checkpointer.written
+    if resumed is not None:
+        report["resumed"] = resumed
     if stats.cluster is not None:
         report["workers"] = stats.workers
         report["cluster"] = stats.cluster

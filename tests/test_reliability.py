@@ -5,6 +5,7 @@ import gzip
 import lzma
 import os
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -142,3 +143,107 @@ def test_a_word_with_whitespace_is_refused_by_the_word2vec_format(tmp_path):
         with pytest.raises(EngineError, match="'new york' cannot be written"):
             kv.save_word2vec_format(str(path), binary=binary)
     assert path.read_bytes() == before            # the earlier file is intact
+
+
+# ---- checkpoints and resume ----------------------------------------------------------------
+
+def _ckpt_job(tmp_path, corpus, extra=""):
+    job = tmp_path / "job.toml"
+    job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nsg = 1\nmin_count = 1\n'
+                   f'epochs = 60\nvector_size = 16\nwindow = 4\nsample = 0\n'
+                   f'[engine]\nworkers = 2\nchunk_words = 3000\n'
+                   f'[output]\ndir = "{tmp_path / "out"}"\ncheckpoint_every = "60000"\n'
+                   f'progress_seconds = 0.2\n{extra}')
+    return job
+
+
+def test_a_run_killed_whole_resumes_from_its_checkpoint(tmp_path, planted_file):
+    """SIGKILL of the whole run (parent and its training processes), then --resume: the run
+    continues from the newest checkpoint, trains the planned words once in total, learns,
+    and nothing of the killed run is left behind."""
+    import glob
+    import json
+    import signal
+    import time
+
+    from engine.shm import PREFIX
+
+    from conftest import topic_precision
+
+    topics, corpus = planted_file
+    job = _ckpt_job(tmp_path, corpus)
+    cmd, env = engine_command()
+    proc = subprocess.Popen(cmd + ["run", str(job)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    ckpts = tmp_path / "out" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(ckpts / "ckpt-*" / "progress.json")):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out" / "report.json").exists(), "the run finished before the kill"
+
+    r = subprocess.run(cmd + ["run", str(job), "--resume"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    res = rep["resumed"]
+    assert res["words_done_before"] > 0 and res["tasks_done_before"] > 0
+    planned = 60 * rep["corpus_words"]
+    assert rep["trained_words_total"] == planned                  # every task trained once
+    assert rep["trained_words"] == planned - res["words_done_before"]
+    assert 0 <= res["retrained_words"] < rep["trained_words"]
+    assert not ckpts.exists()                                     # done with them
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "out" / "vectors.bin"))
+    assert topic_precision(kv, topics) >= 0.9
+    # the killed run's shared memory and id-stream folder were swept by the resumed one
+    assert not glob.glob(f"/dev/shm/{PREFIX}{proc.pid}_*")
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"engine-ids-{proc.pid}-*"))
+
+
+def test_a_checkpoint_of_another_job_is_refused(tmp_path, planted_file):
+    import json
+
+    topics, corpus = planted_file
+    job = _ckpt_job(tmp_path, corpus)
+    cmd, env = engine_command()
+    r = subprocess.run(cmd + ["run", str(job), "--resume"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 2 and "no checkpoint to resume from" in r.stderr
+    # a checkpoint written by this job, then the job changes
+    from engine.checkpoint import Checkpointer, job_identity, parse_every
+    from engine.config import load_job
+
+    cfg = load_job(str(job))
+    vocab = build_vocab_iterable([["a", "b"]] * 5, min_count=1)
+    state = ModelState(cfg.model, vocab)
+    cp = Checkpointer(str(tmp_path / "out" / "checkpoints"), parse_every("1"), state,
+                      {"chunks": 1}, job_identity(cfg.model, cfg.engine.chunk_words,
+                                                  [str(corpus)]))
+    cp.save({k: getattr(state, k) for k in ("syn0", "syn1neg", "syn1")}, {0}, 10, 0.0)
+    cp.close()
+    r = subprocess.run(cmd + ["run", str(job), "--resume", "--set", "model.window=3"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "checkpoint is of another job: [model] window: 4 then, 3 now" in r.stderr
+    with open(corpus, "a") as fh:
+        fh.write("one more line\n")
+    r = subprocess.run(cmd + ["run", str(job), "--resume"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 2 and f"corpus file {corpus}: changed" in r.stderr
+    assert json.loads((tmp_path / "out" / "checkpoints" / "ckpt-000001" /
+                       "progress.json").read_text())["done_tasks"] == [0]     # kept
+
+
+def test_checkpoint_every_is_checked(tmp_path):
+    from engine.checkpoint import parse_every
+    from engine.errors import ConfigError
+
+    assert parse_every("10m") == ("seconds", 600) and parse_every("5000") == ("words", 5000)
+    assert parse_every("") is None
+    for bad in ("ten minutes", "-5", "0", "5x"):
+        with pytest.raises(ConfigError, match="checkpoint_every"):
+            parse_every(bad)

@@ -111,8 +111,10 @@ class ClusterEngine:
 
     # ---- training ---------------------------------------------------------------------------
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
-              tasks: list[Task]) -> TrainStats:
+              tasks: list[Task], checkpoint=None) -> TrainStats:
+        """As LocalEngine.train; checkpoints need the master here (merge_at dispatcher)."""
         check_stream(stream, check_arrays(arrays, settings))   # before any node trains
+        self.checkpoint = checkpoint
         self.arrays = arrays
         self.settings = settings
         self.stream = stream
@@ -221,7 +223,25 @@ class ClusterEngine:
             self.progress.update(done_words, alpha)
             if self.on_tick:
                 self.on_tick()
+            self._maybe_checkpoint()
             self.all_done.wait(0.2)
+
+    def _maybe_checkpoint(self) -> None:
+        cp = self.checkpoint
+        if cp is None or not cp.due(self.stats.raw_words):
+            return
+        if self.sharded:
+            log.warning("checkpoints are written only with merging at the dispatcher "
+                        "(merge_at = \"dispatcher\"); this job writes none")
+            self.checkpoint = None
+            return
+        t0 = time.perf_counter()
+        with self.master.lock:
+            weights = {k: self.arrays[k].copy() for k in WEIGHTS}
+        with self.lock:                          # complete: every row merged (cold exchange)
+            done = set(self.completed)
+            words = self.stats.raw_words
+        cp.save(weights, done, words, time.perf_counter() - t0)
 
     def _active(self) -> list:
         return [n for n in self.nodes.values() if n.active]

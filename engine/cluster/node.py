@@ -15,7 +15,6 @@ Ctrl-C, SIGTERM or a crash leave no process, shared memory or cache folder behin
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -35,7 +34,7 @@ from ..errors import EngineError
 from ..local import WEIGHTS, FeedSource, LocalSession
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
-from ..shm import SharedArrays, sweep_orphans
+from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
 from . import transport
 from .merge import Shard
 from .transport import CommError, expose, pack_array, row_pieces, unpack_array
@@ -71,10 +70,7 @@ def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
 
 def sweep_scratch() -> None:
     """Remove cache folders left by workers that were killed (their pid is gone)."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), _SCRATCH_PREFIX + "*")):
-        m = re.match(_SCRATCH_PREFIX + r"(\d+)-", os.path.basename(path))
-        if m and not psutil.pid_exists(int(m.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
+    sweep_temp_dirs(_SCRATCH_PREFIX)
 
 
 class NodeJob:
