@@ -86,7 +86,8 @@ class Checkpointer:
             return time.monotonic() - self.last_time >= self.every
         return words - self.last_words >= self.every
 
-    def save(self, weights: dict, done: set, words: int, copy_seconds: float) -> None:
+    def save(self, weights: dict, done: set, words: int, copy_seconds: float,
+             running: set = frozenset()) -> None:
         """Write a checkpoint of these (already copied) weights in a background thread."""
         if self.error is not None:
             raise EngineError(f"{self.folder}: writing a checkpoint failed ({self.error})")
@@ -95,10 +96,11 @@ class Checkpointer:
         record = {"seq": self.seq, "words": words, "copy_ms": round(1000 * copy_seconds, 1)}
         self.written.append(record)
         self.thread = threading.Thread(target=self._write, name="checkpoint", daemon=True,
-                                       args=(weights, sorted(done), words, record))
+                                       args=(weights, sorted(done), sorted(running), words,
+                                             record))
         self.thread.start()
 
-    def _write(self, weights, done, words, record) -> None:
+    def _write(self, weights, done, running, words, record) -> None:
         from .state import ModelState
 
         t0 = time.perf_counter()
@@ -111,7 +113,8 @@ class Checkpointer:
                 snap.save(os.path.join(tmp, "model"))
                 with open(os.path.join(tmp, "progress.json"), "w") as fh:
                     json.dump({"format": FORMAT, "plan": self.plan, "job": self.job,
-                               "done_tasks": done, "words_done": self.words_before + words,
+                               "done_tasks": done, "running_tasks": running,
+                               "words_done": self.words_before + words,
                                "written_at": time.time()}, fh)
             for old in _complete(self.folder)[:-KEEP]:
                 shutil.rmtree(old, ignore_errors=True)

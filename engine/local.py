@@ -350,9 +350,12 @@ class LocalEngine:
             if checkpoint is not None and checkpoint.due(stats.raw_words):
                 c0 = time.perf_counter()
                 weights = {k: np.array(live["weights"][k]) for k in WEIGHTS}
+                waiting = {t.task_id for t in source.pending}
+                running = {t.task_id for t in tasks} - waiting - finished
                 checkpoint.save(weights, set(finished), stats.raw_words,
-                                time.perf_counter() - c0)
+                                time.perf_counter() - c0, running)
 
+        source = ListSource(tasks)
         t0 = time.perf_counter()
         with _signals_as_interrupt():
             if self.workers == 1:
@@ -362,7 +365,7 @@ class LocalEngine:
                                   self.workers, self.hot_words, self.sync_words) as session:
                     live["weights"] = session.shared
                     try:
-                        session.run(ListSource(tasks), done, tick)
+                        session.run(source, done, tick)
                     finally:
                         stats.lost_workers = session.lost_workers
                     for k in WEIGHTS:

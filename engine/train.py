@@ -133,16 +133,11 @@ def stream_for(source: CorpusSource, vocab: Vocab, folder: str, e: EngineConfig,
     return stream, {"vocab_seconds": 0.0, "encode_seconds": time.perf_counter() - t0}
 
 
-def retrained_words(stream: IdStream, plan: dict, done: set) -> int:
-    """Words of the tasks that were running when the checkpoint was taken (not done, but
-    before the last done one): their partial updates are in its weights, and they train
-    again."""
-    if not done:
-        return 0
+def retrained_words(stream: IdStream, running: list) -> int:
+    """Words of the tasks that were running when the checkpoint's weights were copied:
+    their partial updates are in those weights, and they train again."""
     raw = stream.chunks[:, 2]
-    n = len(raw)
-    last = max(done)
-    return int(sum(int(raw[t % n]) for t in range(last) if t not in done))
+    return int(sum(int(raw[t % len(raw)]) for t in running))
 
 
 def check_output(out: str) -> None:
@@ -252,7 +247,8 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
                 "seed": m.seed, "chunks": len(stream.chunks),
                 "first_epoch": state.epochs_trained}
         if resumed is not None:
-            resumed["retrained_words"] = retrained_words(stream, plan, skip)
+            resumed["retrained_words"] = retrained_words(stream,
+                                                         progress.get("running_tasks", []))
         checkpointer = (Checkpointer(ckpt_dir, every, state, plan, identity, words_before)
                         if every else None)
         # training memory is steady: sample less often and leave the cores to the trainers

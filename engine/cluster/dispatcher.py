@@ -241,7 +241,8 @@ class ClusterEngine:
         with self.lock:                          # complete: every row merged (cold exchange)
             done = set(self.completed)
             words = self.stats.raw_words
-        cp.save(weights, done, words, time.perf_counter() - t0)
+            running = {tid for n in self._all_nodes() for tid in (*n.held, *n.provisional)}
+        cp.save(weights, done, words, time.perf_counter() - t0, running)
 
     def _active(self) -> list:
         return [n for n in self.nodes.values() if n.active]
