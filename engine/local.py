@@ -185,8 +185,9 @@ class LocalSession:
 
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
-                 shared: SharedArrays | None = None):
+                 shared: SharedArrays | None = None, stall_seconds: float = 120.0):
         self.workers = max(1, int(workers))
+        self.stall_seconds = stall_seconds
         swept = sweep_orphans()
         if swept:
             log.warning("removed %d shared-memory segment(s) left by killed runs", len(swept))
@@ -213,6 +214,7 @@ class LocalSession:
         self.ready: set = set()
         self.held: dict[int, deque] = {slot: deque() for slot in self.procs}
         self.by_id: dict[int, Task] = {}
+        self.heard = {slot: time.monotonic() for slot in self.procs}   # heartbeat
 
     @property
     def weights(self) -> dict:
@@ -229,6 +231,8 @@ class LocalSession:
                     task = source.take()
                     if task is None:
                         break
+                    if not self.held[slot]:      # it was idle: its clock starts now
+                        self.heard[slot] = time.monotonic()
                     try:
                         conns[slot].send(task)
                     except (BrokenPipeError, OSError):
@@ -256,10 +260,26 @@ class LocalSession:
                             self._receive(slot, source, on_done)
                         if slot in self.alive:
                             self._lost(slot, source)
+            self._kill_hung()
             if on_tick:
                 on_tick()
             if not self.alive:
                 raise WorkerError("every training process died; see the log for exit codes")
+
+    def _kill_hung(self) -> None:
+        """A process that holds chunks and has sent nothing for stall_seconds is hung
+        (stopped, deadlocked): kill it; its exit hands its chunks to the others."""
+        now = time.monotonic()
+        for slot in list(self.alive):
+            if self.held[slot] and now - self.heard[slot] > self.stall_seconds:
+                proc = self.procs[slot]
+                log.warning("training process %d (pid %s) reported nothing for %.0f s while "
+                            "holding chunks: killing it", slot, proc.pid, now - self.heard[slot])
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+                self.heard[slot] = now           # its sentinel fires at the next wait
 
     def _poll(self, slot) -> bool:
         try:
@@ -272,6 +292,7 @@ class LocalSession:
             msg = self.conns[slot].recv()
         except (EOFError, OSError):
             msg = None
+        self.heard[slot] = time.monotonic()
         if msg is None:
             self._lost(slot, source)
         elif msg[0] == "ready":
@@ -319,8 +340,10 @@ class LocalEngine:
     """Trains the weights in `arrays` (numpy, updated in place) on an id stream."""
 
     def __init__(self, workers: int = 1, progress_seconds: float = 5.0, show_progress=True,
-                 on_tick=None, hot_words: int = 0, sync_words: int = 1024):
+                 on_tick=None, hot_words: int = 0, sync_words: int = 1024,
+                 stall_seconds: float = 120.0):
         self.workers = max(1, int(workers))
+        self.stall_seconds = stall_seconds
         self.hot_words = hot_words
         self.sync_words = sync_words
         self.progress_seconds = progress_seconds
@@ -362,7 +385,8 @@ class LocalEngine:
                 self._train_inprocess(arrays, settings, stream, tasks, done, tick)
             else:
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
-                                  self.workers, self.hot_words, self.sync_words) as session:
+                                  self.workers, self.hot_words, self.sync_words,
+                                  stall_seconds=self.stall_seconds) as session:
                     live["weights"] = session.shared
                     try:
                         session.run(source, done, tick)

@@ -71,7 +71,8 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
                              show_progress, counts=counts)
     return LocalEngine(engine.processes, progress_seconds, show_progress,
-                       hot_words=engine.hot_words, sync_words=engine.sync_words)
+                       hot_words=engine.hot_words, sync_words=engine.sync_words,
+                       stall_seconds=engine.stall_seconds)
 
 
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,

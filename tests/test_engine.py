@@ -155,3 +155,94 @@ def test_interrupt_stops_cleanly(tmp_path, how):
     assert not alive, f"orphans: {alive}"
     assert _segments() == before
     assert not (tmp_path / "out" / "vectors.bin").exists()       # nothing half-written
+
+
+def test_a_hung_training_process_is_killed_and_its_chunks_go_to_another(tmp_path, planted):
+    """A process stopped (SIGSTOP) while holding chunks sends nothing: after stall_seconds it
+    is killed and the run completes with every chunk trained once."""
+    state, stream, tasks = _setup(tmp_path, planted, epochs=40)
+    stopped = []
+
+    def stop_one():
+        kids = _trainers()
+        if not stopped and len(kids) == 2:
+            stopped.append(kids[0].pid)
+            os.kill(kids[0].pid, signal.SIGSTOP)
+
+    engine = LocalEngine(workers=2, show_progress=False, on_tick=stop_one, stall_seconds=1.0)
+    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert stopped, "the run ended before a process could be stopped"
+    assert stats.raw_words == 40 * stream.raw_words
+    (lost,) = stats.lost_workers
+    assert lost["pid"] == stopped[0] and lost["exit"] == -signal.SIGKILL
+    assert _no_children()
+
+
+def _done_then_exit(conn):
+    """A stand-in training process: ready, one task done, and exit at once."""
+    conn.send(("ready", 0, os.getpid()))
+    task = conn.recv()
+    conn.send(("done", task.task_id, 7))
+
+
+def _error_then_exit(conn):
+    conn.send(("ready", 0, os.getpid()))
+    conn.recv()
+    conn.send(("error", 0, "Traceback (most recent call last):\nValueError: the real cause"))
+    raise SystemExit(1)
+
+
+def _session_with(target):
+    """A LocalSession whose one process runs `target` (the run loop is what is tested)."""
+    from collections import deque
+    from multiprocessing import get_context
+
+    from engine.local import LocalSession
+
+    ctx = get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=target, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+    s = LocalSession.__new__(LocalSession)
+    s.workers, s.stall_seconds, s.shared = 1, 60.0, None
+    s.procs, s.conns, s.lost_workers = {0: proc}, {0: parent}, []
+    s.alive, s.ready, s.held, s.by_id = {0}, set(), {0: deque()}, {}
+    s.heard = {0: time.monotonic()}
+    return s
+
+
+def test_a_done_sent_just_before_exit_is_not_trained_again(tmp_path, planted):
+    from engine.local import ListSource
+
+    _, _, tasks = _setup(tmp_path, planted)
+    s = _session_with(_done_then_exit)
+    got = []
+    try:
+        s.run(ListSource(tasks[:1]), lambda task, n: got.append((task.task_id, n)))
+    finally:
+        s.close()
+    assert got == [(tasks[0].task_id, 7)] and s.lost_workers == []
+
+
+def test_an_error_sent_just_before_exit_reaches_the_user(tmp_path, planted):
+    from engine.local import ListSource
+
+    _, _, tasks = _setup(tmp_path, planted)
+    s = _session_with(_error_then_exit)
+    try:
+        with pytest.raises(WorkerError, match="the real cause"):
+            s.run(ListSource(tasks[:1]))
+    finally:
+        s.close()
+
+
+def test_a_trainer_that_fails_to_build_shows_its_own_error(tmp_path, planted):
+    from engine.local import ListSource, LocalSession
+    from engine.schedule import KernelSettings
+
+    state, stream, tasks = _setup(tmp_path, planted)
+    bad = KernelSettings(sg=1, hs=0, negative=0, window=5, cbow_mean=1)
+    with LocalSession(state.kernel_arrays(), bad, stream.path, stream.max_chunk_ids, 2) as s:
+        with pytest.raises(WorkerError, match="need negative > 0 or hs = 1"):
+            s.run(ListSource(tasks))
