@@ -157,24 +157,42 @@ def test_interrupt_stops_cleanly(tmp_path, how):
     assert not (tmp_path / "out" / "vectors.bin").exists()       # nothing half-written
 
 
-def test_a_hung_training_process_is_killed_and_its_chunks_go_to_another(tmp_path, planted):
-    """A process stopped (SIGSTOP) while holding chunks sends nothing: after stall_seconds it
-    is killed and the run completes with every chunk trained once."""
-    state, stream, tasks = _setup(tmp_path, planted, epochs=40)
-    stopped = []
+def _hang_after_one_task(conn):
+    """A stand-in training process that takes a task and never answers (a deadlock)."""
+    conn.send(("ready", 0, os.getpid()))
+    conn.recv()
+    open(os.environ["ENGINE_TEST_FLAG"], "w").close()     # now it holds a task
+    time.sleep(3600)
 
-    def stop_one():
-        kids = _trainers()
-        if not stopped and len(kids) == 2:
-            stopped.append(kids[0].pid)
-            os.kill(kids[0].pid, signal.SIGSTOP)
 
-    engine = LocalEngine(workers=2, show_progress=False, on_tick=stop_one, stall_seconds=1.0)
-    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
-    assert stopped, "the run ended before a process could be stopped"
-    assert stats.raw_words == 40 * stream.raw_words
-    (lost,) = stats.lost_workers
-    assert lost["pid"] == stopped[0] and lost["exit"] == -signal.SIGKILL
+def _do_every_task(conn):
+    """Ready once the other process holds a task; then does every task it gets."""
+    while not os.path.exists(os.environ["ENGINE_TEST_FLAG"]):
+        time.sleep(0.01)
+    conn.send(("ready", 0, os.getpid()))
+    while (task := conn.recv()) is not None:
+        conn.send(("done", task.task_id, 7))
+
+
+def test_a_hung_training_process_is_killed_and_its_chunks_go_to_another(tmp_path, planted,
+                                                                         monkeypatch):
+    """A process that holds chunks and sends nothing for stall_seconds is killed; the chunks
+    it held are trained by the other, each exactly once."""
+    from engine.local import ListSource
+
+    _, _, tasks = _setup(tmp_path, planted)
+    monkeypatch.setenv("ENGINE_TEST_FLAG", str(tmp_path / "holds-a-task"))
+    s = _session_with(_hang_after_one_task, _do_every_task)
+    s.stall_seconds = 1.0
+    hung_pid = s.procs[0].pid
+    got = []
+    try:
+        s.run(ListSource(tasks), lambda task, n: got.append(task.task_id))
+    finally:
+        s.close()
+    assert sorted(got) == sorted(t.task_id for t in tasks)
+    (lost,) = s.lost_workers
+    assert lost["pid"] == hung_pid and lost["exit"] == -signal.SIGKILL
     assert _no_children()
 
 
@@ -192,23 +210,26 @@ def _error_then_exit(conn):
     raise SystemExit(1)
 
 
-def _session_with(target):
-    """A LocalSession whose one process runs `target` (the run loop is what is tested)."""
+def _session_with(*targets):
+    """A LocalSession whose processes run `targets` (the run loop is what is tested)."""
     from collections import deque
     from multiprocessing import get_context
 
     from engine.local import LocalSession
 
     ctx = get_context("spawn")
-    parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=target, args=(child,), daemon=True)
-    proc.start()
-    child.close()
     s = LocalSession.__new__(LocalSession)
-    s.workers, s.stall_seconds, s.shared = 1, 60.0, None
-    s.procs, s.conns, s.lost_workers = {0: proc}, {0: parent}, []
-    s.alive, s.ready, s.held, s.by_id = {0}, set(), {0: deque()}, {}
-    s.heard = {0: time.monotonic()}
+    s.workers, s.stall_seconds, s.shared = len(targets), 60.0, None
+    s.procs, s.conns, s.lost_workers = {}, {}, []
+    for slot, target in enumerate(targets):
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=target, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        s.procs[slot], s.conns[slot] = proc, parent
+    s.alive, s.ready, s.by_id = set(s.procs), set(), {}
+    s.held = {slot: deque() for slot in s.procs}
+    s.heard = {slot: time.monotonic() for slot in s.procs}
     return s
 
 
