@@ -16,6 +16,7 @@ extensions = [
         "engine._kernels",
         ["ext/_kernels.pyx"],
         include_dirs=["ext", np.get_include()],
+        libraries=[] if sys.platform == "win32" else ["m"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),

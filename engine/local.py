@@ -27,7 +27,7 @@ from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
 from .procs import sigint_ignored_in_children
 from .progress import Progress
-from .schedule import KernelSettings, Task, TrainStats, chunk_seed  # noqa: F401 (re-export)
+from .schedule import KernelSettings, Task, TrainStats, by_epoch, chunk_seed  # noqa: F401
 from .shm import SharedArrays, sweep_orphans
 
 log = logging.getLogger("engine")
@@ -53,7 +53,8 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
     return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["keep"],
                    arrays["noise"], arrays["codes"], arrays["points"],
                    arrays["code_lens"], settings.sg, settings.hs, settings.negative,
-                   settings.window, settings.cbow_mean, hot_words, sync_every)
+                   settings.window, settings.cbow_mean, hot_words, sync_every,
+                   settings.compute_loss, settings.shrink_windows)
 
 
 def _limit_blas():
@@ -85,7 +86,8 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
             task: Task = msg
             ids = reader.read(task.start, task.end)
             trained = trainer.train(ids, task.seed, task.alpha0, task.alpha1)
-            conn.send(("done", task.task_id, trained))
+            conn.send(("done", task.task_id, trained, trainer.last_loss,
+                       trainer.last_examples))
     except Exception:
         try:
             conn.send(("error", slot, traceback.format_exc()))
@@ -222,7 +224,8 @@ class LocalSession:
 
     def run(self, source, on_done=None, on_tick=None, stop=None) -> None:
         """Hand out tasks from `source` until it is exhausted and nothing is held.
-        on_done(task, effective_words) is called for every finished task; `stop` (an
+        on_done(task, effective_words, loss, examples) is called for every finished task
+        (loss and examples are 0 unless the settings compute the loss); `stop` (an
         Event) ends the run early, the held tasks given back to the source."""
         conns, procs = self.conns, self.procs
         while True:
@@ -298,11 +301,12 @@ class LocalSession:
         elif msg[0] == "ready":
             self.ready.add(slot)
         elif msg[0] == "done":
-            _, task_id, trained = msg
+            task_id, trained = msg[1], msg[2]
+            loss, examples = (msg[3], msg[4]) if len(msg) > 4 else (0.0, 0)
             self.held[slot].remove(task_id)
             task = self.by_id.pop(task_id)
             if on_done:
-                on_done(task, trained)
+                on_done(task, trained, loss, examples)
         elif msg[0] == "error":
             raise WorkerError(f"training process {slot} failed:\n{msg[2].rstrip()}")
 
@@ -349,21 +353,25 @@ class LocalEngine:
         self.progress_seconds = progress_seconds
         self.show_progress = show_progress
         self.on_tick = on_tick
+        self.stats: TrainStats | None = None     # the run in progress (read by samplers)
 
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
-              tasks: list[Task], checkpoint=None) -> TrainStats:
-        """`checkpoint` (an engine.checkpoint.Checkpointer) is handed a copy of the weights
-        and the finished task ids whenever it says one is due."""
+              tasks: list[Task], checkpoint=None, on_epoch_end=None) -> TrainStats:
+        """Train the tasks epoch by epoch (an epoch's tasks all finish before the next
+        epoch's start). `checkpoint` (an engine.checkpoint.Checkpointer) is handed a copy of
+        the weights and the finished task ids whenever it says one is due. After each epoch
+        `on_epoch_end(epoch, stats, weights)` is called, `weights` the current weights (views
+        of the matrices being trained, valid during the call: nothing trains meanwhile);
+        it returns True to stop training there. `self.stats` is the run's live TrainStats."""
         check_stream(stream, check_arrays(arrays, settings))   # before any kernel runs
         total = sum(t.raw_words for t in tasks)
         progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
-        stats = TrainStats(workers=self.workers)
+        stats = self.stats = TrainStats(workers=self.workers)
         finished: set[int] = set()
-        live = {"weights": arrays}              # where the weights being trained are
+        live = {"weights": arrays, "epoch": []}   # the weights being trained; this epoch
 
-        def done(task, trained):
-            stats.raw_words += task.raw_words
-            stats.effective_words += trained
+        def done(task, trained, loss=0.0, examples=0):
+            stats.add(task, trained, loss, examples)
             finished.add(task.task_id)
             progress.update(stats.raw_words, task.alpha1)
 
@@ -374,38 +382,61 @@ class LocalEngine:
                 c0 = time.perf_counter()
                 weights = {k: np.array(live["weights"][k]) for k in WEIGHTS}
                 waiting = {t.task_id for t in source.pending}
-                running = {t.task_id for t in tasks} - waiting - finished
+                running = {t.task_id for t in live["epoch"]} - waiting - finished
                 checkpoint.save(weights, set(finished), stats.raw_words,
                                 time.perf_counter() - c0, running)
 
-        source = ListSource(tasks)
+        def epoch_over(epoch_tasks, weights) -> bool:
+            if on_epoch_end is None:
+                return False
+            h0 = time.perf_counter()
+            try:
+                return bool(on_epoch_end(epoch_tasks[0].epoch, stats,
+                                         {k: weights[k] for k in WEIGHTS}))
+            finally:                     # training time excludes the callbacks' own time
+                stats.hook_seconds += time.perf_counter() - h0
+
+        source = ListSource([])
         t0 = time.perf_counter()
         with _signals_as_interrupt():
             if self.workers == 1:
-                self._train_inprocess(arrays, settings, stream, tasks, done, tick)
+                trainer = make_trainer(arrays, settings)
+                for epoch_tasks in by_epoch(tasks):
+                    live["epoch"] = epoch_tasks
+                    self._train_inprocess(trainer, stream, epoch_tasks, done, tick)
+                    if epoch_over(epoch_tasks, arrays):
+                        stats.stopped_early = True
+                        break
             else:
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                   self.workers, self.hot_words, self.sync_words,
                                   stall_seconds=self.stall_seconds) as session:
                     live["weights"] = session.shared
                     try:
-                        session.run(source, done, tick)
+                        for epoch_tasks in by_epoch(tasks):
+                            live["epoch"] = epoch_tasks
+                            source = ListSource(epoch_tasks)
+                            session.run(source, done, tick)
+                            if epoch_over(epoch_tasks, session.shared):
+                                stats.stopped_early = True
+                                break
                     finally:
                         stats.lost_workers = session.lost_workers
                     for k in WEIGHTS:
                         arrays[k][...] = session.shared[k]
-        stats.seconds = time.perf_counter() - t0
+        stats.seconds = time.perf_counter() - t0 - stats.hook_seconds
         progress.finish()
         return stats
 
-    def _train_inprocess(self, arrays, settings, stream, tasks, done, tick):
-        trainer = make_trainer(arrays, settings)
+    @staticmethod
+    def _train_inprocess(trainer, stream, tasks, done, tick):
         reader = ChunkReader(stream.path, stream.max_chunk_ids)
         try:
             with _limit_blas():
                 for task in tasks:
                     ids = reader.read(task.start, task.end)
-                    done(task, trainer.train(ids, task.seed, task.alpha0, task.alpha1))
+                    trained = trainer.train(ids, task.seed, task.alpha0, task.alpha1)
+                    done(task, trained, trainer.last_loss, trainer.last_examples)
                     tick()
         finally:
             reader.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import threading
+import time
 
 import psutil
 
@@ -58,11 +59,32 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="peak-memory")
         self._root = psutil.Process()
+        # a timeline: with `probe` set (a callable returning a dict), every `record_every`
+        # seconds a sample {seconds, rss_mb, **probe()} is appended to `timeline`
+        self.probe = None
+        self.record_every = 5.0
+        self.timeline: list[dict] = []
+        self._t0 = self._last_record = time.perf_counter()
+
+    def start_timeline(self, probe, every: float) -> None:
+        self._t0 = self._last_record = time.perf_counter()
+        self.record_every, self.timeline, self.probe = every, [], probe
 
     def sample(self) -> float:
         now = tree_pss_mb(self._root)
         self.peak_mb = max(self.peak_mb, now)
         self.phase_peak_mb = max(self.phase_peak_mb, now)
+        probe = self.probe
+        t = time.perf_counter()
+        if probe is not None and t - self._last_record >= self.record_every:
+            self._last_record = t
+            try:
+                row = probe()
+            except Exception:                # a sampler never stops the job
+                row = None
+            if row is not None:
+                self.timeline.append({"seconds": round(t - self._t0, 2),
+                                      "rss_mb": round(now, 1), **row})
         return now
 
     def new_phase(self, interval: float | None = None) -> float:

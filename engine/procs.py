@@ -1,24 +1,49 @@
-"""Starting helper processes so that Ctrl-C is the parent's business alone."""
+"""Starting helper processes so that Ctrl-C is the parent's business alone, and so that a
+user's script never runs again inside them."""
 from __future__ import annotations
 
+import multiprocessing.spawn as mp_spawn
 import signal
 import threading
 from contextlib import contextmanager
+
+_START_LOCK = threading.RLock()
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+
+def _preparation_without_main(original):
+    """spawn's preparation data less the parent's __main__: a spawned child normally
+    re-imports the user's script (as __mp_main__), which runs a script without an
+    `if __name__ == "__main__":` guard again in every child (and fails in notebooks).
+    Our children only run engine's own functions, which need nothing from __main__."""
+    def prepare(name):
+        data = original(name)
+        for key in _MAIN_KEYS:
+            data.pop(key, None)
+        return data
+    return prepare
 
 
 @contextmanager
 def sigint_ignored_in_children():
     """Start processes inside this block: they begin life with SIGINT ignored (an ignored
     signal survives exec), so a Ctrl-C sent to the whole process group reaches only the
-    parent, which then stops them in order; no child dies mid-import with a traceback."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+    parent, which then stops them in order; no child dies mid-import with a traceback.
+    They also start without the parent's __main__ (see _preparation_without_main)."""
+    with _START_LOCK:
+        original = mp_spawn.get_preparation_data
+        mp_spawn.get_preparation_data = _preparation_without_main(original)
+        try:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGINT, old)
+        finally:
+            mp_spawn.get_preparation_data = original
 
 
 def _pool_worker(conn) -> None:

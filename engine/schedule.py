@@ -16,6 +16,8 @@ class KernelSettings:
     negative: int
     window: int
     cbow_mean: int
+    compute_loss: int = 0
+    shrink_windows: int = 1
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,22 @@ class Task:
     alpha0: float
     alpha1: float
     chunk: int = -1
+    epoch: int = 0
+
+
+@dataclass
+class EpochStats:
+    """What one epoch's finished tasks added up to (loss summed in double precision)."""
+    epoch: int
+    raw_words: int = 0
+    effective_words: int = 0
+    loss: float = 0.0
+    examples: int = 0
+    tasks: int = 0
+
+    @property
+    def loss_per_example(self) -> float | None:
+        return self.loss / self.examples if self.examples else None
 
 
 @dataclass
@@ -40,10 +58,30 @@ class TrainStats:
     workers: int = 1
     lost_workers: list = field(default_factory=list)
     cluster: dict | None = None     # the cluster's own accounting (engine.cluster)
+    loss: float = 0.0               # summed over every finished task (compute_loss)
+    examples: int = 0
+    epochs: dict = field(default_factory=dict)      # epoch -> EpochStats
+    stopped_early: bool = False     # a callback asked to stop
+    hook_seconds: float = 0.0       # spent in epoch-end callbacks (not in `seconds`)
 
     @property
     def words_per_sec(self) -> float:
         return self.raw_words / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, task: Task, effective: int, loss: float = 0.0, examples: int = 0) -> None:
+        """Count one finished task (each task is counted once, by whoever finished it)."""
+        self.raw_words += task.raw_words
+        self.effective_words += int(effective)
+        self.loss += float(loss)
+        self.examples += int(examples)
+        ep = self.epochs.get(task.epoch)
+        if ep is None:
+            ep = self.epochs[task.epoch] = EpochStats(task.epoch)
+        ep.raw_words += task.raw_words
+        ep.effective_words += int(effective)
+        ep.loss += float(loss)
+        ep.examples += int(examples)
+        ep.tasks += 1
 
 
 def chunk_seed(seed: int, epoch: int, chunk: int) -> int:
@@ -70,5 +108,13 @@ def plan_tasks(chunks: np.ndarray, raw_words: int, epochs: int, alpha: float,
             p1 = (done_before + starts[k] + r) / total
             tasks.append(Task(len(tasks), s, e, r, chunk_seed(seed, epoch, k),
                               alpha - (alpha - min_alpha) * p0,
-                              alpha - (alpha - min_alpha) * p1, k))
+                              alpha - (alpha - min_alpha) * p1, k, epoch))
     return tasks
+
+
+def by_epoch(tasks: list[Task]) -> list[list[Task]]:
+    """The tasks grouped by epoch, in order."""
+    groups: dict[int, list[Task]] = {}
+    for t in tasks:
+        groups.setdefault(t.epoch, []).append(t)
+    return [groups[e] for e in sorted(groups)]

@@ -20,8 +20,8 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import EngineError, ResourceError
 from .idstream import IdStream
-from .local import LocalEngine, plan_tasks
-from .schedule import TrainStats
+from .local import WEIGHTS, LocalEngine, plan_tasks
+from .schedule import TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
 from .prepare import (build_vocab, build_vocab_iterable, encode_corpus, encode_iterable,
@@ -78,24 +78,90 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,
                 alpha: float, min_alpha: float, progress_seconds: float = 5.0,
                 show_progress: bool = True, cluster: ClusterConfig | None = None,
-                checkpoint=None, skip: set | None = None) -> TrainStats:
+                checkpoint=None, skip: set | None = None, on_epoch_end=None,
+                watch=None) -> TrainStats:
     """Train `state` in place for `epochs` more epochs over the id stream (less the tasks
-    in `skip`: done before the checkpoint a run resumes from)."""
+    in `skip`: done before the checkpoint a run resumes from). `on_epoch_end(epoch, stats,
+    weights)` runs after each epoch (True: stop there); `watch(runner)` is told the runner
+    (whose `.stats` is the live TrainStats) before training starts."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
     if skip:
         tasks = [t for t in tasks if t.task_id not in skip]
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
                          counts=state.vocab.counts)
+    if watch is not None:
+        watch(runner)
     try:
-        stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks,
-                             checkpoint=checkpoint)
+        if isinstance(runner, LocalEngine):
+            stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks,
+                                 checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+        else:
+            stats = _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end)
     finally:
         if checkpoint is not None:
             checkpoint.close()
-    state.epochs_trained += epochs
+    trained_epochs = len(stats.epochs) if stats.stopped_early else epochs
+    state.epochs_trained += trained_epochs
     state.words_trained += stats.raw_words
     return stats
+
+
+def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end) -> TrainStats:
+    """A runner without epoch hooks (the cluster): one call for all tasks, or, with a hook,
+    one call per epoch and the hook between."""
+    arrays, settings = state.kernel_arrays(), state.kernel_settings
+    if on_epoch_end is None:
+        return runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint)
+    total = TrainStats()
+    for group in by_epoch(tasks):
+        part = runner.train(arrays, settings, stream, group, checkpoint=checkpoint)
+        total.raw_words += part.raw_words
+        total.effective_words += part.effective_words
+        total.loss += part.loss
+        total.examples += part.examples
+        total.seconds += part.seconds
+        total.workers = part.workers
+        total.lost_workers += part.lost_workers
+        total.epochs.update(part.epochs)
+        total.cluster = part.cluster
+        h0 = time.perf_counter()
+        stop = on_epoch_end(group[0].epoch, total, {k: arrays[k] for k in WEIGHTS})
+        total.hook_seconds += time.perf_counter() - h0
+        if stop:
+            total.stopped_early = True
+            break
+    return total
+
+
+class EpochCurve:
+    """The per-epoch curve of a run (report.json's "curve"): loss, words/s, memory and,
+    with `evaluate_fn(weights)`, evaluation scores after every epoch."""
+
+    def __init__(self, mem=None, evaluate_fn=None):
+        self.rows: list[dict] = []
+        self.mem = mem
+        self.evaluate_fn = evaluate_fn
+        self.train_seconds = 0.0
+        self.last = time.perf_counter()
+
+    def __call__(self, epoch: int, stats: TrainStats, weights: dict) -> bool:
+        now = time.perf_counter()
+        self.train_seconds += now - self.last
+        ep = stats.epochs.get(epoch)
+        row = {"epoch": epoch + 1, "words": stats.raw_words,
+               "seconds": round(self.train_seconds, 3),
+               "loss": ep.loss if ep else None, "examples": ep.examples if ep else 0,
+               "loss_per_example": ep.loss_per_example if ep else None,
+               "words_per_sec": round(ep.raw_words / max(now - self.last, 1e-9), 1) if ep
+               else None,
+               "rss_mb": round(self.mem.peak_mb, 1) if self.mem else None,
+               "analogy": None, "similarity": None}
+        if self.evaluate_fn is not None:
+            row.update(self.evaluate_fn(weights))
+        self.rows.append(row)
+        self.last = time.perf_counter()          # the evaluation is not training time
+        return False
 
 
 class scratch_folder:
@@ -188,6 +254,35 @@ def evaluate(kv, cfg, report: dict) -> None:
                  p.statistic, oov)
 
 
+def epoch_scores(kv, cfg) -> dict:
+    """The first analogy file's accuracy and the first word-pair file's Spearman (a curve
+    point); the full figures are report['evaluation'], after training."""
+    report: dict = {}
+    evaluate(kv, dataclasses.replace(cfg, analogies=cfg.analogies[:1],
+                                     similarity=cfg.similarity[:1]), report)
+    ev = report.get("evaluation", {})
+    acc = next(iter(ev.get("analogies", {}).values()), {}).get("accuracy")
+    rho = next(iter(ev.get("similarity", {}).values()), {}).get("spearman")
+    return {"analogy": acc, "similarity": rho}
+
+
+def live_probe(runner):
+    """A timeline probe: words trained, the recent rate and loss per example so far."""
+    last = {"t": time.perf_counter(), "words": 0}
+
+    def probe():
+        stats = getattr(runner, "stats", None)
+        if stats is None:
+            return None
+        t, words = time.perf_counter(), stats.raw_words
+        rate = (words - last["words"]) / max(t - last["t"], 1e-9)
+        last.update(t=t, words=words)
+        return {"words": words, "words_per_sec": round(rate, 1),
+                "loss_per_example": stats.loss / stats.examples if stats.examples else None}
+
+    return probe
+
+
 def neighbours(kv, cfg) -> dict:
     out = {}
     for word in cfg.neighbours:
@@ -254,9 +349,15 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
                         if every else None)
         # training memory is steady: sample less often and leave the cores to the trainers
         prep_peak = mem.new_phase(interval=1.0)
+        ev = job.evaluate
+        curve = EpochCurve(mem, (lambda w: epoch_scores(state.keyed_vectors(w["syn0"]), ev))
+                           if ev.every_epoch else None)
         stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
                             job.output.progress_seconds, show_progress, job.cluster,
-                            checkpoint=checkpointer, skip=skip)
+                            checkpoint=checkpointer, skip=skip, on_epoch_end=curve,
+                            watch=lambda runner: mem.start_timeline(
+                                live_probe(runner), job.output.progress_seconds))
+        mem.probe = None
         train_peak = mem.new_phase()
         log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
                  stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
@@ -285,6 +386,11 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         "lost_workers": stats.lost_workers,
         "trained_words_total": words_before + stats.raw_words,
     })
+    report["loss"] = {"total": stats.loss, "examples": stats.examples,
+                      "per_example": stats.loss / stats.examples if stats.examples else None,
+                      "computed": bool(m.compute_loss)}
+    report["curve"] = curve.rows
+    report["timeline"] = mem.timeline
     if checkpointer is not None:
         report["checkpoints"] = checkpointer.written
     if resumed is not None:

@@ -8,7 +8,7 @@ piece against a numpy reference.
 """
 import numpy as np
 
-from libc.math cimport exp
+from libc.math cimport exp, log
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -20,10 +20,12 @@ cdef extern from "vecmath.h" nogil:
     void ew_context_sum(int dim, float **rows, int n, int mean, float *neu1)
     void ew_prefetch_rows(int dim, float **rows, int n)
     void ew_update(int dim, float *h, float **outs, int n, float **nodes, const uint8_t *codes,
-                   int codelen, float alpha, float *neu1e, const float *table, int apply_to_h)
+                   int codelen, float alpha, float *neu1e, const float *table, int apply_to_h,
+                   const float *nll, double *loss)
     void ew_sync_rows(size_t count, float *shared, float *local, float *base)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
+cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
 cdef uint32_t KEEP_ALWAYS = 0xFFFFFFFF
 DEF AHEAD = 2                    # prefetch the rows of the update this many ahead
 
@@ -34,6 +36,8 @@ cdef void _fill_table() noexcept:
     for i in range(EW_EXP_TABLE_SIZE + 1):
         e = exp((i / <double>EW_EXP_TABLE_SIZE * 2.0 - 1.0) * EW_MAX_EXP)
         EXP_TABLE[i] = <float>(e / (e + 1.0))
+        NLL_TABLE[2 * i] = <float>(-log(1.0 - <double>EXP_TABLE[i]))
+        NLL_TABLE[2 * i + 1] = <float>(-log(<double>EXP_TABLE[i]))
 
 
 _fill_table()
@@ -58,6 +62,8 @@ cdef struct Params:
     int hs
     int sg
     int cbow_mean
+    int shrink_windows           # window of each position drawn from 1..window (else window)
+    const float *nll             # NLL_TABLE when the loss is computed, else NULL
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -106,6 +112,8 @@ cdef struct Work:
     int32_t *sent      # kept words of the current sentence
     float *neu1
     float *neu1e
+    double loss        # summed negative log-likelihood of this chunk's predictions
+    int64_t examples   # updates made (SG: center-context pairs; CBOW: centers with context)
     Plan plan[2]
 
 
@@ -151,7 +159,9 @@ cdef inline int draw_targets(const Params *p, const Hot *hot, int32_t word, uint
 
 cdef void plan_position(const Params *p, const Hot *hot, const int32_t *sent, int slen,
                         int pos, uint64_t *rng, Plan *pl) noexcept nogil:
-    cdef int span = p.window - <int>(splitmix64(rng) % <uint64_t>p.window)
+    cdef int span = p.window
+    if p.shrink_windows:
+        span = p.window - <int>(splitmix64(rng) % <uint64_t>p.window)
     cdef int lo = pos - span if pos > span else 0
     cdef int hi = pos + span + 1 if pos + span + 1 < slen else slen
     cdef int j, q, c
@@ -217,13 +227,14 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
                     prefetch_update(p, nxt, j)
             prefetch_update(p, nxt, k)
         outs = pl.outs + q * (p.negative + 1)
+        w.examples += 1
         if p.sg:
             ew_update(p.dim, pl.ins[q], outs, pl.nouts[q], pl.nodes, pl.codes,
-                      pl.codelen, alpha, w.neu1e, EXP_TABLE, 1)
+                      pl.codelen, alpha, w.neu1e, EXP_TABLE, 1, p.nll, &w.loss)
         else:
             ew_context_sum(p.dim, pl.ins, pl.nin, p.cbow_mean, w.neu1)
             ew_update(p.dim, w.neu1, outs, pl.nouts[q], pl.nodes, pl.codes, pl.codelen,
-                      alpha, w.neu1e, EXP_TABLE, 0)
+                      alpha, w.neu1e, EXP_TABLE, 0, p.nll, &w.loss)
             if not p.cbow_mean:
                 for j in range(p.dim):
                     w.neu1e[j] /= pl.nin
@@ -299,7 +310,11 @@ cdef class Trainer:
     process-local copies merged into the shared weights every `sync_every` trained words and
     at the end of every chunk, so the processes do not fight over the same cache lines on
     every update (the rows every update touches). With hot_words = 0 the shared rows are
-    updated directly, and one process with a given seed gives one exact result."""
+    updated directly, and one process with a given seed gives one exact result.
+
+    compute_loss: each chunk also sums the negative log-likelihood of every prediction it
+    makes (double precision), read after train() as `last_loss` with `last_examples`, the
+    updates it made. shrink_windows = 0 uses the full window at every position."""
     cdef Params p
     cdef Hot hot
     cdef Work w
@@ -311,7 +326,8 @@ cdef class Trainer:
                   const uint8_t[:, ::1] codes,
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
                   int sg, int hs, int negative, int window, int cbow_mean,
-                  int hot_words=0, int sync_every=1024):
+                  int hot_words=0, int sync_every=1024, int compute_loss=0,
+                  int shrink_windows=1):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -337,6 +353,8 @@ cdef class Trainer:
         self.p.hs = hs
         self.p.sg = sg
         self.p.cbow_mean = cbow_mean
+        self.p.shrink_windows = 1 if shrink_windows else 0
+        self.p.nll = NLL_TABLE if compute_loss else NULL
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL
@@ -398,6 +416,15 @@ cdef class Trainer:
     def hot_words(self):
         return self.hot.words
 
+    @property
+    def last_loss(self):
+        """The summed loss of the last train() call (0.0 without compute_loss)."""
+        return self.w.loss
+
+    @property
+    def last_examples(self):
+        return self.w.examples
+
     def sync(self):
         """Merge the local copies of the hot rows into the shared weights and refresh them
         (train() already does this at the end of every chunk)."""
@@ -411,6 +438,8 @@ cdef class Trainer:
         cdef Py_ssize_t n = ids.shape[0]
         cdef uint64_t rng = seed
         cdef int64_t trained
+        self.w.loss = 0.0
+        self.w.examples = 0
         if n == 0:
             return 0
         if n > self.sent_cap:
@@ -463,7 +492,7 @@ def out_ns(const float[::1] h, float[:, ::1] syn1neg, const int32_t[::1] targets
     cdef float[::1] e = neu1e
     cdef float **rows = _row_ptrs(syn1neg, targets)
     ew_update(h.shape[0], <float *>&h[0], rows, targets.shape[0], NULL, NULL, 0, alpha, &e[0],
-              EXP_TABLE, 0)
+              EXP_TABLE, 0, NULL, NULL)
     free(rows)
     return neu1e
 
@@ -475,7 +504,7 @@ def out_hs(const float[::1] h, float[:, ::1] syn1, const int32_t[::1] points,
     cdef float[::1] e = neu1e
     cdef float **rows = _row_ptrs(syn1, points)
     ew_update(h.shape[0], <float *>&h[0], NULL, 0, rows, &codes[0], points.shape[0], alpha,
-              &e[0], EXP_TABLE, 0)
+              &e[0], EXP_TABLE, 0, NULL, NULL)
     free(rows)
     return neu1e
 

@@ -12,6 +12,7 @@
 #ifndef ENGINE_VECMATH_H
 #define ENGINE_VECMATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -91,19 +92,36 @@ static inline void ew_prefetch_rows(int dim, float *const *rows, int n) {
  * (or NaN) gets no update, as in gensim (the C tool applies a full-size step to saturated
  * noise words). Rows come as pointers, so the caller decides where each lives (shared
  * weights or a process-local copy of a hot row) and can prefetch the next update's rows
- * while this one computes. */
+ * while this one computes.
+ *
+ * With nll != NULL the negative log-likelihood of every prediction made is added to *loss
+ * (in double): -log sigma(f) for a target the update pushes towards 1, -log(1 - sigma(f))
+ * for one pushed towards 0, taken from the same sigmoid table entry the gradient uses
+ * (nll[2 * index + label]); a saturated score, which gets no update, still counts, computed
+ * exactly. */
+static inline double ew_nll_exact(float f, int label) {
+    double x = label ? (double)f : -(double)f;       /* -log sigma(x) */
+    return log1p(exp(-fabs(x))) + (x < 0 ? -x : 0.0);
+}
+
 static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *outs, int n,
                                 float *const *nodes, const uint8_t *codes, int codelen,
                                 float alpha, float *EW_RESTRICT neu1e, const float *table,
-                                int apply_to_h) {
+                                int apply_to_h, const float *nll, double *loss) {
+    double acc = 0.0;
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
     for (int k = 0; k < codelen; k++) {
         float *EW_RESTRICT l2 = nodes[k];
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
-        float g = (1.0f - (float)codes[k] - table[ew_table_index(f)]) * alpha;
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) {
+            if (nll && f == f) acc += ew_nll_exact(f, 1 - codes[k]);
+            continue;
+        }
+        int idx = ew_table_index(f);
+        if (nll) acc += nll[2 * idx + 1 - codes[k]];
+        float g = (1.0f - (float)codes[k] - table[idx]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {
             neu1e[i] += g * l2[i];
@@ -116,8 +134,13 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
         float f = 0.0f;
         EW_SIMD_SUM(f)
         for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) continue;
-        float g = (label - table[ew_table_index(f)]) * alpha;
+        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) {
+            if (nll && f == f) acc += ew_nll_exact(f, k == 0);
+            continue;
+        }
+        int idx = ew_table_index(f);
+        if (nll) acc += nll[2 * idx + (k == 0)];
+        float g = (label - table[idx]) * alpha;
         EW_SIMD
         for (int i = 0; i < dim; i++) {
             neu1e[i] += g * l2[i];
@@ -128,6 +151,7 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
         EW_SIMD
         for (int i = 0; i < dim; i++) h[i] += neu1e[i];
     }
+    if (nll) *loss += acc;
 }
 
 /* Publish a process-local copy of rows and refresh it: shared += local - base (the updates

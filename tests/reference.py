@@ -34,12 +34,31 @@ def lookup(f):
     return TABLE[int((F(f) + F(6)) * SCALE)]
 
 
+# the loss of one prediction: -log sigma(f) towards label 1, -log(1 - sigma(f)) towards 0,
+# from the table entry the gradient uses; a saturated score (no update) exactly
+NLL0 = (-np.log(1.0 - TABLE.astype(np.float64))).astype(np.float32)
+NLL1 = (-np.log(TABLE.astype(np.float64))).astype(np.float32)
+
+
+def nll(f, label):
+    if -6 < f < 6:
+        i = int((F(f) + F(6)) * SCALE)
+        return float(NLL1[i] if label else NLL0[i])
+    x = float(f) if label else -float(f)
+    return float(np.log1p(np.exp(-abs(x))) + max(-x, 0.0))
+
+
+LOSS = [0.0, 0]          # summed loss, examples (updates) of the last ref_train
+
+
 def ref_out_ns(h, syn1neg, targets, alpha):
     neu1e = np.zeros_like(h)
     for k, t in enumerate(targets):
         l2 = syn1neg[t]
         f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
         label = F(1.0) if k == 0 else F(0.0)
+        if f == f:
+            LOSS[0] += nll(f, k == 0)
         if not (-6 < f < 6):
             continue
         g = (label - lookup(f)) * F(alpha)
@@ -53,6 +72,8 @@ def ref_out_hs(h, syn1, points, codes, alpha):
     for p, c in zip(points, codes):
         l2 = syn1[p]
         f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
+        if f == f:
+            LOSS[0] += nll(f, 1 - int(c))
         if not (-6 < f < 6):
             continue
         g = (F(1) - F(c) - lookup(f)) * F(alpha)
@@ -75,6 +96,7 @@ def _targets(a, word, rng, negative):
 
 
 def _output(a, s, word, h, alpha, rng):
+    LOSS[1] += 1
     neu1e = np.zeros_like(h)
     if s["hs"]:
         n = a["code_lens"][word]
@@ -87,6 +109,7 @@ def _output(a, s, word, h, alpha, rng):
 def ref_train(a, s, ids, seed, alpha0, alpha1):
     """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean."""
     rng = SplitMix(seed)
+    LOSS[0], LOSS[1] = 0.0, 0
     n = len(ids)
     i = 0
     trained = 0
@@ -103,7 +126,9 @@ def ref_train(a, s, ids, seed, alpha0, alpha1):
         i += 1
         trained += len(sent)
         for pos in range(len(sent)):
-            span = s["window"] - rng.next() % s["window"]
+            span = s["window"]
+            if s.get("shrink_windows", 1):
+                span -= rng.next() % s["window"]
             lo, hi = max(pos - span, 0), min(pos + span + 1, len(sent))
             if s["sg"]:
                 for j in range(lo, hi):

@@ -187,7 +187,7 @@ def test_a_hung_training_process_is_killed_and_its_chunks_go_to_another(tmp_path
     hung_pid = s.procs[0].pid
     got = []
     try:
-        s.run(ListSource(tasks), lambda task, n: got.append(task.task_id))
+        s.run(ListSource(tasks), lambda task, n, *_: got.append(task.task_id))
     finally:
         s.close()
     assert sorted(got) == sorted(t.task_id for t in tasks)
@@ -240,7 +240,7 @@ def test_a_done_sent_just_before_exit_is_not_trained_again(tmp_path, planted):
     s = _session_with(_done_then_exit)
     got = []
     try:
-        s.run(ListSource(tasks[:1]), lambda task, n: got.append((task.task_id, n)))
+        s.run(ListSource(tasks[:1]), lambda task, n, *_: got.append((task.task_id, n)))
     finally:
         s.close()
     assert got == [(tasks[0].task_id, 7)] and s.lost_workers == []

@@ -1,10 +1,13 @@
 """Each kernel against its numpy twin (tests/reference.py) on small fixed cases."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from engine import _kernels as K
 from engine.local import KernelSettings, make_trainer
 from engine.vocab import Vocab
+import reference
 from reference import TABLE, SplitMix, ref_out_hs, ref_out_ns, ref_train
 
 TOL = dict(rtol=2e-5, atol=2e-6)
@@ -102,6 +105,48 @@ def test_chunk_matches_numpy_reference(sg, hs, negative, cbow_mean, sample):
         np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
     # the update did something
     assert not np.allclose(arrays["syn0"], _tiny_model(sg, hs, negative, sample)[0]["syn0"])
+
+
+@pytest.mark.parametrize("sg,hs,negative,cbow_mean,shrink", [
+    (1, 0, 5, 1, 1), (0, 0, 5, 1, 1), (1, 1, 0, 1, 1), (0, 1, 3, 0, 1), (1, 0, 4, 1, 0),
+    (0, 1, 2, 1, 0),
+])
+def test_loss_matches_numpy_reference(sg, hs, negative, cbow_mean, shrink):
+    """The kernel's summed loss (and examples) equal the reference's, term for term, and
+    computing it changes no weight; shrink_windows=0 trains on the full window."""
+    arrays, ids = _tiny_model(sg, hs, negative, 0.0)
+    plain = {k: v.copy() for k, v in arrays.items()}
+    ref = {k: v.copy() for k, v in arrays.items()}
+    settings = KernelSettings(sg, hs, negative, 3, cbow_mean, compute_loss=1,
+                              shrink_windows=shrink)
+    trainer = make_trainer(arrays, settings)
+    trainer.train(ids, 5, 0.05, 0.01)
+    reference.ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=3,
+                                  cbow_mean=cbow_mean, shrink_windows=shrink), ids, 5, 0.05, 0.01)
+    want_loss, want_examples = reference.LOSS
+    assert trainer.last_examples == want_examples > 0
+    assert trainer.last_loss == pytest.approx(want_loss, rel=1e-5)
+    for key in ("syn0", "syn1neg", "syn1"):
+        np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    off = make_trainer(plain, dataclasses.replace(settings, compute_loss=0))
+    off.train(ids, 5, 0.05, 0.01)
+    assert off.last_loss == 0.0
+    for key in ("syn0", "syn1neg", "syn1"):
+        assert np.array_equal(plain[key], arrays[key]), key
+
+
+def test_the_loss_of_a_saturated_score_is_exact():
+    """A score beyond the table (no update) still costs its exact -log sigma."""
+    arrays, _ = _tiny_model(1, 0, 1, 0.0)
+    arrays["syn0"][:] = 1.0
+    arrays["syn1neg"][:] = -1.0                    # every score -dim: far past -6
+    settings = KernelSettings(1, 0, 1, 1, 1, compute_loss=1, shrink_windows=0)
+    trainer = make_trainer(arrays, settings)
+    trainer.train(np.array([0, 1, -1], np.int32), 3, 0.05, 0.05)
+    dim = arrays["syn0"].shape[1]
+    per_true = np.log1p(np.exp(-dim)) + dim        # -log sigma(-dim) for the true word
+    assert trainer.last_examples == 2
+    assert trainer.last_loss >= 2 * per_true - 1e-9
 
 
 def test_same_seed_same_result_different_seed_differs():

@@ -441,7 +441,9 @@ class ClusterEngine:
         a, s = self.arrays, self.settings
         spec = {"job": self.job_id, "dim": int(a["syn0"].shape[1]), "vocab": int(a["syn0"].shape[0]),
                 "settings": {"sg": s.sg, "hs": s.hs, "negative": s.negative,
-                             "window": s.window, "cbow_mean": s.cbow_mean},
+                             "window": s.window, "cbow_mean": s.cbow_mean,
+                             "compute_loss": s.compute_loss,
+                             "shrink_windows": s.shrink_windows},
                 "max_chunk_ids": int(self.stream.max_chunk_ids),
                 "timeout_seconds": float(t + self.cfg.round_seconds + 30),
                 "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
@@ -627,8 +629,9 @@ class ClusterEngine:
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
         for item in done:                        # all checked before anything is merged
-            if (not isinstance(item, list) or len(item) != 2 or
-                    not all(isinstance(x, int) for x in item) or item[0] not in node.held):
+            if (not isinstance(item, list) or len(item) != 4 or
+                    not all(isinstance(x, int) for x in item[:2] + item[3:]) or
+                    not isinstance(item[2], float) or item[0] not in node.held):
                 raise ValueError(f"exchange: done item {item!r} is not a task this node held")
         scale = 1.0
         if self.cfg.merge == "average":
@@ -642,23 +645,22 @@ class ClusterEngine:
             # a task is complete once all the rows it changed are merged: its hot rows came
             # with the exchange that reported it, its other rows come with a cold one
             for item in done:
-                tid, effective = int(item[0]), int(item[1])
+                tid = int(item[0])
                 task = node.held.pop(tid, None)
                 if task is None:
                     raise ValueError(f"exchange: task {tid} was not held by this node")
-                node.provisional[tid] = (task, effective)
+                node.provisional[tid] = (task, item[1:])
                 self.provisional_words += task.raw_words
             if not cold:
                 return
             finished, node.provisional = node.provisional, {}
-            for tid, (task, effective) in finished.items():
+            for tid, (task, counts) in finished.items():
                 self.provisional_words -= task.raw_words
                 if tid in self.completed:
                     self.duplicates += 1
                     continue
                 self.completed[tid] = node.name
-                self.stats.raw_words += task.raw_words
-                self.stats.effective_words += effective
+                self.stats.add(task, *counts)          # effective words, loss, examples
                 node.words += task.raw_words
                 self.alpha = task.alpha1
             if len(self.completed) == self.total_tasks:

@@ -99,7 +99,10 @@ class NodeJob:
         self.settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
                                        _int(s["negative"], 0, 1000, "negative"),
                                        _int(s["window"], 1, 1000, "window"),
-                                       _int(s["cbow_mean"], 0, 1, "cbow_mean"))
+                                       _int(s["cbow_mean"], 0, 1, "cbow_mean"),
+                                       _int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
+                                       _int(s.get("shrink_windows", 1), 0, 1,
+                                            "shrink_windows"))
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
@@ -181,9 +184,9 @@ class NodeJob:
         self.thread.start()
 
     def _train(self) -> None:
-        def done(task, effective):
+        def done(task, effective, loss=0.0, examples=0):
             with self.lock:
-                self.done.append([task.task_id, int(effective)])
+                self.done.append([task.task_id, int(effective), float(loss), int(examples)])
                 self.finished += 1
                 self.trained_words += task.raw_words
                 self.total_words += task.raw_words

@@ -23,7 +23,7 @@ from ..errors import ClusterError, ConfigError
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 1
+PROTOCOL = 2        # 2: done items carry the loss and examples
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
