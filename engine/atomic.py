@@ -30,6 +30,21 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()            # once, at import: reading it sets it for a moment
+
+
+def _as_created(path: str, mode: int) -> None:
+    """mkstemp/mkdtemp make private (0600/0700) files; results get the permissions an
+    ordinary open() or mkdir() would give them (0666/0777 less the umask)."""
+    os.chmod(path, mode & ~_UMASK)
+
+
 @contextmanager
 def atomic_file(path: str, mode: str = "wb", **kwargs):
     """Open a temp file beside `path`; on success it replaces `path`, on error it is removed."""
@@ -37,6 +52,7 @@ def atomic_file(path: str, mode: str = "wb", **kwargs):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        _as_created(tmp, 0o666)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
@@ -84,6 +100,7 @@ def atomic_dir(path: str):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
+        _as_created(tmp, 0o777)
         yield tmp
         _fsync_tree(tmp)
         if os.path.isdir(path):

@@ -35,7 +35,9 @@ def add_arguments(p) -> None:
                    help="Python with the peers installed (default: $ENGINE_PEER_PYTHON, "
                         "else this Python)")
     p.add_argument("--json", default="", metavar="F", help="write all rows as JSON")
-    p.add_argument("--plot", default="", metavar="F.png", help="words/s against processes")
+    p.add_argument("--plot", default="", metavar="F.png",
+                   help="words/s and speedup against processes (.png, .svg or .pdf; needs "
+                        "matplotlib)")
     p.add_argument("--keep", default="", metavar="DIR", help="keep each run's outputs here")
     p.add_argument("--nodes", default="", metavar="A..B|A,B,C",
                    help="also train on a cluster of 1..N `engine worker`s started on this "
@@ -255,25 +257,83 @@ def ratios(rows: list[dict]) -> list[str]:
     return out
 
 
-def plot(rows: list[dict], path: str) -> str:
-    try:
-        import matplotlib
+PLOT_FORMATS = ("png", "svg", "pdf")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install 'engine[plot]')"
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+def check_plot_path(path: str) -> None:
+    """Before any run: --plot names a format we write and matplotlib is there to draw it
+    (found after an hour of benchmarks, either would lose the picture)."""
+    from .report import check_matplotlib
+
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in PLOT_FORMATS:
+        raise ConfigError(f"--plot {path}: expected a file name ending in "
+                          + ", ".join(f".{f}" for f in PLOT_FORMATS))
+    check_matplotlib()
+
+
+def scaling_lines(rows: list[dict]) -> dict[str, dict]:
+    """Per tool, its rows by process count: processes, words/s, speedup over the tool's
+    fewest-process row (per process of that row, as in the table) and the ideal words/s of
+    linear scaling from that row."""
+    out = {}
     for tool in dict.fromkeys(r["tool"] for r in rows):
-        mine = [r for r in rows if r["tool"] == tool]
-        ax.plot([r["threads"] for r in mine], [r["words_per_sec"] for r in mine], "o-", label=tool)
-    ax.set_xticks(sorted({r["threads"] for r in rows}))
-    ax.set_xlabel("processes / threads")
-    ax.set_ylabel("words/s")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        mine = sorted((r for r in rows if r["tool"] == tool), key=lambda r: r["threads"])
+        base = mine[0]["words_per_sec"] / mine[0]["threads"]
+        out[tool] = {"processes": [r["threads"] for r in mine],
+                     "words_per_sec": [r["words_per_sec"] for r in mine],
+                     "speedup": [r["words_per_sec"] / base for r in mine],
+                     "ideal": [base * r["threads"] for r in mine]}
+    return out
+
+
+def bench_figure(rows: list[dict], title: str, cores: int | None = None):
+    """Words/s (left) and speedup (right) against processes, both axes from 0, with every
+    tool's ideal linear scaling dashed and the cores available marked."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from .report import legend_below, new_figure, short_number, style_axis
+
+    fig, (speed, gain) = new_figure(2, width=11, height=4.8)
+    lines = scaling_lines(rows)
+    top = max(max(r["processes"]) for r in lines.values())
+    for i, (tool, line) in enumerate(lines.items()):
+        colour = f"C{i % 10}"
+        speed.plot(line["processes"], line["words_per_sec"], "o-", color=colour, label=tool)
+        speed.plot([0] + line["processes"], [0] + line["ideal"], "--", color=colour, alpha=0.6,
+                   linewidth=1)
+        gain.plot(line["processes"], line["speedup"], "o-", color=colour, label=tool)
+        gain.annotate(f"{line['speedup'][-1]:.2f}x", (line["processes"][-1],
+                      line["speedup"][-1]), xytext=(5, -12), textcoords="offset points",
+                      fontsize="small", color=colour,         # the headline: most processes
+                      bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
+    gain.plot([0, top], [0, top], "--", color="0.4", linewidth=1)
+    style_axis(speed, "processes / threads", "words/s (raw corpus words)",
+               "Training speed", yfmt=short_number)
+    style_axis(gain, "processes / threads", "speedup (x the rate of 1 process)", "Speedup")
+    for ax in (speed, gain):
+        if cores:
+            ax.axvline(cores, color="0.6", linestyle=":", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0, top + 0.5)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
+    extra = [Line2D([], [], color="0.4", linestyle="--", linewidth=1,
+                    label="dashed: ideal linear scaling")]
+    if cores:
+        extra.append(Line2D([], [], color="0.6", linestyle=":", label=f"{cores} CPU(s) here"))
+    legend_below(fig, speed.get_legend_handles_labels()[0] + extra)
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def plot(rows: list[dict], path: str, title: str = "", cores: int | None = None) -> str:
+    """Draw the bench figure into `path` (written whole or not at all)."""
+    from .atomic import atomic_file
+
+    fig = bench_figure(rows, title, cores)
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format=os.path.splitext(path)[1].lower().lstrip("."), dpi=110)
     return f"plot written to {path}"
 
 
@@ -314,6 +374,8 @@ def run_bench(args) -> int:
     import psutil
 
     counts = parse_threads(args.threads)
+    if args.plot:
+        check_plot_path(args.plot)
     job = load_job(args.job, args.set) if args.job else job_from_dict({}, args.set, "bench")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count()
     model = dataclasses.asdict(job.model)
@@ -387,15 +449,17 @@ def run_bench(args) -> int:
         if not args.keep:
             shutil.rmtree(keep, ignore_errors=True)
     rows = [best_run(r) for r in runs.values()]
+    settings = ", ".join(f"{k}={model[k]}" for k in ("sg", "hs", "negative", "vector_size",
+                                                      "window", "sample", "epochs", "alpha"))
     print()
-    print(f"corpus: {corpus}; {cores} CPU(s) available; model: "
-          + ", ".join(f"{k}={model[k]}" for k in ("sg", "hs", "negative", "vector_size", "window",
-                                                    "sample", "epochs", "alpha")))
+    print(f"corpus: {corpus}; {cores} CPU(s) available; model: {settings}")
     print(format_table(rows, cores))
     for line in ratios(rows) + notes:
         print(line)
     if args.plot:
-        print(plot(rows, args.plot))
+        size = f" ({words:,} words)" if words else ""
+        title = f"engine bench: {os.path.basename(corpus)}{size}, {cores} CPU(s)\n{settings}"
+        print(plot(rows, args.plot, title, cores))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "notes": notes, "cores": cores, "model": model,

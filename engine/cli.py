@@ -1,5 +1,6 @@
 """The `engine` command: `engine run JOB.toml`, `engine bench --threads 1..8`,
-`engine worker` (a cluster node), `engine nodes JOB.toml`, `engine nameserver`."""
+`engine report OUT_DIR` (plots and a page), `engine worker` (a cluster node),
+`engine nodes JOB.toml`, `engine nameserver`."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +102,12 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def cmd_report(args) -> int:
+    from .report import run_report
+
+    return run_report(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engine", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed / memory / accuracy per process count")
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
+    rp = sub.add_parser("report", help="plots and an offline report.html of finished runs")
+    rp.add_argument("out_dir", metavar="OUT_DIR",
+                    help="output folder of an `engine run` (it holds report.json)")
+    rp.add_argument("--compare", nargs="+", action="extend", default=[], metavar="OTHER_DIR",
+                    help="more run folders, overlaid on the same plots")
+    rp.add_argument("--out", default="", metavar="DIR",
+                    help="write the PNGs and report.html here (default: OUT_DIR)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -18,6 +18,7 @@ class KernelSettings:
     cbow_mean: int
     compute_loss: int = 0
     shrink_windows: int = 1
+    prefetch_ahead: int = 2          # rows prefetched this many updates ahead (0: none)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ cdef extern from "vecmath.h" nogil:
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
 cdef uint32_t KEEP_ALWAYS = 0xFFFFFFFF
-DEF AHEAD = 2                    # prefetch the rows of the update this many ahead
+DEF AHEAD = 2                    # default: prefetch the rows of the update this many ahead
 
 
 cdef void _fill_table() noexcept:
@@ -64,6 +64,7 @@ cdef struct Params:
     int cbow_mean
     int shrink_windows           # window of each position drawn from 1..window (else window)
     const float *nll             # NLL_TABLE when the loss is computed, else NULL
+    int ahead                    # prefetch this many updates ahead (0: no prefetch)
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -215,13 +216,16 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
     """The updates of one center position, prefetching each next update's rows."""
     cdef int q, j, k
     cdef float **outs
+    cdef int ahead = p.ahead
     for q in range(pl.nupd):
-        if q + AHEAD < pl.nupd:
-            prefetch_update(p, pl, q + AHEAD)
+        if ahead == 0:
+            pass
+        elif q + ahead < pl.nupd:
+            prefetch_update(p, pl, q + ahead)
         elif nxt != NULL:
-            k = q + AHEAD - pl.nupd
+            k = q + ahead - pl.nupd
             if q == 0 and k > 0:
-                # a plan shorter than AHEAD (CBOW has one update per plan) also starts the
+                # a plan shorter than `ahead` (CBOW has one update per plan) also starts the
                 # next plan's first updates, which no earlier step reached
                 for j in range(k):
                     prefetch_update(p, nxt, j)
@@ -269,7 +273,7 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
         if slen == 0:
             continue
         plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
-        for pos in range(AHEAD):
+        for pos in range(p.ahead):
             prefetch_update(p, &w.plan[cur], pos)
         for pos in range(slen):
             if pos + 1 < slen:
@@ -314,7 +318,8 @@ cdef class Trainer:
 
     compute_loss: each chunk also sums the negative log-likelihood of every prediction it
     makes (double precision), read after train() as `last_loss` with `last_examples`, the
-    updates it made. shrink_windows = 0 uses the full window at every position."""
+    updates it made. shrink_windows = 0 uses the full window at every position.
+    prefetch_ahead: how many updates ahead rows are prefetched (0: none; for measurements)."""
     cdef Params p
     cdef Hot hot
     cdef Work w
@@ -327,7 +332,7 @@ cdef class Trainer:
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
-                  int shrink_windows=1):
+                  int shrink_windows=1, int prefetch_ahead=AHEAD):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -355,6 +360,9 @@ cdef class Trainer:
         self.p.cbow_mean = cbow_mean
         self.p.shrink_windows = 1 if shrink_windows else 0
         self.p.nll = NLL_TABLE if compute_loss else NULL
+        if prefetch_ahead < 0 or prefetch_ahead > 8:
+            raise ValueError("prefetch_ahead must be in 0..8")
+        self.p.ahead = prefetch_ahead
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL
@@ -377,7 +385,7 @@ cdef class Trainer:
         self.hot.node_lo = 1 << 30
         if hot_words:
             self._init_hot(min(hot_words, syn0.shape[0]), sync_every,
-                           syn1.shape[0] if hs else 0)
+                           min(syn1.shape[0], syn0.shape[0] - 1) if hs else 0)
 
     cdef _init_hot(self, int words, int every, int inner):
         cdef size_t n = <size_t>words * self.p.dim

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Why can two training processes run slower than one? Controlled A/B of the ways the
+same chunks can be trained, in interleaved rounds (issue 15):
+
+  1      one trainer in this process
+  2p     two spawned processes on shared-memory weights (the local engine's LocalSession;
+         processes started and ready before the clock starts)
+  2t     two threads of this process, each with its own Trainer on the same weights (the
+         kernels run without the GIL): no /dev/shm, no second address space
+
+each under the variants given (e.g. `prefetch_ahead=0`, `hot_words=256`). Every round trains
+a fresh model on the same id stream for one epoch, so rates are comparable within the run.
+
+usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t]
+                                  [--variants base prefetch_ahead=0 hot_words=256] [--json F]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import dataclasses  # noqa: E402
+
+from engine.config import ModelConfig  # noqa: E402
+from engine.corpus import CorpusSource  # noqa: E402
+from engine.idstream import ChunkReader  # noqa: E402
+from engine.local import ListSource, LocalSession, make_trainer, plan_tasks  # noqa: E402
+from engine.prepare import build_vocab, encode_corpus  # noqa: E402
+from engine.state import ModelState  # noqa: E402
+
+
+def variant(text: str) -> dict:
+    """'base' -> {}; 'prefetch_ahead=0,hot_words=256' -> {...} (TOML values)."""
+    return {} if text == "base" else tomllib.loads("\n".join(text.split(",")))
+
+
+def fresh(cfg, vocab, settings_over: dict):
+    state = ModelState(cfg, vocab)
+    settings = dataclasses.replace(state.kernel_settings, **{
+        k: v for k, v in settings_over.items() if k != "hot_words"})
+    return state.kernel_arrays(), settings
+
+
+def run_one(cfg, vocab, stream, chunks, tasks, over) -> float:
+    arrays, settings = fresh(cfg, vocab, over)
+    trainer = make_trainer(arrays, settings, over.get("hot_words", 0))
+    t0 = time.perf_counter()
+    for t in tasks:
+        trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
+    return time.perf_counter() - t0
+
+
+def run_threads(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
+    arrays, settings = fresh(cfg, vocab, over)
+    trainers = [make_trainer(arrays, settings, over.get("hot_words", 0)) for _ in range(n)]
+    lock = threading.Lock()
+    todo = list(reversed(tasks))
+
+    def work(trainer):
+        while True:
+            with lock:
+                if not todo:
+                    return
+                t = todo.pop()
+            trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
+
+    threads = [threading.Thread(target=work, args=(tr,)) for tr in trainers]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t0
+
+
+def run_procs(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
+    arrays, settings = fresh(cfg, vocab, over)
+    with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids, n,
+                      hot_words=over.get("hot_words", 0)) as session:
+        session.run(ListSource(tasks[:n]))          # both started and ready: not timed
+        t0 = time.perf_counter()
+        session.run(ListSource(tasks[n:]))
+        return time.perf_counter() - t0
+
+
+MODES = {"1": run_one, "2t": run_threads, "2p": run_procs}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus")
+    ap.add_argument("--sg", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--modes", default="1,2p,2t")
+    ap.add_argument("--variants", nargs="*", default=["base"])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    src = CorpusSource(args.corpus)
+    cfg = ModelConfig(sg=args.sg)
+    vocab = build_vocab(src, cfg.min_count, workers=2)
+    modes = args.modes.split(",")
+    rows = {(m, v): [] for v in args.variants for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
+        reader = ChunkReader(stream.path, stream.max_chunk_ids)
+        chunks = [reader.read(s, e).copy() for s, e, _ in stream.chunks]
+        tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
+        words = {m: sum(t.raw_words for t in (tasks[2:] if m == "2p" else tasks))
+                 for m in modes}
+        for r in range(args.rounds):
+            for v in args.variants:
+                for m in modes:
+                    secs = MODES[m](cfg, vocab, stream, chunks, tasks, variant(v))
+                    rate = words[m] / secs
+                    rows[(m, v)].append(rate)
+                    print(f"round {r + 1} {v:>18} {m:>3}: {rate:>12,.0f} words/s", flush=True)
+    print(f"\n{'variant':>18} {'mode':>4} {'median':>12} {'worst':>12} {'x one (median)':>15} "
+          f"{'x one (worst)':>14}")
+    for v in args.variants:
+        one = rows.get(("1", v)) or rows[(modes[0], v)]
+        for m in modes:
+            got = rows[(m, v)]
+            print(f"{v:>18} {m:>4} {statistics.median(got):>12,.0f} {min(got):>12,.0f} "
+                  f"{statistics.median(got) / statistics.median(one):>15.2f} "
+                  f"{min(got) / min(one):>14.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({f"{m} {v}": r for (m, v), r in rows.items()}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
