@@ -1,12 +1,15 @@
 """engine: word2vec (skip-gram / CBOW, negative sampling / hierarchical softmax) trained by
 Cython nogil kernels on every core of a machine.
 
-Public API: Word2Vec, KeyedVectors, CorpusSource (streamed corpus), run_job, load_job.
+Public API (gensim 4's names): Word2Vec, KeyedVectors, LineSentence, Text8Corpus,
+PathLineSentences, CallbackAny2Vec; and CorpusSource (streamed corpus), run_job, load_job.
 """
+from .callbacks import CallbackAny2Vec
 from .config import JobConfig, ModelConfig, load_job
 from .corpus import CorpusSource
 from .errors import ConfigError, CorpusError, EngineError, Interrupted, WorkerError
 from .model import Word2Vec
+from .readers import LineSentence, PathLineSentences, Text8Corpus
 from .vectors import KeyedVectors
 
 __version__ = "0.1.0"
@@ -22,5 +25,6 @@ def run_job(job, show_progress: bool = True, resume: bool = False):
     return _run(job, show_progress, resume)
 
 
-__all__ = ["Word2Vec", "KeyedVectors", "CorpusSource", "JobConfig", "ModelConfig", "load_job",
+__all__ = ["Word2Vec", "KeyedVectors", "LineSentence", "Text8Corpus", "PathLineSentences",
+           "CallbackAny2Vec", "CorpusSource", "JobConfig", "ModelConfig", "load_job",
            "run_job", "EngineError", "ConfigError", "CorpusError", "WorkerError", "Interrupted"]

@@ -34,3 +34,50 @@ class ClusterError(EngineError):
 class ResourceError(EngineError, MemoryError):
     """The job cannot fit: not enough RAM, shared memory or disk (the message has the
     numbers); found before training starts."""
+
+
+# ---- errors that are also the built-in gensim raises, so `except ValueError:` (and the
+# ---- like) written for gensim keeps working with engine's KeyedVectors ---------------------
+
+class FormatError(EngineError, ValueError):
+    """A file is not what it should be (corrupted, another format, a bad line): the message
+    names the file and the line or byte offset. Also a ValueError, as gensim raises."""
+
+
+class TruncatedFileError(FormatError, EOFError):
+    """A file ends before the data it declares (a cut download, a full disk): the message
+    names the file and where it ends. Also an EOFError, as gensim raises."""
+
+
+class UnknownKeyError(EngineError, KeyError):
+    """A key (word) that is not in the vectors. Also a KeyError, as gensim raises."""
+
+
+class MissingFileError(EngineError, FileNotFoundError):
+    """A file to read does not exist. Also a FileNotFoundError, as gensim raises."""
+
+
+class FileAccessError(EngineError, OSError):
+    """A file exists but cannot be read or written (permissions, a folder, a full disk)."""
+
+
+class InvalidArgumentError(ConfigError, ValueError):
+    """A call's argument has a value it cannot use. Also a ValueError, as gensim raises."""
+
+
+class EmptyInputError(InvalidArgumentError, ZeroDivisionError):
+    """A call got an empty list where it divides by its length (gensim's n_similarity
+    raises ZeroDivisionError there)."""
+
+
+class InvalidTypeError(ConfigError, TypeError):
+    """An argument or value of the wrong type. Also a TypeError, as gensim raises."""
+
+
+class NotSupportedError(EngineError, NotImplementedError):
+    """A combination of options the format cannot do (gensim: NotImplementedError)."""
+
+
+class MissingDependencyError(EngineError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to
+    install. Also an ImportError, as gensim raises."""

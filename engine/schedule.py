@@ -19,6 +19,7 @@ class KernelSettings:
     compute_loss: int = 0
     shrink_windows: int = 1
     prefetch_ahead: int = 2          # rows prefetched this many updates ahead (0: none)
+    batched: int = 0                 # SG-NS: one noise set per center word (HogBatch)
 
 
 @dataclass(frozen=True)

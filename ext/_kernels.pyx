@@ -23,6 +23,9 @@ cdef extern from "vecmath.h" nogil:
                    int codelen, float alpha, float *neu1e, const float *table, int apply_to_h,
                    const float *nll, double *loss)
     void ew_sync_rows(size_t count, float *shared, float *local, float *base)
+    void ew_update_batch(int dim, float **ins, int nin, float **outs, int nout, float alpha,
+                         float *g, float *e, const float *table, const float *nll,
+                         double *loss)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
@@ -65,6 +68,7 @@ cdef struct Params:
     int shrink_windows           # window of each position drawn from 1..window (else window)
     const float *nll             # NLL_TABLE when the loss is computed, else NULL
     int ahead                    # prefetch this many updates ahead (0: no prefetch)
+    int batched                  # SG-NS: one set of noise words per center (ew_update_batch)
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -113,6 +117,8 @@ cdef struct Work:
     int32_t *sent      # kept words of the current sentence
     float *neu1
     float *neu1e
+    float *gbuf        # batched: [2 * window, negative + 1] gradients
+    float *ebuf        # batched: [2 * window, dim] input gradients
     double loss        # summed negative log-likelihood of this chunk's predictions
     int64_t examples   # updates made (SG: center-context pairs; CBOW: centers with context)
     Plan plan[2]
@@ -174,7 +180,7 @@ cdef void plan_position(const Params *p, const Hot *hot, const int32_t *sent, in
         if j != pos:
             pl.ins[pl.nin] = in_row(p, hot, sent[j])
             pl.nin += 1
-    pl.nupd = pl.nin if p.sg else (1 if pl.nin > 0 else 0)
+    pl.nupd = pl.nin if (p.sg and not p.batched) else (1 if pl.nin > 0 else 0)
     for q in range(pl.nupd):
         pl.nouts[q] = draw_targets(p, hot, pl.word, rng, pl.outs + q * stride) if p.negative else 0
     pl.codelen = 0
@@ -191,7 +197,7 @@ cdef inline void prefetch_update(const Params *p, const Plan *pl, int q) noexcep
     first update)."""
     if q >= pl.nupd:
         return
-    if p.sg:
+    if p.sg and not p.batched:
         ew_prefetch_rows(p.dim, pl.ins + q, 1)
     else:
         ew_prefetch_rows(p.dim, pl.ins, pl.nin)
@@ -231,6 +237,11 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
                     prefetch_update(p, nxt, j)
             prefetch_update(p, nxt, k)
         outs = pl.outs + q * (p.negative + 1)
+        if p.batched:
+            w.examples += pl.nin
+            ew_update_batch(p.dim, pl.ins, pl.nin, outs, pl.nouts[0], alpha, w.gbuf, w.ebuf,
+                            EXP_TABLE, p.nll, &w.loss)
+            continue
         w.examples += 1
         if p.sg:
             ew_update(p.dim, pl.ins[q], outs, pl.nouts[q], pl.nodes, pl.codes,
@@ -319,7 +330,9 @@ cdef class Trainer:
     compute_loss: each chunk also sums the negative log-likelihood of every prediction it
     makes (double precision), read after train() as `last_loss` with `last_examples`, the
     updates it made. shrink_windows = 0 uses the full window at every position.
-    prefetch_ahead: how many updates ahead rows are prefetched (0: none; for measurements)."""
+    prefetch_ahead: how many updates ahead rows are prefetched (0: none; for measurements).
+    batched (SG-NS only): the minibatched update, one set of noise words per center word
+    shared by its whole window (HogBatch)."""
     cdef Params p
     cdef Hot hot
     cdef Work w
@@ -332,7 +345,7 @@ cdef class Trainer:
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
-                  int shrink_windows=1, int prefetch_ahead=AHEAD):
+                  int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -363,6 +376,10 @@ cdef class Trainer:
         if prefetch_ahead < 0 or prefetch_ahead > 8:
             raise ValueError("prefetch_ahead must be in 0..8")
         self.p.ahead = prefetch_ahead
+        if batched and not (sg and negative and not hs):
+            raise ValueError("the batched kernel is skip-gram with negative sampling only "
+                             "(sg=1, hs=0, negative > 0)")
+        self.p.batched = 1 if batched else 0
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL
@@ -380,7 +397,9 @@ cdef class Trainer:
                 raise MemoryError()
         self.w.neu1 = <float *>malloc(self.p.dim * sizeof(float))
         self.w.neu1e = <float *>malloc(self.p.dim * sizeof(float))
-        if not (self.w.neu1 and self.w.neu1e):
+        self.w.gbuf = <float *>malloc(2 * window * (negative + 1) * sizeof(float))
+        self.w.ebuf = <float *>malloc(2 * window * self.p.dim * sizeof(float))
+        if not (self.w.neu1 and self.w.neu1e and self.w.gbuf and self.w.ebuf):
             raise MemoryError()
         self.hot.node_lo = 1 << 30
         if hot_words:
@@ -412,6 +431,8 @@ cdef class Trainer:
             free(self.w.plan[k].nodes)
         free(self.w.neu1)
         free(self.w.neu1e)
+        free(self.w.gbuf)
+        free(self.w.ebuf)
         free(self.w.sent)
         free(self.hot.syn0)
         free(self.hot.syn0_base)

@@ -154,6 +154,67 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
     if (nll) *loss += acc;
 }
 
+/* The minibatched skip-gram update of one center word (HogBatch, Ji et al. 2016): its nin
+ * context rows `ins` against ONE set of output rows `outs` (outs[0] the center word's, label
+ * 1; the rest noise words', label 0), shared by every context row instead of drawn for each.
+ * With G[j][o] = (label_o - sigmoid(ins[j] . outs[o])) * alpha (0 for a saturated score):
+ * every ins[j] += sum_o G[j][o] outs[o] and every outs[o] += sum_j G[j][o] ins[j], both from
+ * the rows as they were before this update. One output row serves every context row while
+ * it is in cache: per center word the kernel touches n + 1 output rows, not nin * (n + 1).
+ * g: nin * nout floats, e: nin * dim floats (scratch). Loss as in ew_update. */
+static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float *const *outs,
+                                      int nout, float alpha, float *EW_RESTRICT g,
+                                      float *EW_RESTRICT e, const float *table,
+                                      const float *nll, double *loss) {
+    double acc = 0.0;
+    for (int j = 0; j < nin; j++) {
+        const float *EW_RESTRICT h = ins[j];
+        for (int o = 0; o < nout; o++) {
+            const float *EW_RESTRICT l2 = outs[o];
+            float f = 0.0f;
+            EW_SIMD_SUM(f)
+            for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+            float gj = 0.0f;
+            if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
+                int idx = ew_table_index(f);
+                if (nll) acc += nll[2 * idx + (o == 0)];
+                gj = ((o == 0 ? 1.0f : 0.0f) - table[idx]) * alpha;
+            } else if (nll && f == f) {
+                acc += ew_nll_exact(f, o == 0);
+            }
+            g[j * nout + o] = gj;
+        }
+    }
+    for (int j = 0; j < nin; j++) {              /* input gradients, from the old outputs */
+        float *EW_RESTRICT ej = e + (size_t)j * dim;
+        for (int i = 0; i < dim; i++) ej[i] = 0.0f;
+        for (int o = 0; o < nout; o++) {
+            float gj = g[j * nout + o];
+            if (gj == 0.0f) continue;
+            const float *EW_RESTRICT l2 = outs[o];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) ej[i] += gj * l2[i];
+        }
+    }
+    for (int o = 0; o < nout; o++) {             /* outputs, from the old inputs */
+        float *EW_RESTRICT l2 = outs[o];
+        for (int j = 0; j < nin; j++) {
+            float gj = g[j * nout + o];
+            if (gj == 0.0f) continue;
+            const float *EW_RESTRICT h = ins[j];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) l2[i] += gj * h[i];
+        }
+    }
+    for (int j = 0; j < nin; j++) {
+        float *EW_RESTRICT h = ins[j];
+        const float *EW_RESTRICT ej = e + (size_t)j * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) h[i] += ej[i];
+    }
+    if (nll) *loss += acc;
+}
+
 /* Publish a process-local copy of rows and refresh it: shared += local - base (the updates
  * made here since the last sync), then local = base = shared (picking up the other
  * processes' updates). Lock-free like every other write to the shared weights. */

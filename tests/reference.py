@@ -106,6 +106,27 @@ def _output(a, s, word, h, alpha, rng):
     return neu1e
 
 
+def ref_batch(a, ctx, targets, alpha):
+    """The minibatched skip-gram update: every context row against the one target set, all
+    gradients from the rows as they were before."""
+    LOSS[1] += len(ctx)
+    syn0, syn1neg = a["syn0"], a["syn1neg"]
+    ins = [syn0[c].copy() for c in ctx]
+    outs = [syn1neg[t].copy() for t in targets]
+    g = np.zeros((len(ctx), len(targets)), np.float32)
+    for j, h in enumerate(ins):
+        for o, l2 in enumerate(outs):
+            f = F(np.dot(h.astype(np.float64), l2.astype(np.float64)))
+            if f == f:
+                LOSS[0] += nll(f, o == 0)
+            if -6 < f < 6:
+                g[j, o] = ((F(1) if o == 0 else F(0)) - lookup(f)) * F(alpha)
+    for j, c in enumerate(ctx):
+        syn0[c] += sum((g[j, o] * outs[o] for o in range(len(outs))), np.zeros_like(ins[j]))
+    for o, t in enumerate(targets):
+        syn1neg[t] += sum((g[j, o] * ins[j] for j in range(len(ins))), np.zeros_like(outs[o]))
+
+
 def ref_train(a, s, ids, seed, alpha0, alpha1):
     """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean."""
     rng = SplitMix(seed)
@@ -130,7 +151,11 @@ def ref_train(a, s, ids, seed, alpha0, alpha1):
             if s.get("shrink_windows", 1):
                 span -= rng.next() % s["window"]
             lo, hi = max(pos - span, 0), min(pos + span + 1, len(sent))
-            if s["sg"]:
+            if s["sg"] and s.get("batched"):
+                ctx = [sent[j] for j in range(lo, hi) if j != pos]
+                if ctx:
+                    ref_batch(a, ctx, _targets(a, sent[pos], rng, s["negative"]), alpha)
+            elif s["sg"]:
                 for j in range(lo, hi):
                     if j == pos:
                         continue

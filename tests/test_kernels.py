@@ -135,6 +135,32 @@ def test_loss_matches_numpy_reference(sg, hs, negative, cbow_mean, shrink):
         assert np.array_equal(plain[key], arrays[key]), key
 
 
+@pytest.mark.parametrize("negative,shrink,sample", [(5, 1, 0.0), (3, 0, 0.0), (4, 1, 0.05)])
+def test_batched_kernel_matches_numpy_reference(negative, shrink, sample):
+    """The minibatched SG-NS update (one noise set per center word) equals its twin."""
+    arrays, ids = _tiny_model(1, 0, negative, sample)
+    ref = {k: v.copy() for k, v in arrays.items()}
+    settings = KernelSettings(1, 0, negative, 3, 1, compute_loss=1, shrink_windows=shrink,
+                              batched=1)
+    trainer = make_trainer(arrays, settings)
+    trained = trainer.train(ids, 9, 0.05, 0.01)
+    want = reference.ref_train(ref, dict(sg=1, hs=0, negative=negative, window=3, cbow_mean=1,
+                                         shrink_windows=shrink, batched=1), ids, 9, 0.05, 0.01)
+    assert trained == want
+    assert trainer.last_examples == reference.LOSS[1] > 0
+    assert trainer.last_loss == pytest.approx(reference.LOSS[0], rel=1e-5)
+    for key in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert not np.allclose(arrays["syn0"], _tiny_model(1, 0, negative, sample)[0]["syn0"])
+
+
+def test_batched_kernel_refuses_what_it_does_not_do():
+    arrays, _ = _tiny_model(0, 1, 5, 0.0)
+    for sg, hs in ((0, 0), (1, 1)):
+        with pytest.raises(ValueError, match="skip-gram with negative sampling only"):
+            make_trainer(arrays, KernelSettings(sg, hs, 5, 3, 1, batched=1))
+
+
 def test_the_loss_of_a_saturated_score_is_exact():
     """A score beyond the table (no update) still costs its exact -log sigma."""
     arrays, _ = _tiny_model(1, 0, 1, 0.0)

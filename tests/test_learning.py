@@ -25,7 +25,8 @@ def test_planted_topics_recovered(planted, sg, hs, negative, cbow_mean, min_sep)
 
 def test_untrained_vectors_show_no_structure(planted):
     topics, sents = planted
-    model = Word2Vec(vector_size=24, min_count=1, workers=1).build_vocab(sents)
+    model = Word2Vec(vector_size=24, min_count=1, workers=1)
+    model.build_vocab(sents)
     assert topic_precision(model.wv, topics) < 0.6      # the metric can fail
 
 

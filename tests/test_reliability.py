@@ -185,6 +185,12 @@ def test_a_run_killed_whole_resumes_from_its_checkpoint(tmp_path, planted_file):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out" / "report.json").exists(), "the run finished before the kill"
+    # from Python: a checkpoint's model loads and trains on
+    from engine import Word2Vec
+
+    newest = max(glob.glob(str(ckpts / "ckpt-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    m = Word2Vec.load(os.path.join(newest, "model"), workers=1)
+    assert m.train(corpus_file=corpus, epochs=1)[1] == m.corpus_total_words
 
     r = subprocess.run(cmd + ["run", str(job), "--resume"], capture_output=True, text=True,
                        env=env, timeout=300)
@@ -197,7 +203,7 @@ def test_a_run_killed_whole_resumes_from_its_checkpoint(tmp_path, planted_file):
     assert rep["trained_words"] == planned - res["words_done_before"]
     assert 0 <= res["retrained_words"] < rep["trained_words"]
     assert not ckpts.exists()                                     # done with them
-    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "out" / "vectors.bin"))
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "out" / "vectors.bin"), binary=True)
     assert topic_precision(kv, topics) >= 0.9
     # the killed run's shared memory and id-stream folder were swept by the resumed one
     assert not glob.glob(f"/dev/shm/{PREFIX}{proc.pid}_*")

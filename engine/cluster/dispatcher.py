@@ -443,7 +443,7 @@ class ClusterEngine:
                 "settings": {"sg": s.sg, "hs": s.hs, "negative": s.negative,
                              "window": s.window, "cbow_mean": s.cbow_mean,
                              "compute_loss": s.compute_loss,
-                             "shrink_windows": s.shrink_windows},
+                             "shrink_windows": s.shrink_windows, "batched": s.batched},
                 "max_chunk_ids": int(self.stream.max_chunk_ids),
                 "timeout_seconds": float(t + self.cfg.round_seconds + 30),
                 "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
