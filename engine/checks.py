@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import EngineError
+from .errors import EngineError, ResourceError
 
 WEIGHT_NAMES = ("syn0", "syn1neg", "syn1")
 
@@ -64,3 +64,23 @@ def check_stream(stream, vocab_size: int) -> None:
         raise EngineError(f"{stream.folder}: the id stream holds ids {stream.min_id}.."
                           f"{stream.max_id} but the vocabulary has {vocab_size} words (a "
                           f"stream of another vocabulary?); remove it to rebuild it")
+
+
+def human_size(n: float) -> str:
+    """Bytes for a message: '512 bytes', '40 KB', '3.2 MB', '1.5 GB'."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}" if n < 100 * size else f"{n / size:,.0f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_disk_room(folder: str, need: int, what: str, hint: str = "",
+                    credit: int = 0) -> None:
+    """ResourceError naming `folder` when its disk has less than `need` bytes free (plus
+    `credit`: room that writing there frees, a file being replaced)."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free + credit
+    if need > free:
+        raise ResourceError(f"{folder}: {human_size(free)} free on its disk, {what} needs "
+                            f"about {human_size(need)}" + (f"; {hint}" if hint else ""))

@@ -1,19 +1,35 @@
 """Job configuration: frozen dataclasses read from TOML, every field checked.
 
-Unknown keys, wrong types and out-of-range values are one-line ConfigErrors naming the
-key (`[model] window: expected an integer >= 1, got -3`). The [model] keys are exactly the
-keyword arguments of `engine.Word2Vec`, with gensim 4's defaults.
+Unknown keys, wrong types, out-of-range and contradictory values are one-line ConfigErrors
+naming the file and the key (`job.toml [model] window: expected an integer in [1, 1000], got
+-3`; `job.toml [model] windwo: unknown key (did you mean 'window'?)`). The [model] keys are
+exactly the keyword arguments of `engine.Word2Vec`, with gensim 4's defaults.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
+import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+
+INT64_MAX = 2**63 - 1
+MAX_JOB_FILE_BYTES = 1 << 20           # a job file is a few lines of TOML
+
+
+class SectionConflict(ConfigError):
+    """Values each valid alone that contradict each other; `detail` is 'key: what is wrong'
+    (make_section puts the job file and section in front of it)."""
+
+    def __init__(self, section: str, detail: str):
+        super().__init__(f"[{section}] {detail}")
+        self.detail = detail
 
 
 def physical_cores() -> int:
@@ -50,30 +66,33 @@ class ModelConfig:
     negative: int = _f(5, int, 0, 1000)
     ns_exponent: float = _f(0.75, float, -10.0, 10.0)
     cbow_mean: int = _f(1, int, 0, 1)
-    sample: float = _f(1e-3, float, 0.0)
+    sample: float = _f(1e-3, float, 0.0, 1e12)
     window: int = _f(5, int, 1, 1000)
-    min_count: int = _f(5, int, 1)
-    max_vocab_size: int = _f(0, int, 0)             # 0 = no pruning while counting
-    max_final_vocab: int = _f(0, int, 0)            # 0 = no cap
-    epochs: int = _f(5, int, 1)
+    min_count: int = _f(5, int, 1, INT64_MAX)
+    max_vocab_size: int = _f(0, int, 0, INT64_MAX)  # 0 = no pruning while counting
+    max_final_vocab: int = _f(0, int, 0, INT64_MAX)  # 0 = no cap
+    epochs: int = _f(5, int, 1, 100_000)
     alpha: float = _f(0.025, float, 0.0, 10.0, lo_open=True)
     min_alpha: float = _f(0.0001, float, 0.0, 10.0)
     seed: int = _f(1, int, 0, 2**63 - 1)
     vector_size: int = _f(100, int, 1, 100_000)
+    shrink_windows: bool = _f(True, bool)            # window of each word drawn from 1..window
+    compute_loss: bool = _f(True, bool)              # sum the training loss (see README)
 
     def __post_init__(self):
         if self.negative == 0 and self.hs == 0:
-            raise ConfigError("[model] negative: must be > 0 when hs = 0 (no output layer)")
+            raise SectionConflict("model", "negative: must be > 0 when hs = 0 (nothing to "
+                                           "train: no output layer)")
         if self.min_alpha > self.alpha:
-            raise ConfigError(f"[model] min_alpha: expected <= alpha ({self.alpha}), "
-                              f"got {self.min_alpha}")
+            raise SectionConflict("model", f"min_alpha: expected <= alpha ({self.alpha}), "
+                                           f"got {self.min_alpha}")
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     workers: int = _f(0, int, 0, 4096)              # 0 = physical cores
-    chunk_words: int = _f(20_000, int, 100)         # ids per work unit handed to a process
-    block_bytes: int = _f(1 << 20, int, 4096)       # text per block when counting/encoding
+    chunk_words: int = _f(20_000, int, 100, 1 << 28)  # ids per work unit handed to a process
+    block_bytes: int = _f(1 << 20, int, 4096, 1 << 30)  # text per block when counting/encoding
     cache_dir: str = _f("", str)                    # "" = a temporary folder, removed after
     # With workers > 1: rows of the `hot_words` most frequent words (and as many top Huffman
     # nodes) are trained on per-process copies, merged into the shared weights every
@@ -83,6 +102,10 @@ class EngineConfig:
     # a training process that holds chunks and reports nothing this long is hung: it is
     # killed and its chunks go to the others
     stall_seconds: float = _f(120.0, float, 0.1, 86400.0)
+    # the training kernel: "classic" (word2vec's, one noise set per context word), "batched"
+    # (skip-gram with negative sampling: one noise set per center word, its window's rows
+    # updated together), "auto" (batched where it applies, else classic)
+    kernel: str = _f("auto", str, choices=("auto", "classic", "batched"))
 
     @property
     def processes(self) -> int:
@@ -93,7 +116,7 @@ class EngineConfig:
 class OutputConfig:
     dir: str = _f("out", str)
     text_vectors: bool = _f(False, bool)            # also write vectors.txt
-    progress_seconds: float = _f(5.0, float, 0.0, lo_open=True)
+    progress_seconds: float = _f(5.0, float, 0.0, 86400.0, lo_open=True)
     # a checkpoint (OUT/checkpoints) every so long ("10m", "90s", "2h") or every so many
     # trained words ("5000000"); "" = none. `engine run JOB --resume` continues from it.
     checkpoint_every: str = _f("", str)
@@ -103,9 +126,10 @@ class OutputConfig:
 class EvaluateConfig:
     analogies: list = _f([], list)
     similarity: list = _f([], list)
-    restrict_vocab: int = _f(30_000, int, 1)
+    restrict_vocab: int = _f(30_000, int, 1, INT64_MAX)
     neighbours: list = _f([], list)                 # words whose most_similar is printed
     topn: int = _f(5, int, 1, 1000)
+    every_epoch: bool = _f(False, bool)              # evaluate after each epoch (a curve)
 
 
 @dataclass(frozen=True)
@@ -114,11 +138,11 @@ class ClusterConfig:
     nodes: list = _f([], list)                      # ["host:port", ...]
     nameserver: str = _f("", str)                   # "host[:port]", or "auto" (broadcast)
     key_file: str = _f("", str)                     # else $ENGINE_CLUSTER_KEY
-    round_words: int = _f(200_000, int, 1)          # words a node trains between exchanges
+    round_words: int = _f(200_000, int, 1, INT64_MAX)  # words a node trains between exchanges
     # Exchanges carry the rows of frequent words (hot: the `hot_rows` most frequent words'
     # syn0/syn1neg rows and as many top Huffman nodes; 0 = the words a node meets about twice
     # or more per round); all rows travel every `cold_every` exchanges.
-    hot_rows: int = _f(0, int, 0)
+    hot_rows: int = _f(0, int, 0, INT64_MAX)
     cold_every: int = _f(8, int, 1, 1_000_000)
     round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
@@ -155,12 +179,34 @@ def _describe(chk: dict) -> str:
     if choices:
         return "one of " + ", ".join(repr(c) for c in choices)
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            list: "a list"}[kind]
+            list: "a list of strings"}[kind]
     if lo is not None and hi is not None:
-        return f"{name} in {'(' if chk['lo_open'] else '['}{lo}, {hi}]"
+        top = "2**63 - 1" if hi == INT64_MAX else hi
+        return f"{name} in {'(' if chk['lo_open'] else '['}{lo}, {top}]"
     if lo is not None:
         return f"{name} {'>' if chk['lo_open'] else '>='} {lo}"
     return name
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """repr of a user's value, shortened so that a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _plain(name: Any) -> str:
+    """A user's key or --set text as is, or as a repr where it holds a line break or
+    another unprintable character (the message stays one line)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
+def _did_you_mean(name: Any, known: list[str], fmt: str = "{!r}") -> str:
+    """' (did you mean 'window'?)' for a near miss, else the list of valid names."""
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {fmt.format(close[0])}?)"
+    return f" (known: {', '.join(fmt.format(k) for k in known)})"
 
 
 def check_value(where: str, value: Any, chk: dict) -> Any:
@@ -174,8 +220,11 @@ def check_value(where: str, value: Any, chk: dict) -> Any:
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
-            value = float(value)
-            ok = math.isfinite(value)
+            try:
+                value = float(value)
+            except OverflowError:               # an integer beyond any float
+                ok = False
+            ok = ok and math.isfinite(value)
     elif kind is list:
         if isinstance(value, str):
             value = [value]
@@ -189,59 +238,112 @@ def check_value(where: str, value: Any, chk: dict) -> Any:
     if ok and chk["hi"] is not None:
         ok = value <= chk["hi"]
     if not ok:
-        raise ConfigError(f"{where}: expected {_describe(chk)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_describe(chk)}, got {_show(value)}")
     return value
 
 
 def make_section(cls: type, values: dict, where: str = ""):
-    """Build one section dataclass from a dict, checking every key."""
+    """Build one section dataclass from a dict, checking every key and, once all are valid,
+    how they go together (a SectionConflict, reported under `where`)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     section = where or f"[{next(k for k, v in _SECTION_TYPES.items() if v is cls)}]"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a table of settings, got {_show(values)}")
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{section} {key}: unknown key (known: {known})")
+            raise ConfigError(f"{section} {_plain(key)}: unknown key"
+                              f"{_did_you_mean(key, list(fields))}")
         kwargs[key] = check_value(f"{section} {key}", value, fields[key].metadata["check"])
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SectionConflict as exc:
+        raise ConfigError(f"{section} {exc.detail}") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
     """'model.window=10' -> ('model', 'window', 10); the value is read as TOML, else text."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise ConfigError(f"--set {text}: expected section.key=value")
+        raise ConfigError(f"--set {_plain(text)}: expected section.key=value")
     path, raw = text.split("=", 1)
     section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw
     return section, key, value
 
 
 def job_from_dict(data: dict, overrides: list[str] = (), source: str = "job") -> JobConfig:
+    """A JobConfig from parsed TOML (a dict of section tables) with --set overrides on top;
+    anything wrong is a ConfigError naming `source`, the section and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of sections, got {_show(data)}")
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for text in overrides:
         section, key, value = parse_override(text)
-        data.setdefault(section, {})[key] = value
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {_plain(text)}: [{_plain(section)}] is not a table "
+                              f"in {source}")
+        table[key] = value
     sections = {}
     for name, values in data.items():
         if name not in _SECTION_TYPES:
-            raise ConfigError(f"{source}: unknown section [{name}] "
-                              f"(known: {', '.join(_SECTION_TYPES)})")
+            raise ConfigError(f"{source}: unknown section [{_plain(name)}]"
+                              f"{_did_you_mean(name, list(_SECTION_TYPES), '[{}]')}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         sections[name] = make_section(_SECTION_TYPES[name], values, f"{source} [{name}]")
     return JobConfig(**sections)
 
 
-def load_job(path: str, overrides: list[str] = ()) -> JobConfig:
-    """Read and validate a job file (TOML) with --set overrides applied on top."""
+_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def _toml_error(path: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """'job.toml, line 3, column 8: not valid TOML: expected '=' after a key ...'."""
+    msg = str(exc)
+    m = _TOML_WHERE.search(msg)
+    where = f"{path}, line {m.group(1)}, column {m.group(2)}" if m else path
+    what = (msg[:m.start()] if m else msg).replace(" (at end of document)", " at its end")
+    return ConfigError(f"{where}: not valid TOML: {what[:1].lower()}{what[1:]}")
+
+
+def read_job_text(path: str) -> str:
+    """The job file's text; a missing, unreadable, oversized or non-UTF-8 file is a
+    ConfigError naming it."""
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: is a folder, expected a job file (TOML)")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file, expected a job file (TOML)")
+        if info.st_size > MAX_JOB_FILE_BYTES:
+            raise ConfigError(f"{path}: {info.st_size:,} bytes, too big for a job file "
+                              f"(TOML, at most {MAX_JOB_FILE_BYTES:,} bytes)")
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: job file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the job file ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (invalid byte at offset "
+                          f"{exc.start}); a job file is TOML") from None
+
+
+def load_job(path: str, overrides: list[str] = ()) -> JobConfig:
+    """Read and validate a job file (TOML) with --set overrides applied on top."""
+    text = read_job_text(path)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise _toml_error(path, exc) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply"
+                          ) from None
     return job_from_dict(data, overrides, source=path)

@@ -3,6 +3,7 @@ blocks of the corpus with a pool of spawned processes, memory bounded by the blo
 flight. Also the same two passes for an in-memory iterable of token lists."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections import Counter
@@ -10,9 +11,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .corpus import Block, CorpusSource, decode, iter_token_batches
+from .checks import check_disk_room
+from .corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
+from .errors import EngineError, ResourceError
 from .procs import ProcessPool
-from .idstream import EOS, OOV, IdStream, IdStreamWriter
+from .idstream import CHUNKS_FILE, EOS, IDS_FILE, META_FILE, OOV, IdStream, IdStreamWriter
 from ._text import TokenTable
 from .vocab import Vocab, prune_counts
 
@@ -96,9 +99,15 @@ class _Runner:
 
 
 def _pool_size(source: CorpusSource, workers: int, block_bytes: int) -> int:
-    """Processes for counting/encoding: none extra for a corpus of under two blocks."""
-    small = sum(os.path.getsize(f) for f in source.files) < 2 * block_bytes
-    return 1 if small else min(workers, os.cpu_count() or 1)
+    """Processes for counting/encoding: none extra for a corpus of under two blocks (a
+    file gone meanwhile counts as empty here: reading it says what happened)."""
+    total = 0
+    for f in source.files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    return 1 if total < 2 * block_bytes else min(workers, os.cpu_count() or 1)
 
 
 def _count(run: _Runner, source: CorpusSource, min_count: int, max_final_vocab: int,
@@ -117,16 +126,62 @@ def _count(run: _Runner, source: CorpusSource, min_count: int, max_final_vocab: 
     return Vocab.from_table(table, raw, min_count, max_final_vocab, lines, source.path)
 
 
+def check_stream_room(folder: str, vocab: Vocab, files: int) -> None:
+    """Enough disk in `folder` for the id stream (4 bytes a word and a sentence end, at
+    most), found before encoding; a stream already there is replaced, so its room counts."""
+    ids = vocab.raw_words + vocab.sentences + vocab.raw_words // MAX_SENTENCE_WORDS + files
+    try:
+        old = os.path.getsize(os.path.join(folder, IDS_FILE))
+    except OSError:
+        old = 0
+    check_disk_room(folder, 4 * ids + (1 << 16), f"the id stream of {vocab.raw_words:,} words",
+                    "set [engine] cache_dir to a folder on a bigger disk", credit=old)
+
+
+def _save_vocab(vocab: Vocab, folder: str) -> None:
+    """The vocabulary beside its id stream (the encoders load it from there)."""
+    try:
+        vocab.save(folder)
+    except OSError as exc:
+        raise _write_error(folder, "the vocabulary", exc) from None
+
+
+def _write_error(folder: str, what: str, exc: OSError) -> EngineError:
+    """One line for a failed write: a ResourceError when the disk is full."""
+    cls = ResourceError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EngineError
+    return cls(f"{folder}: cannot write {what} ({exc.strerror or exc})")
+
+
+def _discard_stream(folder: str) -> None:
+    """Remove a stream whose encoding failed, so that no later run takes it for whole."""
+    for name in (META_FILE, CHUNKS_FILE, IDS_FILE):
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
 def _encode(run: _Runner, source: CorpusSource, vocab_folder: str, folder: str,
             chunk_words: int, block_bytes: int) -> IdStream:
-    writer = IdStreamWriter(folder, chunk_words)
-    for path in source.files:
-        items = ((b, source.encoding_errors, vocab_folder)
-                 for b in source._file_blocks(path, block_bytes))
-        for arr in run.map(encode_block, items):
-            writer.add(arr)
-        writer.end_file()
-    return writer.close()
+    """Pass 2 into `folder`; on any failure nothing of a stream is left there, and a
+    disk that fills up is a ResourceError naming the folder."""
+    writer = None
+    try:
+        writer = IdStreamWriter(folder, chunk_words)
+        for path in source.files:
+            items = ((b, source.encoding_errors, vocab_folder)
+                     for b in source._file_blocks(path, block_bytes))
+            for arr in run.map(encode_block, items):
+                writer.add(arr)
+            writer.end_file()
+        return writer.close()
+    except BaseException as exc:
+        if writer is not None:
+            writer._fh.close()               # (the writer has no abort of its own)
+        _discard_stream(folder)
+        if isinstance(exc, OSError):
+            raise _write_error(folder, "the id stream", exc) from None
+        raise
 
 
 def build_vocab(source: CorpusSource, min_count: int = 5, max_final_vocab: int = 0,
@@ -141,7 +196,8 @@ def encode_corpus(source: CorpusSource, vocab: Vocab, folder: str, chunk_words: 
                   workers: int = 1, block_bytes: int = 2 << 20) -> IdStream:
     """Pass 2: write the id stream of the corpus into `folder`."""
     os.makedirs(folder, exist_ok=True)
-    vocab.save(folder)
+    check_stream_room(folder, vocab, len(source.files))
+    _save_vocab(vocab, folder)
     with _Runner(_pool_size(source, workers, block_bytes)) as run:
         return _encode(run, source, folder, folder, chunk_words, block_bytes)
 
@@ -158,7 +214,8 @@ def prepare_corpus(source: CorpusSource, folder: str, min_count: int = 5,
     with _Runner(_pool_size(source, workers, block_bytes)) as run:
         t0 = time.perf_counter()
         vocab = _count(run, source, min_count, max_final_vocab, max_vocab_size, block_bytes)
-        vocab.save(folder)
+        check_stream_room(folder, vocab, len(source.files))
+        _save_vocab(vocab, folder)
         t1 = time.perf_counter()
         stream = _encode(run, source, folder, folder, chunk_words, block_bytes)
     return vocab, stream, {"vocab_seconds": t1 - t0, "encode_seconds": time.perf_counter() - t1}

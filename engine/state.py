@@ -7,15 +7,20 @@ import json
 import os
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from .atomic import atomic_dir, leftover_dirs
 from .config import ModelConfig, make_section
 from .errors import EngineError
+from .integrity import check_file, file_record, read_manifest, seal
 from .schedule import KernelSettings
 from .vectors import KeyedVectors
 from .vocab import Vocab
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                   # 2: model.json lists every file's size and checksum
+WEIGHT_FILES = ("syn0", "syn1neg", "syn1")
+_NPY_MIN_BYTES = 16                   # magic, version, header length, the shortest header
+_CHECKED_FILES = ("vocab.tsv", "vocab.json") + tuple(f"{n}.npy" for n in WEIGHT_FILES)
 
 
 class ModelState:
@@ -31,12 +36,14 @@ class ModelState:
         self.syn0 = np.ascontiguousarray(syn0, dtype=np.float32)
         if syn1neg is None:
             syn1neg = np.zeros((v if config.negative else 0, d), dtype=np.float32)
-        if syn1 is None:
-            syn1 = np.zeros((max(v - 1, 1) if config.hs else 0, d), dtype=np.float32)
+        if syn1 is None:           # one row per word, as gensim (the last is never used)
+            syn1 = np.zeros((v if config.hs else 0, d), dtype=np.float32)
+        elif config.hs and syn1.shape == (v - 1, d):         # saved before that
+            syn1 = np.concatenate([syn1, np.zeros((1, d), syn1.dtype)])
         self.syn1neg = np.ascontiguousarray(syn1neg, dtype=np.float32)
         self.syn1 = np.ascontiguousarray(syn1, dtype=np.float32)
         want = {"syn0": (v, d), "syn1neg": (v, d) if config.negative else None,
-                "syn1": (max(v - 1, 1), d) if config.hs else None}
+                "syn1": (v, d) if config.hs else None}
         for name, shape in want.items():
             got = getattr(self, name).shape
             if shape is not None and got != shape:
@@ -48,7 +55,8 @@ class ModelState:
     @property
     def kernel_settings(self) -> KernelSettings:
         c = self.config
-        return KernelSettings(c.sg, c.hs, c.negative, c.window, c.cbow_mean)
+        return KernelSettings(c.sg, c.hs, c.negative, c.window, c.cbow_mean,
+                              int(c.compute_loss), int(c.shrink_windows))
 
     def kernel_arrays(self) -> dict:
         """Weights (updated in place by training) and the sampling tables."""
@@ -65,34 +73,93 @@ class ModelState:
             arrays["code_lens"] = np.zeros(1, np.int32)
         return arrays
 
-    def keyed_vectors(self) -> KeyedVectors:
-        return KeyedVectors(self.vocab.words, self.syn0, self.vocab.counts)
+    def keyed_vectors(self, syn0=None) -> KeyedVectors:
+        """The word vectors (of `syn0` if given: e.g. weights being trained)."""
+        return KeyedVectors.from_arrays(self.vocab.words, self.syn0 if syn0 is None else syn0,
+                                        self.vocab.counts)
 
     # ---- native format ------------------------------------------------------------------
     def save(self, folder: str) -> None:
-        """Write the model folder atomically (config.json, vocab, weights as .npy)."""
+        """Write the model folder atomically: model.json (settings, progress, and the size
+        and SHA-256 of every other file, sealed: see engine.integrity), the vocabulary,
+        the weights as .npy."""
         with atomic_dir(folder) as tmp:
-            with open(os.path.join(tmp, "model.json"), "w") as fh:
-                json.dump({"format": FORMAT_VERSION, "model": dataclasses.asdict(self.config),
-                           "epochs_trained": self.epochs_trained,
-                           "words_trained": self.words_trained}, fh, indent=2)
             self.vocab.save(tmp)
-            for name in ("syn0", "syn1neg", "syn1"):
+            for name in WEIGHT_FILES:
                 np.save(os.path.join(tmp, f"{name}.npy"), getattr(self, name))
+            files = {f: file_record(os.path.join(tmp, f)) for f in _CHECKED_FILES}
+            meta = seal({"format": FORMAT_VERSION, "model": dataclasses.asdict(self.config),
+                         "epochs_trained": self.epochs_trained,
+                         "words_trained": self.words_trained, "files": files})
+            with open(os.path.join(tmp, "model.json"), "w") as fh:
+                json.dump(meta, fh, indent=2)
 
     @classmethod
     def load(cls, folder: str) -> "ModelState":
+        """The model saved in `folder`, whole: a missing, truncated or corrupted file is
+        an EngineError naming it and what is wrong, never a partial model. (Models saved
+        before checksums, format 1, are checked for shapes and sizes only.)"""
         path = os.path.join(folder, "model.json")
         try:
-            with open(path) as fh:
-                meta = json.load(fh)
+            meta, sealed = read_manifest(path)
         except FileNotFoundError:
             left = leftover_dirs(folder)
             hint = f"; a save interrupted by a crash left {left[-1]}" if left else ""
             raise EngineError(f"{folder}: not a saved model (no model.json){hint}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise EngineError(f"{path}: unsupported model format {meta.get('format')!r}")
-        config = make_section(ModelConfig, meta["model"], f"{path} [model]")
-        arrays = {n: np.load(os.path.join(folder, f"{n}.npy")) for n in ("syn0", "syn1neg", "syn1")}
-        return cls(config, Vocab.load(folder), epochs_trained=meta["epochs_trained"],
-                   words_trained=meta["words_trained"], where=folder, **arrays)
+        except OSError as exc:
+            raise EngineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        version = meta.get("format")
+        if version not in (1, FORMAT_VERSION) or (version == FORMAT_VERSION) != sealed:
+            raise EngineError(f"{path}: unsupported model format {version!r}"
+                              + ("" if version in (1, FORMAT_VERSION) else
+                                 " (written by a newer engine?)"))
+        files = meta.get("files")
+        if sealed and not isinstance(files, dict):
+            raise EngineError(f"{path}: no file list: the file is damaged")
+        config = make_section(ModelConfig, meta.get("model"), f"{path} [model]")
+        progress = {}
+        for key in ("epochs_trained", "words_trained"):
+            value = meta.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise EngineError(f"{path}: {key} is {value!r}, expected a count")
+            progress[key] = value
+        # what is wrong in the plainest terms first (a file missing, cut short, of another
+        # shape), then whether every byte is the one written
+        arrays = {n: _load_weights(os.path.join(folder, f"{n}.npy")) for n in WEIGHT_FILES}
+        state = cls(config, Vocab.load(folder), where=folder, **progress, **arrays)
+        if sealed:
+            for name in _CHECKED_FILES:
+                check_file(os.path.join(folder, name), files.get(name), path)
+        return state
+
+
+def _load_weights(path: str) -> np.ndarray:
+    """A float32 matrix from a .npy file whose header and size agree (a truncated file or
+    a damaged header is refused before anything is allocated)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < _NPY_MIN_BYTES:
+                raise EngineError(f"{path}: truncated: {size:,} bytes, not even a .npy header")
+            version = npformat.read_magic(fh)
+            read_header = (npformat.read_array_header_1_0 if version == (1, 0)
+                           else npformat.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            if dtype != np.float32 or len(shape) != 2 or fortran:
+                raise EngineError(f"{path}: holds a {dtype} array of shape {shape}, expected "
+                                  f"a float32 matrix")
+            want = fh.tell() + shape[0] * shape[1] * 4
+            if size != want:
+                raise EngineError(f"{path}: {'truncated: ' if size < want else ''}{size:,} "
+                                  f"bytes, expected {want:,} for a {shape} matrix")
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except FileNotFoundError:
+        raise EngineError(f"{path}: missing (the model's weights)") from None
+    except OSError as exc:
+        raise EngineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except EngineError:
+        raise
+    except Exception as exc:                 # numpy parsing a damaged header: any error
+        raise EngineError(f"{path}: not a valid .npy matrix ({type(exc).__name__}: "
+                          f"{str(exc)[:80]})") from None

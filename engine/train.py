@@ -12,16 +12,16 @@ import sys
 import tempfile
 import time
 
-from .atomic import atomic_file
+from .atomic import atomic_file, fsync_dir
 from .blas import blas_line, blas_summary
 from .config import ClusterConfig, CorpusConfig, EngineConfig, JobConfig, ModelConfig
 from .checkpoint import Checkpointer, job_identity, parse_every, refuse_other_job
 from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
-from .errors import EngineError, ResourceError
+from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
 from .local import WEIGHTS, LocalEngine, plan_tasks
-from .schedule import TrainStats, by_epoch
+from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
 from .prepare import (build_vocab, build_vocab_iterable, encode_corpus, encode_iterable,
@@ -75,6 +75,20 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
                        stall_seconds=engine.stall_seconds)
 
 
+def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
+    """The model's kernel settings with the engine's choice of kernel (logged)."""
+    base = state.kernel_settings
+    c = state.config
+    fits = bool(c.sg and c.negative and not c.hs)
+    if engine.kernel == "batched" and not fits:
+        raise ConfigError("[engine] kernel: \"batched\" is skip-gram with negative sampling "
+                          "only (sg = 1, hs = 0, negative > 0)")
+    batched = fits and engine.kernel in ("auto", "batched")
+    log.info("kernel: %s", "batched (one noise set per center word)" if batched else
+             "classic")
+    return dataclasses.replace(base, batched=int(batched))
+
+
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,
                 alpha: float, min_alpha: float, progress_seconds: float = 5.0,
                 show_progress: bool = True, cluster: ClusterConfig | None = None,
@@ -94,10 +108,12 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
         watch(runner)
     try:
         if isinstance(runner, LocalEngine):
-            stats = runner.train(state.kernel_arrays(), state.kernel_settings, stream, tasks,
+            stats = runner.train(state.kernel_arrays(), kernel_settings(state, engine), stream,
+                                 tasks,
                                  checkpoint=checkpoint, on_epoch_end=on_epoch_end)
         else:
-            stats = _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end)
+            stats = _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
+                                    kernel_settings(state, engine))
     finally:
         if checkpoint is not None:
             checkpoint.close()
@@ -107,10 +123,11 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     return stats
 
 
-def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end) -> TrainStats:
+def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
+                    settings) -> TrainStats:
     """A runner without epoch hooks (the cluster): one call for all tasks, or, with a hook,
     one call per epoch and the hook between."""
-    arrays, settings = state.kernel_arrays(), state.kernel_settings
+    arrays = state.kernel_arrays()
     if on_epoch_end is None:
         return runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint)
     total = TrainStats()
@@ -172,10 +189,15 @@ class scratch_folder:
 
     def __enter__(self) -> str:
         if self.configured:
-            os.makedirs(self.configured, exist_ok=True)
+            check_writable(self.configured, "[engine] cache_dir")
             return self.configured
         sweep_temp_dirs(IDS_PREFIX)           # left by runs that were killed
-        self.tmp = tempfile.mkdtemp(prefix=f"{IDS_PREFIX}{os.getpid()}-")
+        try:
+            self.tmp = tempfile.mkdtemp(prefix=f"{IDS_PREFIX}{os.getpid()}-")
+        except OSError as exc:
+            raise EngineError(f"{tempfile.gettempdir()}: cannot make a folder for the id "
+                              f"stream there ({exc.strerror or exc}); set [engine] "
+                              f"cache_dir") from None
         return self.tmp
 
     def __exit__(self, *exc):
@@ -209,35 +231,112 @@ def retrained_words(stream: IdStream, running: list) -> int:
 
 def check_output(out: str) -> None:
     """The output folder can be created and written: found before any work, not after."""
+    check_writable(out, "[output] dir")
+
+
+def check_writable(folder: str, setting: str) -> None:
+    """`folder` exists or can be made, and a file can be written in it; else one
+    EngineError line naming the setting and the folder."""
     try:
-        os.makedirs(out, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".engine-probe-", dir=out)
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".engine-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise EngineError(f"[output] dir {out}: cannot write there ({exc.strerror or exc})"
+        raise EngineError(f"{setting} {folder}: cannot write there ({exc.strerror or exc})"
                           ) from None
 
 
 def check_output_room(out: str, words: int, model: ModelConfig, text_vectors: bool) -> None:
-    """Enough disk for the outputs (estimated from the vocabulary), before training."""
+    """Enough disk for the outputs (estimated from the vocabulary), before training. The
+    outputs are written beside the earlier ones before replacing them, so the room they
+    need is all of theirs."""
     d = model.vector_size
     matrices = 1 + (1 if model.negative else 0) + (1 if model.hs else 0)
     need = words * (4 * d * (matrices + 1) + 64)            # model folder + vectors.bin
+    need += 64 << 10                                        # model.json, report.json...
     if text_vectors:
         need += words * (13 * d + 32)
     free = shutil.disk_usage(out).free
     if need > free:
-        mb = 2 ** 20
-        raise ResourceError(f"[output] dir {out}: {free / mb:,.0f} MB free on its disk, the "
-                            f"outputs need about {need / mb:,.0f} MB")
+        raise ResourceError(f"[output] dir {out}: {_mb(free)} MB free on its disk, the "
+                            f"outputs need about {_mb(need)} MB")
+
+
+def _mb(n: int) -> str:
+    """Bytes as MB for a message, with the decimals a small number needs."""
+    mb = n / 2**20
+    return f"{mb:,.0f}" if mb >= 100 else f"{mb:.1f}" if mb >= 1 else f"{mb:.3f}"
+
+
+def check_evaluate_files(cfg) -> None:
+    """Every [evaluate] file can be opened: found before the corpus is read, not after
+    training."""
+    for key in ("analogies", "similarity"):
+        for path in getattr(cfg, key):
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(1)
+            except FileNotFoundError:
+                raise ConfigError(f"[evaluate] {key}: {path}: file not found") from None
+            except OSError as exc:
+                raise ConfigError(f"[evaluate] {key}: {path}: cannot read "
+                                  f"({exc.strerror or exc})") from None
+
+
+def write_outputs(kv, state: ModelState, out: str, text_vectors: bool) -> None:
+    """vectors.bin (and .txt) and the model folder, all or nothing: the vectors are staged
+    under hidden names, the model folder replaces the earlier one atomically, then the
+    staged files are renamed into place (which takes no room). A disk that fills up is an
+    EngineError naming the path, and leaves the earlier outputs as they were."""
+    os.makedirs(out, exist_ok=True)
+    staged: list[tuple[str, str]] = []
+    try:
+        for name, binary in [("vectors.bin", True)] + ([("vectors.txt", False)]
+                                                        if text_vectors else []):
+            tmp = os.path.join(out, f".{name}.staged")
+            with _output_errors(out, name):
+                kv.save_word2vec_format(tmp, binary=binary)
+            staged.append((tmp, os.path.join(out, name)))
+        with _output_errors(out, "model"):
+            state.save(os.path.join(out, "model"))
+        while staged:
+            os.replace(*staged.pop())
+        fsync_dir(out)
+    finally:
+        for tmp, _ in staged:
+            os.unlink(tmp)
+
+
+class _output_errors:
+    """An OSError writing output `name` -> one EngineError line naming it."""
+
+    def __init__(self, out: str, name: str):
+        self.out, self.name = out, name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if isinstance(exc, OSError):
+            raise EngineError(f"[output] dir {self.out}: cannot write {self.name} "
+                              f"({exc.strerror or exc}); the earlier outputs there are "
+                              f"unchanged") from None
+        return False
 
 
 def evaluate(kv, cfg, report: dict) -> None:
-    """Run the configured evaluations into report['evaluation']."""
+    """Run the configured evaluations into report['evaluation']. A file that cannot be
+    scored (no question in the vocabulary, too few pairs) is recorded with the reason and
+    logged: the trained model and the other figures are not lost over it."""
     ev = report.setdefault("evaluation", {})
     for path in cfg.analogies:
-        acc, sections = kv.evaluate_word_analogies(path, restrict_vocab=cfg.restrict_vocab)
+        try:
+            acc, sections = kv.evaluate_word_analogies(path, restrict_vocab=cfg.restrict_vocab)
+        except EngineError as exc:
+            ev.setdefault("analogies", {})[path] = {"accuracy": None, "error": str(exc)}
+            log.warning("analogies %s: not scored: %s", path, exc)
+            continue
         total = sections[-1]
         n = len(total["correct"]) + len(total["incorrect"])
         ev.setdefault("analogies", {})[path] = {
@@ -246,7 +345,12 @@ def evaluate(kv, cfg, report: dict) -> None:
                 len(s["correct"]) + len(s["incorrect"]), 1), 4) for s in sections[:-1]}}
         log.info("analogies %s: %.4f over %d questions", path, acc, n)
     for path in cfg.similarity:
-        p, s, oov = kv.evaluate_word_pairs(path)
+        try:
+            p, s, oov = kv.evaluate_word_pairs(path)
+        except EngineError as exc:
+            ev.setdefault("similarity", {})[path] = {"spearman": None, "error": str(exc)}
+            log.warning("word pairs %s: not scored: %s", path, exc)
+            continue
         ev.setdefault("similarity", {})[path] = {
             "spearman": round(s.statistic, 4), "pearson": round(p.statistic, 4),
             "oov_pct": round(oov, 2)}
@@ -267,18 +371,21 @@ def epoch_scores(kv, cfg) -> dict:
 
 
 def live_probe(runner):
-    """A timeline probe: words trained, the recent rate and loss per example so far."""
-    last = {"t": time.perf_counter(), "words": 0}
+    """A timeline probe: words trained so far, and since the last sample the rate and the
+    loss per example."""
+    last = {"t": time.perf_counter(), "words": 0, "loss": 0.0, "examples": 0}
 
     def probe():
         stats = getattr(runner, "stats", None)
         if stats is None:
             return None
-        t, words = time.perf_counter(), stats.raw_words
+        t, words, loss, examples = (time.perf_counter(), stats.raw_words, stats.loss,
+                                    stats.examples)
         rate = (words - last["words"]) / max(t - last["t"], 1e-9)
-        last.update(t=t, words=words)
-        return {"words": words, "words_per_sec": round(rate, 1),
-                "loss_per_example": stats.loss / stats.examples if stats.examples else None}
+        new = examples - last["examples"]
+        recent = (loss - last["loss"]) / new if new > 0 else None
+        last.update(t=t, words=words, loss=loss, examples=examples)
+        return {"words": words, "words_per_sec": round(rate, 1), "loss_per_example": recent}
 
     return probe
 
@@ -304,6 +411,7 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     else:
         log.info("engine: %d training process(es); %s", e.processes, blas_line())
     check_output(job.output.dir)
+    check_evaluate_files(job.evaluate)
     source = corpus_source(job.corpus)
     report: dict = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
     if job.cluster.enabled:
@@ -363,11 +471,7 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
                  stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
     kv = state.keyed_vectors()
     out = job.output.dir
-    os.makedirs(out, exist_ok=True)
-    kv.save_word2vec_format(os.path.join(out, "vectors.bin"), binary=True)
-    if job.output.text_vectors:
-        kv.save_word2vec_format(os.path.join(out, "vectors.txt"), binary=False)
-    state.save(os.path.join(out, "model"))
+    write_outputs(kv, state, out, job.output.text_vectors)
     if checkpointer is not None or resumed is not None:     # the model is whole: done with them
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     report.update({
@@ -402,10 +506,16 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     report["neighbours"] = neighbours(kv, job.evaluate)
     report["settings"] = {"model": dataclasses.asdict(m), "engine": dataclasses.asdict(e),
                           "corpus": dataclasses.asdict(job.corpus),
-                          "cluster": dataclasses.asdict(job.cluster)}
+                          "cluster": dataclasses.asdict(job.cluster),
+                          "evaluate": dataclasses.asdict(job.evaluate),
+                          "output": dataclasses.asdict(job.output)}
     report["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
                          "cpu_count": os.cpu_count(), "blas": blas_summary()}
     report["wall_seconds"] = round(time.time() - started, 2)
-    with atomic_file(os.path.join(out, "report.json"), "w") as fh:
-        json.dump(report, fh, indent=2)
+    try:
+        with atomic_file(os.path.join(out, "report.json"), "w") as fh:
+            json.dump(report, fh, indent=2)
+    except OSError as exc:
+        raise EngineError(f"[output] dir {out}: cannot write report.json "
+                          f"({exc.strerror or exc})") from None
     return report

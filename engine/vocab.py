@@ -2,16 +2,17 @@
 kernels use: subsampling thresholds, the noise-word alias table, the Huffman tree."""
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
+import re
 from collections import Counter
 
 import numpy as np
 
 from .atomic import atomic_file
 from .errors import CorpusError, EngineError
+from .integrity import check_file, file_record, read_manifest, seal
 
 KEEP_ALWAYS = (1 << 32) - 1
 ONE32 = 1 << 32
@@ -128,66 +129,155 @@ class Vocab:
 
     def huffman(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Huffman codes of the words by count: (codes uint8 [V, L], points int32 [V, L],
-        lengths int32 [V]); points index the V-1 inner nodes (rows of syn1), root first."""
+        lengths int32 [V]); points index the V-1 inner nodes (rows of syn1), root first.
+
+        Nodes: words 0..V-1, inner nodes V.. in the order they are made; each merge takes
+        the two smallest by (count, node id), the first gets bit 0. Linear: the words in
+        ascending count order form one queue, the inner nodes (made in ascending count
+        order) another, so the smallest is always at the front of one of them."""
         n = len(self)
-        lens = np.zeros(n, dtype=np.int32)
         if n < 2:
-            return (np.zeros((n, 1), np.uint8), np.zeros((n, 1), np.int32), lens)
-        heap = [(int(c), i) for i, c in enumerate(self.counts)]
-        heapq.heapify(heap)
-        parent = np.zeros(2 * n - 1, dtype=np.int64)
-        bit = np.zeros(2 * n - 1, dtype=np.uint8)
-        for inner in range(n, 2 * n - 1):
-            c1, a = heapq.heappop(heap)
-            c2, b = heapq.heappop(heap)
-            parent[a], parent[b] = inner, inner
-            bit[b] = 1
-            heapq.heappush(heap, (c1 + c2, inner))
-        root = 2 * n - 2
-        paths = []
-        for w in range(n):
-            codes, points, node = [], [], w
-            while node != root:
-                codes.append(bit[node])
-                node = parent[node]
-                points.append(node - n)
-            paths.append((codes[::-1], points[::-1]))
-            lens[w] = len(codes)
-        depth = int(lens.max())
-        codes_arr = np.zeros((n, depth), dtype=np.uint8)
-        points_arr = np.zeros((n, depth), dtype=np.int32)
-        for w, (codes, points) in enumerate(paths):
-            codes_arr[w, :len(codes)] = codes
-            points_arr[w, :len(points)] = points
-        return codes_arr, points_arr, lens
+            return (np.zeros((n, 1), np.uint8), np.zeros((n, 1), np.int32),
+                    np.zeros(n, dtype=np.int32))
+        parent, bit = huffman_tree(self.counts)
+        return huffman_paths(parent, bit, n)
 
     # ---- persistence ------------------------------------------------------------------
     def save(self, folder: str) -> None:
         """vocab.tsv: one `word<TAB>count` per line, the word with backslash, tab, newline
-        and carriage return escaped (so any token survives the round trip)."""
-        with atomic_file(os.path.join(folder, "vocab.tsv"), "w", encoding="utf-8",
-                         errors="surrogateescape", newline="\n") as fh:
+        and carriage return escaped (so any token survives the round trip); vocab.json:
+        totals and vocab.tsv's size and checksum, sealed (see engine.integrity)."""
+        tsv = os.path.join(folder, "vocab.tsv")
+        with atomic_file(tsv, "w", encoding="utf-8", errors="surrogateescape",
+                         newline="\n") as fh:
             for w, c in zip(self.words, self.counts.tolist()):
                 fh.write(f"{_escape(w)}\t{c}\n")
+        meta = seal({"raw_words": self.raw_words, "sentences": self.sentences,
+                     "escaped": True, "words": len(self), "tsv": file_record(tsv)})
         with atomic_file(os.path.join(folder, "vocab.json"), "w") as fh:
-            json.dump({"raw_words": self.raw_words, "sentences": self.sentences,
-                       "escaped": True}, fh)
+            json.dump(meta, fh)
 
     @classmethod
     def load(cls, folder: str) -> "Vocab":
-        with open(os.path.join(folder, "vocab.json")) as fh:
-            meta = json.load(fh)
-        unescape = _unescape if meta.get("escaped") else (lambda w: w)
-        words, counts = [], []
-        path = os.path.join(folder, "vocab.tsv")
+        """The vocabulary saved in `folder`; a missing, truncated or corrupted file is an
+        EngineError naming it (vocabularies saved before checksums load unchecked)."""
+        path = os.path.join(folder, "vocab.json")
+        tsv = os.path.join(folder, "vocab.tsv")
+        try:
+            meta, sealed = read_manifest(path)
+        except FileNotFoundError:
+            raise EngineError(f"{folder}: no vocabulary there (vocab.json missing)") from None
+        except OSError as exc:
+            raise EngineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if sealed:
+            check_file(tsv, meta.get("tsv"), path)
+        elif set(meta) - _UNSEALED_KEYS:
+            raise EngineError(f"{path}: its checksum is missing: the file is damaged")
+        raw_words, sentences = meta.get("raw_words"), meta.get("sentences", 0)
+        for key, value in (("raw_words", raw_words), ("sentences", sentences)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise EngineError(f"{path}: {key} is {value!r}, expected a count")
+        words, counts = _read_tsv(tsv, _unescape if meta.get("escaped") else (lambda w: w))
+        if sealed and meta.get("words") != len(words):
+            raise EngineError(f"{tsv}: {len(words)} words, {path} says {meta.get('words')!r}")
+        return cls(words, counts, raw_words, sentences)
+
+
+_UNSEALED_KEYS = {"raw_words", "sentences", "escaped"}    # vocab.json before checksums
+_COUNT = re.compile(r"[0-9]{1,19}")
+
+
+def _read_tsv(path: str, unescape) -> tuple[list[str], list[int]]:
+    """Words and counts of vocab.tsv; a line that is not `word<TAB>count` (the count a
+    non-negative integer, the word not listed before) is an EngineError naming the line."""
+    words, counts, seen = [], [], set()
+    try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
             for n, line in enumerate(fh, 1):
                 w, tab, c = line.rstrip("\n").rpartition("\t")
-                if not tab or not c.isdigit():
+                if not tab or not _COUNT.fullmatch(c):
                     raise EngineError(f"{path}, line {n}: expected word<TAB>count")
-                words.append(unescape(w))
+                word = unescape(w)
+                if word in seen:
+                    raise EngineError(f"{path}, line {n}: the word {word!r} again")
+                seen.add(word)
+                words.append(word)
                 counts.append(int(c))
-        return cls(words, counts, meta["raw_words"], meta.get("sentences", 0))
+    except FileNotFoundError:
+        raise EngineError(f"{path}: missing (the vocabulary's words)") from None
+    except OSError as exc:
+        raise EngineError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return words, counts
+
+
+def huffman_tree(counts) -> tuple[np.ndarray, np.ndarray]:
+    """The Huffman tree of `counts` (at least 2) as parent[node] and bit[node] over the
+    2V-1 nodes (words, then inner nodes in the order made; the root is the last): the
+    classic two-queue merge, ties to the lower node id (as a heap of (count, id) would)."""
+    n = len(counts)
+    order = np.argsort(counts, kind="stable").tolist()     # words by (count, id)
+    leaf = np.asarray(counts, dtype=np.int64)[order].tolist()
+    inner: list[int] = []                    # counts of the inner nodes made so far
+    parent = [0] * (2 * n - 1)
+    bit = bytearray(2 * n - 1)
+    i = j = 0                                # fronts of the two queues
+    for node in range(n, 2 * n - 1):
+        # smallest: the word front on ties (a word's id is below every inner node's)
+        if i < n and (j >= len(inner) or leaf[i] <= inner[j]):
+            a, ca = order[i], leaf[i]
+            i += 1
+        else:
+            a, ca = n + j, inner[j]
+            j += 1
+        if i < n and (j >= len(inner) or leaf[i] <= inner[j]):
+            b, cb = order[i], leaf[i]
+            i += 1
+        else:
+            b, cb = n + j, inner[j]
+            j += 1
+        parent[a] = parent[b] = node
+        bit[b] = 1
+        inner.append(ca + cb)
+    return np.array(parent, dtype=np.int64), np.frombuffer(bit, dtype=np.uint8)
+
+
+def huffman_paths(parent: np.ndarray, bit: np.ndarray, n: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes, points (inner node - n) and lengths of the n words, root first. Vectorised:
+    depths top-down one tree level at a time, then every path walked up one level per
+    step, the words sorted by depth so that those still walking are a prefix."""
+    lens = _leaf_depths(parent, bit, n)
+    depth = int(lens.max())
+    order = np.argsort((depth - lens).astype(np.uint8), kind="stable")   # deepest first
+    walking = np.bincount(lens, minlength=depth + 1)[::-1].cumsum()[::-1]  # len >= i
+    codes = np.zeros(n * depth, dtype=np.uint8)
+    points = np.zeros(n * depth, dtype=np.int32)
+    node = order.astype(parent.dtype)
+    last = order.astype(np.int64) * depth + lens[order] - 1   # flat index of a code's end
+    for step in range(depth):
+        k = int(walking[step + 1])                      # words with a code longer than step
+        at = node[:k]
+        up = parent[at]
+        where = last[:k] - step
+        codes[where] = bit[at]
+        points[where] = up - n
+        node[:k] = up
+    return codes.reshape(n, depth), points.reshape(n, depth), lens
+
+
+def _leaf_depths(parent: np.ndarray, bit: np.ndarray, n: int) -> np.ndarray:
+    """Code length of each word: the tree read top-down, one level per step (O(V))."""
+    child = np.empty((n - 1, 2), dtype=np.int64)        # inner node - n -> its two children
+    child[parent[:-1] - n, bit[:-1]] = np.arange(2 * n - 2)
+    lens = np.zeros(n, dtype=np.int32)
+    frontier = np.array([n - 2])                        # the root (inner node 2n-2)
+    level = 0
+    while frontier.size:
+        level += 1
+        kids = child[frontier].ravel()
+        lens[kids[kids < n]] = level
+        frontier = kids[kids >= n] - n
+    return lens
 
 
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
