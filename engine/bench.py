@@ -217,6 +217,41 @@ def cpu_capacity(p: int, n: int = 2_000_000) -> float:
     return round(sum(solo / t for t in together), 2)
 
 
+def _rows(n: int, seed: int = 0) -> float:
+    """n read-modify-writes of 1024 random 400-byte rows of a 64 MB matrix: past every cache,
+    as the kernels' accesses to the weights are."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + os.getpid())
+    a = np.ones((160_000, 100), np.float32)
+    idx = rng.integers(0, a.shape[0], size=(n, 1024))
+    t0 = time.perf_counter()
+    for rows in idx:
+        a[rows] += np.float32(1e-7)
+    return time.perf_counter() - t0
+
+
+def memory_capacity(p: int, n: int = 400) -> float:
+    """How many processes' worth of random row updates p processes get at once, against one
+    alone (as cpu_capacity, for memory): a machine whose memory system is shared with busy
+    neighbours reads well under p here while the CPU check reads p, and memory-bound work
+    (ours: the weights are tens of MB read at random) then cannot scale."""
+    from multiprocessing import get_context
+
+    if p < 2:
+        return 1.0
+    with get_context("spawn").Pool(p) as pool:
+        pool.map(_rows, [2] * p, chunksize=1)
+        solo = min(pool.apply(_rows, (n,)) for _ in range(2))
+        together = pool.map(_rows, [n] * p, chunksize=1)
+    return round(sum(solo / t for t in together), 2)
+
+
+def machine_checks(p: int) -> tuple[float, float]:
+    """(cpu_capacity, memory_capacity) for p processes, right now."""
+    return cpu_capacity(p), memory_capacity(p)
+
+
 def format_table(rows: list[dict], cores: int) -> str:
     lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | runs |"
              " CPU check | note |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -235,9 +270,17 @@ def format_table(rows: list[dict], cores: int) -> str:
     return "\n".join(lines)
 
 
+def _record_checks(row: dict, before, after) -> None:
+    row["cpu_capacity"] = [before[0], after[0]]
+    row["memory_capacity"] = [before[1], after[1]]
+
+
 def _capacity(row: dict) -> str:
-    cap = row.get("cpu_capacity")
-    return f"{cap[0]:.2f}/{cap[1]:.2f} of {row['threads']}" if cap else ""
+    cap, mem = row.get("cpu_capacity"), row.get("memory_capacity")
+    text = f"{cap[0]:.2f}/{cap[1]:.2f} of {row['threads']}" if cap else ""
+    if mem:
+        text += f" (memory {mem[0]:.2f}/{mem[1]:.2f})"
+    return text
 
 
 def _spread(row: dict) -> str:
@@ -409,21 +452,21 @@ def run_bench(args) -> int:
         for rnd in range(args.repeat):
             tag = f"-r{rnd + 1}" if args.repeat > 1 else ""
             for p in counts:
-                before = cpu_capacity(p)
+                before = machine_checks(p)
                 row = run_engine(corpus, model, p, os.path.join(keep, f"engine-{p}{tag}"),
                                  evaluate, engine)
-                row["cpu_capacity"] = [before, cpu_capacity(p)]
+                _record_checks(row, before, machine_checks(p))
                 runs.setdefault(("engine", p), []).append(row)
                 words = row["corpus_words"]
                 print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
                       f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
             for n in node_counts:
                 p = n * args.node_workers
-                before = cpu_capacity(p)
+                before = machine_checks(p)
                 row = run_engine(corpus, model, 1, os.path.join(keep, f"cluster-{n}{tag}"),
                                  evaluate, engine, {"nodes": workers.addresses[:n]})
                 row["tool"] = f"engine cluster ({args.node_workers}/node)"
-                row["cpu_capacity"] = [before, cpu_capacity(p)]
+                _record_checks(row, before, machine_checks(p))
                 runs.setdefault((row["tool"], p), []).append(row)
                 print(f"engine cluster, {n} node(s) x {args.node_workers}: "
                       f"{row['words_per_sec']:,.0f} words/s, dispatcher peak "
@@ -435,9 +478,9 @@ def run_bench(args) -> int:
             for peer in peers:
                 for p in counts:
                     vec = os.path.join(keep, f"{peer}-{p}{tag}.bin")
-                    before = cpu_capacity(p)
+                    before = machine_checks(p)
                     row = run_peer(python, peer, plain, model, p, vec, words)
-                    row["cpu_capacity"] = [before, cpu_capacity(p)]
+                    _record_checks(row, before, machine_checks(p))
                     row["analogy_accuracy"] = evaluate_vectors(vec, job.evaluate.analogies,
                                                                job.evaluate.restrict_vocab)
                     runs.setdefault((peer, p), []).append(row)

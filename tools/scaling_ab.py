@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402
 
+from engine.bench import machine_checks  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.corpus import CorpusSource  # noqa: E402
 from engine.idstream import ChunkReader  # noqa: E402
@@ -107,6 +108,7 @@ def main():
     vocab = build_vocab(src, cfg.min_count, workers=2)
     modes = args.modes.split(",")
     rows = {(m, v): [] for v in args.variants for m in modes}
+    checks = []
     with tempfile.TemporaryDirectory() as tmp:
         stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
         reader = ChunkReader(stream.path, stream.max_chunk_ids)
@@ -115,6 +117,10 @@ def main():
         words = {m: sum(t.raw_words for t in (tasks[2:] if m == "2p" else tasks))
                  for m in modes}
         for r in range(args.rounds):
+            cpu, mem = machine_checks(2)
+            checks.append((cpu, mem))
+            print(f"round {r + 1} machine: CPU check {cpu:.2f} of 2, memory check {mem:.2f} "
+                  f"of 2", flush=True)
             for v in args.variants:
                 for m in modes:
                     secs = MODES[m](cfg, vocab, stream, chunks, tasks, variant(v))
@@ -132,7 +138,8 @@ def main():
                   f"{min(got) / min(one):>14.2f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({f"{m} {v}": r for (m, v), r in rows.items()}, fh, indent=1)
+            json.dump({"rates": {f"{m} {v}": r for (m, v), r in rows.items()},
+                       "machine_checks": checks}, fh, indent=1)
 
 
 if __name__ == "__main__":
