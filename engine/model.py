@@ -338,9 +338,9 @@ class Word2Vec:
         callback will look at them), gensim's callbacks, and the stop flag."""
         first = self.state.epochs_trained
 
-        def hook(epoch: int, stats: TrainStats, weights: dict) -> bool:
+        def hook(epoch: int, stats: TrainStats, weights: dict | None) -> bool:
             self.running_training_loss = stats.loss
-            if not self.callbacks:
+            if not self.callbacks or weights is None:
                 return False
             for name in ("syn0", "syn1neg", "syn1"):
                 target = getattr(self.state, name)
@@ -356,6 +356,7 @@ class Word2Vec:
                     _call(cb, "on_epoch_begin", self)
             return stop
 
+        hook.needs_barrier = bool(self.callbacks)   # the cluster: one job unless callbacks
         return hook
 
     def get_latest_training_loss(self) -> float:

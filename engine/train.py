@@ -125,11 +125,17 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
 
 def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
                     settings) -> TrainStats:
-    """A runner without epoch hooks (the cluster): one call for all tasks, or, with a hook,
-    one call per epoch and the hook between."""
+    """A runner without epoch hooks (the cluster): one call for all tasks, the hook called
+    afterwards for each epoch if it needs no barrier (`hook.needs_barrier` false: it only
+    reads the figures), else one call per epoch (the job reopened on the nodes each time)
+    and the hook between."""
     arrays = state.kernel_arrays()
-    if on_epoch_end is None:
-        return runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint)
+    if on_epoch_end is None or not getattr(on_epoch_end, "needs_barrier", True):
+        stats = runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint)
+        if on_epoch_end is not None:
+            for epoch in sorted(stats.epochs):
+                on_epoch_end(epoch, stats, None)          # None: after the fact
+        return stats
     total = TrainStats()
     for group in by_epoch(tasks):
         part = runner.train(arrays, settings, stream, group, checkpoint=checkpoint)
@@ -141,7 +147,10 @@ def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
         total.workers = part.workers
         total.lost_workers += part.lost_workers
         total.epochs.update(part.epochs)
+        dropped = (total.cluster or {}).get("dropped", [])
         total.cluster = part.cluster
+        if total.cluster is not None:
+            total.cluster["dropped"] = dropped + list(total.cluster.get("dropped", []))
         h0 = time.perf_counter()
         stop = on_epoch_end(group[0].epoch, total, {k: arrays[k] for k in WEIGHTS})
         total.hook_seconds += time.perf_counter() - h0
@@ -159,22 +168,29 @@ class EpochCurve:
         self.rows: list[dict] = []
         self.mem = mem
         self.evaluate_fn = evaluate_fn
+        # without evaluations the rows can be made after training from its per-epoch
+        # figures (a cluster then trains all epochs in one job; no per-epoch timing)
+        self.needs_barrier = evaluate_fn is not None
         self.train_seconds = 0.0
         self.last = time.perf_counter()
 
-    def __call__(self, epoch: int, stats: TrainStats, weights: dict) -> bool:
+    def __call__(self, epoch: int, stats: TrainStats, weights: dict | None) -> bool:
+        """One row; `weights` None: called after training (no timing, no evaluation)."""
         now = time.perf_counter()
-        self.train_seconds += now - self.last
+        live = weights is not None
+        if live:
+            self.train_seconds += now - self.last
         ep = stats.epochs.get(epoch)
-        row = {"epoch": epoch + 1, "words": stats.raw_words,
-               "seconds": round(self.train_seconds, 3),
+        words = sum(e.raw_words for k, e in stats.epochs.items() if k <= epoch)
+        row = {"epoch": epoch + 1, "words": words,
+               "seconds": round(self.train_seconds, 3) if live else None,
                "loss": ep.loss if ep else None, "examples": ep.examples if ep else 0,
                "loss_per_example": ep.loss_per_example if ep else None,
-               "words_per_sec": round(ep.raw_words / max(now - self.last, 1e-9), 1) if ep
-               else None,
+               "words_per_sec": round(ep.raw_words / max(now - self.last, 1e-9), 1)
+               if ep and live else None,
                "rss_mb": round(self.mem.peak_mb, 1) if self.mem else None,
                "analogy": None, "similarity": None}
-        if self.evaluate_fn is not None:
+        if self.evaluate_fn is not None and live:
             row.update(self.evaluate_fn(weights))
         self.rows.append(row)
         self.last = time.perf_counter()          # the evaluation is not training time

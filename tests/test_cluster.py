@@ -391,5 +391,11 @@ def test_word2vec_api_trains_on_the_cluster(tmp_path, workers):
                      cluster={"round_words": 6000})
     c = model.last_stats.cluster
     assert c is not None and c["nodes_used"] == 2 and c["duplicates"] == 0
+    assert c["chunks_per_epoch"] == [c["tasks_planned"] // 3] * 3     # one job, all epochs
     assert model.last_stats.raw_words == 3 * model.corpus_total_words
     assert topic_precision(model.wv, topics) >= 0.9
+    # the loss is summed by the dispatcher, per epoch, from every node's chunks
+    epochs = model.last_stats.epochs
+    assert sorted(epochs) == [0, 1, 2] and all(e.loss > 0 and e.examples > 0
+                                               for e in epochs.values())
+    assert model.get_latest_training_loss() == pytest.approx(model.last_stats.loss)
