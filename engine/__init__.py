@@ -15,6 +15,16 @@ from .vectors import KeyedVectors
 __version__ = "0.1.0"
 
 
+def __getattr__(name):
+    """engine.Dictionary, engine.TfidfModel, engine.LsiModel: the document models
+    (engine.docs), imported when first asked for."""
+    if name in ("Dictionary", "TfidfModel", "LsiModel"):
+        from . import docs
+
+        return getattr(docs, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
 def run_job(job, show_progress: bool = True, resume: bool = False):
     """Train, save and evaluate a job (a JobConfig or the path of a job TOML file); with
     resume, continue from its latest checkpoint."""

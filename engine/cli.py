@@ -36,12 +36,26 @@ def _print_summary(report: dict) -> None:
               f"were retrained by the others")
 
 
+def _print_lsi_summary(r: dict, out: str) -> None:
+    print(f"LSI: {r['documents']:,} documents, {r['terms']:,} terms, {r['topics']} topics "
+          f"({r['method']}) in {r['seconds']['total']:.1f} s; peak memory "
+          f"{r.get('peak_memory_mb', 0):.0f} MB")
+    if r.get("triplets"):
+        t = r["triplets"]
+        print(f"triplets: {t['lsi']['accuracy']:.4f} (TF-IDF alone {t['tfidf']['accuracy']:.4f})")
+    print(f"wrote {out}/topics.txt, doc_vectors.npy, doc_ids.txt, u.npy, singular_values.npy, "
+          f"dictionary.json, report.json")
+
+
 def cmd_run(args) -> int:
     from .config import load_job
     from .train import run_job
 
     job = load_job(args.job, args.set)
     report = run_job(job, show_progress=not args.quiet, resume=args.resume)
+    if report.get("model") == "lsi":
+        _print_lsi_summary(report, job.output.dir)
+        return 0
     _print_summary(report)
     print(f"wrote {job.output.dir}/vectors.bin, {job.output.dir}/model/, "
           f"{job.output.dir}/report.json")

@@ -161,6 +161,28 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class LsiSection:
+    """[lsi]: the job builds document vectors by latent semantic indexing of [corpus] path
+    (one document a line, optionally ID<TAB>text, or a folder of one-document files) instead
+    of word vectors; outputs in [output] dir (see engine.docs.job)."""
+    num_topics: int = _f(200, int, 1, 100_000)
+    no_below: int = _f(5, int, 0, INT64_MAX)           # gensim's filter_extremes defaults
+    no_above: float = _f(0.5, float, 0.0, 1.0)
+    keep_n: int = _f(100_000, int, 0, INT64_MAX)       # 0 = no limit
+    chunksize: int = _f(2_000, int, 1, 10_000_000)      # documents per block and SVD piece
+    power_iters: int = _f(2, int, 0, 100)
+    extra_samples: int = _f(100, int, 0, 100_000)
+    method: str = _f("auto", str, choices=("auto", "stochastic", "merge"))
+    processes: int = _f(0, int, 0, 4096)                # 0 = chosen (logged)
+    blas_threads: int = _f(0, int, 0, 4096)             # 0 = chosen (logged)
+    dtype: str = _f("float32", str, choices=("float32", "float64"))
+    smartirs: str = _f("", str)                         # "" = gensim's default weighting
+    ids: str = _f("auto", str, choices=("auto", "tab", "none"))
+    triplets: str = _f("", str)                         # anchor<TAB>positive<TAB>negative
+    topic_words: int = _f(10, int, 1, 1000)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -168,10 +190,13 @@ class JobConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    lsi: LsiSection | None = None           # a document model instead of word vectors
 
 
 _SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
-                  "output": OutputConfig, "evaluate": EvaluateConfig, "cluster": ClusterConfig}
+                  "output": OutputConfig, "evaluate": EvaluateConfig, "cluster": ClusterConfig,
+                  "lsi": LsiSection}
+_WORD_VECTOR_SECTIONS = ("model", "engine", "evaluate", "cluster")
 
 
 def _describe(chk: dict) -> str:
@@ -295,6 +320,11 @@ def job_from_dict(data: dict, overrides: list[str] = (), source: str = "job") ->
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         sections[name] = make_section(_SECTION_TYPES[name], values, f"{source} [{name}]")
+    if "lsi" in sections:
+        mixed = [f"[{n}]" for n in _WORD_VECTOR_SECTIONS if n in sections]
+        if mixed:
+            raise ConfigError(f"{source}: [lsi] (document vectors) and {', '.join(mixed)} "
+                              f"(word vectors) in one job; a job trains one model")
     return JobConfig(**sections)
 
 

@@ -414,9 +414,35 @@ def neighbours(kv, cfg) -> dict:
     return out
 
 
+def run_lsi(job: JobConfig) -> dict:
+    """An [lsi] job: document vectors of [corpus] path into [output] dir (engine.docs)."""
+    from .docs import LsiConfig, run_lsi_job
+
+    s = job.lsi
+    path = job.corpus.path
+    if not path:
+        raise ConfigError("[corpus] path: an [lsi] job needs a documents corpus")
+    cfg = LsiConfig(path=path, output=job.output.dir, num_topics=s.num_topics,
+                    no_below=s.no_below, no_above=s.no_above, keep_n=s.keep_n or None,
+                    chunksize=s.chunksize, power_iters=s.power_iters,
+                    extra_samples=s.extra_samples, method=s.method, processes=s.processes,
+                    blas_threads=s.blas_threads, dtype=s.dtype, smartirs=s.smartirs or None,
+                    ids=s.ids, encoding_errors=job.corpus.encoding_errors,
+                    triplets=s.triplets or None, topic_words=s.topic_words,
+                    seed=job.model.seed)
+    report = run_lsi_job(cfg)
+    report["model"] = "lsi"
+    return report
+
+
 def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) -> dict:
     """Train, save and evaluate one job; returns the report (also in OUT/report.json).
-    With `resume`, continue from the job's latest checkpoint (OUT/checkpoints)."""
+    With `resume`, continue from the job's latest checkpoint (OUT/checkpoints). A job with
+    an [lsi] section builds document vectors instead (run_lsi)."""
+    if job.lsi is not None:
+        if resume:
+            raise ConfigError("--resume: an [lsi] job has no checkpoints; run it again")
+        return run_lsi(job)
     started = time.time()
     m, e = job.model, job.engine
     every = parse_every(job.output.checkpoint_every)

@@ -106,3 +106,32 @@ def test_parallel_prepare_reports_bad_bytes(tmp_path):
     assert f"engine: error: {corpus}: invalid UTF-8 at byte {len(good) + 4}" in r.stderr
     r = _run("run", str(job), "--set", "corpus.encoding_errors=replace")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_lsi_job_runs_through_engine_run(tmp_path, planted):
+    """[lsi] in a job file: document vectors of the corpus (one document a line), the topics
+    and the triplet score written by `engine run`; mixing it with [model] is one line."""
+    import numpy as np
+
+    topics, sents = planted
+    docs = tmp_path / "docs.tsv"
+    docs.write_text("".join(f"{i}\t{' '.join(sents[i] + sents[i + 1])}\n"
+                            for i in range(0, 600, 2)))
+    trip = tmp_path / "trip.tsv"
+    trip.write_text("".join(f"{' '.join(t[:6])}\t{' '.join(t[6:])}\t{' '.join(u[:6])}\n"
+                            for t in topics for u in topics if t is not u))
+    job = tmp_path / "lsi.toml"
+    job.write_text(f'[corpus]\npath = "{docs}"\n[lsi]\nnum_topics = 4\nno_below = 1\n'
+                   f'no_above = 0.9\ntriplets = "{trip}"\n[output]\ndir = "{tmp_path / "o"}"\n')
+    r = _run("run", str(job))
+    assert r.returncode == 0, r.stderr
+    assert "300 documents" in r.stdout and "triplets:" in r.stdout
+    out = tmp_path / "o"
+    vecs = np.load(out / "doc_vectors.npy")
+    assert vecs.shape == (300, 4)
+    assert (out / "doc_ids.txt").read_text().split()[:2] == ["0", "2"]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["triplets"]["lsi"]["accuracy"] >= 0.9       # planted topics are separable
+    job.write_text(job.read_text() + "[model]\nsg = 1\n")
+    r = _run("run", str(job))
+    assert r.returncode == 2 and "a job trains one model" in r.stderr
