@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,8 +47,8 @@ def add_arguments(p) -> None:
                    help="training processes per node with --nodes (default 1)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run every row N times, in N interleaved rounds (so a slow spell of a "
-                        "shared machine hits all rows alike), and report each row's fastest "
-                        "run; all runs' words/s go to --json (default 1)")
+                        "shared machine hits all rows alike); the table gives each row's "
+                        "median and worst run; all runs' words/s go to --json (default 1)")
 
 
 def parse_threads(text: str) -> list[int]:
@@ -186,11 +187,16 @@ def evaluate_vectors(path: str, analogies: list[str], restrict: int) -> float | 
     return round(kv.evaluate_word_analogies(analogies[0], restrict_vocab=restrict)[0], 4)
 
 
-def best_run(runs: list[dict]) -> dict:
-    """The fastest of a row's runs, with every run's words/s beside it."""
-    best = dict(max(runs, key=lambda r: r["words_per_sec"]))
-    best["runs_words_per_sec"] = [round(r["words_per_sec"], 1) for r in runs]
-    return best
+def summary_run(runs: list[dict]) -> dict:
+    """A row from its runs: the median run (its memory, accuracy, checks), with the median
+    and the worst words/s of all runs and every run's figure beside it."""
+    ordered = sorted(runs, key=lambda r: r["words_per_sec"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    rates = [r["words_per_sec"] for r in runs]
+    row["runs_words_per_sec"] = [round(x, 1) for x in rates]
+    row["words_per_sec"] = statistics.median(rates)
+    row["worst_words_per_sec"] = min(rates)
+    return row
 
 
 def _spin(n: int) -> float:
@@ -253,17 +259,22 @@ def machine_checks(p: int) -> tuple[float, float]:
 
 
 def format_table(rows: list[dict], cores: int) -> str:
-    lines = ["| tool | processes | words/s | speedup | efficiency | peak RAM MB | analogy | runs |"
-             " CPU check | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| tool | processes | words/s (median) | worst | speedup (median) | worst | "
+             "efficiency | peak RAM MB | analogy | runs | CPU check | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
         base = min(mine, key=lambda r: r["threads"])
         for r in mine:
             # speedup over the tool's smallest row, per process of that row
             speed = r["words_per_sec"] / base["words_per_sec"] * base["threads"]
+            worst = r.get("worst_words_per_sec", r["words_per_sec"])
+            worst_speed = worst / base.get("worst_words_per_sec",
+                                           base["words_per_sec"]) * base["threads"]
             acc = r.get("analogy_accuracy")
             note = "oversubscribed" if r["threads"] > cores else ""
-            lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | {speed:.2f}x | "
+            lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | "
+                         f"{worst:,.0f} | {speed:.2f}x | {worst_speed:.2f}x | "
                          f"{speed / r['threads']:.2f} | {r['peak_mb']:.0f} | "
                          f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | "
                          f"{_capacity(r)} | {note} |")
@@ -491,7 +502,7 @@ def run_bench(args) -> int:
             workers.close()
         if not args.keep:
             shutil.rmtree(keep, ignore_errors=True)
-    rows = [best_run(r) for r in runs.values()]
+    rows = [summary_run(r) for r in runs.values()]
     settings = ", ".join(f"{k}={model[k]}" for k in ("sg", "hs", "negative", "vector_size",
                                                       "window", "sample", "epochs", "alpha"))
     print()
