@@ -41,8 +41,12 @@ _UMASK = _read_umask()            # once, at import: reading it sets it for a mo
 
 def _as_created(path: str, mode: int) -> None:
     """mkstemp/mkdtemp make private (0600/0700) files; results get the permissions an
-    ordinary open() or mkdir() would give them (0666/0777 less the umask)."""
-    os.chmod(path, mode & ~_UMASK)
+    ordinary open() or mkdir() would give them (0666/0777 less the umask). A filesystem
+    that refuses chmod (vfat, some network mounts) keeps what it gives."""
+    try:
+        os.chmod(path, mode & ~_UMASK)
+    except OSError:
+        pass
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """gensim's callback base class, for scripts that do not import gensim: subclass it and
 override the hooks you need. `Word2Vec` calls them in the parent process, with the model,
-whose `wv` then holds the current vectors. `on_epoch_end` may return True (or set
-`model.stop_training = True`) to end training after that epoch; the vectors, model and
-report are still written."""
+whose `wv` then holds the current vectors (read them; writes to the weights in a callback
+are not carried into training). Setting `model.stop_training = True` in `on_epoch_end`
+ends training after that epoch; the vectors, model and report are still written. What a
+hook returns is ignored, as in gensim."""
 
 
 class CallbackAny2Vec:

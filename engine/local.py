@@ -383,7 +383,8 @@ class LocalEngine:
                 c0 = time.perf_counter()
                 weights = {k: np.array(live["weights"][k]) for k in WEIGHTS}
                 waiting = {t.task_id for t in source.pending}
-                running = {t.task_id for t in live["epoch"]} - waiting - finished
+                running = (set() if self.workers == 1 else   # in-process: between tasks
+                           {t.task_id for t in live["epoch"]} - waiting - finished)
                 checkpoint.save(weights, set(finished), stats.raw_words,
                                 time.perf_counter() - c0, running)
 

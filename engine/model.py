@@ -282,9 +282,12 @@ class Word2Vec:
                                    "which has no prior vocabulary. First build the vocabulary "
                                    "of your model with a corpus before doing an online update.")
             self.state = ModelState(self.config, vocab)
+            self.__dict__["_wv"] = None
         else:
             self.state = grow(self.state, vocab, self.config)
-        self.__dict__["_wv"] = None
+            kv = self.__dict__.get("_wv")
+            if kv is not None:                   # the same object, grown (as gensim's)
+                kv.__dict__.update(self.state.keyed_vectors().__dict__)
 
     # ---- training -----------------------------------------------------------------------
     def train(self, corpus_iterable=None, corpus_file=None, total_examples=None,
@@ -347,10 +350,9 @@ class Word2Vec:
                 if weights[name] is not target and target.size:
                     target[...] = weights[name]
             self._refresh()
-            stop = False
-            for cb in self.callbacks:
-                stop = bool(_call(cb, "on_epoch_end", self)) or stop
-            stop = stop or bool(self.stop_training)
+            for cb in self.callbacks:             # their return value means nothing, as
+                _call(cb, "on_epoch_end", self)    # in gensim
+            stop = bool(self.stop_training)
             if not stop and epoch + 1 < first + epochs:
                 for cb in self.callbacks:
                     _call(cb, "on_epoch_begin", self)
@@ -412,24 +414,27 @@ class Word2Vec:
 
 
 def grow(state: ModelState, new: Vocab, config: ModelConfig) -> ModelState:
-    """gensim's online vocabulary update: words already known add the new counts, words not
-    known join with fresh random vectors (and zero output rows); the vocabulary stays sorted
-    by count (rows move with their words)."""
+    """gensim's online vocabulary update: words already known keep their rows and add the
+    new counts; words not known are appended (most frequent first) with fresh random vectors
+    and zero output rows."""
     old = state.vocab
-    counts = Counter(dict(zip(old.words, old.counts.tolist())))
+    counts = old.counts.copy()
+    added, added_counts = [], []
     for word, count in zip(new.words, new.counts.tolist()):
-        counts[word] += count
-    added = [w for w in new.words if w not in old.index]
-    words = old.words + added
-    merged = np.array([counts[w] for w in words], dtype=np.int64)
-    order = np.argsort(-merged, kind="stable")
-    vocab = Vocab([words[i] for i in order], merged[order], old.raw_words + new.raw_words,
-                  old.sentences + new.sentences)
+        i = old.index.get(word)
+        if i is None:
+            added.append(word)
+            added_counts.append(count)
+        else:
+            counts[i] += count
+    vocab = Vocab(old.words + added, np.concatenate([counts, np.asarray(added_counts,
+                                                                          np.int64)]),
+                  old.raw_words + new.raw_words, old.sentences + new.sentences)
     fresh = ModelState(dataclasses.replace(config, seed=config.seed + state.epochs_trained + 1),
-                       Vocab(added or ["_"], [1] * max(len(added), 1), 1))
+                       Vocab(added or ["_"], added_counts or [1], 1))
     d = config.vector_size
-    syn0 = np.concatenate([state.syn0, fresh.syn0[:len(added)]])[order]
-    syn1neg = (np.concatenate([state.syn1neg, np.zeros((len(added), d), np.float32)])[order]
+    syn0 = np.concatenate([state.syn0, fresh.syn0[:len(added)]])
+    syn1neg = (np.concatenate([state.syn1neg, np.zeros((len(added), d), np.float32)])
                if config.negative else None)
     # the Huffman tree is rebuilt for the new counts: its inner nodes change meaning
     syn1 = None if not config.hs else np.zeros((len(vocab), d), np.float32)

@@ -446,6 +446,10 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     started = time.time()
     m, e = job.model, job.engine
     every = parse_every(job.output.checkpoint_every)
+    if every and job.cluster.enabled and job.evaluate.every_epoch:
+        raise ConfigError("[output] checkpoint_every: not with [evaluate] every_epoch on a "
+                          "cluster (each epoch is its own job there, and a checkpoint would "
+                          "record only its epoch); drop one of them")
     ckpt_dir = os.path.join(job.output.dir, "checkpoints")
     if job.cluster.enabled:
         log.info("engine: cluster job (%s); %s", ", ".join(job.cluster.nodes) or

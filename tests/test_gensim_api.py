@@ -179,12 +179,14 @@ def test_wv_norms_follow_training(planted):
 def test_build_vocab_update_from_freq_and_trim_rule(planted):
     topics, sents = planted
     m = _model(sents, epochs=1)
-    old = {w: m.wv[w].copy() for w in ("t0w0", "t1w3")}
+    kv = m.wv
+    old = {w: (m.wv[w].copy(), m.wv.key_to_index[w]) for w in ("t0w0", "t1w3")}
     count = m.wv.get_vecattr("t0w0", "count")
     m.build_vocab([["novel", "t0w0"]] * 3, update=True)
-    assert "novel" in m.wv and m.wv.get_vecattr("t0w0", "count") == count + 3
-    for w, vec in old.items():
-        assert np.array_equal(m.wv[w], vec)             # rows moved with their words
+    assert m.wv is kv and kv.index_to_key[-1] == "novel"    # appended, the same object
+    assert "novel" in kv and kv.get_vecattr("t0w0", "count") == count + 3
+    for w, (vec, index) in old.items():
+        assert np.array_equal(kv[w], vec) and kv.key_to_index[w] == index   # as gensim
     m.train([["novel", "t0w0"]] * 3, total_examples=3, epochs=1)
 
     f = Word2Vec(vector_size=8, workers=1, min_count=2)
@@ -269,3 +271,16 @@ def test_every_epoch_curve_in_the_report(tmp_path, planted):
     assert report["loss"]["examples"] == sum(c["examples"] for c in curve)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["curve"] == curve and isinstance(saved["timeline"], list)
+
+
+def test_cluster_checkpoints_with_per_epoch_evaluation_are_refused(tmp_path):
+    from engine.config import job_from_dict
+    from engine.errors import ConfigError
+    from engine.train import run_job
+
+    job = job_from_dict({"corpus": {"path": str(tmp_path / "c.txt")},
+                         "cluster": {"nodes": ["127.0.0.1:1"]},
+                         "output": {"dir": str(tmp_path / "o"), "checkpoint_every": "1000"},
+                         "evaluate": {"every_epoch": True}})
+    with pytest.raises(ConfigError, match="every_epoch on a cluster"):
+        run_job(job, show_progress=False)
