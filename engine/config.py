@@ -99,8 +99,8 @@ class EngineConfig:
     # `sync_words` trained words and at every chunk's end (0 = update shared rows directly).
     hot_words: int = _f(0, int, 0, 1 << 20)
     sync_words: int = _f(1024, int, 1, 1 << 30)
-    # a training process that holds chunks and reports nothing this long is hung: it is
-    # killed and its chunks go to the others
+    # a training process that holds chunks and reports nothing this long (or 10x the
+    # slowest chunk seen, if longer) is hung: it is killed and its chunks go to the others
     stall_seconds: float = _f(120.0, float, 0.1, 86400.0)
     # the training kernel: "classic" (word2vec's, one noise set per context word), "batched"
     # (skip-gram with negative sampling: one noise set per center word, its window's rows

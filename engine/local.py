@@ -218,6 +218,7 @@ class LocalSession:
         self.held: dict[int, deque] = {slot: deque() for slot in self.procs}
         self.by_id: dict[int, Task] = {}
         self.heard = {slot: time.monotonic() for slot in self.procs}   # heartbeat
+        self.slowest = 0.0        # the longest silence seen before a chunk was done
 
     @property
     def weights(self) -> dict:
@@ -274,8 +275,9 @@ class LocalSession:
         """A process that holds chunks and has sent nothing for stall_seconds is hung
         (stopped, deadlocked): kill it; its exit hands its chunks to the others."""
         now = time.monotonic()
+        limit = max(self.stall_seconds, 10 * self.slowest)   # chunks this slow are normal
         for slot in list(self.alive):
-            if self.held[slot] and now - self.heard[slot] > self.stall_seconds:
+            if self.held[slot] and now - self.heard[slot] > limit:
                 proc = self.procs[slot]
                 log.warning("training process %d (pid %s) reported nothing for %.0f s while "
                             "holding chunks: killing it", slot, proc.pid, now - self.heard[slot])
@@ -296,7 +298,10 @@ class LocalSession:
             msg = self.conns[slot].recv()
         except (EOFError, OSError):
             msg = None
-        self.heard[slot] = time.monotonic()
+        now = time.monotonic()
+        if msg is not None and msg[0] == "done":
+            self.slowest = max(self.slowest, now - self.heard[slot])
+        self.heard[slot] = now
         if msg is None:
             self._lost(slot, source)
         elif msg[0] == "ready":

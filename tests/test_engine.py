@@ -219,7 +219,7 @@ def _session_with(*targets):
 
     ctx = get_context("spawn")
     s = LocalSession.__new__(LocalSession)
-    s.workers, s.stall_seconds, s.shared = len(targets), 60.0, None
+    s.workers, s.stall_seconds, s.shared, s.slowest = len(targets), 60.0, None, 0.0
     s.procs, s.conns, s.lost_workers = {}, {}, []
     for slot, target in enumerate(targets):
         parent, child = ctx.Pipe(duplex=True)
