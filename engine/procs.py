@@ -7,21 +7,28 @@ import signal
 import threading
 from contextlib import contextmanager
 
-_START_LOCK = threading.RLock()
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+_starting = threading.local()           # .depth > 0: this thread is starting engine's children
 
 
 def _preparation_without_main(original):
-    """spawn's preparation data less the parent's __main__: a spawned child normally
-    re-imports the user's script (as __mp_main__), which runs a script without an
-    `if __name__ == "__main__":` guard again in every child (and fails in notebooks).
-    Our children only run engine's own functions, which need nothing from __main__."""
+    """spawn's preparation data, less the parent's __main__ for the children engine starts:
+    a spawned child normally re-imports the user's script (as __mp_main__), which runs a
+    script without an `if __name__ == "__main__":` guard again in every child (and fails in
+    notebooks). Engine's children only run engine's own functions, which need nothing from
+    __main__. Other processes (the user's own, any thread) are prepared as always."""
     def prepare(name):
         data = original(name)
-        for key in _MAIN_KEYS:
-            data.pop(key, None)
+        if getattr(_starting, "depth", 0):
+            for key in _MAIN_KEYS:
+                data.pop(key, None)
         return data
+    prepare.engine_wrapped = True
     return prepare
+
+
+if not getattr(mp_spawn.get_preparation_data, "engine_wrapped", False):
+    mp_spawn.get_preparation_data = _preparation_without_main(mp_spawn.get_preparation_data)
 
 
 @contextmanager
@@ -29,21 +36,20 @@ def sigint_ignored_in_children():
     """Start processes inside this block: they begin life with SIGINT ignored (an ignored
     signal survives exec), so a Ctrl-C sent to the whole process group reaches only the
     parent, which then stops them in order; no child dies mid-import with a traceback.
-    They also start without the parent's __main__ (see _preparation_without_main)."""
-    with _START_LOCK:
-        original = mp_spawn.get_preparation_data
-        mp_spawn.get_preparation_data = _preparation_without_main(original)
+    They also start without the parent's __main__ (see _preparation_without_main); this
+    thread only, so a user's own processes started meanwhile elsewhere are untouched."""
+    _starting.depth = getattr(_starting, "depth", 0) + 1
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                yield
-            finally:
-                signal.signal(signal.SIGINT, old)
+            yield
         finally:
-            mp_spawn.get_preparation_data = original
+            signal.signal(signal.SIGINT, old)
+    finally:
+        _starting.depth -= 1
 
 
 def _pool_worker(conn) -> None:

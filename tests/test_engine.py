@@ -267,3 +267,24 @@ def test_a_trainer_that_fails_to_build_shows_its_own_error(tmp_path, planted):
     with LocalSession(state.kernel_arrays(), bad, stream.path, stream.max_chunk_ids, 2) as s:
         with pytest.raises(WorkerError, match="need negative > 0 or hs = 1"):
             s.run(ListSource(tasks))
+
+
+def test_only_engines_own_children_start_without_main():
+    """Inside sigint_ignored_in_children (this thread) spawn's preparation leaves the
+    parent's __main__ out; anywhere else (another thread at the same moment) it is kept."""
+    import multiprocessing.spawn as mp_spawn
+    import threading
+
+    from engine.procs import sigint_ignored_in_children
+
+    keys = ("init_main_from_path", "init_main_from_name")
+    outside = mp_spawn.get_preparation_data("x")
+    assert any(k in outside for k in keys)           # pytest's own script is __main__
+    seen = {}
+    with sigint_ignored_in_children():
+        inside = mp_spawn.get_preparation_data("x")
+        t = threading.Thread(target=lambda: seen.update(mp_spawn.get_preparation_data("y")))
+        t.start()
+        t.join()
+    assert not any(k in inside for k in keys)
+    assert any(k in seen for k in keys)
