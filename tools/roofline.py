@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Where each training kernel stands against this machine's limits (issue 15's roofline).
+
+For each kernel (skip-gram classic and batched, CBOW; negative sampling) it trains one epoch
+of CORPUS in this process and reports, per trained word:
+  - updates (examples) per word, counted by the kernel itself (compute_loss's tally);
+  - flops per word: per update the dot products, gradient and row updates the kernel does
+    (2*d per dot product and per axpy);
+  - bytes per word: distinct 4*d-byte rows each update reads and writes (rows reused within
+    one batched update counted once), x2 for read + write;
+and from the measured words/s: GFLOP/s and GB/s, against this machine's peaks measured here:
+one-thread float32 matrix product (BLAS) for compute, a large array copy for memory bandwidth,
+and a random 400-byte-row gather for the rate of cache-missing row accesses.
+
+usage: python tools/roofline.py CORPUS [--dim 100] [--window 5] [--negative 5]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import dataclasses  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from engine.config import ModelConfig  # noqa: E402
+from engine.corpus import CorpusSource  # noqa: E402
+from engine.idstream import ChunkReader  # noqa: E402
+from engine.local import make_trainer, plan_tasks  # noqa: E402
+from engine.prepare import build_vocab, encode_corpus  # noqa: E402
+from engine.state import ModelState  # noqa: E402
+
+
+def peak_flops() -> float:
+    """float32 FLOP/s of a 1-thread 1024^3 matrix product (the BLAS the machine has)."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    with threadpool_limits(1):
+        a @ a
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ a
+        secs = time.perf_counter() - t0
+    return 4 * 2 * 1024 ** 3 / secs
+
+
+def peak_bandwidth() -> float:
+    """Bytes/s of copying 256 MB (read + write counted)."""
+    src = np.ones(64 << 20, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        np.copyto(dst, src)
+    return 4 * 2 * src.nbytes / (time.perf_counter() - t0)
+
+
+def random_rows(dim: int) -> float:
+    """Random row read-modify-writes per second over a 64 MB matrix (cache-missing)."""
+    a = np.ones(((64 << 20) // (4 * dim), dim), np.float32)
+    idx = np.random.default_rng(1).integers(0, len(a), size=(200, 4096))
+    t0 = time.perf_counter()
+    for rows in idx:
+        a[rows] += np.float32(1e-7)
+    return idx.size / (time.perf_counter() - t0)
+
+
+def per_update(kind: str, d: int, n: int, ctx: float) -> tuple[float, float]:
+    """(flops, distinct rows touched) of one update; ctx = mean context rows per center."""
+    outs = n + 1
+    if kind == "sg-classic":        # one input row against n + 1 output rows
+        return outs * 6 * d + 2 * d, 1 + outs
+    if kind == "sg-batched":        # ctx input rows against one set of n + 1 output rows
+        return outs * 6 * d + 2 * d, 1 + outs / ctx
+    # CBOW: sum of ctx rows, n + 1 dot/gradient/updates, the gradient added to ctx rows
+    return ctx * d + outs * 6 * d + ctx * 2 * d, ctx + outs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus")
+    ap.add_argument("--dim", type=int, default=100)
+    ap.add_argument("--window", type=int, default=5)
+    ap.add_argument("--negative", type=int, default=5)
+    args = ap.parse_args()
+    base = ModelConfig(vector_size=args.dim, window=args.window, negative=args.negative,
+                       compute_loss=True)
+    src = CorpusSource(args.corpus)
+    vocab = build_vocab(src, base.min_count, workers=2)
+    flops_peak, bw_peak, rows_peak = peak_flops(), peak_bandwidth(), random_rows(args.dim)
+    print(f"machine: {flops_peak / 1e9:.1f} GFLOP/s (1-thread float32 matmul), "
+          f"{bw_peak / 1e9:.1f} GB/s (copy), {rows_peak / 1e6:.1f} M random rows/s "
+          f"({4 * args.dim} B each)")
+    print(f"{'kernel':<11} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
+          f"{'GFLOP/s':>8} {'%peak':>6} {'GB/s':>6} {'%bw':>5} {'Mrows/s':>8} {'x rand':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
+        reader = ChunkReader(stream.path, stream.max_chunk_ids)
+        chunks = [reader.read(s, e).copy() for s, e, _ in stream.chunks]
+        ctx = 1.0
+        for kind in ("sg-classic", "sg-batched", "cbow"):
+            cfg = dataclasses.replace(base, sg=0 if kind == "cbow" else 1)
+            state = ModelState(cfg, vocab)
+            settings = dataclasses.replace(state.kernel_settings,
+                                           batched=int(kind == "sg-batched"))
+            trainer = make_trainer(state.kernel_arrays(), settings)
+            words = examples = trained = 0
+            t0 = time.perf_counter()
+            for t in plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed):
+                trained += trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
+                examples += trainer.last_examples
+                words += t.raw_words
+            secs = time.perf_counter() - t0
+            if kind != "cbow":      # SG: one update per context row, so the mean context
+                ctx = examples / max(trained, 1)             # rows per kept word
+            flops, rows = per_update(kind, args.dim, args.negative, ctx)
+            upd_per_raw = examples / words
+            f_word, rows_word = flops * upd_per_raw, rows * upd_per_raw
+            b_word = rows_word * 4 * args.dim * 2
+            rate = words / secs
+            print(f"{kind:<11} {rate:>10,.0f} {upd_per_raw:>8.2f} {f_word:>9,.0f} "
+                  f"{b_word:>7,.0f} {rate * f_word / 1e9:>8.2f} "
+                  f"{100 * rate * f_word / flops_peak:>5.1f}% {rate * b_word / 1e9:>6.2f} "
+                  f"{100 * rate * b_word / bw_peak:>4.1f}% {rate * rows_word / 1e6:>8.1f} "
+                  f"{rate * rows_word / rows_peak:>6.2f}")
+    print("per raw corpus word. GB/s counts every touched row as if it came from memory; "
+          "'x rand': rows touched per second over the rate of random (cache-missing) row "
+          "updates alone: above 1, most touches hit cache (frequent words' rows)")
+
+
+if __name__ == "__main__":
+    main()
