@@ -81,13 +81,11 @@ class KeyedVectors:
 
     def __init__(self, vector_size, count=0, dtype=np.float32):
         """Empty vectors of `vector_size` dimensions, room for `count` of them (filled by
-        add_vector). Engine's earlier form KeyedVectors(keys, vectors, counts=None) is
-        still accepted for its callers (ModelState.keyed_vectors); new code: from_arrays."""
-        if not isinstance(vector_size, Integral):
-            earlier = type(self).from_arrays(vector_size, np.asarray(count, np.float32),
-                                             None if dtype is np.float32 else dtype)
-            self.__dict__.update(earlier.__dict__)
-            return
+        add_vector). Vectors for known keys: from_arrays."""
+        if not isinstance(vector_size, Integral) or isinstance(vector_size, bool):
+            raise InvalidTypeError(f"KeyedVectors: vector_size must be an integer, got "
+                                   f"{type(vector_size).__name__} (for keys and vectors use "
+                                   f"KeyedVectors.from_arrays)")
         self.vector_size = int(vector_size)
         self.index_to_key = [None] * count
         self.next_index = 0

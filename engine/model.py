@@ -95,7 +95,6 @@ class Word2Vec:
         d["cluster"] = make_section(ClusterConfig, dict(cluster or {}, **(
             {"nodes": list(nodes)} if nodes else {}), **(
             {"nameserver": nameserver} if nameserver else {})), "Word2Vec cluster")
-        d["min_count_given"] = min_count
         d["corpus_format"] = corpus_format
         d["encoding_errors"] = encoding_errors
         d["show_progress"] = show_progress

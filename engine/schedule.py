@@ -70,6 +70,17 @@ class TrainStats:
     def words_per_sec(self) -> float:
         return self.raw_words / self.seconds if self.seconds > 0 else 0.0
 
+    def absorb(self, part: "TrainStats") -> None:
+        """Add the figures of a later run over other tasks (a run made of several calls)."""
+        self.raw_words += part.raw_words
+        self.effective_words += part.effective_words
+        self.loss += part.loss
+        self.examples += part.examples
+        self.seconds += part.seconds
+        self.workers = part.workers
+        self.lost_workers += part.lost_workers
+        self.epochs.update(part.epochs)
+
     def add(self, task: Task, effective: int, loss: float = 0.0, examples: int = 0) -> None:
         """Count one finished task (each task is counted once, by whoever finished it)."""
         self.raw_words += task.raw_words

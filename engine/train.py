@@ -139,14 +139,7 @@ def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
     total = TrainStats()
     for group in by_epoch(tasks):
         part = runner.train(arrays, settings, stream, group, checkpoint=checkpoint)
-        total.raw_words += part.raw_words
-        total.effective_words += part.effective_words
-        total.loss += part.loss
-        total.examples += part.examples
-        total.seconds += part.seconds
-        total.workers = part.workers
-        total.lost_workers += part.lost_workers
-        total.epochs.update(part.epochs)
+        total.absorb(part)
         dropped = (total.cluster or {}).get("dropped", [])
         total.cluster = part.cluster
         if total.cluster is not None:

@@ -136,9 +136,9 @@ def test_any_token_survives_the_vocabulary_round_trip(tmp_path):
 
 def test_a_word_with_whitespace_is_refused_by_the_word2vec_format(tmp_path):
     path = tmp_path / "v.bin"
-    KeyedVectors(["good", "fine"], np.ones((2, 3), np.float32)).save_word2vec_format(str(path))
+    KeyedVectors.from_arrays(["good", "fine"], np.ones((2, 3), np.float32)).save_word2vec_format(str(path))
     before = path.read_bytes()
-    kv = KeyedVectors(["good", "new york", "x"], np.ones((3, 3), np.float32))
+    kv = KeyedVectors.from_arrays(["good", "new york", "x"], np.ones((3, 3), np.float32))
     for binary in (True, False):
         with pytest.raises(EngineError, match="'new york' cannot be written"):
             kv.save_word2vec_format(str(path), binary=binary)

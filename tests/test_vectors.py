@@ -9,7 +9,7 @@ def _kv():
     words = ["king", "queen", "man", "woman", "apple", "Paris"]
     vecs = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0.1], [0, 0, 1, 0.1],
                      [0, 0, 0, 1], [0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
-    return KeyedVectors(words, vecs)
+    return KeyedVectors.from_arrays(words, vecs)
 
 
 def test_most_similar_and_analogy_vector():
@@ -64,7 +64,7 @@ def test_rank_correlations_match_scipy():
 @pytest.mark.parametrize("binary", [True, False])
 def test_word2vec_format_round_trip(tmp_path, binary):
     rs = np.random.default_rng(0)
-    kv = KeyedVectors(["a", "bé", "c_d"], rs.normal(size=(3, 5)).astype(np.float32))
+    kv = KeyedVectors.from_arrays(["a", "bé", "c_d"], rs.normal(size=(3, 5)).astype(np.float32))
     path = str(tmp_path / ("v.bin" if binary else "v.txt"))
     kv.save_word2vec_format(path, binary=binary)
     back = KeyedVectors.load_word2vec_format(path, binary=binary)
@@ -74,7 +74,7 @@ def test_word2vec_format_round_trip(tmp_path, binary):
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):
-    kv = KeyedVectors(["a", "b"], np.ones((2, 4), np.float32))
+    kv = KeyedVectors.from_arrays(["a", "b"], np.ones((2, 4), np.float32))
     path = tmp_path / "v.bin"
     kv.save_word2vec_format(str(path), binary=True)
     path.write_bytes(path.read_bytes()[:-10])
@@ -86,7 +86,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
 def test_gensim_reads_ours_and_we_read_gensims(tmp_path, binary):
     gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
     rs = np.random.default_rng(1)
-    kv = KeyedVectors(["x", "yé", "z"], rs.normal(size=(3, 7)).astype(np.float32))
+    kv = KeyedVectors.from_arrays(["x", "yé", "z"], rs.normal(size=(3, 7)).astype(np.float32))
     ours = str(tmp_path / "ours")
     kv.save_word2vec_format(ours, binary=binary)
     g = gensim_kv.KeyedVectors.load_word2vec_format(ours, binary=binary)
@@ -105,7 +105,7 @@ def test_evaluations_match_gensim(tmp_path):
     gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
     rs = np.random.default_rng(2)
     words = [f"w{i}" for i in range(40)]
-    kv = KeyedVectors(words, rs.normal(size=(40, 6)).astype(np.float32))
+    kv = KeyedVectors.from_arrays(words, rs.normal(size=(40, 6)).astype(np.float32))
     g = gensim_kv.KeyedVectors(6)
     g.add_vectors(words, kv.vectors.copy())
     q = tmp_path / "q.txt"

@@ -17,7 +17,6 @@ usage: python tools/roofline.py CORPUS [--dim 100] [--window 5] [--negative 5]
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,11 +26,9 @@ import dataclasses  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.config import ModelConfig  # noqa: E402
-from engine.corpus import CorpusSource  # noqa: E402
-from engine.idstream import ChunkReader  # noqa: E402
 from engine.local import make_trainer, plan_tasks  # noqa: E402
-from engine.prepare import build_vocab, encode_corpus  # noqa: E402
 from engine.state import ModelState  # noqa: E402
+from encoded import encoded  # noqa: E402
 
 
 def peak_flops() -> float:
@@ -89,18 +86,13 @@ def main():
     args = ap.parse_args()
     base = ModelConfig(vector_size=args.dim, window=args.window, negative=args.negative,
                        compute_loss=True)
-    src = CorpusSource(args.corpus)
-    vocab = build_vocab(src, base.min_count, workers=2)
     flops_peak, bw_peak, rows_peak = peak_flops(), peak_bandwidth(), random_rows(args.dim)
     print(f"machine: {flops_peak / 1e9:.1f} GFLOP/s (1-thread float32 matmul), "
           f"{bw_peak / 1e9:.1f} GB/s (copy), {rows_peak / 1e6:.1f} M random rows/s "
           f"({4 * args.dim} B each)")
     print(f"{'kernel':<11} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
           f"{'GFLOP/s':>8} {'%peak':>6} {'GB/s':>6} {'%bw':>5} {'Mrows/s':>8} {'x rand':>6}")
-    with tempfile.TemporaryDirectory() as tmp:
-        stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
-        reader = ChunkReader(stream.path, stream.max_chunk_ids)
-        chunks = [reader.read(s, e).copy() for s, e, _ in stream.chunks]
+    with encoded(args.corpus, base.min_count) as (vocab, stream, chunks):
         ctx = 1.0
         for kind in ("sg-classic", "sg-batched", "cbow"):
             cfg = dataclasses.replace(base, sg=0 if kind == "cbow" else 1)

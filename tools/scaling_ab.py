@@ -8,7 +8,8 @@ same chunks can be trained, in interleaved rounds (issue 15):
   2t     two threads of this process, each with its own Trainer on the same weights (the
          kernels run without the GIL): no /dev/shm, no second address space
 
-each under the variants given (e.g. `prefetch_ahead=0`, `hot_words=256`). Every round trains
+each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
+`prefetch_ahead=0`, `batched=1`, `hot_words=256`). Every round trains
 a fresh model on the same id stream for one epoch, so rates are comparable within the run.
 
 usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t]
@@ -19,7 +20,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import tomllib
@@ -30,11 +30,9 @@ import dataclasses  # noqa: E402
 
 from engine.bench import machine_checks  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
-from engine.corpus import CorpusSource  # noqa: E402
-from engine.idstream import ChunkReader  # noqa: E402
 from engine.local import ListSource, LocalSession, make_trainer, plan_tasks  # noqa: E402
-from engine.prepare import build_vocab, encode_corpus  # noqa: E402
 from engine.state import ModelState  # noqa: E402
+from encoded import encoded  # noqa: E402
 
 
 def variant(text: str) -> dict:
@@ -42,10 +40,17 @@ def variant(text: str) -> dict:
     return {} if text == "base" else tomllib.loads("\n".join(text.split(",")))
 
 
-def fresh(cfg, vocab, settings_over: dict):
-    state = ModelState(cfg, vocab)
+MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def fresh(cfg, vocab, over: dict):
+    """A fresh model's arrays and kernel settings under a variant: [model] keys (window,
+    compute_loss, ...) change the model, kernel-only keys (batched, prefetch_ahead) the
+    settings; hot_words is the session's."""
+    model = {k: v for k, v in over.items() if k in MODEL_KEYS}
+    state = ModelState(dataclasses.replace(cfg, **model), vocab)
     settings = dataclasses.replace(state.kernel_settings, **{
-        k: v for k, v in settings_over.items() if k != "hot_words"})
+        k: v for k, v in over.items() if k not in MODEL_KEYS and k != "hot_words"})
     return state.kernel_arrays(), settings
 
 
@@ -103,16 +108,11 @@ def main():
     ap.add_argument("--variants", nargs="*", default=["base"])
     ap.add_argument("--json")
     args = ap.parse_args()
-    src = CorpusSource(args.corpus)
     cfg = ModelConfig(sg=args.sg)
-    vocab = build_vocab(src, cfg.min_count, workers=2)
     modes = args.modes.split(",")
     rows = {(m, v): [] for v in args.variants for m in modes}
     checks = []
-    with tempfile.TemporaryDirectory() as tmp:
-        stream = encode_corpus(src, vocab, tmp, 20_000, workers=2)
-        reader = ChunkReader(stream.path, stream.max_chunk_ids)
-        chunks = [reader.read(s, e).copy() for s, e, _ in stream.chunks]
+    with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
         words = {m: sum(t.raw_words for t in (tasks[2:] if m == "2p" else tasks))
                  for m in modes}
