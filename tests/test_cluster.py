@@ -280,7 +280,7 @@ def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
     with socket_port() as port:
         pass
     late_address = f"127.0.0.1:{port}"
-    epochs = 120
+    epochs = 160
     topics, state, stream = _job(tmp_path, epochs=epochs)
     cluster = ClusterConfig(nodes=[w.address for w in ws] + [late_address], round_words=4000,
                             round_seconds=1, rejoin_seconds=0.3, merge_at=merge_at,
