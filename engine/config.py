@@ -180,6 +180,8 @@ class LsiSection:
     ids: str = _f("auto", str, choices=("auto", "tab", "none"))
     triplets: str = _f("", str)                         # anchor<TAB>positive<TAB>negative
     topic_words: int = _f(10, int, 1, 1000)
+    shares: int = _f(0, int, 0, 1_000_000)              # with [cluster]: parts decomposed
+                                                        # apart (0 = two per node)
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ class JobConfig:
 _SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
                   "output": OutputConfig, "evaluate": EvaluateConfig, "cluster": ClusterConfig,
                   "lsi": LsiSection}
-_WORD_VECTOR_SECTIONS = ("model", "engine", "evaluate", "cluster")
+_WORD_VECTOR_SECTIONS = ("model", "engine", "evaluate")   # [cluster] serves both
 
 
 def _describe(chk: dict) -> str:

@@ -423,7 +423,14 @@ def run_lsi(job: JobConfig) -> dict:
                     ids=s.ids, encoding_errors=job.corpus.encoding_errors,
                     triplets=s.triplets or None, topic_words=s.topic_words,
                     seed=job.model.seed)
-    report = run_lsi_job(cfg)
+    decompose = None
+    if job.cluster.enabled:
+        from .cluster import ClusterLsi, check_reachable, read_key
+
+        check_reachable(job.cluster)        # before the corpus is read: fail in seconds
+        decompose = ClusterLsi(job.cluster, read_key(job.cluster.key_file),
+                               shares=s.shares).decompose
+    report = run_lsi_job(cfg, decompose)
     report["model"] = "lsi"
     return report
 

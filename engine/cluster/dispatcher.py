@@ -43,6 +43,31 @@ _FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError)
 CHUNK_BYTES_PER_EXCHANGE = 4 * transport.PIECE_BYTES   # new id chunks sent in one call
 
 
+def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
+    """{name: address} of the nodes the job lists or the name server knows (asked in a
+    thread with a deadline: a name server that stops answering cannot hang the job)."""
+    found = {a: a for a in cfg.nodes}
+    if cfg.nameserver:
+        box: list = []
+
+        def ask():
+            try:
+                box.append(transport.discover(cfg.nameserver, key))
+            except BaseException as exc:     # noqa: BLE001 (handed to the caller)
+                box.append(exc)
+
+        asker = threading.Thread(target=ask, name="ns-discover", daemon=True)
+        asker.start()
+        asker.join(cfg.timeout_seconds)
+        if not box:
+            raise ClusterError(f"name server {cfg.nameserver}: no answer in "
+                               f"{cfg.timeout_seconds:.0f} s")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        found.update(box[0])
+    return found
+
+
 class _Node:
     def __init__(self, address: str, name: str = ""):
         self.address = address
@@ -86,28 +111,7 @@ class ClusterEngine:
 
     # ---- discovery --------------------------------------------------------------------------
     def addresses(self) -> dict[str, str]:
-        """{name: address} of the nodes the job lists or the name server knows (asked in
-        a thread with a deadline: a name server that stops answering cannot hang the job)."""
-        found = {a: a for a in self.cfg.nodes}
-        if self.cfg.nameserver:
-            box: list = []
-
-            def ask():
-                try:
-                    box.append(transport.discover(self.cfg.nameserver, self.key))
-                except BaseException as exc:     # noqa: BLE001 (handed to the caller)
-                    box.append(exc)
-
-            asker = threading.Thread(target=ask, name="ns-discover", daemon=True)
-            asker.start()
-            asker.join(self.cfg.timeout_seconds)
-            if not box:
-                raise ClusterError(f"name server {self.cfg.nameserver}: no answer in "
-                                   f"{self.cfg.timeout_seconds:.0f} s")
-            if isinstance(box[0], BaseException):
-                raise box[0]
-            found.update(box[0])
-        return found
+        return find_nodes(self.cfg, self.key)
 
     # ---- training ---------------------------------------------------------------------------
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,

@@ -36,6 +36,7 @@ from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
 from . import transport
+from .lsi_node import LsiNodeJob
 from .merge import Shard
 from .transport import CommError, expose, pack_array, row_pieces, unpack_array
 
@@ -604,12 +605,22 @@ class WorkerService:
                 if self.job.job_id != spec["job"]:
                     raise RuntimeError(f"busy with job {self.job.job_id}")
                 self._close_job()                # the same dispatcher starts again
+            kind = spec.get("kind", "word2vec")
             try:
-                self.job = NodeJob(spec, self.workers, self.key)
+                if kind == "lsi":
+                    self.job = LsiNodeJob(spec, self.workers)
+                elif kind == "word2vec":
+                    self.job = NodeJob(spec, self.workers, self.key)
+                else:
+                    raise ValueError(f"open_job: unknown kind {kind!r} (word2vec, lsi)")
             except KeyError as exc:
                 raise ValueError(f"open_job: missing field {exc}") from None
-            log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
-                     self.job.workers, self.job.vocab, self.job.dim)
+            if kind == "lsi":
+                log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
+                         self.job.n_terms, self.job.threads)
+            else:
+                log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
+                         self.job.workers, self.job.vocab, self.job.dim)
             return {"workers": self.job.workers}
 
     @expose
@@ -677,6 +688,41 @@ class WorkerService:
         with self._using(job_id) as job:
             return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
 
+    # ---- LSI jobs (engine.cluster.lsi_node) ----------------------------------------------------
+    @contextmanager
+    def _lsi(self, job_id):
+        with self._using(job_id) as job:
+            if not isinstance(job, LsiNodeJob):
+                raise ValueError(f"job {job_id} is not an LSI job")
+            yield job
+
+    @expose
+    def lsi_put(self, job_id, share, first_doc, indptr, indices, data) -> None:
+        with self._lsi(job_id) as job:
+            job.put_block(share, first_doc, indptr, indices, data)
+
+    @expose
+    def lsi_decompose(self, job_id, share) -> None:
+        with self._lsi(job_id) as job:
+            job.decompose(share)
+
+    @expose
+    def lsi_result(self, job_id, share, wait_seconds) -> dict:
+        with self._lsi(job_id) as job:
+            reply = job.result(share, wait_seconds)
+            job.last_call = time.monotonic()
+            return reply
+
+    @expose
+    def lsi_pull(self, job_id, share, piece) -> dict:
+        with self._lsi(job_id) as job:
+            return job.pull(share, piece)
+
+    @expose
+    def lsi_forget(self, job_id, share) -> None:
+        with self._lsi(job_id) as job:
+            job.forget(share)
+
     @expose
     def close_job(self, job_id) -> dict:
         with self.lock:
@@ -684,6 +730,9 @@ class WorkerService:
             words = job.total_words
             self._close_job()
             self.jobs_done += 1
+            if isinstance(job, LsiNodeJob):
+                log.info("job %s closed: %d documents decomposed here", job_id, job.documents)
+                return {"documents": job.documents}
             log.info("job %s closed: %d words trained here", job_id, words)
             return {"trained_words": words}
 

@@ -120,8 +120,10 @@ def text_processes(cfg: LsiConfig, corpus_bytes: int, cores: int) -> tuple[int, 
                f"core(s) free")
 
 
-def run_lsi_job(cfg: LsiConfig) -> dict:
-    """Run the job; returns the report (also written to report.json)."""
+def run_lsi_job(cfg: LsiConfig, decompose=None) -> dict:
+    """Run the job; returns the report (also written to report.json). `decompose(blocks,
+    n_terms, settings) -> (Decomposition, TrainReport)` replaces the local SVD (the
+    cluster's, engine.cluster.lsi); the text passes and the outputs stay here."""
     cfg.validate()
     start = time.perf_counter()
     source = DocumentSource(cfg.path, ids=cfg.ids, encoding_errors=cfg.encoding_errors,
@@ -143,13 +145,14 @@ def run_lsi_job(cfg: LsiConfig) -> dict:
             raise ConfigError(f"no_below / no_above / keep_n: no term of {cfg.path} is left "
                               f"after filtering ({stats.documents} documents, "
                               f"{stats.raw_tokens} distinct tokens)")
-        decomposition, svd = train_decomposition(cache.blocks, len(dictionary),
-                                                 cfg.svd_settings())
+        decomposition, svd = (decompose or train_decomposition)(
+            cache.blocks, len(dictionary), cfg.svd_settings())
         phases["svd"] = peak.new_phase()
         model = _model(cfg, dictionary, decomposition, stats.documents)
         with atomic_dir(cfg.output) as out:
             t = time.perf_counter()
-            _write_doc_vectors(cache, len(dictionary), decomposition, svd.split.lanes,
+            _write_doc_vectors(cache, len(dictionary), decomposition,
+                               min(svd.split.lanes, cores),
                                os.path.join(out, "doc_vectors.npy"))
             vectors_s = time.perf_counter() - t
             shutil.copyfile(ids_path, os.path.join(out, "doc_ids.txt"))
@@ -224,4 +227,5 @@ def _summary(cfg, stats, svd, n_terms, d: Decomposition, vectors_s, evaluation, 
                     "svd": round(svd.seconds, 2), "doc_vectors": round(vectors_s, 2),
                     "total": round(time.perf_counter() - start, 2)},
         "triplets": evaluation,
+        **({"cluster": svd.cluster} if svd.cluster is not None else {}),
     }

@@ -1,0 +1,148 @@
+"""LSI on the cluster, on loopback: real `engine worker` processes decompose shares of the
+documents matrix; the dispatcher merges them. The merged decomposition matches an exact SVD
+and the local computation of the same shares; a SIGKILLed worker and a SIGSTOPped one are
+dropped and their shares recomputed by the survivor, with the same result; `engine run`
+with [lsi] and [cluster] writes the model. The `workers` fixture (test_cluster) checks
+that no process, port or shared memory is left behind."""
+import json
+import signal
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from engine.cluster import ClusterLsi, read_key
+from engine.config import ClusterConfig, job_from_dict
+from engine.docs.blocks import BlockCache
+from engine.docs.lsi import SvdSettings, decompose_part, plan_shares, share_rank
+from engine.docs.svd import merge_all
+from engine.errors import ClusterError
+from engine.train import run_job
+
+from test_cluster import KEY, workers  # noqa: F401 (the fixture)
+
+RANK = 12
+
+
+def _planted(seed=3, terms=300, docs=1500):
+    """Documents x terms: a rank-RANK matrix with well separated singular values plus a
+    little noise, as CSR."""
+    rng = np.random.default_rng(seed)
+    a = np.linalg.qr(rng.standard_normal((docs, RANK)))[0]
+    b = np.linalg.qr(rng.standard_normal((terms, RANK)))[0]
+    s = np.geomspace(40, 4, RANK)
+    m = (a * s) @ b.T + 1e-4 * rng.standard_normal((docs, terms))
+    return scipy.sparse.csr_matrix(m)
+
+
+SETTINGS = SvdSettings(num_topics=8, chunksize=200, power_iters=2, extra_samples=10,
+                       dtype="float64", seed=5, method="stochastic")
+
+
+def _local_merge(blocks, n_terms, shares, settings=SETTINGS):
+    """The same shares decomposed here and merged in order: what the cluster must give."""
+    rank = share_rank(settings, n_terms)
+    parts = (decompose_part(run, first, n_terms, settings, 1, rank)
+             for run, first in plan_shares(blocks, shares))
+    return merge_all(parts, settings.num_topics)
+
+
+def _same(d, ref, tol):
+    assert d.u.shape == ref.u.shape
+    np.testing.assert_allclose(d.s, ref.s, rtol=tol)
+    np.testing.assert_allclose(np.abs(d.u.T @ ref.u).diagonal(), 1.0, atol=tol)
+
+
+def test_cluster_decomposition_matches_exact_svd_and_local_shares(tmp_path, workers):
+    ws = workers(2)
+    m = _planted()
+    with BlockCache(str(tmp_path)) as cache:
+        cache.add_matrix(m, 100)
+        cfg = ClusterConfig(nodes=[w.address for w in ws])
+        d, report = ClusterLsi(cfg, read_key(), shares=5).decompose(
+            cache.blocks, m.shape[1], SETTINGS)
+        local = _local_merge(cache.blocks, m.shape[1], 5)
+    exact = np.linalg.svd(m.toarray().T, full_matrices=False)
+    np.testing.assert_allclose(d.s, exact[1][:8], rtol=1e-3)
+    _same(d, local, 1e-6)
+    c = report.cluster
+    assert c["shares"] == 5 and c["nodes_used"] == 2 and not c["dropped"]
+    assert sorted(i for n in c["per_node"] for i in n["shares"]) == list(range(5))
+    assert {n["node"] for n in c["per_node"] if n["shares"]} == {w.address for w in ws}
+
+
+def test_killed_and_hung_nodes_lose_no_share(tmp_path, workers):
+    ws = workers(3)
+    m = _planted(seed=4)
+    victims = {ws[0].address: signal.SIGKILL, ws[1].address: signal.SIGSTOP}
+    hit = []
+
+    def on_event(what, node, share):
+        # a victim is hit while it computes a share: that share must be done again
+        if what == "sent" and node.address in victims and node.address not in hit:
+            hit.append(node.address)
+            next(w for w in ws if w.address == node.address).ps.send_signal(
+                victims[node.address])
+
+    with BlockCache(str(tmp_path)) as cache:
+        cache.add_matrix(m, 100)
+        cfg = ClusterConfig(nodes=[w.address for w in ws], timeout_seconds=2,
+                            round_seconds=0.5)
+        d, report = ClusterLsi(cfg, read_key(), shares=6, on_event=on_event).decompose(
+            cache.blocks, m.shape[1], SETTINGS)
+        local = _local_merge(cache.blocks, m.shape[1], 6)
+    assert sorted(hit) == sorted(victims)
+    c = report.cluster
+    assert {x["address"] for x in c["dropped"]} == set(victims)
+    assert {x["lost_on"] for x in c["recomputed"]} == set(victims)
+    assert sorted(int(k) for k in c["done_by"]) == list(range(6))
+    assert set(c["done_by"].values()) >= {ws[2].address}
+    _same(d, local, 1e-6)                  # the same topics up to sign and rounding
+    assert ws[0].proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_every_node_lost_is_one_clear_error(tmp_path, workers):
+    ws = workers(1)
+    m = _planted(seed=5, docs=400)
+
+    def on_event(what, node, share):
+        if what == "sent":
+            ws[0].ps.send_signal(signal.SIGKILL)
+
+    with BlockCache(str(tmp_path)) as cache:
+        cache.add_matrix(m, 100)
+        cfg = ClusterConfig(nodes=[ws[0].address], timeout_seconds=2, round_seconds=0.5)
+        with pytest.raises(ClusterError, match="every node was lost"):
+            ClusterLsi(cfg, read_key(), on_event=on_event).decompose(
+                cache.blocks, m.shape[1], SETTINGS)
+
+
+def test_engine_run_lsi_job_on_the_cluster(tmp_path, workers):
+    ws = workers(2)
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(400)]
+    topics = [vocab[i::4] for i in range(4)]     # four planted topics of 100 words
+    with open(tmp_path / "docs.tsv", "w") as fh:
+        for d in range(800):
+            words = rng.choice(topics[d % 4], 60).tolist() + rng.choice(vocab, 10).tolist()
+            fh.write(f"d{d}\t{' '.join(words)}\n")
+    job = job_from_dict({
+        "corpus": {"path": str(tmp_path / "docs.tsv")},
+        "lsi": {"num_topics": 4, "extra_samples": 10, "chunksize": 100, "shares": 4,
+                "no_above": 1.0},
+        "output": {"dir": str(tmp_path / "out")},
+        "cluster": {"nodes": [w.address for w in ws]}})
+    report = run_job(job, show_progress=False)
+    assert report["method"] == "cluster merge"
+    assert report["cluster"]["nodes_used"] == 2 and report["cluster"]["shares"] >= 2
+    vecs = np.load(tmp_path / "out" / "doc_vectors.npy")
+    assert vecs.shape == (800, 4)
+    # documents of one planted topic are nearer each other than to the others' documents
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    label = np.arange(800) % 4
+    same = sims[label[:, None] == label[None, :]].mean()
+    other = sims[label[:, None] != label[None, :]].mean()
+    assert same > 0.9 and other < 0.3, (same, other)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["cluster"]["done_by"]
