@@ -441,6 +441,14 @@ def run_bench(args) -> int:
     if args.repeat < 1:
         raise ConfigError(f"--repeat {args.repeat}: expected an integer >= 1")
     keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
+    if job.lsi is not None:                    # document vectors: engine.bench_lsi
+        from .bench_lsi import run_lsi_bench
+
+        try:
+            return run_lsi_bench(args, job, keep, cores)
+        finally:
+            if not args.keep:
+                shutil.rmtree(keep, ignore_errors=True)
     node_counts, workers = [], None
     try:
         corpus = job.corpus.path

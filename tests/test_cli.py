@@ -1,14 +1,16 @@
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from engine.bench import engine_command
 
 
-def _run(*args):
-    cmd, env = engine_command()
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
+def _run(*args, env=None):
+    cmd, base = engine_command()
+    return subprocess.run(cmd + list(args), capture_output=True, text=True,
+                          env=dict(base, **(env or {})))
 
 
 @pytest.fixture
@@ -138,3 +140,24 @@ def test_an_lsi_job_runs_through_engine_run(tmp_path, planted):
     job.write_text(job.read_text() + "[model]\nsg = 1\n")
     r = _run("run", str(job))
     assert r.returncode == 2 and "a job trains one model" in r.stderr
+
+
+def test_bench_on_an_lsi_job_runs_splits_and_nodes(tmp_path):
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(300)]
+    with open(tmp_path / "docs.tsv", "w") as fh:
+        for d in range(300):
+            words = rng.choice(vocab[d % 3::3], 40).tolist()
+            fh.write(f"d{d}\t{' '.join(words)}\n")
+    job = tmp_path / "lsi.toml"
+    job.write_text(f'[corpus]\npath = "{tmp_path / "docs.tsv"}"\n[lsi]\nnum_topics = 3\n'
+                   f'extra_samples = 5\nno_above = 1.0\n')
+    env_key = {"ENGINE_CLUSTER_KEY": "bench-key"}
+    r = _run("bench", str(job), "--threads", "1..2", "--nodes", "1", "--peers", "nosuch",
+             "--json", str(tmp_path / "b.json"), env=env_key)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [row["split"] for row in data["rows"]] == ["1x1", "1x2", "2x1", "1 nodes"]
+    assert all(row["svd_seconds"] > 0 and row["peak_mb"] > 0 for row in data["rows"])
+    assert "unknown LSI peer 'nosuch'" in r.stdout
+    assert "| engine | 2x1 |" in r.stdout

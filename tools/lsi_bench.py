@@ -13,7 +13,9 @@ TF-IDF, then U^T x; cosine; share where the anchor is nearer its positive).
 
 Two more rows run engine's whole job from the compressed file (dictionary, TF-IDF, SVD,
 document vectors), on the whole corpus and on its first tenth with the same number of
-terms and topics: memory should not grow with the corpus.
+terms and topics: memory should not grow with the corpus. The cluster rows run the same
+job with its SVD on two `engine worker`s started on loopback (shares decomposed on the nodes,
+merged here), once with one node SIGKILLed as soon as it holds a share.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ RUNS = [
      {"part": "full", "processes": 1, "blas_threads": 2}),
     ("engine job, first tenth (float32), 1 x 2", "job",
      {"part": "tenth", "processes": 1, "blas_threads": 2}),
+    ("engine job, whole corpus, 2 nodes x 1 thread", "cluster", {"nodes": 2}),
+    ("engine job, 2 nodes, one SIGKILLed in its share", "cluster", {"nodes": 2, "kill": True}),
 ]
 
 
@@ -132,6 +136,8 @@ def run_one(kind: str, options: dict, folder: str, docs: str, triplets: str,
 
     if kind == "job":
         return _run_job(options, folder, docs, triplets, topics)
+    if kind == "cluster":
+        return _run_cluster(options, folder, docs, triplets, topics)
     dictionary = Dictionary.load(os.path.join(folder, "dictionary.json"))
     corpus = _bows(folder, "tfidf")
     held = rss_mb()
@@ -190,6 +196,91 @@ def _run_job(options: dict, folder: str, docs: str, triplets: str, topics: int) 
             "svd_seconds": report["seconds"]["svd"], "phases": report["seconds"]}
 
 
+def _run_cluster(options: dict, folder: str, docs: str, triplets: str, topics: int) -> dict:
+    """The whole job with its SVD on `nodes` `engine worker`s (1 thread each) started here
+    on loopback; with "kill", the second node is SIGKILLed as soon as it has been sent
+    its first share (which the other node then computes too)."""
+    import signal
+    import threading
+
+    import psutil
+
+    from engine.bench import engine_command
+    from engine.cluster import ClusterLsi
+    from engine.config import ClusterConfig
+    from engine.docs.job import LsiConfig, run_lsi_job
+
+    key = "lsi-bench"
+    cmd, env = engine_command()
+    env = dict(env, ENGINE_CLUSTER_KEY=key)
+    procs, addresses = [], []           # worker pids (not our children: see below)
+    peaks: dict[int, float] = {}
+    try:
+        for i in range(options["nodes"]):
+            # started through a shell that exits, so the workers are not in this process'
+            # tree and the job's peak memory (PSS of its tree) is the dispatcher's alone
+            worker = " ".join(cmd + ["worker", "--port", "0", "--workers", "1", "--name",
+                                     f"b{i}"])
+            sh = subprocess.Popen(["sh", "-c", f"setsid {worker} 2>/dev/null & echo $!"],
+                                  stdout=subprocess.PIPE, text=True, env=env)
+            procs.append(int(sh.stdout.readline()))
+            while True:
+                line = sh.stdout.readline()
+                if "ready on" in line:
+                    addresses.append(line.rsplit(" ", 1)[1].strip())
+                    break
+                if not line:
+                    raise RuntimeError("a worker did not start")
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.1):
+                for pid in procs:
+                    try:
+                        peaks[pid] = max(peaks.get(pid, 0.0),
+                                         psutil.Process(pid).memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        killed = []
+
+        def on_event(what, node, share):
+            if options.get("kill") and what == "sent" and node.address == addresses[1] \
+                    and not killed:
+                killed.append(share)
+                os.kill(procs[1], signal.SIGKILL)
+
+        cluster = ClusterConfig(nodes=addresses, timeout_seconds=10, round_seconds=1)
+        decompose = ClusterLsi(cluster, key.encode(), on_event=on_event).decompose
+        cfg = LsiConfig(path=docs, output=os.path.join(folder, "job-cluster"),
+                        num_topics=topics, triplets=triplets, dtype="float32")
+        t = time.perf_counter()
+        report = run_lsi_job(cfg, decompose)
+        seconds = time.perf_counter() - t
+        done.set()
+    finally:
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        gone = [psutil.Process(pid) for pid in procs if psutil.pid_exists(pid)]
+        psutil.wait_procs(gone, timeout=30)
+    c = report["cluster"]
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "held_mb": 0.0,
+            "train_mb": report["peak_memory_mb"],
+            "accuracy": report["triplets"]["lsi"]["accuracy"],
+            "split": f"{c['nodes_used']}n", "terms": report["terms"],
+            "documents": report["documents"], "svd_seconds": report["seconds"]["svd"],
+            "phases": report["seconds"], "node_peak_mb": sorted(round(v) for v in peaks.values()),
+            "cluster": {k: c[k] for k in ("shares", "share_rank", "recomputed", "dropped",
+                                          "done_by", "bytes_to_nodes", "bytes_from_nodes")},
+            "s": [float(x) for x in np.load(os.path.join(
+                folder, "job-cluster", "singular_values.npy"))[:3]]}
+
+
 # ---- the driver ---------------------------------------------------------------------------
 
 def main() -> None:
@@ -234,7 +325,7 @@ def _table(results: dict) -> None:
     print(f"|{'-' * 48}|-------|---------|-----------|-------------|----------|----------|")
     for i, r in sorted(results.items()):
         speed = f"{base / r['seconds']:.2f}x" if base else "-"
-        if RUNS[i][1] == "job":
+        if RUNS[i][1] in ("job", "cluster"):
             speed = f"(svd {r['svd_seconds']:.1f} s)"
         print(f"| {RUNS[i][0]:46} | {r['split']:5} | {r['seconds']:7.1f} | {speed:>9} | "
               f"{r['peak_rss_mb']:11.0f} | {r['train_mb']:8.0f} | {100 * r['accuracy']:7.2f}% |")
@@ -248,8 +339,10 @@ def _table(results: dict) -> None:
               f"{tenth['train_mb']:.0f} MB ({tenth['documents']:,} documents, "
               f"{tenth['terms']:,} terms): ratio {full['train_mb'] / tenth['train_mb']:.3f}")
     for i, r in sorted(results.items()):
-        if RUNS[i][1] == "job":
+        if RUNS[i][1] in ("job", "cluster"):
             print(f"{RUNS[i][0]} phases (s): " + json.dumps(r["phases"]))
+        if RUNS[i][1] == "cluster":
+            print(f"  nodes' peak RSS MB {r['node_peak_mb']}; " + json.dumps(r["cluster"]))
     print("train MB: memory growth while training (PSS of the process and its children); "
           "for the job rows, the job's whole peak PSS")
 
