@@ -18,7 +18,11 @@ __version__ = "0.1.0"
 def __getattr__(name):
     """engine.Dictionary, engine.TfidfModel, engine.LsiModel: the document models
     (engine.docs), imported when first asked for."""
-    if name in ("Dictionary", "TfidfModel", "LsiModel"):
+    if name == "LsiModel":                  # with gensim's distributed=True (the cluster)
+        from .doc_models import LsiModel
+
+        return LsiModel
+    if name in ("Dictionary", "TfidfModel"):
         from . import docs
 
         return getattr(docs, name)

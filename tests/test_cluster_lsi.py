@@ -14,7 +14,7 @@ import scipy.sparse
 from engine.cluster import ClusterLsi, read_key
 from engine.config import ClusterConfig, job_from_dict
 from engine.docs.blocks import BlockCache
-from engine.docs.lsi import SvdSettings, decompose_part, plan_shares, share_rank
+from engine.docs.lsi import SvdSettings, decompose_share, plan_shares, share_rank
 from engine.docs.svd import merge_all
 from engine.errors import ClusterError
 from engine.train import run_job
@@ -42,8 +42,8 @@ SETTINGS = SvdSettings(num_topics=8, chunksize=200, power_iters=2, extra_samples
 def _local_merge(blocks, n_terms, shares, settings=SETTINGS):
     """The same shares decomposed here and merged in order: what the cluster must give."""
     rank = share_rank(settings, n_terms)
-    parts = (decompose_part(run, first, n_terms, settings, 1, rank)
-             for run, first in plan_shares(blocks, shares))
+    parts = (decompose_share(share, n_terms, settings, 1, rank)
+             for share in plan_shares(blocks, shares))
     return merge_all(parts, settings.num_topics)
 
 
@@ -146,3 +146,34 @@ def test_engine_run_lsi_job_on_the_cluster(tmp_path, workers):
     assert same > 0.9 and other < 0.3, (same, other)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["cluster"]["done_by"]
+
+
+def test_gensim_style_distributed_lsimodel(tmp_path, workers):
+    import engine
+    from engine.docs.blocks import csr_to_bows
+
+    ws = workers(2)
+    m = _planted(seed=6, docs=600)
+    bows = csr_to_bows(m)
+    id2word = {i: f"t{i}" for i in range(m.shape[1])}
+    model = engine.LsiModel(bows, num_topics=8, id2word=id2word, chunksize=200,
+                            extra_samples=10, random_seed=2, distributed=True,
+                            nodes=[w.address for w in ws], shares=3)
+    assert model.distributed and model.last_report.cluster["shares"] == 3
+    assert not model.last_report.cluster["dropped"]
+    local = engine.LsiModel(bows, num_topics=8, id2word=id2word, chunksize=200,
+                            extra_samples=10, random_seed=2)
+    exact = np.linalg.svd(m.toarray().T, full_matrices=False)[1][:8]
+    np.testing.assert_allclose(model.projection.s, exact, rtol=1e-3)
+    np.testing.assert_allclose(local.projection.s, exact, rtol=1e-3)
+    doc = bows[0]
+    got, want = dict(model[doc]), dict(local[doc])
+    assert got.keys() == want.keys()
+    for t in got:                      # each topic up to its sign
+        assert abs(abs(got[t]) - abs(want[t])) < 1e-2 * max(abs(want[t]), 1)
+    model.save(str(tmp_path / "lsi.npz"))
+    again = engine.LsiModel.load(str(tmp_path / "lsi.npz"))
+    np.testing.assert_array_equal(again.projection.s, model.projection.s)
+    with pytest.raises(Exception, match="distributed"):
+        from engine.docs import LsiModel
+        LsiModel(bows, num_topics=2, id2word=id2word, distributed=True)

@@ -543,3 +543,25 @@ def test_job_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="no term"):
         run_lsi_job(LsiConfig(path=path, output=str(tmp_path / "o"), no_below=50))
     assert not (tmp_path / "o").exists()
+
+
+def test_shares_cover_the_corpus_evenly_at_document_granularity(tmp_path):
+    import scipy.sparse
+
+    from engine.docs.blocks import BlockCache
+    from engine.docs.lsi import plan_shares, share_pieces
+
+    rng = np.random.default_rng(1)
+    m = scipy.sparse.random(700, 50, density=0.1, format="csr", random_state=rng)
+    with BlockCache(str(tmp_path)) as cache:
+        cache.add_matrix(m, 300)                      # 3 blocks, cut into 5 shares
+        shares = plan_shares(cache.blocks, 5)
+        assert len(shares) == 5
+        assert [s.first_doc for s in shares] == np.cumsum([0] + [s.n_docs for s in shares[:-1]]).tolist()
+        assert sum(s.n_docs for s in shares) == 700 and sum(s.nnz for s in shares) == m.nnz
+        assert max(s.nnz for s in shares) <= 1.1 * m.nnz / 5
+        rebuilt = scipy.sparse.vstack([p for s in shares for p in share_pieces(s, 50)])
+        assert (rebuilt != m).nnz == 0
+        many = plan_shares(cache.blocks, 10_000)               # at most one per document
+        assert len(many) <= 700 and all(s.n_docs >= 1 for s in many)
+        assert sum(s.n_docs for s in many) == 700

@@ -33,9 +33,10 @@ Pyro process exits during training or after --timeout seconds.
 Prints one JSON line: training seconds (the LsiModel constructor) apart from the start-up of
 the Pyro processes; the client's peak RSS (ru_maxrss) and the growth of PSS during training
 of the client plus all the Pyro processes ("train_mb", as lsi_bench.py's train MB: the
-process and its children); per process the sampled peak RSS and PSS (psutil, every
+process and its children); per process the CPU seconds during training; per process the sampled peak RSS and PSS (psutil, every
 --interval s) and the kernel's peak RSS (VmHWM); the jobs each worker did (from the
-Pyro processes' logs); the triplet accuracy; the first singular values.
+Pyro processes' logs); the triplet accuracy; the first singular values; the 1-minute load average
+before and after training (the machine may be shared: a high load means a noisy time).
 """
 from __future__ import annotations
 
@@ -156,10 +157,31 @@ class Sampler:
         return total
 
     def mark(self) -> float:
-        """Start a new phase: returns the current PSS total and resets its peak."""
+        """Start a new phase: returns the current PSS total and resets its peak; CPU time
+        is counted from here."""
         now = self.sample()
         self.total_pss_peak = now
+        self.cpu0 = self._cpu()
         return now
+
+    def _cpu(self) -> dict:
+        import psutil
+
+        out = {}
+        with self._lock:
+            items = list(self.procs.items())
+        for name, proc in items:
+            try:
+                t = proc.cpu_times()
+                out[name] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def cpu_since_mark(self) -> dict:
+        """CPU seconds (user + system) of each process since mark()."""
+        now, base = self._cpu(), getattr(self, "cpu0", {})
+        return {k: round(v - base.get(k, 0.0), 2) for k, v in now.items()}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -372,6 +394,7 @@ def run(args) -> dict:
                 cluster.start(sampler)
                 out["startup_seconds"] = round(time.perf_counter() - t, 2)
             held = sampler.mark()
+            load0 = round(os.getloadavg()[0], 2)
             t = time.perf_counter()
             if args.serial:
                 model = LsiModel(corpus, num_topics=args.topics, id2word=id2word,
@@ -386,6 +409,8 @@ def run(args) -> dict:
                             raise RuntimeError(dog.reason) from None
                         raise
             out["seconds"] = round(time.perf_counter() - t, 3)
+            out["cpu_seconds"] = sampler.cpu_since_mark()
+            out["loadavg_1min"] = [load0, round(os.getloadavg()[0], 2)]
             sampler.sample()
             out["held_mb"] = round(held, 1)
             out["train_mb"] = round(sampler.total_pss_peak - held, 1)

@@ -21,8 +21,7 @@ from collections import deque
 
 import numpy as np
 
-from ..docs.lsi import SvdSettings, TrainReport, plan_shares, share_rank
-from ..docs.blocks import read_block
+from ..docs.lsi import SvdSettings, TrainReport, plan_shares, share_pieces, share_rank
 from ..docs.parallel import Split, cpu_count
 from ..docs.svd import Decomposition, merge_all
 from ..errors import ClusterError
@@ -167,11 +166,11 @@ class ClusterLsi:
 
     def _compute(self, node: _LsiNode, index: int) -> None:
         t0 = time.monotonic()
-        blocks, first_doc = self.plan[index]
+        share = self.plan[index]
+        first_doc = share.first_doc
         dtype = np.dtype(self.settings.dtype)
         proxy = node.proxy
-        for b in blocks:
-            m = read_block(b.path).astype(dtype, copy=False)
+        for m in share_pieces(share, self.n_terms, dtype):
             start = 0
             while start < m.shape[0]:                # pieces far below the message limit
                 stop = int(np.searchsorted(m.indptr, m.indptr[start] + PUT_NNZ, "right")) - 1

@@ -133,14 +133,17 @@ class LsiNodeJob:
                 raise ValueError(f"share {index}: already {share.state}")
             if not share.blocks:
                 raise ValueError(f"share {index}: no documents sent")
-            if self.thread is not None and self.thread.is_alive():
+            if any(x.state == "running" for x in self.shares.values()):
                 raise ValueError("decompose: another share is being decomposed")
+            previous = self.thread              # done: at most finishing its log line
             share.state = "running"
-            self.thread = threading.Thread(target=self._run, args=(index, share),
+            self.thread = threading.Thread(target=self._run, args=(index, share, previous),
                                            name="lsi-share", daemon=True)
             self.thread.start()
 
-    def _run(self, index: int, share: _Share) -> None:
+    def _run(self, index: int, share: _Share, previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()
         t = time.perf_counter()
         try:
             d = decompose_part(share.blocks, share.first_doc, self.n_terms, self.settings,
@@ -149,6 +152,7 @@ class LsiNodeJob:
             pieces = row_pieces(u.shape[0], max(1, u.shape[1]) * u.itemsize)
             with self.lock:
                 share.result, share.pieces = Decomposition(u, d.s), list(pieces)
+                share.seconds = time.perf_counter() - t
                 share.state = "done"
                 self.documents += share.n_docs
         except BaseException as exc:             # noqa: BLE001 (reported to the dispatcher)
@@ -157,8 +161,8 @@ class LsiNodeJob:
             if not self.stop.is_set():
                 log.warning("LSI share %d failed: %s", index, share.error)
         finally:
-            share.seconds = time.perf_counter() - t
             with self.lock:
+                share.seconds = share.seconds or time.perf_counter() - t
                 self.changed.notify_all()
         log.info("LSI share %d: %d documents, %d factors in %.1f s", index, share.n_docs,
                  self.rank, share.seconds)

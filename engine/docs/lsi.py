@@ -34,7 +34,7 @@ import scipy.sparse
 from ..atomic import atomic_file
 from ..errors import FormatError, InvalidArgumentError, MissingFileError, NotSupportedError
 from ..procs import ProcessPool
-from .blocks import BlockCache, bows_to_csr, group_chunks, split_even
+from .blocks import BlockCache, bows_to_csr, group_chunks, read_block
 from .parallel import PIECE_NNZ, LocalPasses, PoolPasses, Split, choose_split, plan_pieces
 from .svd import Decomposition, merge, merge_all, one_blas_thread, stochastic_svd
 from .tfidf import TransformedCorpus
@@ -139,14 +139,72 @@ def decompose_part(blocks: list, first_doc: int, n_terms: int, settings: SvdSett
                               settings.power_iters, settings.seed, settings.dtype, threads)
 
 
-def plan_shares(blocks: Sequence, count: int) -> list[tuple[list, int]]:
-    """The cached blocks cut into at most `count` contiguous shares of about equal work,
-    each with the number of its first document: the parts a cluster decomposes apart."""
-    shares, first = [], 0
-    for run in split_even(list(blocks), count):
-        shares.append((run, first))
-        first += sum(b.n_docs for b in run)
+@dataclass(frozen=True)
+class Share:
+    """Documents first_doc .. first_doc + n_docs of the corpus, decomposed apart (a
+    cluster node's unit of work): rows lo..hi of each cached block in `segments`
+    ((path, lo, hi), in order)."""
+    first_doc: int
+    n_docs: int
+    nnz: int
+    segments: tuple
+
+
+def _row_offsets(path: str) -> np.ndarray:
+    """A block file's row pointer (its first two records), without its data."""
+    with open(path, "rb") as fh:
+        np.load(fh)
+        return np.load(fh)
+
+
+def plan_shares(blocks: Sequence, count: int) -> list[Share]:
+    """The cached blocks cut into `count` contiguous shares of about equal nonzeros (the
+    work), at document granularity (a share may begin or end inside a block); fewer when
+    there are fewer documents."""
+    blocks = list(blocks)
+    n_docs = sum(b.n_docs for b in blocks)
+    total = sum(b.nnz for b in blocks)
+    count = max(1, min(count, n_docs))
+    # the document at which each share ends: where the running nonzeros pass i/count
+    ptrs, base = [], 0
+    for b in blocks:
+        ptrs.append(_row_offsets(b.path)[:b.n_docs + 1] + base)
+        base += b.nnz
+    cum = np.concatenate([p[1:] for p in ptrs]) if ptrs else np.zeros(0, np.int64)
+    targets = [total * i / count for i in range(1, count)]
+    ends = sorted(set(int(np.searchsorted(cum, t, "left")) + 1 for t in targets))
+    ends = [e for e in ends if 0 < e < n_docs] + [n_docs]
+    shares, start = [], 0
+    for end in ends:
+        segments, doc0 = [], 0
+        for b in blocks:
+            lo, hi = max(start, doc0) - doc0, min(end, doc0 + b.n_docs) - doc0
+            if lo < hi:
+                segments.append((b.path, lo, hi))
+            doc0 += b.n_docs
+        nnz = int(cum[end - 1] - (cum[start - 1] if start else 0))
+        shares.append(Share(start, end - start, nnz, tuple(segments)))
+        start = end
     return shares
+
+
+def share_pieces(share: Share, n_terms: int, dtype=None):
+    """The share's documents as CSR matrices (one per block it touches), in order."""
+    for path, lo, hi in share.segments:
+        m = read_block(path)[lo:hi]
+        if m.shape[1] != n_terms:
+            m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n_terms))
+        yield m if dtype is None or m.dtype == dtype else m.astype(dtype)
+
+
+def decompose_share(share: Share, n_terms: int, settings: SvdSettings, threads: int = 1,
+                    rank: int | None = None, folder: str | None = None) -> Decomposition:
+    """A share's decomposition computed here: its documents copied into a cache of their
+    own, then decompose_part (what a node does with the blocks it is sent)."""
+    with BlockCache(folder) as cache:
+        for m in share_pieces(share, n_terms, np.dtype(settings.dtype)):
+            cache.add(m)
+        return decompose_part(cache.blocks, share.first_doc, n_terms, settings, threads, rank)
 
 
 def share_rank(settings: SvdSettings, n_terms: int) -> int:
@@ -249,15 +307,20 @@ class LsiModel:
     "stochastic", "merge"), processes and blas_threads (0 = chosen from the problem and
     the cores; the choice is logged), cache_dir (where the TF-IDF blocks are cached)."""
 
+    decomposer = None       # (blocks, n_terms, settings) -> (Decomposition, TrainReport):
+                            # another SVD than train_decomposition's (engine.LsiModel's
+                            # cluster, with distributed=True)
+
     def __init__(self, corpus=None, num_topics: int = 200, id2word: Mapping | None = None,
                  chunksize: int = 20_000, decay: float = 1.0, distributed: bool = False,
                  onepass: bool = True, power_iters: int = 2, extra_samples: int = 100,
                  dtype=np.float64, random_seed: int | None = None, method: str = "auto",
                  processes: int = 0, blas_threads: int = 0, cache_dir: str | None = None):
-        if distributed:
-            raise NotSupportedError("LsiModel(distributed=True): from Python, not yet; "
-                                    "`engine run` with [lsi] and [cluster] in the job file "
-                                    "spreads the decomposition over `engine worker`s")
+        if distributed and self.decomposer is None:
+            raise NotSupportedError("engine.docs.LsiModel(distributed=True): use "
+                                    "engine.LsiModel (nodes=[...] or a name server), or "
+                                    "`engine run` with [lsi] and [cluster]")
+        self.distributed = bool(distributed)
         if corpus is None and id2word is None:
             raise InvalidArgumentError("LsiModel: give a corpus or id2word (the number of "
                                        "terms comes from one of them)")
@@ -302,7 +365,8 @@ class LsiModel:
                 cache.add_matrix(m, CACHE_BLOCK_DOCS, PIECE_NNZ)
             else:
                 self._cache_corpus(corpus, cache)
-            update, report = train_decomposition(cache.blocks, self.num_terms, settings)
+            update, report = (self.decomposer or train_decomposition)(
+                cache.blocks, self.num_terms, settings)
         self.absorb(update, report.n_docs, settings.decay)
         self.last_report = report
 
