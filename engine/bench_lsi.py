@@ -72,8 +72,11 @@ class GensimCluster:
 
     def __init__(self, python: str, n: int):
         self.port = _free_port()
+        # one BLAS thread per process: 2 workers x OpenBLAS' own threads on 2 cores ran
+        # 2x slower (tools/gensim_lsi_dist.py, chunksize 1000: 46.9 s against 22.5 s)
         self.env = dict(os.environ, PYRO_NS_HOST="127.0.0.1", PYRO_NS_PORT=str(self.port),
-                        PYRO_HOST="127.0.0.1", **PYRO_ENV)
+                        PYRO_HOST="127.0.0.1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                        MKL_NUM_THREADS="1", **PYRO_ENV)
         self.procs: list[subprocess.Popen] = []
         try:
             self._start([python, "-m", "Pyro4.naming", "-n", "127.0.0.1", "-p",

@@ -108,8 +108,11 @@ def _gensim_lsi(corpus, s, threads, distributed):
     tfidf = TfidfModel(bows)
     weighted = tfidf[bows]
     t1 = time.perf_counter()
+    # gensim's default chunksize (20000) serially; distributed, one job per worker (its
+    # fastest split: smaller jobs each cost a whole rank-k decomposition and a merge)
+    chunksize = -(-len(bows) // threads) if distributed else 20000
     lsi = LsiModel(weighted, id2word=dictionary, num_topics=s["num_topics"],
-                   chunksize=s.get("peer_chunksize") or 20000, power_iters=s["power_iters"],
+                   chunksize=chunksize, power_iters=s["power_iters"],
                    extra_samples=s["extra_samples"], distributed=distributed)
     t2 = time.perf_counter()
     accuracy = None

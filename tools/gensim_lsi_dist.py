@@ -31,12 +31,13 @@ worker dies the dispatcher waits for it forever; here a watchdog aborts the run 
 Pyro process exits during training or after --timeout seconds.
 
 Prints one JSON line: training seconds (the LsiModel constructor) apart from the start-up of
-the Pyro processes; the client's peak RSS (ru_maxrss) and the growth of PSS during training
-of the client plus all the Pyro processes ("train_mb", as lsi_bench.py's train MB: the
-process and its children); per process the CPU seconds during training; per process the sampled peak RSS and PSS (psutil, every
---interval s) and the kernel's peak RSS (VmHWM); the jobs each worker did (from the
-Pyro processes' logs); the triplet accuracy; the first singular values; the 1-minute load average
-before and after training (the machine may be shared: a high load means a noisy time).
+the Pyro processes; the CPU seconds of each process during training; the client's peak RSS
+(ru_maxrss) and the growth of PSS during training of the client plus all the Pyro
+processes ("train_mb", as lsi_bench.py's train MB: the process and its children); per
+process the sampled peak RSS and PSS (psutil, every --interval s) and the kernel's peak
+RSS (VmHWM); the jobs each worker did (from the Pyro processes' logs); the triplet
+accuracy; the first singular values; the 1-minute load average before and after training
+(the machine may be shared: a high load means a noisy time).
 """
 from __future__ import annotations
 
@@ -289,6 +290,8 @@ class Cluster:
     def stop(self) -> list:
         """Kill every process group started (TERM, then KILL); returns the pids still alive."""
         for p in self.procs.values():
+            if p.poll() is not None:
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGTERM)
         t = time.monotonic() + 5
@@ -296,6 +299,8 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(max(0.1, t - time.monotonic()))
         for p in self.procs.values():
+            if p.poll() is not None:               # reaped: its pid may not be ours now
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)   # the group: anything they forked too
             with contextlib.suppress(subprocess.TimeoutExpired):

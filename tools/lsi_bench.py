@@ -254,7 +254,8 @@ def _run_cluster(options: dict, folder: str, docs: str, triplets: str, topics: i
 
         cluster = ClusterConfig(nodes=addresses, timeout_seconds=10, round_seconds=1)
         decompose = ClusterLsi(cluster, key.encode(), on_event=on_event).decompose
-        cfg = LsiConfig(path=docs, output=os.path.join(folder, "job-cluster"),
+        out = os.path.join(folder, "job-cluster-kill" if options.get("kill") else "job-cluster")
+        cfg = LsiConfig(path=docs, output=out,
                         num_topics=topics, triplets=triplets, dtype="float32")
         t = time.perf_counter()
         report = run_lsi_job(cfg, decompose)
@@ -277,8 +278,7 @@ def _run_cluster(options: dict, folder: str, docs: str, triplets: str, topics: i
             "phases": report["seconds"], "node_peak_mb": sorted(round(v) for v in peaks.values()),
             "cluster": {k: c[k] for k in ("shares", "share_rank", "recomputed", "dropped",
                                           "done_by", "bytes_to_nodes", "bytes_from_nodes")},
-            "s": [float(x) for x in np.load(os.path.join(
-                folder, "job-cluster", "singular_values.npy"))[:3]]}
+            "s": [float(x) for x in np.load(os.path.join(out, "singular_values.npy"))[:3]]}
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -315,7 +315,22 @@ def main() -> None:
                 continue
             results[i] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  done: {label} ({results[i]['seconds']:.1f} s)", flush=True)
+        _same_topics(folder)
     _table(results)
+
+
+def _same_topics(folder: str) -> None:
+    """The killed-node run against the undisturbed 2-node run: the same shares, so the
+    same decomposition up to sign and floating point."""
+    a, b = (os.path.join(folder, n) for n in ("job-cluster", "job-cluster-kill"))
+    if not (os.path.isdir(a) and os.path.isdir(b)):
+        return
+    sa, sb = (np.load(os.path.join(x, "singular_values.npy")) for x in (a, b))
+    ua, ub = (np.load(os.path.join(x, "u.npy")).astype(np.float64) for x in (a, b))
+    cos = np.abs(np.einsum("ij,ij->j", ua, ub))
+    print(f"\nkilled-node run vs 2-node run: singular values max relative difference "
+          f"{np.max(np.abs(sa - sb) / sa):.2e}; topics |cos| between matching columns: "
+          f"min {cos.min():.6f}, median {np.median(cos):.6f}", flush=True)
 
 
 def _table(results: dict) -> None:
