@@ -102,9 +102,11 @@ class EngineConfig:
     # a training process that holds chunks and reports nothing this long (or 10x the
     # slowest chunk seen, if longer) is hung: it is killed and its chunks go to the others
     stall_seconds: float = _f(120.0, float, 0.1, 86400.0)
-    # the training kernel: "classic" (word2vec's, one noise set per context word), "batched"
-    # (skip-gram with negative sampling: one noise set per center word, its window's rows
-    # updated together), "auto" (batched where it applies, else classic)
+    # the training kernel: "classic" (word2vec's: skip-gram, one noise set per context word;
+    # CBOW, one per center), "batched" (negative sampling without hs; skip-gram: one noise
+    # set per center word, its window's rows updated together; CBOW: one noise set per 8
+    # consecutive centers of a sentence, their output rows updated together), "auto"
+    # (batched where it applies, else classic)
     kernel: str = _f("auto", str, choices=("auto", "classic", "batched"))
 
     @property

@@ -79,13 +79,18 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     """The model's kernel settings with the engine's choice of kernel (logged)."""
     base = state.kernel_settings
     c = state.config
-    fits = bool(c.sg and c.negative and not c.hs)
+    fits = bool(c.negative and not c.hs)
     if engine.kernel == "batched" and not fits:
-        raise ConfigError("[engine] kernel: \"batched\" is skip-gram with negative sampling "
-                          "only (sg = 1, hs = 0, negative > 0)")
+        raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
+                          "negative > 0; skip-gram or CBOW)")
     batched = fits and engine.kernel in ("auto", "batched")
-    log.info("kernel: %s", "batched (one noise set per center word)" if batched else
-             "classic")
+    if not batched:
+        log.info("kernel: classic")
+    elif c.sg:
+        log.info("kernel: batched skip-gram (one noise set per center word)")
+    else:
+        log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
+                 base.cbow_batch)
     return dataclasses.replace(base, batched=int(batched))
 
 
