@@ -20,7 +20,7 @@ class KernelSettings:
     shrink_windows: int = 1
     prefetch_ahead: int = 2          # rows prefetched this many updates ahead (0: none)
     batched: int = 0                 # NS: one noise set per SG center word / per CBOW batch
-    cbow_batch: int = 8              # CBOW batched: consecutive centers sharing one noise set
+    cbow_batch: int = 4              # CBOW batched: consecutive centers sharing one noise set
 
 
 @dataclass(frozen=True)

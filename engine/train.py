@@ -83,15 +83,20 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     if engine.kernel == "batched" and not fits:
         raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
                           "negative > 0; skip-gram or CBOW)")
-    batched = fits and engine.kernel in ("auto", "batched")
+    # auto: batched skip-gram (as good or better); CBOW keeps classic, since sharing noise
+    # words between centers cost analogy accuracy (README, "Kernels")
+    batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
+    base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch)
     if not batched:
-        log.info("kernel: classic")
+        log.info("kernel: classic%s", " (auto; [engine] kernel = \"batched\" picks batched "
+                 "CBOW: faster, a little less accurate)"
+                 if engine.kernel == "auto" and fits else "")
     elif c.sg:
         log.info("kernel: batched skip-gram (one noise set per center word)")
     else:
         log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
                  base.cbow_batch)
-    return dataclasses.replace(base, batched=int(batched))
+    return base
 
 
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,

@@ -40,7 +40,7 @@ cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (
 cdef uint32_t KEEP_ALWAYS = 0xFFFFFFFF
 DEF AHEAD = 2                    # default: prefetch the rows of the update this many ahead
 DEF CB_MAX = 16                  # CBOW batched: at most this many centers per batch
-DEF CB_DEFAULT = 8               # ... and by default this many
+DEF CB_DEFAULT = 4               # ... and by default this many
 
 
 cdef void _fill_table() noexcept:

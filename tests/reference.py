@@ -248,7 +248,7 @@ def _ref_train_cbow_batched(a, s, ids, rng, alpha0, alpha1):
     words shared by the batch (only if some center has context)."""
     LOSS[0], LOSS[1] = 0.0, 0
     trained = 0
-    bsize = s.get("cbow_batch", 8)
+    bsize = s.get("cbow_batch", 4)
     for alpha, sent in _sentences(a, ids, rng, alpha0, alpha1):
         trained += len(sent)
         for pos0 in range(0, len(sent), bsize):

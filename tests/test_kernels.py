@@ -187,6 +187,24 @@ def test_cbow_batched_kernel_matches_numpy_reference(negative, cbow_mean, shrink
         assert np.array_equal(off[key], arrays[key]), key
 
 
+@pytest.mark.parametrize("cbow_mean,shrink,sample", [(1, 1, 0.0), (0, 0, 0.05)])
+def test_cbow_batched_one_center_per_batch_is_the_classic_kernel(cbow_mean, shrink, sample):
+    """cbow_batch = 1 draws in the classic order (window, then the noise words of the one
+    center) and drops noise equal to the center: the classic CBOW update, to rounding. (With
+    one noise word per center: with more, a word drawn twice is scored the second time on
+    its updated row by the classic kernel, on the row as it was by the batched one.)"""
+    a1, ids = _tiny_model(0, 0, 1, sample)
+    a2, _ = _tiny_model(0, 0, 1, sample)
+    s = KernelSettings(0, 0, 1, 3, cbow_mean, compute_loss=1, shrink_windows=shrink)
+    t1 = make_trainer(a1, s)
+    t2 = make_trainer(a2, dataclasses.replace(s, batched=1, cbow_batch=1))
+    assert t1.train(ids, 21, 0.05, 0.01) == t2.train(ids, 21, 0.05, 0.01)
+    assert t1.last_examples == t2.last_examples > 0
+    assert t1.last_loss == pytest.approx(t2.last_loss, rel=1e-5)
+    for key in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(a2[key], a1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_cbow_batched_noise_equal_to_a_center_is_no_negative_for_it():
     """Every noise draw gives word 1 (each alias bucket gives its other half, word 1): a
     center of word 1 is scored against its own word only, every other center against its

@@ -104,7 +104,7 @@ class NodeJob:
                                        _int(s.get("shrink_windows", 1), 0, 1,
                                             "shrink_windows"),
                                        batched=_int(s.get("batched", 0), 0, 1, "batched"),
-                                       cbow_batch=_int(s.get("cbow_batch", 8), 1, 16,
+                                       cbow_batch=_int(s.get("cbow_batch", 4), 1, 16,
                                                        "cbow_batch"))
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
