@@ -19,7 +19,8 @@ class KernelSettings:
     compute_loss: int = 0
     shrink_windows: int = 1
     prefetch_ahead: int = 2          # rows prefetched this many updates ahead (0: none)
-    batched: int = 0                 # SG-NS: one noise set per center word (HogBatch)
+    batched: int = 0                 # NS: one noise set per SG center word / per CBOW batch
+    cbow_batch: int = 4              # CBOW batched: consecutive centers sharing one noise set
 
 
 @dataclass(frozen=True)

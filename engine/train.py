@@ -79,14 +79,24 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     """The model's kernel settings with the engine's choice of kernel (logged)."""
     base = state.kernel_settings
     c = state.config
-    fits = bool(c.sg and c.negative and not c.hs)
+    fits = bool(c.negative and not c.hs)
     if engine.kernel == "batched" and not fits:
-        raise ConfigError("[engine] kernel: \"batched\" is skip-gram with negative sampling "
-                          "only (sg = 1, hs = 0, negative > 0)")
-    batched = fits and engine.kernel in ("auto", "batched")
-    log.info("kernel: %s", "batched (one noise set per center word)" if batched else
-             "classic")
-    return dataclasses.replace(base, batched=int(batched))
+        raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
+                          "negative > 0; skip-gram or CBOW)")
+    # auto: batched skip-gram (as good or better); CBOW keeps classic, since sharing noise
+    # words between centers cost analogy accuracy (README, "Kernels")
+    batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
+    base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch)
+    if not batched:
+        log.info("kernel: classic%s", " (auto; [engine] kernel = \"batched\" picks batched "
+                 "CBOW: faster, a little less accurate)"
+                 if engine.kernel == "auto" and fits else "")
+    elif c.sg:
+        log.info("kernel: batched skip-gram (one noise set per center word)")
+    else:
+        log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
+                 base.cbow_batch)
+    return base
 
 
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,

@@ -26,11 +26,21 @@ cdef extern from "vecmath.h" nogil:
     void ew_update_batch(int dim, float **ins, int nin, float **outs, int nout, float alpha,
                          float *g, float *e, const float *table, const float *nll,
                          double *loss)
+    void ew_cbow_hidden(int dim, int nb, float **rows, int first, const int *lo,
+                        const int *hi, const int *ctr, int mean, float *H)
+    void ew_update_cbow_batch(int dim, int nb, const float *H, float **pos,
+                              const int32_t *words, float **negs, const int32_t *negw,
+                              int nneg, float alpha, const int *div, float *E, float *g,
+                              const float *table, const float *nll, double *loss)
+    void ew_cbow_scatter(int dim, int nb, float **rows, int first, int last, const int *lo,
+                         const int *hi, const int *ctr, const float *E, float *acc)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
 cdef uint32_t KEEP_ALWAYS = 0xFFFFFFFF
 DEF AHEAD = 2                    # default: prefetch the rows of the update this many ahead
+DEF CB_MAX = 16                  # CBOW batched: at most this many centers per batch
+DEF CB_DEFAULT = 4               # ... and by default this many
 
 
 cdef void _fill_table() noexcept:
@@ -68,7 +78,9 @@ cdef struct Params:
     int shrink_windows           # window of each position drawn from 1..window (else window)
     const float *nll             # NLL_TABLE when the loss is computed, else NULL
     int ahead                    # prefetch this many updates ahead (0: no prefetch)
-    int batched                  # SG-NS: one set of noise words per center (ew_update_batch)
+    int batched                  # NS: SG, one set of noise words per center (ew_update_batch);
+                                 # CBOW, one per cbow_batch consecutive centers
+    int cbow_batch               # (ew_update_cbow_batch)
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -113,15 +125,35 @@ cdef struct Plan:
     const uint8_t *codes
 
 
+cdef struct CPlan:
+    # CBOW batched: up to cbow_batch consecutive centers of a sentence (those with context),
+    # their windows, and the noise words they share, drawn in order (each center's window,
+    # then the batch's `negative` noise words).
+    int nb                 # centers
+    int first, last        # the positions their windows cover, [first, last)
+    int lo[CB_MAX]         # center b's window [lo, hi), without ctr
+    int hi[CB_MAX]
+    int ctr[CB_MAX]
+    int nin[CB_MAX]        # context size
+    int32_t words[CB_MAX]
+    float *pos[CB_MAX]     # output row of each center's word
+    int nneg
+    float **negs           # [negative] noise rows
+    int32_t *negw          # [negative] noise words
+    float **rows           # [CB_MAX + 2 * window]: input row of position first + i
+
+
 cdef struct Work:
     int32_t *sent      # kept words of the current sentence
     float *neu1
     float *neu1e
     float *gbuf        # batched: [2 * window, negative + 1] gradients
-    float *ebuf        # batched: [2 * window, dim] input gradients
+    float *ebuf        # batched: [max(2 * window, CB_MAX), dim] input gradients
+    float *hbuf        # CBOW batched: [CB_MAX, dim] hidden vectors
     double loss        # summed negative log-likelihood of this chunk's predictions
     int64_t examples   # updates made (SG: center-context pairs; CBOW: centers with context)
     Plan plan[2]
+    CPlan cplan[2]
 
 
 cdef inline float *in_row(const Params *p, const Hot *hot, int32_t w) noexcept nogil:
@@ -142,22 +174,25 @@ cdef inline float *node_row(const Params *p, const Hot *hot, int32_t node) noexc
     return p.syn1 + <size_t>node * p.dim
 
 
+cdef inline int32_t draw_noise(const Params *p, uint64_t *rng) noexcept nogil:
+    """One noise word (one RNG draw)."""
+    cdef uint64_t r = splitmix64(rng)
+    cdef uint64_t bucket = ((r >> 32) * p.vocab_size) >> 32
+    cdef uint64_t entry = p.noise[bucket]
+    if (r & <uint64_t>0xFFFFFFFF) < (entry & <uint64_t>0xFFFFFFFF):
+        return <int32_t>bucket
+    return <int32_t>(entry >> 32)
+
+
 cdef inline int draw_targets(const Params *p, const Hot *hot, int32_t word, uint64_t *rng,
                              float **outs) noexcept nogil:
     """Rows of the true word and of `negative` noise words (a draw equal to the word is
     dropped). Returns how many."""
     cdef int n = 1, k
-    cdef uint64_t r, bucket, entry
     cdef int32_t t
     outs[0] = out_row(p, hot, word)
     for k in range(p.negative):
-        r = splitmix64(rng)
-        bucket = ((r >> 32) * p.vocab_size) >> 32
-        entry = p.noise[bucket]
-        if (r & <uint64_t>0xFFFFFFFF) < (entry & <uint64_t>0xFFFFFFFF):
-            t = <int32_t>bucket
-        else:
-            t = <int32_t>(entry >> 32)
+        t = draw_noise(p, rng)
         if t != word:
             outs[n] = out_row(p, hot, t)
             n += 1
@@ -190,6 +225,77 @@ cdef void plan_position(const Params *p, const Hot *hot, const int32_t *sent, in
         pts = p.points + <size_t>pl.word * p.max_code
         for c in range(pl.codelen):
             pl.nodes[c] = node_row(p, hot, pts[c])
+
+
+cdef void plan_cbow(const Params *p, const Hot *hot, const int32_t *sent, int slen, int pos0,
+                    uint64_t *rng, CPlan *cp) noexcept nogil:
+    """The batch of CBOW centers from pos0: each one's window (one draw each with
+    shrink_windows), then the batch's noise words (if any center has context)."""
+    cdef int nb = p.cbow_batch if pos0 + p.cbow_batch <= slen else slen - pos0
+    cdef int b, k, j, pos, span, lo, hi
+    cdef int first = slen, last = 0
+    cp.nb = 0
+    cp.nneg = 0
+    for b in range(nb):
+        pos = pos0 + b
+        span = p.window
+        if p.shrink_windows:
+            span = p.window - <int>(splitmix64(rng) % <uint64_t>p.window)
+        lo = pos - span if pos > span else 0
+        hi = pos + span + 1 if pos + span + 1 < slen else slen
+        if hi - lo <= 1:
+            continue                 # no context (a one-word sentence)
+        k = cp.nb
+        cp.lo[k] = lo
+        cp.hi[k] = hi
+        cp.ctr[k] = pos
+        cp.nin[k] = hi - lo - 1
+        cp.words[k] = sent[pos]
+        cp.pos[k] = out_row(p, hot, sent[pos])
+        if lo < first:
+            first = lo
+        if hi > last:
+            last = hi
+        cp.nb += 1
+    if cp.nb == 0:
+        return
+    cp.first = first
+    cp.last = last
+    for j in range(first, last):
+        cp.rows[j - first] = in_row(p, hot, sent[j])
+    cp.nneg = p.negative
+    for k in range(p.negative):
+        cp.negw[k] = draw_noise(p, rng)
+        cp.negs[k] = out_row(p, hot, cp.negw[k])
+
+
+cdef inline void prefetch_cbow(const Params *p, const CPlan *cp, int done) noexcept nogil:
+    """Start loading the rows batch cp will touch (but input rows of positions before
+    `done`, which the batch before it has just used)."""
+    if cp.nb == 0:
+        return
+    cdef int skip = done - cp.first
+    if skip < 0:
+        skip = 0
+    if skip < cp.last - cp.first:
+        ew_prefetch_rows(p.dim, cp.rows + skip, cp.last - cp.first - skip)
+    ew_prefetch_rows(p.dim, <float **>cp.pos, cp.nb)
+    ew_prefetch_rows(p.dim, cp.negs, cp.nneg)
+
+
+cdef void run_cbow(const Params *p, CPlan *cp, float alpha, Work *w) noexcept nogil:
+    """One batch of CBOW centers: hidden vectors, the shared-noise update, the input
+    gradients onto the context rows."""
+    if cp.nb == 0:
+        return
+    w.examples += cp.nb
+    ew_cbow_hidden(p.dim, cp.nb, cp.rows, cp.first, cp.lo, cp.hi, cp.ctr, p.cbow_mean,
+                   w.hbuf)
+    ew_update_cbow_batch(p.dim, cp.nb, w.hbuf, cp.pos, cp.words, cp.negs, cp.negw, cp.nneg,
+                         alpha, NULL if p.cbow_mean else cp.nin, w.ebuf, w.gbuf, EXP_TABLE,
+                         p.nll, &w.loss)
+    ew_cbow_scatter(p.dim, cp.nb, cp.rows, cp.first, cp.last, cp.lo, cp.hi, cp.ctr, w.ebuf,
+                    w.neu1)
 
 
 cdef inline void prefetch_update(const Params *p, const Plan *pl, int q) noexcept nogil:
@@ -283,6 +389,25 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
         trained += slen
         if slen == 0:
             continue
+        if p.batched and not p.sg:
+            plan_cbow(p, hot, w.sent, slen, 0, rng, &w.cplan[cur])
+            if p.ahead:
+                prefetch_cbow(p, &w.cplan[cur], 0)
+            pos = 0
+            while pos < slen:
+                if pos + p.cbow_batch < slen:
+                    plan_cbow(p, hot, w.sent, slen, pos + p.cbow_batch, rng, &w.cplan[1 - cur])
+                    if p.ahead:
+                        prefetch_cbow(p, &w.cplan[1 - cur], w.cplan[cur].last)
+                run_cbow(p, &w.cplan[cur], alpha, w)
+                cur = 1 - cur
+                pos += p.cbow_batch
+                if hot.every:
+                    since_sync += p.cbow_batch
+                    if since_sync >= hot.every:
+                        hot_sync(p, hot)
+                        since_sync = 0
+            continue
         plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
         for pos in range(p.ahead):
             prefetch_update(p, &w.plan[cur], pos)
@@ -331,8 +456,10 @@ cdef class Trainer:
     makes (double precision), read after train() as `last_loss` with `last_examples`, the
     updates it made. shrink_windows = 0 uses the full window at every position.
     prefetch_ahead: how many updates ahead rows are prefetched (0: none; for measurements).
-    batched (SG-NS only): the minibatched update, one set of noise words per center word
-    shared by its whole window (HogBatch)."""
+    batched (negative sampling without hs): the minibatched update (HogBatch). Skip-gram:
+    one set of noise words per center word shared by its whole window. CBOW: one set per
+    cbow_batch (1..16) consecutive centers of a sentence, each center's hidden vector (its
+    window's sum or mean) scored against its own word and the shared noise words."""
     cdef Params p
     cdef Hot hot
     cdef Work w
@@ -345,7 +472,8 @@ cdef class Trainer:
                   const int32_t[:, ::1] points, const int32_t[::1] code_lens,
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
-                  int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0):
+                  int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,
+                  int cbow_batch=CB_DEFAULT):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -376,10 +504,13 @@ cdef class Trainer:
         if prefetch_ahead < 0 or prefetch_ahead > 8:
             raise ValueError("prefetch_ahead must be in 0..8")
         self.p.ahead = prefetch_ahead
-        if batched and not (sg and negative and not hs):
-            raise ValueError("the batched kernel is skip-gram with negative sampling only "
-                             "(sg=1, hs=0, negative > 0)")
+        if batched and not (negative and not hs):
+            raise ValueError("the batched kernel is negative sampling only "
+                             "(hs=0, negative > 0; skip-gram or CBOW)")
+        if cbow_batch < 1 or cbow_batch > CB_MAX:
+            raise ValueError(f"cbow_batch must be in 1..{CB_MAX}")
         self.p.batched = 1 if batched else 0
+        self.p.cbow_batch = cbow_batch
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL
@@ -395,11 +526,18 @@ cdef class Trainer:
             if not (self.w.plan[k].ins and self.w.plan[k].outs and self.w.plan[k].nouts
                     and self.w.plan[k].nodes):
                 raise MemoryError()
+            self.w.cplan[k].negs = <float **>malloc((negative + 1) * sizeof(float *))
+            self.w.cplan[k].negw = <int32_t *>malloc((negative + 1) * sizeof(int32_t))
+            self.w.cplan[k].rows = <float **>malloc((CB_MAX + 2 * window) * sizeof(float *))
+            if not (self.w.cplan[k].negs and self.w.cplan[k].negw and self.w.cplan[k].rows):
+                raise MemoryError()
         self.w.neu1 = <float *>malloc(self.p.dim * sizeof(float))
         self.w.neu1e = <float *>malloc(self.p.dim * sizeof(float))
-        self.w.gbuf = <float *>malloc(2 * window * (negative + 1) * sizeof(float))
-        self.w.ebuf = <float *>malloc(2 * window * self.p.dim * sizeof(float))
-        if not (self.w.neu1 and self.w.neu1e and self.w.gbuf and self.w.ebuf):
+        k = max(2 * window, CB_MAX)
+        self.w.gbuf = <float *>malloc(k * (negative + 1) * sizeof(float))
+        self.w.ebuf = <float *>malloc(k * self.p.dim * sizeof(float))
+        self.w.hbuf = <float *>malloc(CB_MAX * self.p.dim * sizeof(float))
+        if not (self.w.neu1 and self.w.neu1e and self.w.gbuf and self.w.ebuf and self.w.hbuf):
             raise MemoryError()
         self.hot.node_lo = 1 << 30
         if hot_words:
@@ -429,10 +567,14 @@ cdef class Trainer:
             free(self.w.plan[k].outs)
             free(self.w.plan[k].nouts)
             free(self.w.plan[k].nodes)
+            free(self.w.cplan[k].negs)
+            free(self.w.cplan[k].negw)
+            free(self.w.cplan[k].rows)
         free(self.w.neu1)
         free(self.w.neu1e)
         free(self.w.gbuf)
         free(self.w.ebuf)
+        free(self.w.hbuf)
         free(self.w.sent)
         free(self.hot.syn0)
         free(self.hot.syn0_base)

@@ -39,11 +39,13 @@
 #define EW_RESTRICT __restrict
 #define EW_SIMD
 #define EW_SIMD_SUM(var)
+#define EW_SIMD_SUM4(a, b, c, d)
 #else
 #define EW_RESTRICT __restrict__
 #define EW_PRAGMA(x) _Pragma(#x)
 #define EW_SIMD EW_PRAGMA(omp simd)
 #define EW_SIMD_SUM(var) EW_PRAGMA(omp simd reduction(+:var))
+#define EW_SIMD_SUM4(a, b, c, d) EW_PRAGMA(omp simd reduction(+:a, b, c, d))
 #endif
 
 /* Index of f in the sigmoid table, f in (-MAX_EXP, MAX_EXP). In float arithmetic f just
@@ -213,6 +215,213 @@ static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float
         for (int i = 0; i < dim; i++) h[i] += ej[i];
     }
     if (nll) *loss += acc;
+}
+
+/* The gradient factor of one score f towards label (1: the true word, 0: a noise word):
+ * (label - sigmoid(f)) * alpha, 0 for a saturated score; its loss added to *acc (nll). */
+static inline float ew_grad(float f, int label, float alpha, const float *table,
+                            const float *nll, double *acc) {
+    if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
+        int idx = ew_table_index(f);
+        if (nll) *acc += nll[2 * idx + label];
+        return ((label ? 1.0f : 0.0f) - table[idx]) * alpha;
+    }
+    if (nll && f == f) *acc += ew_nll_exact(f, label);
+    return 0.0f;
+}
+
+/* CBOW batched, step 1: the hidden vector of each of nb centers, H[b] (dim floats each) =
+ * the sum (mean) of the rows of positions j in [lo[b], hi[b]), j != ctr[b], in order;
+ * rows[j - first] is position j's input row. */
+static EW_CLONES void ew_cbow_hidden(int dim, int nb, float *const *rows, int first,
+                                     const int *lo, const int *hi, const int *ctr, int mean,
+                                     float *EW_RESTRICT H) {
+    for (int b = 0; b < nb; b++) {
+        float *EW_RESTRICT h = H + (size_t)b * dim;
+        for (int i = 0; i < dim; i++) h[i] = 0.0f;
+        int n = 0;
+        for (int j = lo[b]; j < hi[b]; j++) {
+            if (j == ctr[b]) continue;
+            const float *EW_RESTRICT row = rows[j - first];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) h[i] += row[i];
+            n++;
+        }
+        if (mean && n > 0) {
+            float inv = 1.0f / (float)n;
+            EW_SIMD
+            for (int i = 0; i < dim; i++) h[i] *= inv;
+        }
+    }
+}
+
+/* CBOW batched, step 2 (HogBatch for CBOW): nb consecutive centers of a sentence, hidden
+ * vectors H (nb x dim), each predicting its own word (output row pos[b], word words[b],
+ * label 1) against ONE set of nneg noise rows negs (words negw, label 0) shared by the
+ * whole batch; a noise word equal to center b's word is no negative for b (no gradient, no
+ * loss), as the classic kernel drops such a draw. With G[b][o] = (label - sigmoid(H[b] .
+ * out_o)) * alpha (0 when saturated), all from the rows as they were before this update:
+ * E[b] = sum_o G[b][o] out_o (divided by div[b] when div != NULL: cbow_mean = 0), and every
+ * output row += sum_b G[b][o] H[b]. Per batch the noise rows are read and written once, not
+ * once per center. The dot products and row updates take the centers four at a time, so
+ * one pass over a noise row serves four hidden vectors from registers.
+ * E: nb * dim floats (out), g: nb * (nneg + 1) floats (scratch). Loss as in ew_update. */
+static EW_CLONES void ew_update_cbow_batch(int dim, int nb, const float *EW_RESTRICT H,
+                                           float *const *pos, const int32_t *words,
+                                           float *const *negs, const int32_t *negw, int nneg,
+                                           float alpha, const int *div,
+                                           float *EW_RESTRICT E, float *EW_RESTRICT g,
+                                           const float *table, const float *nll,
+                                           double *loss) {
+    double acc = 0.0;
+    const int s = nneg + 1;        /* g[b * s]: center b's own word; g[b * s + 1 + k]: noise k */
+    for (int b = 0; b < nb; b++) {
+        const float *EW_RESTRICT h = H + (size_t)b * dim;
+        const float *EW_RESTRICT l2 = pos[b];
+        float f = 0.0f;
+        EW_SIMD_SUM(f)
+        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+        g[b * s] = ew_grad(f, 1, alpha, table, nll, &acc);
+    }
+    for (int k = 0; k < nneg; k++) {
+        const float *EW_RESTRICT l2 = negs[k];
+        int32_t t = negw[k];
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            const float *EW_RESTRICT h0 = H + (size_t)b * dim;
+            const float *EW_RESTRICT h1 = h0 + dim;
+            const float *EW_RESTRICT h2 = h1 + dim;
+            const float *EW_RESTRICT h3 = h2 + dim;
+            float f0 = 0.0f, f1 = 0.0f, f2 = 0.0f, f3 = 0.0f;
+            EW_SIMD_SUM4(f0, f1, f2, f3)
+            for (int i = 0; i < dim; i++) {
+                float l = l2[i];
+                f0 += h0[i] * l;
+                f1 += h1[i] * l;
+                f2 += h2[i] * l;
+                f3 += h3[i] * l;
+            }
+            g[b * s + 1 + k] = t == words[b] ? 0.0f : ew_grad(f0, 0, alpha, table, nll, &acc);
+            g[(b + 1) * s + 1 + k] =
+                t == words[b + 1] ? 0.0f : ew_grad(f1, 0, alpha, table, nll, &acc);
+            g[(b + 2) * s + 1 + k] =
+                t == words[b + 2] ? 0.0f : ew_grad(f2, 0, alpha, table, nll, &acc);
+            g[(b + 3) * s + 1 + k] =
+                t == words[b + 3] ? 0.0f : ew_grad(f3, 0, alpha, table, nll, &acc);
+        }
+        for (; b < nb; b++) {
+            const float *EW_RESTRICT h = H + (size_t)b * dim;
+            float f = 0.0f;
+            EW_SIMD_SUM(f)
+            for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+            g[b * s + 1 + k] = t == words[b] ? 0.0f : ew_grad(f, 0, alpha, table, nll, &acc);
+        }
+    }
+    /* input gradients, from the old output rows */
+    for (int b = 0; b < nb; b++) {
+        float *EW_RESTRICT e = E + (size_t)b * dim;
+        const float *EW_RESTRICT l2 = pos[b];
+        float gb = g[b * s];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) e[i] = gb * l2[i];
+    }
+    for (int k = 0; k < nneg; k++) {
+        const float *EW_RESTRICT l2 = negs[k];
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            float *EW_RESTRICT e0 = E + (size_t)b * dim;
+            float *EW_RESTRICT e1 = e0 + dim;
+            float *EW_RESTRICT e2 = e1 + dim;
+            float *EW_RESTRICT e3 = e2 + dim;
+            float g0 = g[b * s + 1 + k], g1 = g[(b + 1) * s + 1 + k];
+            float g2 = g[(b + 2) * s + 1 + k], g3 = g[(b + 3) * s + 1 + k];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) {
+                float l = l2[i];
+                e0[i] += g0 * l;
+                e1[i] += g1 * l;
+                e2[i] += g2 * l;
+                e3[i] += g3 * l;
+            }
+        }
+        for (; b < nb; b++) {
+            float *EW_RESTRICT e = E + (size_t)b * dim;
+            float gb = g[b * s + 1 + k];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) e[i] += gb * l2[i];
+        }
+    }
+    if (div) {
+        for (int b = 0; b < nb; b++) {
+            float *EW_RESTRICT e = E + (size_t)b * dim;
+            float d = (float)div[b];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) e[i] /= d;
+        }
+    }
+    /* output rows, from the hidden vectors (rows shared by several targets add up) */
+    for (int b = 0; b < nb; b++) {
+        float *EW_RESTRICT l2 = pos[b];
+        const float *EW_RESTRICT h = H + (size_t)b * dim;
+        float gb = g[b * s];
+        if (gb == 0.0f) continue;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) l2[i] += gb * h[i];
+    }
+    for (int k = 0; k < nneg; k++) {
+        float *EW_RESTRICT l2 = negs[k];
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            const float *EW_RESTRICT h0 = H + (size_t)b * dim;
+            const float *EW_RESTRICT h1 = h0 + dim;
+            const float *EW_RESTRICT h2 = h1 + dim;
+            const float *EW_RESTRICT h3 = h2 + dim;
+            float g0 = g[b * s + 1 + k], g1 = g[(b + 1) * s + 1 + k];
+            float g2 = g[(b + 2) * s + 1 + k], g3 = g[(b + 3) * s + 1 + k];
+            EW_SIMD
+            for (int i = 0; i < dim; i++)
+                l2[i] += g0 * h0[i] + g1 * h1[i] + g2 * h2[i] + g3 * h3[i];
+        }
+        for (; b < nb; b++) {
+            const float *EW_RESTRICT h = H + (size_t)b * dim;
+            float gb = g[b * s + 1 + k];
+            EW_SIMD
+            for (int i = 0; i < dim; i++) l2[i] += gb * h[i];
+        }
+    }
+    if (nll) *loss += acc;
+}
+
+/* CBOW batched, step 3: each center's input gradient E[b] added to the rows of its context
+ * (positions [lo[b], hi[b]) but ctr[b]); a position in several windows gets their sum in
+ * one write (acc: dim floats of scratch). rows[j - first]: position j's row, j in
+ * [first, last). */
+static EW_CLONES void ew_cbow_scatter(int dim, int nb, float *const *rows, int first,
+                                      int last, const int *lo, const int *hi, const int *ctr,
+                                      const float *EW_RESTRICT E, float *EW_RESTRICT acc) {
+    for (int j = first; j < last; j++) {
+        int n = 0, only = -1;
+        for (int b = 0; b < nb; b++) {
+            if (j < lo[b] || j >= hi[b] || j == ctr[b]) continue;
+            const float *EW_RESTRICT e = E + (size_t)b * dim;
+            if (n == 0) {
+                only = b;
+            } else if (n == 1) {
+                const float *EW_RESTRICT e0 = E + (size_t)only * dim;
+                EW_SIMD
+                for (int i = 0; i < dim; i++) acc[i] = e0[i] + e[i];
+            } else {
+                EW_SIMD
+                for (int i = 0; i < dim; i++) acc[i] += e[i];
+            }
+            n++;
+        }
+        if (n == 0) continue;
+        float *EW_RESTRICT row = rows[j - first];
+        const float *EW_RESTRICT src = n == 1 ? E + (size_t)only * dim : acc;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) row[i] += src[i];
+    }
 }
 
 /* Publish a process-local copy of rows and refresh it: shared += local - base (the updates

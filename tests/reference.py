@@ -82,14 +82,18 @@ def ref_out_hs(h, syn1, points, codes, alpha):
     return neu1e
 
 
-def _targets(a, word, rng, negative):
+def _noise(a, rng):
     v = a["syn0"].shape[0]
+    r = rng.next()
+    bucket = ((r >> 32) * v) >> 32
+    entry = int(a["noise"][bucket])
+    return bucket if (r & 0xFFFFFFFF) < (entry & 0xFFFFFFFF) else entry >> 32
+
+
+def _targets(a, word, rng, negative):
     out = [word]
     for _ in range(negative):
-        r = rng.next()
-        bucket = ((r >> 32) * v) >> 32
-        entry = int(a["noise"][bucket])
-        t = bucket if (r & 0xFFFFFFFF) < (entry & 0xFFFFFFFF) else entry >> 32
+        t = _noise(a, rng)
         if t != word:
             out.append(t)
     return out
@@ -127,9 +131,51 @@ def ref_batch(a, ctx, targets, alpha):
         syn1neg[t] += sum((g[j, o] * ins[j] for j in range(len(ins))), np.zeros_like(outs[o]))
 
 
+def ref_cbow_batch(a, centers, ctxs, noise, alpha, mean):
+    """The minibatched CBOW update of consecutive centers (words `centers`, context words
+    `ctxs`) sharing one list of noise words: each center's hidden vector (sum or mean of its
+    context) against its own word (label 1) and every noise word but its own (label 0); all
+    gradients from the rows as they were before the batch."""
+    LOSS[1] += len(centers)
+    syn0, syn1neg = a["syn0"], a["syn1neg"]
+    hs, es, gs = [], [], []
+    for ctx in ctxs:
+        h = np.zeros(syn0.shape[1], np.float32)
+        for c in ctx:
+            h += syn0[c]
+        if mean:
+            h *= F(1.0) / F(len(ctx))
+        hs.append(h)
+    old = syn1neg.copy()
+    for word, h, ctx in zip(centers, hs, ctxs):
+        targets = [(word, 1)] + [(t, 0) for t in noise if t != word]
+        e = np.zeros_like(h)
+        g = []
+        for t, label in targets:
+            f = F(np.dot(h.astype(np.float64), old[t].astype(np.float64)))
+            if f == f:
+                LOSS[0] += nll(f, label)
+            gt = (F(label) - lookup(f)) * F(alpha) if -6 < f < 6 else F(0)
+            e += gt * old[t]
+            g.append((t, gt))
+        if not mean:
+            e /= F(len(ctx))
+        es.append(e)
+        gs.append(g)
+    for h, g in zip(hs, gs):
+        for t, gt in g:
+            syn1neg[t] += gt * h
+    for ctx, e in zip(ctxs, es):
+        for c in ctx:
+            syn0[c] += e
+
+
 def ref_train(a, s, ids, seed, alpha0, alpha1):
-    """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean."""
+    """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean (and
+    shrink_windows, batched, cbow_batch)."""
     rng = SplitMix(seed)
+    if not s["sg"] and s.get("batched"):
+        return _ref_train_cbow_batched(a, s, ids, rng, alpha0, alpha1)
     LOSS[0], LOSS[1] = 0.0, 0
     n = len(ids)
     i = 0
@@ -175,4 +221,48 @@ def ref_train(a, s, ids, seed, alpha0, alpha1):
                     neu1e /= F(len(ctx))
                 for c in ctx:
                     a["syn0"][c] += neu1e
+    return trained
+
+
+def _sentences(a, ids, rng, alpha0, alpha1):
+    """(alpha, kept words) of each sentence, subsampling drawn as the kernel does."""
+    n = len(ids)
+    i = 0
+    while i < n:
+        alpha = F(alpha0) + (F(alpha1) - F(alpha0)) * (F(i) / F(n))
+        sent = []
+        while i < n and ids[i] >= 0:
+            w = int(ids[i])
+            i += 1
+            thr = int(a["keep"][w])
+            if thr != KEEP_ALWAYS and (rng.next() >> 32) >= thr:
+                continue
+            sent.append(w)
+        i += 1
+        yield alpha, sent
+
+
+def _ref_train_cbow_batched(a, s, ids, rng, alpha0, alpha1):
+    """CBOW batched: each sentence in batches of cbow_batch consecutive centers; per batch
+    the window of each center (one draw each with shrink_windows), then `negative` noise
+    words shared by the batch (only if some center has context)."""
+    LOSS[0], LOSS[1] = 0.0, 0
+    trained = 0
+    bsize = s.get("cbow_batch", 4)
+    for alpha, sent in _sentences(a, ids, rng, alpha0, alpha1):
+        trained += len(sent)
+        for pos0 in range(0, len(sent), bsize):
+            centers, ctxs = [], []
+            for pos in range(pos0, min(pos0 + bsize, len(sent))):
+                span = s["window"]
+                if s.get("shrink_windows", 1):
+                    span -= rng.next() % s["window"]
+                lo, hi = max(pos - span, 0), min(pos + span + 1, len(sent))
+                ctx = [sent[j] for j in range(lo, hi) if j != pos]
+                if ctx:
+                    centers.append(sent[pos])
+                    ctxs.append(ctx)
+            if centers:
+                noise = [_noise(a, rng) for _ in range(s["negative"])]
+                ref_cbow_batch(a, centers, ctxs, noise, alpha, s["cbow_mean"])
     return trained

@@ -288,3 +288,38 @@ def test_only_engines_own_children_start_without_main():
         t.join()
     assert not any(k in inside for k in keys)
     assert any(k in seen for k in keys)
+
+
+@pytest.mark.parametrize("sg,hs,kernel,want", [
+    (1, 0, "auto", 1), (1, 0, "batched", 1), (1, 0, "classic", 0),
+    (0, 0, "auto", 0), (0, 0, "batched", 1), (0, 0, "classic", 0),
+    (0, 1, "auto", 0), (1, 1, "auto", 0), (0, 1, "batched", None), (1, 1, "batched", None),
+])
+def test_kernel_choice(sg, hs, kernel, want, caplog):
+    """auto: batched skip-gram NS, classic CBOW (batched CBOW only when asked for); batched
+    with hs is refused; the choice is logged."""
+    import dataclasses
+    import logging
+
+    import numpy as np
+
+    from engine.config import EngineConfig
+    from engine.errors import ConfigError
+    from engine.train import kernel_settings
+    from engine.vocab import Vocab
+
+    counts = np.array([5, 4, 3, 2], np.int64)
+    state = ModelState(ModelConfig(sg=sg, hs=hs, negative=5),
+                       Vocab(["a", "b", "c", "d"], counts, counts.sum()))
+    engine = dataclasses.replace(EngineConfig(), kernel=kernel, cbow_batch=6)
+    if want is None:
+        with pytest.raises(ConfigError, match="negative sampling only"):
+            kernel_settings(state, engine)
+        return
+    with caplog.at_level(logging.INFO, logger="engine"):
+        s = kernel_settings(state, engine)
+    assert s.batched == want and s.cbow_batch == 6
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernel:")]
+    assert said[-1].startswith("kernel: classic" if not want else
+                               "kernel: batched skip-gram" if sg else
+                               "kernel: batched CBOW (one noise set per 6 ")

@@ -154,11 +154,94 @@ def test_batched_kernel_matches_numpy_reference(negative, shrink, sample):
     assert not np.allclose(arrays["syn0"], _tiny_model(1, 0, negative, sample)[0]["syn0"])
 
 
+@pytest.mark.parametrize("negative,cbow_mean,shrink,sample,bsize", [
+    (5, 1, 1, 0.0, 8), (5, 0, 1, 0.0, 8), (3, 1, 0, 0.0, 4), (4, 0, 0, 0.05, 3),
+    (6, 1, 1, 0.05, 16), (2, 0, 1, 0.0, 1), (5, 1, 0, 0.0, 5),
+])
+def test_cbow_batched_kernel_matches_numpy_reference(negative, cbow_mean, shrink, sample,
+                                                     bsize):
+    """The minibatched CBOW-NS update (one noise set per bsize consecutive centers) equals
+    its twin: weights, words trained, loss and examples (one per center with context)."""
+    arrays, ids = _tiny_model(0, 0, negative, sample, seed=bsize + 10 * negative)
+    ids = np.concatenate([ids, np.array([4, -1, 2, 2, 2, 3, -1], np.int32)])   # 1 word; repeats
+    ref = {k: v.copy() for k, v in arrays.items()}
+    settings = KernelSettings(0, 0, negative, 3, cbow_mean, compute_loss=1,
+                              shrink_windows=shrink, batched=1, cbow_batch=bsize)
+    trainer = make_trainer(arrays, settings)
+    trained = trainer.train(ids, 9, 0.05, 0.01)
+    want = reference.ref_train(ref, dict(sg=0, hs=0, negative=negative, window=3,
+                                         cbow_mean=cbow_mean, shrink_windows=shrink,
+                                         batched=1, cbow_batch=bsize), ids, 9, 0.05, 0.01)
+    assert trained == want
+    assert trainer.last_examples == reference.LOSS[1] > 0
+    assert trainer.last_loss == pytest.approx(reference.LOSS[0], rel=1e-5)
+    for key in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    fresh = _tiny_model(0, 0, negative, sample, seed=bsize + 10 * negative)[0]
+    assert not np.allclose(arrays["syn0"], fresh["syn0"])
+    assert not np.allclose(arrays["syn1neg"], fresh["syn1neg"])
+    # the loss changes no weight
+    off = {k: v.copy() for k, v in fresh.items()}
+    make_trainer(off, dataclasses.replace(settings, compute_loss=0)).train(ids, 9, 0.05, 0.01)
+    for key in ("syn0", "syn1neg"):
+        assert np.array_equal(off[key], arrays[key]), key
+
+
+@pytest.mark.parametrize("cbow_mean,shrink,sample", [(1, 1, 0.0), (0, 0, 0.05)])
+def test_cbow_batched_one_center_per_batch_is_the_classic_kernel(cbow_mean, shrink, sample):
+    """cbow_batch = 1 draws in the classic order (window, then the noise words of the one
+    center) and drops noise equal to the center: the classic CBOW update, to rounding. (With
+    one noise word per center: with more, a word drawn twice is scored the second time on
+    its updated row by the classic kernel, on the row as it was by the batched one.)"""
+    a1, ids = _tiny_model(0, 0, 1, sample)
+    a2, _ = _tiny_model(0, 0, 1, sample)
+    s = KernelSettings(0, 0, 1, 3, cbow_mean, compute_loss=1, shrink_windows=shrink)
+    t1 = make_trainer(a1, s)
+    t2 = make_trainer(a2, dataclasses.replace(s, batched=1, cbow_batch=1))
+    assert t1.train(ids, 21, 0.05, 0.01) == t2.train(ids, 21, 0.05, 0.01)
+    assert t1.last_examples == t2.last_examples > 0
+    assert t1.last_loss == pytest.approx(t2.last_loss, rel=1e-5)
+    for key in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(a2[key], a1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_cbow_batched_noise_equal_to_a_center_is_no_negative_for_it():
+    """Every noise draw gives word 1 (each alias bucket gives its other half, word 1): a
+    center of word 1 is scored against its own word only, every other center against its
+    word and the 3 draws. The loss counts exactly those predictions."""
+    arrays, _ = _tiny_model(0, 0, 3, 0.0)
+    arrays["noise"][:] = np.uint64(1) << np.uint64(32)
+    syn0, syn1neg = arrays["syn0"].copy(), arrays["syn1neg"].copy()
+    ids = np.array([1, 2, 1, 3, -1], np.int32)
+    ref = {k: v.copy() for k, v in arrays.items()}
+    s = KernelSettings(0, 0, 3, 2, 1, compute_loss=1, shrink_windows=0, batched=1)
+    trainer = make_trainer(arrays, s)
+    trainer.train(ids, 4, 0.05, 0.05)
+    reference.ref_train(ref, dict(sg=0, hs=0, negative=3, window=2, cbow_mean=1,
+                                  shrink_windows=0, batched=1), ids, 4, 0.05, 0.05)
+    want = 0.0
+    sent = [1, 2, 1, 3]
+    for pos, word in enumerate(sent):
+        h = np.mean([syn0[sent[j]] for j in range(max(pos - 2, 0), min(pos + 3, 4))
+                     if j != pos], axis=0)
+        want += reference.nll(np.float32(h @ syn1neg[word]), 1)
+        if word != 1:
+            want += 3 * reference.nll(np.float32(h @ syn1neg[1]), 0)
+    assert trainer.last_examples == 4
+    assert trainer.last_loss == pytest.approx(want, rel=1e-4)
+    assert trainer.last_loss == pytest.approx(reference.LOSS[0], rel=1e-5)
+    for key in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
 def test_batched_kernel_refuses_what_it_does_not_do():
     arrays, _ = _tiny_model(0, 1, 5, 0.0)
-    for sg, hs in ((0, 0), (1, 1)):
-        with pytest.raises(ValueError, match="skip-gram with negative sampling only"):
+    for sg, hs in ((0, 1), (1, 1)):
+        with pytest.raises(ValueError, match="negative sampling only"):
             make_trainer(arrays, KernelSettings(sg, hs, 5, 3, 1, batched=1))
+    for bsize in (0, 17):
+        with pytest.raises(ValueError, match="cbow_batch"):
+            make_trainer(arrays, KernelSettings(0, 0, 5, 3, 1, batched=1, cbow_batch=bsize))
 
 
 def test_the_loss_of_a_saturated_score_is_exact():

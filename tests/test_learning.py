@@ -1,5 +1,8 @@
 """Trained vectors must recover planted structure: words of one synthetic topic closer to
 each other than to other topics' words, for every architecture and loss."""
+import dataclasses
+import logging
+
 import numpy as np
 import pytest
 
@@ -18,6 +21,29 @@ def test_planted_topics_recovered(planted, sg, hs, negative, cbow_mean, min_sep)
     model = Word2Vec(sentences=sents, sg=sg, hs=hs, negative=negative, cbow_mean=cbow_mean,
                      vector_size=24, window=4, min_count=1, epochs=5, sample=0, workers=1,
                      alpha=0.05 if not sg else 0.025)
+    kv = model.wv
+    assert topic_precision(kv, topics) >= 0.9
+    assert topic_separation(kv, topics) > min_sep
+
+
+# Word2Vec trains with [engine] kernel = "auto": the batched kernel for SG-NS and CBOW-NS;
+# here each negative-sampling architecture with both kernels named.
+@pytest.mark.parametrize("kernel", ["classic", "batched"])
+@pytest.mark.parametrize("sg,cbow_mean,min_sep", [(0, 1, 0.3), (0, 0, 0.05), (1, 1, 0.3)])
+def test_planted_topics_recovered_by_either_ns_kernel(planted, caplog, kernel, sg, cbow_mean,
+                                                      min_sep):
+    topics, sents = planted
+    model = Word2Vec(sg=sg, negative=5, cbow_mean=cbow_mean, vector_size=24, window=4,
+                     min_count=1, epochs=5, sample=0, workers=1,
+                     alpha=0.05 if not sg else 0.025)
+    model.__dict__["engine"] = dataclasses.replace(model.engine, kernel=kernel)
+    model.build_vocab(sents)
+    with caplog.at_level(logging.INFO, logger="engine"):
+        model.train(sents, total_examples=model.corpus_count, epochs=model.epochs)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernel:")]
+    want = "kernel: classic" if kernel == "classic" else (
+        "kernel: batched skip-gram" if sg else "kernel: batched CBOW")
+    assert said and said[-1].startswith(want), said
     kv = model.wv
     assert topic_precision(kv, topics) >= 0.9
     assert topic_separation(kv, topics) > min_sep

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where each training kernel stands against this machine's limits (issue 15's roofline).
 
-For each kernel (skip-gram classic and batched, CBOW; negative sampling) it trains one epoch
+For each kernel (skip-gram and CBOW, classic and batched; negative sampling) it trains one epoch
 of CORPUS in this process and reports, per trained word:
   - updates (examples) per word, counted by the kernel itself (compute_loss's tally);
   - flops per word: per update the dot products, gradient and row updates the kernel does
@@ -66,13 +66,19 @@ def random_rows(dim: int) -> float:
     return idx.size / (time.perf_counter() - t0)
 
 
-def per_update(kind: str, d: int, n: int, ctx: float) -> tuple[float, float]:
-    """(flops, distinct rows touched) of one update; ctx = mean context rows per center."""
+def per_update(kind: str, d: int, n: int, ctx: float, batch: int = 8) -> tuple[float, float]:
+    """(flops, distinct rows touched) of one update; ctx = mean context rows per center;
+    batch: centers per batched CBOW update."""
     outs = n + 1
     if kind == "sg-classic":        # one input row against n + 1 output rows
         return outs * 6 * d + 2 * d, 1 + outs
     if kind == "sg-batched":        # ctx input rows against one set of n + 1 output rows
         return outs * 6 * d + 2 * d, 1 + outs / ctx
+    if kind == "cbow-batched":      # batch centers: their windows' union of input rows (about
+        # batch + ctx positions), their own words' rows and one shared set of n noise rows;
+        # the input gradients summed per position (at most ctx adds each) and written once
+        return (ctx * d + outs * 6 * d + ctx * d + (batch + ctx) / batch * d,
+                (batch + ctx) / batch + (batch + n) / batch)
     # CBOW: sum of ctx rows, n + 1 dot/gradient/updates, the gradient added to ctx rows
     return ctx * d + outs * 6 * d + ctx * 2 * d, ctx + outs
 
@@ -90,15 +96,15 @@ def main():
     print(f"machine: {flops_peak / 1e9:.1f} GFLOP/s (1-thread float32 matmul), "
           f"{bw_peak / 1e9:.1f} GB/s (copy), {rows_peak / 1e6:.1f} M random rows/s "
           f"({4 * args.dim} B each)")
-    print(f"{'kernel':<11} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
+    print(f"{'kernel':<12} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
           f"{'GFLOP/s':>8} {'%peak':>6} {'GB/s':>6} {'%bw':>5} {'Mrows/s':>8} {'x rand':>6}")
     with encoded(args.corpus, base.min_count) as (vocab, stream, chunks):
         ctx = 1.0
-        for kind in ("sg-classic", "sg-batched", "cbow"):
-            cfg = dataclasses.replace(base, sg=0 if kind == "cbow" else 1)
+        for kind in ("sg-classic", "sg-batched", "cbow", "cbow-batched"):
+            cfg = dataclasses.replace(base, sg=int(kind.startswith("sg")))
             state = ModelState(cfg, vocab)
             settings = dataclasses.replace(state.kernel_settings,
-                                           batched=int(kind == "sg-batched"))
+                                           batched=int(kind.endswith("batched")))
             trainer = make_trainer(state.kernel_arrays(), settings)
             words = examples = trained = 0
             t0 = time.perf_counter()
@@ -107,14 +113,14 @@ def main():
                 examples += trainer.last_examples
                 words += t.raw_words
             secs = time.perf_counter() - t0
-            if kind != "cbow":      # SG: one update per context row, so the mean context
+            if kind.startswith("sg"):   # SG: one update per context row, so the mean context
                 ctx = examples / max(trained, 1)             # rows per kept word
-            flops, rows = per_update(kind, args.dim, args.negative, ctx)
+            flops, rows = per_update(kind, args.dim, args.negative, ctx, settings.cbow_batch)
             upd_per_raw = examples / words
             f_word, rows_word = flops * upd_per_raw, rows * upd_per_raw
             b_word = rows_word * 4 * args.dim * 2
             rate = words / secs
-            print(f"{kind:<11} {rate:>10,.0f} {upd_per_raw:>8.2f} {f_word:>9,.0f} "
+            print(f"{kind:<12} {rate:>10,.0f} {upd_per_raw:>8.2f} {f_word:>9,.0f} "
                   f"{b_word:>7,.0f} {rate * f_word / 1e9:>8.2f} "
                   f"{100 * rate * f_word / flops_peak:>5.1f}% {rate * b_word / 1e9:>6.2f} "
                   f"{100 * rate * b_word / bw_peak:>4.1f}% {rate * rows_word / 1e6:>8.1f} "

@@ -104,7 +104,9 @@ class NodeJob:
                                        _int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
                                        _int(s.get("shrink_windows", 1), 0, 1,
                                             "shrink_windows"),
-                                       batched=_int(s.get("batched", 0), 0, 1, "batched"))
+                                       batched=_int(s.get("batched", 0), 0, 1, "batched"),
+                                       cbow_batch=_int(s.get("cbow_batch", 4), 1, 16,
+                                                       "cbow_batch"))
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
