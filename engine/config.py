@@ -186,7 +186,7 @@ class LsiSection:
     triplets: str = _f("", str)                         # anchor<TAB>positive<TAB>negative
     topic_words: int = _f(10, int, 1, 1000)
     shares: int = _f(0, int, 0, 1_000_000)              # with [cluster]: parts decomposed
-                                                        # apart (0 = two per node)
+                                                        # apart (0 = one per node)
 
 
 @dataclass(frozen=True)
