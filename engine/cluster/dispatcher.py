@@ -68,6 +68,18 @@ def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
     return found
 
 
+def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> None:
+    """Close the job on a node still in use (None: a dropped node, only released); the
+    job is over either way, so a failure is logged, not raised."""
+    if proxy is not None:
+        try:
+            transport.set_timeout(proxy, min(timeout, 10))
+            proxy.close_job(job_id)
+        except Exception as exc:                 # noqa: BLE001 (the job is over anyway)
+            log.warning("node %s: close failed (%s)", name, exc)
+    transport.release(proxy)
+
+
 class _Node:
     def __init__(self, address: str, name: str = ""):
         self.address = address
@@ -697,13 +709,8 @@ class ClusterEngine:
         transport.release(node.proxy)
 
     def _close_node(self, node: _Node) -> None:
-        if node.active and node.proxy is not None:
-            try:
-                transport.set_timeout(node.proxy, min(self.cfg.timeout_seconds, 10))
-                node.proxy.close_job(self.job_id)
-            except Exception as exc:             # noqa: BLE001 (the job is over anyway)
-                log.warning("node %s: close failed (%s)", node.name, exc)
-        transport.release(node.proxy)
+        close_remote_job(node.proxy if node.active else None, self.job_id,
+                         self.cfg.timeout_seconds, node.name)
 
     def _report(self) -> dict:
         per_epoch: dict[int, int] = {}

@@ -27,7 +27,7 @@ from ..docs.svd import Decomposition, merge_all
 from ..errors import ClusterError
 from ..local import signals_as_interrupt
 from . import transport
-from .dispatcher import find_nodes
+from .dispatcher import close_remote_job, find_nodes
 from .transport import CommError, pack_array, unpack_array
 
 log = logging.getLogger("engine")
@@ -265,13 +265,8 @@ class ClusterLsi:
             yield part
 
     def _close(self, node: _LsiNode) -> None:
-        if not node.dropped and node.proxy is not None:
-            try:
-                transport.set_timeout(node.proxy, min(self.cfg.timeout_seconds, 10))
-                node.proxy.close_job(self.job_id)
-            except Exception as exc:             # noqa: BLE001 (the job is over anyway)
-                log.warning("node %s: close failed (%s)", node.name, exc)
-        transport.release(node.proxy)
+        close_remote_job(None if node.dropped else node.proxy, self.job_id,
+                         self.cfg.timeout_seconds, node.name)
 
     def _report(self, seconds: float) -> dict:
         return {

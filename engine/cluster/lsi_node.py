@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse
@@ -22,24 +21,13 @@ import scipy.sparse
 from ..docs.blocks import BlockCache
 from ..docs.lsi import SvdSettings, decompose_part
 from ..docs.svd import Decomposition
+from .jobs import CallGuard, check_int as _int, check_num as _num
 from .transport import pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
 
 MAX_TERMS = (1 << 31) - 1
 MAX_SHARES = 1 << 20
-
-
-def _int(value, lo, hi, what):
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _num(value, lo, hi, what):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
 
 
 class _Share:
@@ -54,13 +42,13 @@ class _Share:
         self.seconds = 0.0
 
 
-class LsiNodeJob:
+class LsiNodeJob(CallGuard):
     """One LSI job on this node (the counterpart of node.NodeJob for word vectors)."""
 
     kind = "lsi"
 
     def __init__(self, spec: dict, workers: int):
-        self.job_id = spec["job"]
+        super().__init__(spec["job"])
         self.n_terms = _int(spec["n_terms"], 1, MAX_TERMS, "n_terms")
         self.rank = _int(spec["rank"], 1, 100_000, "rank")
         s = spec["settings"]
@@ -85,9 +73,6 @@ class LsiNodeJob:
         self.last_call = time.monotonic()
         self.total_words = 0                # (word-vector jobs count words; kept for close)
         self.documents = 0
-        self.calls = 0
-        self.closing = False
-        self.calls_cv = threading.Condition()
         self.thread: threading.Thread | None = None
 
     # ---- receiving --------------------------------------------------------------------------
@@ -209,27 +194,12 @@ class LsiNodeJob:
                 pass
 
     # ---- the job's life ---------------------------------------------------------------------
-    @contextmanager
-    def call(self):
-        with self.calls_cv:
-            if self.closing:
-                raise ValueError(f"job {self.job_id} is closing")
-            self.calls += 1
-        try:
-            yield self
-        finally:
-            with self.calls_cv:
-                self.calls -= 1
-                self.calls_cv.notify_all()
-
     def close(self) -> None:
-        with self.calls_cv:
-            self.closing = True
+        self.refuse_calls()
         self.stop.set()
         with self.lock:
             self.changed.notify_all()
-        with self.calls_cv:
-            self.calls_cv.wait_for(lambda: self.calls == 0, timeout=30)
+        self.wait_calls()
         if self.thread is not None:
             # the products cannot be interrupted: a running share finishes first (its
             # blocks are still on disk); a worker that is killed leaves its folder to

@@ -36,6 +36,7 @@ from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
 from . import transport
+from .jobs import CallGuard, check_int as _int, check_num as _num
 from .lsi_node import LsiNodeJob
 from .merge import Shard
 from .transport import CommError, expose, pack_array, row_pieces, unpack_array
@@ -50,18 +51,6 @@ _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 _SCRATCH_PREFIX = "engine-node-"
 
 
-def _int(value, lo, hi, what):
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def _num(value, lo, hi, what):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
 def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
     """The hot rows of a matrix: the most frequent words (the vocabulary is sorted by count)
     of syn0/syn1neg, the top of the Huffman tree (its last rows) of syn1."""
@@ -74,11 +63,11 @@ def sweep_scratch() -> None:
     sweep_temp_dirs(_SCRATCH_PREFIX)
 
 
-class NodeJob:
+class NodeJob(CallGuard):
     """One job on this node: shared weights, snapshot, chunk cache, training session."""
 
     def __init__(self, spec: dict, workers: int, key: bytes | None = None):
-        self.job_id = spec["job"]
+        super().__init__(spec["job"])
         self.member = spec.get("member") or "node"
         if not isinstance(self.member, str) or not _ID.match(self.member):
             raise ValueError("member: expected a short name")
@@ -147,9 +136,6 @@ class NodeJob:
         self.out_pieces: list = []
         self.last_call = time.monotonic()
         self.wake = threading.Condition(self.lock)
-        self.calls = 0                          # calls running on this job (see close)
-        self.closing = False
-        self.calls_cv = threading.Condition()
 
     # ---- setup --------------------------------------------------------------------------
     def put_array(self, name: str, start: int, packed: dict) -> None:
@@ -493,27 +479,10 @@ class NodeJob:
             raise ValueError(f"shard {j!r} is not kept on this node")
         return shard
 
-    @contextmanager
-    def call(self):
-        """Hold the job open for one call: close waits for running calls (up to a bound)
-        and refuses new ones, so no call writes to memory or pipes already released."""
-        with self.calls_cv:
-            if self.closing:
-                raise ValueError(f"job {self.job_id} is closing")
-            self.calls += 1
-        try:
-            yield self
-        finally:
-            with self.calls_cv:
-                self.calls -= 1
-                self.calls_cv.notify_all()
-
     def close(self) -> None:
-        with self.calls_cv:
-            self.closing = True
+        self.refuse_calls()
         self.stop.set()                          # a call waiting for its round returns now
-        with self.calls_cv:
-            self.calls_cv.wait_for(lambda: self.calls == 0, timeout=30)
+        self.wait_calls()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         for proxy in self.peer_proxies.values():
