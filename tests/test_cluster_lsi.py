@@ -177,3 +177,48 @@ def test_gensim_style_distributed_lsimodel(tmp_path, workers):
     with pytest.raises(Exception, match="distributed"):
         from engine.docs import LsiModel
         LsiModel(bows, num_topics=2, id2word=id2word, distributed=True)
+
+
+def test_a_node_checks_everything_it_is_sent():
+    from engine.cluster.lsi_node import LsiNodeJob
+    from engine.cluster.transport import pack_array
+
+    spec = {"job": "lsi-x", "kind": "lsi", "n_terms": 5, "rank": 2, "timeout_seconds": 10,
+            "settings": {"num_topics": 2, "chunksize": 10, "power_iters": 1,
+                         "extra_samples": 2, "dtype": "float64", "seed": 1}}
+    job = LsiNodeJob(spec, workers=1)
+    try:
+        ok = (np.array([0, 2, 3]), np.array([0, 4, 1], np.int32), np.array([1.0, 2.0, 3.0]))
+
+        def put(ptr, idx, val, share=0):
+            job.put_block(share, 0, pack_array(np.asarray(ptr, "<i8")),
+                          pack_array(np.asarray(idx, "<i4")), pack_array(np.asarray(val)))
+
+        with pytest.raises(ValueError, match="term ids"):
+            put(ok[0], [0, 5, 1], ok[2])
+        with pytest.raises(ValueError, match="indptr"):
+            put([0, 3, 2], ok[1], ok[2])
+        with pytest.raises(ValueError, match="not finite"):
+            put(ok[0], ok[1], [1.0, np.nan, 3.0])
+        with pytest.raises(ValueError, match="dtype"):
+            put(ok[0], ok[1], np.array(ok[2], np.float32))
+        with pytest.raises(ValueError, match="shape"):
+            put(ok[0], ok[1], ok[2][:2])
+        with pytest.raises(ValueError, match="share"):
+            job.decompose(7)
+        with pytest.raises(ValueError, match="packed array"):
+            job.put_block(0, 0, None, None, None)
+        assert job.shares[0].n_docs == 0            # nothing bad was written
+        put(*ok)
+        assert job.shares[0].n_docs == 2
+        job.decompose(0)
+        with pytest.raises(ValueError, match="already running|already done"):
+            put(*ok)
+        reply = job.result(0, 30)
+        assert reply["state"] == "done" and reply["rank"] == 2
+    finally:
+        job.close()
+    for bad, match in ((dict(spec, n_terms=0), "n_terms"),
+                       (dict(spec, settings=dict(spec["settings"], dtype="int8")), "dtype")):
+        with pytest.raises(ValueError, match=match):
+            LsiNodeJob(bad, workers=1)
