@@ -108,6 +108,19 @@ def engine_command() -> tuple[list[str], dict]:
     return [sys.executable, "-P", "-m", "engine"], env
 
 
+def run_job_process(job: dict, folder: str, what: str) -> dict:
+    """`engine run` of the job (written to folder/job.toml) in a fresh process; its
+    report.json (from the job's [output] dir)."""
+    path = os.path.join(folder, "job.toml")
+    write_job(job, path)
+    cmd, env = engine_command()
+    proc = subprocess.run(cmd + ["run", path, "--quiet"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise EngineError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    with open(os.path.join(job["output"]["dir"], "report.json")) as fh:
+        return json.load(fh)
+
+
 def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict | None = None,
                engine: dict | None = None, cluster: dict | None = None) -> dict:
     """One `engine run` in a fresh process; returns the row (from its report.json)."""
@@ -117,14 +130,7 @@ def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict 
            "evaluate": dict(evaluate or {})}
     if cluster:
         job["cluster"] = dict(cluster)
-    path = os.path.join(out, "job.toml")
-    write_job(job, path)
-    cmd, env = engine_command()
-    proc = subprocess.run(cmd + ["run", path, "--quiet"], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise EngineError(f"engine run with {workers} process(es) failed:\n{proc.stderr[-3000:]}")
-    with open(os.path.join(out, "report.json")) as fh:
-        rep = json.load(fh)
+    rep = run_job_process(job, out, f"engine run with {workers} process(es)")
     row = {"tool": "engine", "threads": workers, "training_seconds": rep["training_seconds"],
            "words_per_sec": rep["words_per_sec"], "peak_mb": rep["peak_rss_mb"],
            "train_peak_mb": rep["train_peak_rss_mb"], "vocab_size": rep["vocab_size"],

@@ -9,6 +9,7 @@ process tree, the dispatcher's when on nodes; gensim: the client's peak RSS).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,8 +20,7 @@ import subprocess
 import sys
 import time
 
-from .bench import (RUNNER, LocalWorkers, engine_command, parse_threads, peer_available,
-                    write_job)
+from .bench import RUNNER, LocalWorkers, parse_threads, peer_available, run_job_process
 from .errors import ConfigError, EngineError
 
 LSI_PEERS = {"gensim": "gensim-lsi", "gensim-distributed": "gensim-lsi-distributed"}
@@ -31,20 +31,13 @@ def run_lsi_engine(job: dict, out: str, split: tuple[int, int] | None,
                    nodes: list[str] | None = None) -> dict:
     """One `engine run` of the LSI job in a fresh process; its row from report.json."""
     os.makedirs(out, exist_ok=True)
-    job = json.loads(json.dumps(job))
+    job = copy.deepcopy(job)
     job["output"] = dict(job.get("output", {}), dir=os.path.join(out, "out"))
     if split is not None:
         job["lsi"]["processes"], job["lsi"]["blas_threads"] = split
     if nodes:
         job["cluster"] = dict(job.get("cluster") or {}, nodes=nodes)
-    path = os.path.join(out, "job.toml")
-    write_job(job, path)
-    cmd, env = engine_command()
-    proc = subprocess.run(cmd + ["run", path, "--quiet"], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise EngineError(f"engine run of {path} failed:\n{proc.stderr[-3000:]}")
-    with open(os.path.join(job["output"]["dir"], "report.json")) as fh:
-        rep = json.load(fh)
+    rep = run_job_process(job, out, f"engine run of the LSI job in {out}")
     sp = rep["svd_split"]
     row = {"tool": "engine" if not nodes else f"engine, {len(nodes)} node(s)",
            "split": f"{sp['processes']}x{sp['threads']}" if not nodes else f"{len(nodes)} nodes",

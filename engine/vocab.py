@@ -222,22 +222,19 @@ def huffman_tree(counts) -> tuple[np.ndarray, np.ndarray]:
     bit = bytearray(2 * n - 1)
     i = j = 0                                # fronts of the two queues
     for node in range(n, 2 * n - 1):
-        # smallest: the word front on ties (a word's id is below every inner node's)
-        if i < n and (j >= len(inner) or leaf[i] <= inner[j]):
-            a, ca = order[i], leaf[i]
-            i += 1
-        else:
-            a, ca = n + j, inner[j]
-            j += 1
-        if i < n and (j >= len(inner) or leaf[i] <= inner[j]):
-            b, cb = order[i], leaf[i]
-            i += 1
-        else:
-            b, cb = n + j, inner[j]
-            j += 1
-        parent[a] = parent[b] = node
-        bit[b] = 1
-        inner.append(ca + cb)
+        total = 0
+        for side in (0, 1):                  # the two smallest fronts, bit 0 then bit 1
+            # the word front on ties (a word's id is below every inner node's)
+            if i < n and (j >= len(inner) or leaf[i] <= inner[j]):
+                child, count = order[i], leaf[i]
+                i += 1
+            else:
+                child, count = n + j, inner[j]
+                j += 1
+            parent[child] = node
+            bit[child] = side
+            total += count
+        inner.append(total)
     return np.array(parent, dtype=np.int64), np.frombuffer(bit, dtype=np.uint8)
 
 

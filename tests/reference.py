@@ -177,20 +177,8 @@ def ref_train(a, s, ids, seed, alpha0, alpha1):
     if not s["sg"] and s.get("batched"):
         return _ref_train_cbow_batched(a, s, ids, rng, alpha0, alpha1)
     LOSS[0], LOSS[1] = 0.0, 0
-    n = len(ids)
-    i = 0
     trained = 0
-    while i < n:
-        alpha = F(alpha0) + (F(alpha1) - F(alpha0)) * (F(i) / F(n))
-        sent = []
-        while i < n and ids[i] >= 0:
-            w = int(ids[i])
-            i += 1
-            thr = int(a["keep"][w])
-            if thr != KEEP_ALWAYS and (rng.next() >> 32) >= thr:
-                continue
-            sent.append(w)
-        i += 1
+    for alpha, sent in _sentences(a, ids, rng, alpha0, alpha1):
         trained += len(sent)
         for pos in range(len(sent)):
             span = s["window"]

@@ -21,6 +21,7 @@ from collections import deque
 
 import numpy as np
 
+from ..docs.blocks import row_runs
 from ..docs.lsi import SvdSettings, TrainReport, plan_shares, share_pieces, share_rank
 from ..docs.parallel import Split, cpu_count
 from ..docs.svd import Decomposition, merge_all
@@ -77,19 +78,19 @@ class ClusterLsi:
         self.ready = threading.Condition(self.lock)
         self.stop = threading.Event()
         self.failure: BaseException | None = None
-        self.nodes = self._open_nodes()
-        count = self.shares or SHARES_PER_NODE * len(self.nodes)
-        self.plan = plan_shares(blocks, count)
-        self.pending: deque[int] = deque(range(len(self.plan)))
         self.results: dict[int, Decomposition] = {}
         self.done_by: dict[int, str] = {}
         self.recomputed: list[dict] = []
         n_docs = sum(b.n_docs for b in blocks)
         nnz = sum(b.nnz for b in blocks)
-        log.info("LSI on the cluster: %d documents x %d terms (%d nonzeros) in %d share(s) "
-                 "of %d factors each, %d node(s): %s", n_docs, n_terms, nnz, len(self.plan),
-                 self.rank, len(self.nodes), ", ".join(n.name for n in self.nodes))
-        try:
+        self.nodes = self._open_nodes()
+        try:                                     # from here on the nodes hold a job
+            self.plan = plan_shares(blocks, self.shares or SHARES_PER_NODE * len(self.nodes))
+            self.pending: deque[int] = deque(range(len(self.plan)))
+            log.info("LSI on the cluster: %d documents x %d terms (%d nonzeros) in %d "
+                     "share(s) of %d factors each, %d node(s): %s", n_docs, n_terms, nnz,
+                     len(self.plan), self.rank, len(self.nodes),
+                     ", ".join(n.name for n in self.nodes))
             with signals_as_interrupt():
                 for node in self.nodes:
                     node.thread = threading.Thread(target=self._node_loop, args=(node,),
@@ -108,10 +109,10 @@ class ClusterLsi:
             result = Decomposition(np.zeros((n_terms, 0), settings.dtype),
                                    np.zeros(0, settings.dtype))
         seconds = time.perf_counter() - start
-        lanes = sum(n.workers for n in self.nodes if not n.dropped) or 1
-        report = TrainReport("cluster merge", Split(len(self.nodes), lanes,
-                             f"{len(self.nodes)} node(s) of the cluster"), seconds, n_docs,
-                             nnz, self._report(seconds))
+        split = Split(len(self.nodes), max(n.workers for n in self.nodes),
+                      f"{len(self.nodes)} node(s) of the cluster")
+        report = TrainReport("cluster merge", split, seconds, n_docs, nnz,
+                             self._report(seconds))
         log.info("LSI on the cluster: %d factors in %.1f s (%d share(s) recomputed after "
                  "a lost node)", len(result.s), seconds, len(self.recomputed))
         return result, report
@@ -174,17 +175,13 @@ class ClusterLsi:
         dtype = np.dtype(self.settings.dtype)
         proxy = node.proxy
         for m in share_pieces(share, self.n_terms, dtype):
-            start = 0
-            while start < m.shape[0]:                # pieces far below the message limit
-                stop = int(np.searchsorted(m.indptr, m.indptr[start] + PUT_NNZ, "right")) - 1
-                stop = min(m.shape[0], max(start + 1, stop))
+            for start, stop in row_runs(m, max_nnz=PUT_NNZ):   # far below the message limit
                 part = m[start:stop]
                 proxy.lsi_put(self.job_id, index, first_doc,
                               pack_array(part.indptr.astype("<i8")),
                               pack_array(part.indices.astype("<i4")),
                               pack_array(part.data))
                 node.bytes_out += part.data.nbytes + part.indices.nbytes + part.indptr.nbytes
-                start = stop
         proxy.lsi_decompose(self.job_id, index)
         self._event("sent", node, index)
         wait = min(self.cfg.round_seconds, self.cfg.timeout_seconds / 2)

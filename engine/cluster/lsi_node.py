@@ -45,8 +45,6 @@ class _Share:
 class LsiNodeJob(CallGuard):
     """One LSI job on this node (the counterpart of node.NodeJob for word vectors)."""
 
-    kind = "lsi"
-
     def __init__(self, spec: dict, workers: int):
         super().__init__(spec["job"])
         self.n_terms = _int(spec["n_terms"], 1, MAX_TERMS, "n_terms")
@@ -63,15 +61,13 @@ class LsiNodeJob(CallGuard):
             dtype=dtype, seed=_int(s["seed"], 0, (1 << 63) - 1, "seed"),
             method="stochastic")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
-        self.threads = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
-        self.workers = self.threads
+        self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
         self.cache = BlockCache()
         self.shares: dict[int, _Share] = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.stop = threading.Event()
         self.last_call = time.monotonic()
-        self.total_words = 0                # (word-vector jobs count words; kept for close)
         self.documents = 0
         self.thread: threading.Thread | None = None
 
@@ -132,7 +128,7 @@ class LsiNodeJob(CallGuard):
         t = time.perf_counter()
         try:
             d = decompose_part(share.blocks, share.first_doc, self.n_terms, self.settings,
-                               self.threads, self.rank)
+                               self.workers, self.rank)
             u = np.ascontiguousarray(d.u)
             pieces = row_pieces(u.shape[0], max(1, u.shape[1]) * u.itemsize)
             with self.lock:

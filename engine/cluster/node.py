@@ -588,7 +588,7 @@ class WorkerService:
                 raise ValueError(f"open_job: missing field {exc}") from None
             if kind == "lsi":
                 log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
-                         self.job.n_terms, self.job.threads)
+                         self.job.n_terms, self.job.workers)
             else:
                 log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
                          self.job.workers, self.job.vocab, self.job.dim)
@@ -698,14 +698,13 @@ class WorkerService:
     def close_job(self, job_id) -> dict:
         with self.lock:
             job = self._job(job_id)
-            words = job.total_words
             self._close_job()
             self.jobs_done += 1
             if isinstance(job, LsiNodeJob):
                 log.info("job %s closed: %d documents decomposed here", job_id, job.documents)
                 return {"documents": job.documents}
-            log.info("job %s closed: %d words trained here", job_id, words)
-            return {"trained_words": words}
+            log.info("job %s closed: %d words trained here", job_id, job.total_words)
+            return {"trained_words": job.total_words}
 
     def shutdown(self) -> None:
         self._stop.set()

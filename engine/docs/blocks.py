@@ -71,6 +71,20 @@ def read_block(path: str) -> scipy.sparse.csr_matrix:
     return scipy.sparse.csr_matrix((data, indices, indptr), shape=tuple(shape.tolist()))
 
 
+def row_runs(m: scipy.sparse.csr_matrix, max_rows: int | None = None,
+             max_nnz: int | None = None):
+    """(start, stop) runs of consecutive rows of m covering it in order: at most max_rows
+    rows and max_nnz nonzeros each (a row with more is a run by itself)."""
+    start, n = 0, m.shape[0]
+    while start < n:
+        stop = n if max_rows is None else min(start + max_rows, n)
+        if max_nnz is not None:
+            limit = int(np.searchsorted(m.indptr, m.indptr[start] + max_nnz, side="right")) - 1
+            stop = max(start + 1, min(stop, limit))
+        yield start, stop
+        start = stop
+
+
 @dataclass(frozen=True)
 class BlockInfo:
     """A block written to the cache: where, and how big."""
@@ -161,14 +175,8 @@ class BlockCache:
         """A whole documents x terms matrix, in blocks of at most block_docs rows (and
         about block_nnz nonzeros)."""
         m = scipy.sparse.csr_matrix(m)
-        start = 0
-        while start < m.shape[0]:
-            stop = min(start + block_docs, m.shape[0])
-            if block_nnz is not None:
-                limit = np.searchsorted(m.indptr, m.indptr[start] + block_nnz, side="right") - 1
-                stop = max(start + 1, min(stop, limit))
+        for start, stop in row_runs(m, block_docs, block_nnz):
             self.add(m[start:stop])
-            start = stop
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
