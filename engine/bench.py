@@ -141,6 +141,8 @@ def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict 
         row["cluster"] = {k: c[k] for k in ("nodes_used", "exchanges", "bytes_to_nodes",
                                              "bytes_from_nodes", "dropped", "hot_rows")}
         row["threads"] = rep["workers"]
+    if rep.get("hot_rows"):
+        row["hot_rows"] = rep["hot_rows"]
     for f, r in rep.get("evaluation", {}).get("analogies", {}).items():
         row["analogy_accuracy"] = r["accuracy"]
     for f, r in rep.get("evaluation", {}).get("similarity", {}).items():
@@ -259,9 +261,55 @@ def memory_capacity(p: int, n: int = 400) -> float:
     return round(sum(solo / t for t in together), 2)
 
 
-def machine_checks(p: int) -> tuple[float, float]:
-    """(cpu_capacity, memory_capacity) for p processes, right now."""
-    return cpu_capacity(p), memory_capacity(p)
+def _pingpong(spec: dict, role: int, cpu, rounds: int) -> float:
+    """One side of line_transfer_ns (in a spawned process): seconds for `rounds` turns."""
+    from ._kernels import pingpong
+    from .shm import SharedArrays
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    with SharedArrays.attach(spec) as shared:
+        line = shared["line"]
+        warm = 2000
+        if pingpong(line, role, warm, 1 << 31) < warm:
+            return float("nan")
+        t0 = time.perf_counter()
+        done = pingpong(line[8:], role, rounds, 1 << 31)      # a fresh line, both warm
+        secs = time.perf_counter() - t0
+        del line
+        return secs if done == rounds else float("nan")
+
+
+def line_transfer_ns(rounds: int = 200_000) -> float:
+    """Nanoseconds to move one written cache line from one core to another, right now: two
+    processes, on two different CPUs where the affinity allows, take turns writing one line
+    of shared memory. What rows shared by training processes cost per write that the other
+    process reads next: tens of ns between cores that share a cache, a hundred and more
+    between dies or sockets (or a VM whose host moved its vCPUs apart). NaN if one side
+    stalled."""
+    from multiprocessing import get_context
+
+    import numpy as np
+
+    from .shm import SharedArrays
+
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:                                   # not Linux: no pinning
+        cpus = []
+    pins = cpus[:2] if len(cpus) >= 2 else [None, None]
+    with SharedArrays.create_empty({"line": ((16,), np.int64)}) as shared:
+        with get_context("spawn").Pool(2) as pool:
+            pool.map(_spin, [1000] * 2, chunksize=1)         # both workers up first
+            secs = pool.starmap(_pingpong, [(shared.spec, role, pins[role], rounds)
+                                            for role in (0, 1)], chunksize=1)
+    return round(max(secs) / (2 * rounds) * 1e9, 1)
+
+
+def machine_checks(p: int) -> tuple[float, float, float | None]:
+    """(cpu_capacity, memory_capacity, line_transfer_ns) for p processes, right now (the
+    line only for p >= 2: what a row written by one process costs the next)."""
+    return cpu_capacity(p), memory_capacity(p), line_transfer_ns() if p >= 2 else None
 
 
 def format_table(rows: list[dict], cores: int) -> str:
@@ -290,6 +338,8 @@ def format_table(rows: list[dict], cores: int) -> str:
 def _record_checks(row: dict, before, after) -> None:
     row["cpu_capacity"] = [before[0], after[0]]
     row["memory_capacity"] = [before[1], after[1]]
+    if before[2] is not None:
+        row["line_ns"] = [before[2], after[2]]
 
 
 def _capacity(row: dict) -> str:
@@ -297,6 +347,9 @@ def _capacity(row: dict) -> str:
     text = f"{cap[0]:.2f}/{cap[1]:.2f} of {row['threads']}" if cap else ""
     if mem:
         text += f" (memory {mem[0]:.2f}/{mem[1]:.2f})"
+    line = row.get("line_ns")
+    if line:
+        text += f" (moved line {line[0]:.0f}/{line[1]:.0f} ns)"
     return text
 
 

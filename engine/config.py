@@ -39,6 +39,10 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+class AutoInt:
+    """The kind of a field that takes "auto" or an integer in its bounds."""
+
+
 def _spec(kind: type, lo: float | None = None, hi: float | None = None,
           choices: tuple | None = None, lo_open: bool = False) -> dict:
     return {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open}
@@ -96,9 +100,11 @@ class EngineConfig:
     cache_dir: str = _f("", str)                    # "" = a temporary folder, removed after
     # With workers > 1: rows of the `hot_words` most frequent words (and as many top Huffman
     # nodes) are trained on per-process copies, merged into the shared weights every
-    # `sync_words` trained words and at every chunk's end (0 = update shared rows directly).
-    hot_words: int = _f(0, int, 0, 1 << 20)
-    sync_words: int = _f(1024, int, 1, 1 << 30)
+    # `sync_words` trained words (a chunk is reported done once merged); 0 = update the
+    # shared rows directly. "auto": sized from the vocabulary and the process count
+    # (engine.local.auto_hot_rows); sync_words 0 = sized with them.
+    hot_words: Any = _f("auto", AutoInt, 0, 1 << 20)
+    sync_words: int = _f(0, int, 0, 1 << 30)
     # a training process that holds chunks and reports nothing this long (or 10x the
     # slowest chunk seen, if longer) is hung: it is killed and its chunks go to the others
     stall_seconds: float = _f(120.0, float, 0.1, 86400.0)
@@ -211,7 +217,7 @@ def _describe(chk: dict) -> str:
     if choices:
         return "one of " + ", ".join(repr(c) for c in choices)
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            list: "a list of strings"}[kind]
+            list: "a list of strings", AutoInt: "\"auto\" or an integer"}[kind]
     if lo is not None and hi is not None:
         top = "2**63 - 1" if hi == INT64_MAX else hi
         return f"{name} in {'(' if chk['lo_open'] else '['}{lo}, {top}]"
@@ -248,6 +254,10 @@ def check_value(where: str, value: Any, chk: dict) -> Any:
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is AutoInt:
+        if value == "auto":
+            return value
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -3,8 +3,9 @@
 P processes, started with `spawn`, attach by name to the weight matrices in shared memory
 and update them lock-free (Hogwild) through the nogil kernels. A LocalSession keeps those
 processes and the shared weights up across calls: the parent hands out chunks from a task
-source (each process holds at most two, so fast ones take more), and survives a process
-that dies: the chunks it held go to the others. LocalEngine.train is one session run over
+source (each process holds at most two, so fast ones take more; with hot rows, a merge
+interval's worth, since it reports chunks once merged), and survives a process that dies:
+the chunks it held go to the others. LocalEngine.train is one session run over
 a task list; with one process the same loop runs in-process, with no shared memory. The
 cluster's nodes feed a session continuously (engine.cluster); this module knows nothing of
 the network.
@@ -35,6 +36,35 @@ log = logging.getLogger("engine")
 WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
+
+
+def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
+                  vector_size: int) -> tuple[int, int]:
+    """(hot_words, sync_words) for `processes` processes sharing one model: the most
+    frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates
+    (kept words as centers and context, the noise words drawn as counts**ns_exponent),
+    between 256 and 16384 rows (fewer for a smaller vocabulary; capped so the copies take
+    at most 64 MB a process); merged every 32 rows' worth of words (so the merge moves at
+    most 1/16 of a row per trained word), at least 65536, and at most 2M/P words (the merges
+    of all processes together stay within 2M words). (0, 0) for one process."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if processes < 2 or counts.size == 0 or counts.sum() <= 0:
+        return 0, 0
+    kept = counts * np.asarray(keep, dtype=np.float64)
+    draws = kept / kept.sum()
+    if negative:
+        noise = counts ** ns_exponent
+        draws = (2 * draws + negative * noise / noise.sum()) / (2 + negative)
+    share = min(0.9, 1.0 - 1.0 / (2 * processes))
+    words = int(np.searchsorted(np.cumsum(draws), share) + 1)
+    cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
+    words = min(counts.size, max(256, min(words, 16384, cap)))
+    return words, auto_sync_words(words, processes)
+
+
+def auto_sync_words(hot_words: int, processes: int) -> int:
+    """Trained words between merges of hot_words rows (see auto_hot_rows)."""
+    return max(65536, min(32 * hot_words, (2 << 20) // max(1, processes)))
 
 
 def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, seed: int,
@@ -71,12 +101,14 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # (already ignored from birth) the
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # parent decides how to stop
     shared = trainer = reader = None
+    hot_words, sync_words = hot
     try:
         _limit_blas()
         shared = SharedArrays.attach(spec)
-        trainer = make_trainer(shared.arrays, settings, *hot)
+        trainer = make_trainer(shared.arrays, settings, hot_words, sync_words)
         reader = ChunkReader(ids_path, max_ids)
         conn.send(("ready", slot, os.getpid()))
+        unsynced = []           # (merges done when it finished, its report): hot rows only
         while True:
             try:
                 msg = conn.recv()
@@ -87,8 +119,18 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
             task: Task = msg
             ids = reader.read(task.start, task.end)
             trained = trainer.train(ids, task.seed, task.alpha0, task.alpha1)
-            conn.send(("done", task.task_id, trained, trainer.last_loss,
-                       trainer.last_examples))
+            report = ("done", task.task_id, trained, trainer.last_loss, trainer.last_examples)
+            if not hot_words:
+                conn.send(report)
+                continue
+            # hot rows: a chunk is reported done only once its updates are all in the shared
+            # weights (a lost process's unreported chunks are trained again); merge now if
+            # nothing else is waiting, else send what earlier merges already carried
+            unsynced.append((trainer.syncs, report))
+            if not conn.poll():
+                trainer.sync()
+            while unsynced and unsynced[0][0] < trainer.syncs:
+                conn.send(unsynced.pop(0)[1])
     except Exception:
         try:
             conn.send(("error", slot, traceback.format_exc()))
@@ -189,8 +231,13 @@ class LocalSession:
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
                  shared: SharedArrays | None = None, stall_seconds: float = 120.0):
+        """hot_words > 0: the processes train the rows of that many most frequent words on
+        their own copies, merged every sync_words trained words (Trainer)."""
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
+        # with hot rows a process reports chunks once merged (every sync_words): hand it
+        # enough chunks ahead that it never waits for work between merges
+        self.ahead_words = sync_words if hot_words else 0
         swept = sweep_orphans()
         if swept:
             log.warning("removed %d shared-memory segment(s) left by killed runs", len(swept))
@@ -232,7 +279,8 @@ class LocalSession:
         conns, procs = self.conns, self.procs
         while True:
             for slot in list(self.alive & self.ready):
-                while len(self.held[slot]) < MAX_OUTSTANDING:
+                while (len(self.held[slot]) < MAX_OUTSTANDING
+                       or self._held_words(slot) < self.ahead_words):
                     task = source.take()
                     if task is None:
                         break
@@ -270,6 +318,9 @@ class LocalSession:
                 on_tick()
             if not self.alive:
                 raise WorkerError("every training process died; see the log for exit codes")
+
+    def _held_words(self, slot) -> int:
+        return sum(self.by_id[t].raw_words for t in self.held[slot])
 
     def _kill_hung(self) -> None:
         """A process that holds chunks and has sent nothing for stall_seconds is hung
@@ -429,6 +480,8 @@ class LocalEngine:
                                 break
                     finally:
                         stats.lost_workers = session.lost_workers
+                        stats.hot_rows = {"words": self.hot_words,
+                                          "sync_words": self.sync_words}
                     for k in WEIGHTS:
                         arrays[k][...] = session.shared[k]
         stats.seconds = time.perf_counter() - t0 - stats.hook_seconds

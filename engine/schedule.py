@@ -66,6 +66,7 @@ class TrainStats:
     epochs: dict = field(default_factory=dict)      # epoch -> EpochStats
     stopped_early: bool = False     # a callback asked to stop
     hook_seconds: float = 0.0       # spent in epoch-end callbacks (not in `seconds`)
+    hot_rows: dict | None = None    # local engine, several processes: the hot-row choice
 
     @property
     def words_per_sec(self) -> float:

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from .atomic import atomic_file, fsync_dir
 from .blas import blas_line, blas_summary
 from .config import ClusterConfig, CorpusConfig, EngineConfig, JobConfig, ModelConfig
@@ -20,7 +22,7 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .local import WEIGHTS, LocalEngine, plan_tasks
+from .local import WEIGHTS, LocalEngine, auto_hot_rows, auto_sync_words, plan_tasks
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -61,7 +63,8 @@ def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdSt
 
 
 def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
-                progress_seconds: float = 5.0, show_progress: bool = True, counts=None):
+                progress_seconds: float = 5.0, show_progress: bool = True, counts=None,
+                hot: tuple | None = None):
     """The engine that trains: local (every core here) or the cluster (the job's nodes).
     Both take train(arrays, settings, stream, tasks) -> TrainStats. Pyro4 is imported only
     for a cluster."""
@@ -70,9 +73,27 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
 
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
                              show_progress, counts=counts)
+    words, sync = hot or (0, 1024)
+    if words:
+        log.info("hot rows: the %d most frequent words' rows trained on each process's own "
+                 "copy, merged every %d trained words", words, sync)
     return LocalEngine(engine.processes, progress_seconds, show_progress,
-                       hot_words=engine.hot_words, sync_words=engine.sync_words,
-                       stall_seconds=engine.stall_seconds)
+                       hot_words=words, sync_words=sync, stall_seconds=engine.stall_seconds)
+
+
+def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int]:
+    """The local engine's hot rows: (words, sync_words); none for one process. "auto"
+    sizes them from the vocabulary and the process count (auto_hot_rows)."""
+    c, procs = state.config, engine.processes
+    if procs < 2:
+        return 0, 1024
+    if engine.hot_words != "auto":
+        words = int(engine.hot_words)
+        return words, engine.sync_words or auto_sync_words(words, procs)
+    keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
+    words, sync = auto_hot_rows(state.vocab.counts, keep, c.negative, c.ns_exponent, procs,
+                                c.vector_size)
+    return words, engine.sync_words or sync
 
 
 def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
@@ -113,7 +134,7 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     if skip:
         tasks = [t for t in tasks if t.task_id not in skip]
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
-                         counts=state.vocab.counts)
+                         counts=state.vocab.counts, hot=hot_rows(engine, state))
     if watch is not None:
         watch(runner)
     try:
@@ -544,6 +565,7 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         "prepare_peak_rss_mb": round(prep_peak, 1),
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
         "lost_workers": stats.lost_workers,
+        "hot_rows": stats.hot_rows,
         "trained_words_total": words_before + stats.raw_words,
     })
     report["loss"] = {"total": stats.loss, "examples": stats.examples,

@@ -34,6 +34,7 @@ cdef extern from "vecmath.h" nogil:
                               const float *table, const float *nll, double *loss)
     void ew_cbow_scatter(int dim, int nb, float **rows, int first, int last, const int *lo,
                          const int *hi, const int *ctr, const float *E, float *acc)
+    int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t patience)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
@@ -97,11 +98,14 @@ cdef struct Hot:
     # [0, words) of syn0 and syn1neg (the vocabulary is sorted by count, so these are the
     # most frequent words) and inner nodes [node_lo, vocab - 1) of syn1 (the top of the
     # Huffman tree, which every hierarchical-softmax update walks). Updates go to the copies
-    # and reach the shared rows every `every` trained words and at the end of each chunk.
+    # and reach the shared rows every `every` trained words (counted across chunks) and when
+    # the owner calls Trainer.sync(); `syncs` counts the merges done.
     int words
     int node_lo
     int nodes
     int every
+    int since
+    int64_t syncs
     float *syn0
     float *syn0_base
     float *syn1neg
@@ -314,6 +318,8 @@ cdef inline void prefetch_update(const Params *p, const Plan *pl, int q) noexcep
 
 cdef void hot_sync(const Params *p, Hot *hot) noexcept nogil:
     cdef size_t n = <size_t>hot.words * p.dim
+    hot.since = 0
+    hot.syncs += 1
     if hot.words:
         ew_sync_rows(n, p.syn0, hot.syn0, hot.syn0_base)
         if p.negative:
@@ -369,7 +375,7 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
 
     alpha goes linearly from alpha0 to alpha1 across the chunk (updated per sentence)."""
     cdef Py_ssize_t i = 0
-    cdef int slen, pos, cur = 0, since_sync = 0
+    cdef int slen, pos, cur = 0
     cdef int32_t word
     cdef uint32_t thr
     cdef float alpha
@@ -403,10 +409,9 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
                 cur = 1 - cur
                 pos += p.cbow_batch
                 if hot.every:
-                    since_sync += p.cbow_batch
-                    if since_sync >= hot.every:
+                    hot.since += p.cbow_batch
+                    if hot.since >= hot.every:
                         hot_sync(p, hot)
-                        since_sync = 0
             continue
         plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
         for pos in range(p.ahead):
@@ -419,12 +424,9 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
                 run_plan(p, &w.plan[cur], NULL, alpha, w)
             cur = 1 - cur
             if hot.every:
-                since_sync += 1
-                if since_sync >= hot.every:
+                hot.since += 1
+                if hot.since >= hot.every:
                     hot_sync(p, hot)
-                    since_sync = 0
-    if hot.every:
-        hot_sync(p, hot)
     return trained
 
 
@@ -447,9 +449,12 @@ cdef class Trainer:
 
     hot_words > 0 (for processes sharing the weights): the input and output rows of the
     hot_words most frequent words, and as many top Huffman nodes, are trained on
-    process-local copies merged into the shared weights every `sync_every` trained words and
-    at the end of every chunk, so the processes do not fight over the same cache lines on
-    every update (the rows every update touches). With hot_words = 0 the shared rows are
+    process-local copies merged into the shared weights every `sync_every` trained words
+    (counted across chunks) and whenever `sync()` is called, so the processes do not fight
+    over the same cache lines on every update (the rows every update touches). The owner
+    must call `sync()` before the shared weights are read as trained on a chunk: `syncs`
+    counts the merges, so a chunk finished when it read k is in the shared weights once it
+    reads more than k. With hot_words = 0 the shared rows are
     updated directly, and one process with a given seed gives one exact result.
 
     compute_loss: each chunk also sums the negative log-likelihood of every prediction it
@@ -598,10 +603,15 @@ cdef class Trainer:
 
     def sync(self):
         """Merge the local copies of the hot rows into the shared weights and refresh them
-        (train() already does this at the end of every chunk)."""
+        (train() does this every sync_every trained words, not at the end of a chunk)."""
         if self.hot.every:
             with nogil:
                 hot_sync(&self.p, &self.hot)
+
+    @property
+    def syncs(self):
+        """Merges of the hot rows done so far (0 without hot rows)."""
+        return self.hot.syncs
 
     def train(self, const int32_t[::1] ids, uint64_t seed, float alpha0, float alpha1):
         """Train on one chunk of ids (sentences end with -1). Returns words trained
@@ -692,3 +702,14 @@ def context_sum(float[:, ::1] syn0, const int32_t[::1] ctx, int mean):
 def sync_rows(float[::1] shared, float[::1] local, float[::1] base):
     """shared += local - base; local = base = shared (the hot-row merge)."""
     ew_sync_rows(shared.shape[0], &shared[0], &local[0], &base[0])
+
+
+def pingpong(int64_t[::1] line, int role, int64_t rounds, int64_t patience=1 << 32):
+    """Take `rounds` turns with another process writing line[0] (shared memory; role 0 or
+    1, the line starting at 0). Returns the turns done (fewer if the other side stopped)."""
+    if role not in (0, 1) or rounds < 0:
+        raise ValueError("role must be 0 or 1 and rounds >= 0")
+    cdef int64_t done
+    with nogil:
+        done = ew_pingpong(&line[0], role, rounds, patience)
+    return done

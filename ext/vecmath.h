@@ -438,4 +438,22 @@ static EW_CLONES void ew_sync_rows(size_t count, float *shared, float *EW_RESTRI
     }
 }
 
+/* Two processes take turns writing one cache line: the side of `role` r waits until the
+ * line holds 2i + r, then writes 2i + r + 1, for i < rounds. Every turn moves the line from
+ * one core's cache to the other's, so the time per turn is what the machine charges for a
+ * moved line now (the price of the rows that training processes share). Returns the turns
+ * done: fewer than `rounds` if a wait spun `patience` times (the other side is gone). */
+static int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t patience) {
+    for (int64_t i = 0; i < rounds; i++) {
+        int64_t want = 2 * i + role;
+        int64_t spins = 0;
+        while (__atomic_load_n(line, __ATOMIC_ACQUIRE) != want) {
+            if (++spins > patience)
+                return i;
+        }
+        __atomic_store_n(line, want + 1, __ATOMIC_RELEASE);
+    }
+    return rounds;
+}
+
 #endif

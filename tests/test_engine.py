@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -220,6 +221,7 @@ def _session_with(*targets):
     ctx = get_context("spawn")
     s = LocalSession.__new__(LocalSession)
     s.workers, s.stall_seconds, s.shared, s.slowest = len(targets), 60.0, None, 0.0
+    s.ahead_words = 0
     s.procs, s.conns, s.lost_workers = {}, {}, []
     for slot, target in enumerate(targets):
         parent, child = ctx.Pipe(duplex=True)
@@ -323,3 +325,62 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
     assert said[-1].startswith("kernel: classic" if not want else
                                "kernel: batched skip-gram" if sg else
                                "kernel: batched CBOW (one noise set per 6 ")
+
+
+def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
+    from engine.local import auto_hot_rows
+
+    counts = (1e6 / np.arange(1, 50_001)).astype(np.int64) + 5        # Zipf, 50k words
+    keep = np.ones(counts.size)
+    assert auto_hot_rows(counts, keep, 5, 0.75, 1, 100) == (0, 0)   # nothing is shared
+    sizes = [auto_hot_rows(counts, keep, 5, 0.75, p, 100) for p in (2, 4, 16)]
+    words = [w for w, _ in sizes]
+    assert 256 <= words[0] < words[1] <= words[2] <= 16384            # more processes, more rows
+    draws = counts ** 0.75                     # the chosen rows draw at least 1 - 1/2P of them
+    share = (2 * counts / counts.sum() + 5 * draws / draws.sum()) / 7
+    assert share[:words[0]].sum() >= 0.75 > share[:words[0] - 1].sum()
+    for (w, sync), p in zip(sizes, (2, 4, 16)):
+        assert sync >= 65536 and (sync <= 32 * w or sync == 65536)
+        assert p * sync <= (2 << 20) or sync == 65536                  # merges stay fresh
+    assert auto_hot_rows(counts[:100], keep[:100], 5, 0.75, 2, 100)[0] == 100   # small vocab
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # copies within 64 MB
+
+
+def test_hot_rows_a_chunk_counts_once_merged_and_a_killed_process_loses_none(tmp_path,
+                                                                            planted):
+    # every row hot, merged only when a process runs out of work: chunks are reported once
+    # their updates are in the shared weights, so a killed process's unmerged chunks are
+    # trained again by the other and every chunk is counted exactly once
+    before = _segments()
+    state, stream, tasks = _setup(tmp_path, planted, epochs=20)
+    killed = []
+
+    def kill_one():
+        kids = _trainers()
+        if not killed and len(kids) == 2:
+            killed.append(kids[0].pid)
+            os.kill(kids[0].pid, signal.SIGKILL)
+
+    syn0 = state.syn0.copy()
+    engine = LocalEngine(workers=2, show_progress=False, on_tick=kill_one,
+                         hot_words=len(syn0), sync_words=1 << 30)
+    stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert killed and len(stats.lost_workers) == 1
+    assert stats.raw_words == 20 * stream.raw_words
+    assert stats.hot_rows["words"] == len(syn0)
+    assert np.abs(state.syn0 - syn0).max() > 0.05       # trained, through the merges alone
+    assert _segments() == before and _no_children()
+
+
+def test_hot_rows_by_default_with_several_processes_only(planted):
+    from engine.config import EngineConfig
+    from engine.train import hot_rows
+
+    _, sents = planted
+    vocab = build_vocab_iterable(sents, min_count=1)
+    state = ModelState(ModelConfig(sg=1, vector_size=16, min_count=1), vocab)
+    assert hot_rows(EngineConfig(workers=1), state)[0] == 0            # nothing shared
+    words, sync = hot_rows(EngineConfig(workers=2), state)             # "auto"
+    assert 0 < words <= len(vocab) and sync >= 65536
+    assert hot_rows(EngineConfig(workers=2, hot_words=0), state)[0] == 0
+    assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99)

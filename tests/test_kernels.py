@@ -306,7 +306,7 @@ def test_sync_rows_merges_local_updates_and_refreshes():
 @pytest.mark.parametrize("sg,hs,negative", [(1, 0, 5), (0, 0, 5), (1, 1, 0), (0, 1, 3)])
 def test_hot_rows_alone_match_direct_updates(sg, hs, negative):
     # one process: training through local copies of the hot rows (merged every few words and
-    # at the chunk's end) gives the direct result up to float rounding of the merges
+    # when asked) gives the direct result up to float rounding of the merges
     a1, ids = _tiny_model(sg, hs, negative, 0.0)
     a2, _ = _tiny_model(sg, hs, negative, 0.0)
     s = KernelSettings(sg, hs, negative, 3, 1)
@@ -314,15 +314,20 @@ def test_hot_rows_alone_match_direct_updates(sg, hs, negative):
     t = make_trainer(a2, s, hot_words=4, sync_every=7)
     assert t.hot_words == 4
     t.train(ids, 11, 0.05, 0.01)
+    merged = t.syncs
+    assert merged > 0                      # merged every 7 words within the chunk ...
+    t.sync()
+    assert t.syncs == merged + 1           # ... and once more when asked
     for key in ("syn0", "syn1neg", "syn1"):
         np.testing.assert_allclose(a2[key], a1[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 @pytest.mark.parametrize("hs,negative", [(0, 5), (1, 0)])
 def test_hot_rows_of_two_trainers_add_up(hs, negative):
-    # every row hot and no merge before the chunk ends: two trainers that copied the same
-    # weights each train a chunk on their copy, and the shared weights end with both
-    # updates added (neither overwrites the other)
+    # every row hot and no merge until asked: two trainers that copied the same weights each
+    # train a chunk on their copy (nothing reaches the shared weights at the chunk's end),
+    # then merge, and the shared weights end with both updates added (neither overwrites
+    # the other)
     w0, ids = _tiny_model(1, hs, negative, 0.0)
     half = int(np.flatnonzero(ids == -1)[4]) + 1
     c1, c2 = ids[:half].copy(), ids[half:].copy()
@@ -338,6 +343,10 @@ def test_hot_rows_of_two_trainers_add_up(hs, negative):
     t2 = make_trainer(shared, s, hot_words=len(shared["syn0"]), sync_every=big)
     t1.train(c1, 1, 0.05, 0.05)
     t2.train(c2, 2, 0.05, 0.05)
+    for key in ("syn0", "syn1neg", "syn1"):
+        assert np.array_equal(shared[key], w0[key]), key     # not merged yet
+    t1.sync()
+    t2.sync()
     for key in ("syn0", "syn1neg", "syn1"):
         want = alone[0][key] + alone[1][key] - w0[key]
         np.testing.assert_allclose(shared[key], want, rtol=1e-5, atol=1e-6, err_msg=key)

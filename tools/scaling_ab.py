@@ -7,6 +7,9 @@ same chunks can be trained, in interleaved rounds (issue 15):
          processes started and ready before the clock starts)
   2t     two threads of this process, each with its own Trainer on the same weights (the
          kernels run without the GIL): no /dev/shm, no second address space
+  2i     two spawned processes, each training its own copy of the weights on half the
+         chunks: nothing shared at all (the control for sharing: if 2i slows down in the same
+         rounds as 2p, the cause is the machine, not the rows the processes share)
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
 `prefetch_ahead=0`, `batched=1`, `hot_words=256`). Every round trains
@@ -28,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402
 
-from engine.bench import machine_checks  # noqa: E402
+from engine.bench import line_transfer_ns, machine_checks  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.local import ListSource, LocalSession, make_trainer, plan_tasks  # noqa: E402
 from engine.state import ModelState  # noqa: E402
@@ -41,31 +44,49 @@ def variant(text: str) -> dict:
 
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+SESSION_KEYS = ("hot_words", "sync_words")
 
 
-def fresh(cfg, vocab, over: dict):
+def hot(over: dict, state=None, processes: int = 2) -> tuple:
+    """The variant's hot-row settings (hot words, sync every), as make_trainer and
+    LocalSession take them after their other arguments. hot_words = "auto" sizes them as
+    `engine run` does (engine.train.hot_rows) for `processes` processes."""
+    words, sync = over.get("hot_words", 0), over.get("sync_words", 1024)
+    if words == "auto":
+        from engine.config import EngineConfig
+        from engine.train import hot_rows
+
+        words, sync = hot_rows(EngineConfig(workers=processes, hot_words="auto",
+                                            sync_words=over.get("sync_words", 0)), state)
+    return words, sync
+
+
+def fresh(cfg, vocab, over: dict, with_state: bool = False):
     """A fresh model's arrays and kernel settings under a variant: [model] keys (window,
     compute_loss, ...) change the model, kernel-only keys (batched, prefetch_ahead) the
-    settings; hot_words is the session's."""
+    settings; hot_words and sync_words are the session's."""
     model = {k: v for k, v in over.items() if k in MODEL_KEYS}
     state = ModelState(dataclasses.replace(cfg, **model), vocab)
     settings = dataclasses.replace(state.kernel_settings, **{
-        k: v for k, v in over.items() if k not in MODEL_KEYS and k != "hot_words"})
+        k: v for k, v in over.items() if k not in MODEL_KEYS and k not in SESSION_KEYS})
+    if with_state:
+        return state.kernel_arrays(), settings, state
     return state.kernel_arrays(), settings
 
 
 def run_one(cfg, vocab, stream, chunks, tasks, over) -> float:
-    arrays, settings = fresh(cfg, vocab, over)
-    trainer = make_trainer(arrays, settings, over.get("hot_words", 0))
+    arrays, settings, state = fresh(cfg, vocab, over, with_state=True)
+    trainer = make_trainer(arrays, settings, *hot(over, state, 1))
     t0 = time.perf_counter()
     for t in tasks:
         trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
+    trainer.sync()                          # hot rows: the last merge
     return time.perf_counter() - t0
 
 
 def run_threads(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
-    arrays, settings = fresh(cfg, vocab, over)
-    trainers = [make_trainer(arrays, settings, over.get("hot_words", 0)) for _ in range(n)]
+    arrays, settings, state = fresh(cfg, vocab, over, with_state=True)
+    trainers = [make_trainer(arrays, settings, *hot(over, state, n)) for _ in range(n)]
     lock = threading.Lock()
     todo = list(reversed(tasks))
 
@@ -73,9 +94,10 @@ def run_threads(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
         while True:
             with lock:
                 if not todo:
-                    return
+                    break
                 t = todo.pop()
             trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
+        trainer.sync()
 
     threads = [threading.Thread(target=work, args=(tr,)) for tr in trainers]
     t0 = time.perf_counter()
@@ -87,16 +109,39 @@ def run_threads(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
 
 
 def run_procs(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
-    arrays, settings = fresh(cfg, vocab, over)
+    arrays, settings, state = fresh(cfg, vocab, over, with_state=True)
     with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids, n,
-                      hot_words=over.get("hot_words", 0)) as session:
+                      *hot(over, state, n)) as session:
         session.run(ListSource(tasks[:n]))          # both started and ready: not timed
         t0 = time.perf_counter()
         session.run(ListSource(tasks[n:]))
         return time.perf_counter() - t0
 
 
-MODES = {"1": run_one, "2t": run_threads, "2p": run_procs}
+def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
+    sessions = []
+    try:
+        for _ in range(n):
+            arrays, settings, state = fresh(cfg, vocab, over, with_state=True)
+            sessions.append(LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
+                                         1, *hot(over, state, 1)))
+        for i, session in enumerate(sessions):
+            session.run(ListSource(tasks[i:i + 1]))       # started and ready: not timed
+        runners = [threading.Thread(target=session.run,
+                                    args=(ListSource(tasks[n + i::n]),))
+                   for i, session in enumerate(sessions)]
+        t0 = time.perf_counter()
+        for th in runners:
+            th.start()
+        for th in runners:
+            th.join()
+        return time.perf_counter() - t0
+    finally:
+        for session in sessions:
+            session.close()
+
+
+MODES = {"1": run_one, "2t": run_threads, "2p": run_procs, "2i": run_independent}
 
 
 def main():
@@ -107,39 +152,54 @@ def main():
     ap.add_argument("--modes", default="1,2p,2t")
     ap.add_argument("--variants", nargs="*", default=["base"])
     ap.add_argument("--json")
+    ap.add_argument("--one-first", action="store_true",
+                    help="run mode 1 for the first variant only (variants that change only "
+                         "what processes share), the ratios all against it")
     args = ap.parse_args()
     cfg = ModelConfig(sg=args.sg)
     modes = args.modes.split(",")
     rows = {(m, v): [] for v in args.variants for m in modes}
     checks = []
+    lines = {}
     with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
-        words = {m: sum(t.raw_words for t in (tasks[2:] if m == "2p" else tasks))
+        words = {m: sum(t.raw_words for t in (tasks[2:] if m in ("2p", "2i") else tasks))
                  for m in modes}
         for r in range(args.rounds):
-            cpu, mem = machine_checks(2)
+            cpu, mem, _ = machine_checks(2)
             checks.append((cpu, mem))
             print(f"round {r + 1} machine: CPU check {cpu:.2f} of 2, memory check {mem:.2f} "
                   f"of 2", flush=True)
             for v in args.variants:
                 for m in modes:
+                    if args.one_first and m == "1" and v != args.variants[0]:
+                        continue
+                    line = line_transfer_ns() if m != "1" else float("nan")
                     secs = MODES[m](cfg, vocab, stream, chunks, tasks, variant(v))
                     rate = words[m] / secs
                     rows[(m, v)].append(rate)
-                    print(f"round {r + 1} {v:>18} {m:>3}: {rate:>12,.0f} words/s", flush=True)
+                    lines.setdefault((m, v), []).append(line)
+                    print(f"round {r + 1} {v:>18} {m:>3}: {rate:>12,.0f} words/s"
+                          + (f"  (a moved line: {line:.0f} ns just before)" if m != "1" else ""),
+                          flush=True)
     print(f"\n{'variant':>18} {'mode':>4} {'median':>12} {'worst':>12} {'x one (median)':>15} "
           f"{'x one (worst)':>14}")
     for v in args.variants:
         one = rows.get(("1", v)) or rows[(modes[0], v)]
+        if args.one_first:
+            one = rows.get(("1", args.variants[0])) or one
         for m in modes:
             got = rows[(m, v)]
+            if not got:
+                continue
             print(f"{v:>18} {m:>4} {statistics.median(got):>12,.0f} {min(got):>12,.0f} "
                   f"{statistics.median(got) / statistics.median(one):>15.2f} "
                   f"{min(got) / min(one):>14.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rates": {f"{m} {v}": r for (m, v), r in rows.items()},
-                       "machine_checks": checks}, fh, indent=1)
+                       "machine_checks": checks,
+                       "line_ns": {f"{m} {v}": x for (m, v), x in lines.items()}}, fh, indent=1)
 
 
 if __name__ == "__main__":
