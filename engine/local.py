@@ -39,14 +39,16 @@ MAX_OUTSTANDING = 2
 
 
 def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
-                  vector_size: int) -> tuple[int, int]:
+                  vector_size: int, epoch_words: int = 0) -> tuple[int, int]:
     """(hot_words, sync_words) for `processes` processes sharing one model: the most
     frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates
     (kept words as centers and context, the noise words drawn as counts**ns_exponent),
     between 256 and 16384 rows (fewer for a smaller vocabulary; capped so the copies take
     at most 64 MB a process); merged every 32 rows' worth of words (so the merge moves at
     most 1/16 of a row per trained word), at least 65536, and at most 2M/P words (the merges
-    of all processes together stay within 2M words). (0, 0) for one process."""
+    of all processes together stay within 2M words), but at least 32 times an epoch of
+    `epoch_words` per process (a small corpus merges often: copies trained apart for a whole
+    epoch and then summed overshoot). (0, 0) for one process."""
     counts = np.asarray(counts, dtype=np.float64)
     if processes < 2 or counts.size == 0 or counts.sum() <= 0:
         return 0, 0
@@ -59,12 +61,16 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
     words = int(np.searchsorted(np.cumsum(draws), share) + 1)
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
     words = min(counts.size, max(256, min(words, 16384, cap)))
-    return words, auto_sync_words(words, processes)
+    return words, auto_sync_words(words, processes, epoch_words)
 
 
-def auto_sync_words(hot_words: int, processes: int) -> int:
+def auto_sync_words(hot_words: int, processes: int, epoch_words: int = 0) -> int:
     """Trained words between merges of hot_words rows (see auto_hot_rows)."""
-    return max(65536, min(32 * hot_words, (2 << 20) // max(1, processes)))
+    processes = max(1, processes)
+    sync = max(65536, min(32 * hot_words, (2 << 20) // processes))
+    if epoch_words:
+        sync = min(sync, max(1024, epoch_words // (32 * processes)))
+    return sync
 
 
 def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, seed: int,

@@ -89,10 +89,11 @@ def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int]:
         return 0, 1024
     if engine.hot_words != "auto":
         words = int(engine.hot_words)
-        return words, engine.sync_words or auto_sync_words(words, procs)
+        return words, engine.sync_words or auto_sync_words(words, procs,
+                                                           state.vocab.raw_words)
     keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
     words, sync = auto_hot_rows(state.vocab.counts, keep, c.negative, c.ns_exponent, procs,
-                                c.vector_size)
+                                c.vector_size, state.vocab.raw_words)
     return words, engine.sync_words or sync
 
 

@@ -95,7 +95,11 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
         assert row["worst_words_per_sec"] == pytest.approx(min(runs), abs=0.1)
         assert len(row["cpu_capacity"]) == 2 and all(c > 0 for c in row["cpu_capacity"])
         assert len(row["memory_capacity"]) == 2 and all(c > 0 for c in row["memory_capacity"])
-    assert "CPU check" in r.stdout
+    one, two = data["rows"]
+    assert "line_ns" not in one and len(two["line_ns"]) == 2     # a moved line, 2 processes
+    assert all(1.0 < ns < 1e6 for ns in two["line_ns"])
+    assert "hot_rows" not in one and two["hot_rows"]["words"] > 0  # on by default with 2
+    assert "CPU check" in r.stdout and "moved line" in r.stdout
 
 
 def test_parallel_prepare_reports_bad_bytes(tmp_path):

@@ -344,6 +344,9 @@ def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
         assert p * sync <= (2 << 20) or sync == 65536                  # merges stay fresh
     assert auto_hot_rows(counts[:100], keep[:100], 5, 0.75, 2, 100)[0] == 100   # small vocab
     assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # copies within 64 MB
+    # a small corpus merges at least 32 times an epoch per process
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=640_000)[1] == 10_000
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10_000)[1] == 1024
 
 
 def test_hot_rows_a_chunk_counts_once_merged_and_a_killed_process_loses_none(tmp_path,
@@ -381,6 +384,7 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
     state = ModelState(ModelConfig(sg=1, vector_size=16, min_count=1), vocab)
     assert hot_rows(EngineConfig(workers=1), state)[0] == 0            # nothing shared
     words, sync = hot_rows(EngineConfig(workers=2), state)             # "auto"
-    assert 0 < words <= len(vocab) and sync >= 65536
+    assert 0 < words <= len(vocab)
+    assert sync == max(1024, vocab.raw_words // 64)      # 32 merges an epoch per process
     assert hot_rows(EngineConfig(workers=2, hot_words=0), state)[0] == 0
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99)
