@@ -12,10 +12,12 @@ same chunks can be trained, in interleaved rounds (issue 15):
          rounds as 2p, the cause is the machine, not the rows the processes share)
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
-`prefetch_ahead=0`, `batched=1`, `hot_words=256`). Every round trains
-a fresh model on the same id stream for one epoch, so rates are comparable within the run.
+`prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
+as `engine run` sizes them) and `sync_words=N`). Every round trains a fresh model on the same
+id stream for one epoch, so rates are comparable within the run. Before every two-way run
+the time of a moved cache line is measured (engine.bench.line_transfer_ns).
 
-usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t]
+usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t,2i] [--one-first]
                                   [--variants base prefetch_ahead=0 hot_words=256] [--json F]
 """
 import argparse
@@ -99,7 +101,11 @@ def run_threads(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
             trainer.train(chunks[t.chunk], t.seed, t.alpha0, t.alpha1)
         trainer.sync()
 
-    threads = [threading.Thread(target=work, args=(tr,)) for tr in trainers]
+    return timed_threads([threading.Thread(target=work, args=(tr,)) for tr in trainers])
+
+
+def timed_threads(threads) -> float:
+    """Seconds from starting the threads to the last one's end."""
     t0 = time.perf_counter()
     for th in threads:
         th.start()
@@ -127,15 +133,9 @@ def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
                                          1, *hot(over, state, 1)))
         for i, session in enumerate(sessions):
             session.run(ListSource(tasks[i:i + 1]))       # started and ready: not timed
-        runners = [threading.Thread(target=session.run,
-                                    args=(ListSource(tasks[n + i::n]),))
-                   for i, session in enumerate(sessions)]
-        t0 = time.perf_counter()
-        for th in runners:
-            th.start()
-        for th in runners:
-            th.join()
-        return time.perf_counter() - t0
+        return timed_threads([threading.Thread(target=session.run,
+                                               args=(ListSource(tasks[n + i::n]),))
+                              for i, session in enumerate(sessions)])
     finally:
         for session in sessions:
             session.close()
