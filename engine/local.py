@@ -36,19 +36,24 @@ log = logging.getLogger("engine")
 WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
+# Hot rows merged this often (trained words per process): 79,587 cost a 5M-word, 1-epoch
+# skip-gram run a point of analogy accuracy (0.0301 against 0.0405 without hot rows, 2 seeds),
+# 16,384 kept it (0.0399), and merging 8,036 rows this often costs about 2% (README).
+SYNC_WORDS = 16384
 
 
 def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
-                  vector_size: int, epoch_words: int = 0) -> tuple[int, int]:
+                  vector_size: int, epoch_words: int = 0,
+                  updates_per_word: float = 6.0) -> tuple[int, int]:
     """(hot_words, sync_words) for `processes` processes sharing one model: the most
     frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates
     (kept words as centers and context, the noise words drawn as counts**ns_exponent),
     between 256 and 16384 rows (fewer for a smaller vocabulary; capped so the copies take
-    at most 64 MB a process); merged every 32 rows' worth of words (so the merge moves at
-    most 1/16 of a row per trained word), at least 65536, and at most 2M/P words (the merges
-    of all processes together stay within 2M words), but at least 32 times an epoch of
-    `epoch_words` per process (a small corpus merges often: copies trained apart for a whole
-    epoch and then summed overshoot). (0, 0) for one process."""
+    at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
+    epoch of `epoch_words` per process (copies trained apart for long and then summed lose
+    accuracy early in training: README, "Hot rows"). The merge may move at most 1/8 of a row
+    per update the kernel makes (`updates_per_word`: skip-gram about window + 1, CBOW 1), so
+    it costs a fast kernel no more than a slow one. (0, 0) for one process."""
     counts = np.asarray(counts, dtype=np.float64)
     if processes < 2 or counts.size == 0 or counts.sum() <= 0:
         return 0, 0
@@ -60,16 +65,16 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
     share = min(0.9, 1.0 - 1.0 / (2 * processes))
     words = int(np.searchsorted(np.cumsum(draws), share) + 1)
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
-    words = min(counts.size, max(256, min(words, 16384, cap)))
-    return words, auto_sync_words(words, processes, epoch_words)
+    sync = auto_sync_words(0, processes, epoch_words)
+    words = min(words, 16384, cap, int(sync * updates_per_word / 8))
+    return min(counts.size, max(256, words)), sync
 
 
 def auto_sync_words(hot_words: int, processes: int, epoch_words: int = 0) -> int:
     """Trained words between merges of hot_words rows (see auto_hot_rows)."""
-    processes = max(1, processes)
-    sync = max(65536, min(32 * hot_words, (2 << 20) // processes))
+    sync = SYNC_WORDS
     if epoch_words:
-        sync = min(sync, max(1024, epoch_words // (32 * processes)))
+        sync = min(sync, max(1024, epoch_words // (32 * max(1, processes))))
     return sync
 
 

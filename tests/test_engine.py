@@ -328,24 +328,27 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
-    from engine.local import auto_hot_rows
+    from engine.local import SYNC_WORDS, auto_hot_rows
 
     counts = (1e6 / np.arange(1, 50_001)).astype(np.int64) + 5        # Zipf, 50k words
     keep = np.ones(counts.size)
     assert auto_hot_rows(counts, keep, 5, 0.75, 1, 100) == (0, 0)   # nothing is shared
-    sizes = [auto_hot_rows(counts, keep, 5, 0.75, p, 100) for p in (2, 4, 16)]
+    sizes = [auto_hot_rows(counts, keep, 5, 0.75, p, 100, updates_per_word=16)
+             for p in (2, 4, 16)]
     words = [w for w, _ in sizes]
     assert 256 <= words[0] < words[1] <= words[2] <= 16384            # more processes, more rows
     draws = counts ** 0.75                     # the chosen rows draw at least 1 - 1/2P of them
     share = (2 * counts / counts.sum() + 5 * draws / draws.sum()) / 7
     assert share[:words[0]].sum() >= 0.75 > share[:words[0] - 1].sum()
-    for (w, sync), p in zip(sizes, (2, 4, 16)):
-        assert sync >= 65536 and (sync <= 32 * w or sync == 65536)
-        assert p * sync <= (2 << 20) or sync == 65536                  # merges stay fresh
+    assert all(sync == SYNC_WORDS for _, sync in sizes)                # merges stay fresh
     assert auto_hot_rows(counts[:100], keep[:100], 5, 0.75, 2, 100)[0] == 100   # small vocab
     assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # copies within 64 MB
+    # a fast kernel (CBOW: one update a word) merges fewer rows: at most 1/8 row an update
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, updates_per_word=1)[0] == \
+        SYNC_WORDS // 8 < words[0]
     # a small corpus merges at least 32 times an epoch per process
     assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=640_000)[1] == 10_000
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10 ** 9)[1] == SYNC_WORDS
     assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10_000)[1] == 1024
 
 
