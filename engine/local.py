@@ -65,13 +65,13 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
     share = min(0.9, 1.0 - 1.0 / (2 * processes))
     words = int(np.searchsorted(np.cumsum(draws), share) + 1)
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
-    sync = auto_sync_words(0, processes, epoch_words)
+    sync = auto_sync_words(processes, epoch_words)
     words = min(words, 16384, cap, int(sync * updates_per_word / 8))
     return min(counts.size, max(256, words)), sync
 
 
-def auto_sync_words(hot_words: int, processes: int, epoch_words: int = 0) -> int:
-    """Trained words between merges of hot_words rows (see auto_hot_rows)."""
+def auto_sync_words(processes: int, epoch_words: int = 0) -> int:
+    """Trained words between merges of hot rows (see auto_hot_rows)."""
     sync = SYNC_WORDS
     if epoch_words:
         sync = min(sync, max(1024, epoch_words // (32 * max(1, processes))))
@@ -491,8 +491,8 @@ class LocalEngine:
                                 break
                     finally:
                         stats.lost_workers = session.lost_workers
-                        stats.hot_rows = {"words": self.hot_words,
-                                          "sync_words": self.sync_words}
+                        stats.hot_rows = {"words": self.hot_words, "sync_words":
+                                          self.sync_words if self.hot_words else 0}
                     for k in WEIGHTS:
                         arrays[k][...] = session.shared[k]
         stats.seconds = time.perf_counter() - t0 - stats.hook_seconds

@@ -89,8 +89,7 @@ def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int]:
         return 0, 1024
     if engine.hot_words != "auto":
         words = int(engine.hot_words)
-        return words, engine.sync_words or auto_sync_words(words, procs,
-                                                           state.vocab.raw_words)
+        return words, engine.sync_words or auto_sync_words(procs, state.vocab.raw_words)
     keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
     updates = (c.window + 1 if c.shrink_windows else 2 * c.window) if c.sg else 1
     words, sync = auto_hot_rows(state.vocab.counts, keep, c.negative, c.ns_exponent, procs,

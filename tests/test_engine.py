@@ -13,6 +13,7 @@ import pytest
 
 from engine.bench import engine_command
 from engine.errors import WorkerError
+from engine.idstream import ChunkReader
 from engine.local import LocalEngine, plan_tasks
 from engine.prepare import build_vocab_iterable, encode_iterable
 from engine.shm import PREFIX
@@ -391,3 +392,37 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
     assert sync == max(1024, vocab.raw_words // 64)      # 32 merges an epoch per process
     assert hot_rows(EngineConfig(workers=2, hot_words=0), state)[0] == 0
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99)
+
+
+def test_hot_rows_a_chunk_is_in_the_shared_weights_when_it_is_reported(tmp_path, planted):
+    # every row hot and no merge due within the run: the training process must merge before
+    # it reports a chunk done, so the shared weights hold each reported chunk's updates (a
+    # report sent first would find them untouched); one process trains in order, so the end
+    # result is the direct training's, up to the rounding of the merges
+    from engine.local import ListSource, LocalSession, make_trainer
+
+    state, stream, tasks = _setup(tmp_path, planted, epochs=1)
+    arrays, settings = state.kernel_arrays(), state.kernel_settings
+    direct = {k: v.copy() for k, v in arrays.items()}
+    first = tasks[0]
+    seen = []
+    with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids, 1,
+                      hot_words=len(direct["syn0"]), sync_words=1 << 30) as session:
+        start = session.shared["syn0"].copy()
+
+        def done(task, *_):
+            seen.append(np.abs(session.shared["syn0"] - start).max())
+
+        session.run(ListSource([first]), done)
+        session.run(ListSource(tasks[1:]), done)
+        got = {k: session.shared[k].copy() for k in ("syn0", "syn1neg")}
+    assert len(seen) == len(tasks) and seen[0] > 0       # merged before the first report
+    trainer = make_trainer(direct, settings)
+    reader = ChunkReader(stream.path, stream.max_chunk_ids)
+    try:
+        for t in tasks:
+            trainer.train(reader.read(t.start, t.end), t.seed, t.alpha0, t.alpha1)
+    finally:
+        reader.close()
+    for k in ("syn0", "syn1neg"):
+        np.testing.assert_allclose(got[k], direct[k], rtol=1e-4, atol=1e-5, err_msg=k)
