@@ -38,7 +38,7 @@ TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
 # Hot rows merged this often (trained words per process): 79,587 cost a 5M-word, 1-epoch
 # skip-gram run a point of analogy accuracy (0.0301 against 0.0405 without hot rows, 2 seeds),
-# 16,384 kept it (0.0399), and merging 8,036 rows this often costs about 2% (README).
+# 16,384 kept it (0.0399); merging 8,036 rows this often costs one process 5% (README).
 SYNC_WORDS = 16384
 
 
