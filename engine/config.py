@@ -102,9 +102,12 @@ class EngineConfig:
     # nodes) are trained on per-process copies, merged into the shared weights every
     # `sync_words` trained words (a chunk is reported done once merged); 0 = update the
     # shared rows directly. "auto": sized from the vocabulary and the process count
-    # (engine.local.auto_hot_rows); sync_words 0 = sized with them.
+    # (engine.local.auto_hot_rows); sync_words 0 = sized with them. hot_tiers L > 0: only
+    # the most frequent 1/2^L of them at every merge, twice as many every second merge, ...
+    # all every 2^L-th; "auto": 3 with hot_words "auto", else 0 (all at every merge).
     hot_words: Any = _f("auto", AutoInt, 0, 1 << 20)
     sync_words: int = _f(0, int, 0, 1 << 30)
+    hot_tiers: Any = _f("auto", AutoInt, 0, 8)
     # a training process that holds chunks and reports nothing this long (or 10x the
     # slowest chunk seen, if longer) is hung: it is killed and its chunks go to the others
     stall_seconds: float = _f(120.0, float, 0.1, 86400.0)

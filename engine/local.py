@@ -40,23 +40,28 @@ MAX_OUTSTANDING = 2
 # skip-gram run a point of analogy accuracy (0.0301 against 0.0405 without hot rows, 2 seeds),
 # 16,384 kept it (0.0399); merging 8,036 rows this often costs one process 5% (README).
 SYNC_WORDS = 16384
+# ... the most frequent 1/2^HOT_TIERS of them, that is; all of them every 2^HOT_TIERS merges
+HOT_TIERS = 3
 
 
 def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
-                  vector_size: int, epoch_words: int = 0,
-                  updates_per_word: float = 6.0) -> tuple[int, int]:
-    """(hot_words, sync_words) for `processes` processes sharing one model: the most
+                  vector_size: int, epoch_words: int = 0, updates_per_word: float = 6.0,
+                  tiers: int | None = None) -> tuple[int, int, int]:
+    """(hot_words, sync_words, tiers) for `processes` processes sharing one model: the most
     frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates
     (kept words as centers and context, the noise words drawn as counts**ns_exponent),
     between 256 and 16384 rows (fewer for a smaller vocabulary; capped so the copies take
     at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
     epoch of `epoch_words` per process (copies trained apart for long and then summed lose
-    accuracy early in training: README, "Hot rows"). The merge may move at most 1/8 of a row
-    per update the kernel makes (`updates_per_word`: skip-gram about window + 1, CBOW 1), so
-    it costs a fast kernel no more than a slow one. (0, 0) for one process."""
+    accuracy early in training: README, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
+    instead; fewer where a full merge would come less than 8 times an epoch): the first
+    1/2^L of the rows at every merge, all of them every 2^L-th, so a merge moves
+    first * (1 + L/2) rows on average. That may be at most 1/8 of a row per update the
+    kernel makes (`updates_per_word`: skip-gram about window + 1, CBOW 1), so merging costs
+    a fast kernel no more than a slow one. (0, 0, 0) for one process."""
     counts = np.asarray(counts, dtype=np.float64)
     if processes < 2 or counts.size == 0 or counts.sum() <= 0:
-        return 0, 0
+        return 0, 0, 0
     kept = counts * np.asarray(keep, dtype=np.float64)
     draws = kept / kept.sum()
     if negative:
@@ -66,8 +71,13 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
     words = int(np.searchsorted(np.cumsum(draws), share) + 1)
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
     sync = auto_sync_words(processes, epoch_words)
-    words = min(words, 16384, cap, int(sync * updates_per_word / 8))
-    return min(counts.size, max(256, words)), sync
+    tiers = HOT_TIERS if tiers is None else max(0, int(tiers))
+    if epoch_words:
+        while tiers and sync << tiers > max(sync, epoch_words // (8 * processes)):
+            tiers -= 1
+    per_merge = sync * updates_per_word / 8        # rows a merge may move on average
+    words = min(words, 16384, cap, int(per_merge / (1 + tiers / 2)) << tiers)
+    return min(counts.size, max(256, words)), sync, tiers
 
 
 def auto_sync_words(processes: int, epoch_words: int = 0) -> int:
@@ -88,7 +98,7 @@ def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, se
 
 
 def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
-                 sync_every: int = 1024):
+                 sync_every: int = 1024, hot_tiers: int = 0):
     from ._kernels import Trainer
 
     return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["keep"],
@@ -96,7 +106,7 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
                    arrays["code_lens"], settings.sg, settings.hs, settings.negative,
                    settings.window, settings.cbow_mean, hot_words, sync_every,
                    settings.compute_loss, settings.shrink_windows, settings.prefetch_ahead,
-                   settings.batched, settings.cbow_batch)
+                   settings.batched, settings.cbow_batch, hot_tiers)
 
 
 def _limit_blas():
@@ -112,11 +122,11 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # (already ignored from birth) the
     signal.signal(signal.SIGTERM, signal.SIG_DFL)    # parent decides how to stop
     shared = trainer = reader = None
-    hot_words, sync_words = hot
+    hot_words, sync_words, hot_tiers = hot
     try:
         _limit_blas()
         shared = SharedArrays.attach(spec)
-        trainer = make_trainer(shared.arrays, settings, hot_words, sync_words)
+        trainer = make_trainer(shared.arrays, settings, hot_words, sync_words, hot_tiers)
         reader = ChunkReader(ids_path, max_ids)
         conn.send(("ready", slot, os.getpid()))
         unsynced = []           # (merges done when it finished, its report): hot rows only
@@ -241,14 +251,15 @@ class LocalSession:
 
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
-                 shared: SharedArrays | None = None, stall_seconds: float = 120.0):
+                 hot_tiers: int = 0, shared: SharedArrays | None = None, stall_seconds: float = 120.0):
         """hot_words > 0: the processes train the rows of that many most frequent words on
-        their own copies, merged every sync_words trained words (Trainer)."""
+        their own copies, merged every sync_words trained words (hot_tiers > 0: in tiers,
+        all of them every 2^hot_tiers merges; Trainer)."""
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
-        # with hot rows a process reports chunks once merged (every sync_words): hand it
-        # enough chunks ahead that it never waits for work between merges
-        self.ahead_words = sync_words if hot_words else 0
+        # with hot rows a process reports chunks once merged in full (every sync_words <<
+        # hot_tiers): hand it enough chunks ahead that it never waits for work between them
+        self.ahead_words = sync_words << hot_tiers if hot_words else 0
         swept = sweep_orphans()
         if swept:
             log.warning("removed %d shared-memory segment(s) left by killed runs", len(swept))
@@ -262,7 +273,7 @@ class LocalSession:
                 parent_end, child_end = ctx.Pipe(duplex=True)
                 proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
                                    args=(slot, self.shared.spec, settings,
-                                         (hot_words, sync_words), ids_path, max_ids,
+                                         (hot_words, sync_words, hot_tiers), ids_path, max_ids,
                                          child_end), daemon=True)
                 with sigint_ignored_in_children():
                     proc.start()
@@ -413,11 +424,12 @@ class LocalEngine:
 
     def __init__(self, workers: int = 1, progress_seconds: float = 5.0, show_progress=True,
                  on_tick=None, hot_words: int = 0, sync_words: int = 1024,
-                 stall_seconds: float = 120.0):
+                 stall_seconds: float = 120.0, hot_tiers: int = 0):
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
         self.hot_words = hot_words
         self.sync_words = sync_words
+        self.hot_tiers = hot_tiers
         self.progress_seconds = progress_seconds
         self.show_progress = show_progress
         self.on_tick = on_tick
@@ -479,7 +491,7 @@ class LocalEngine:
             else:
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                   self.workers, self.hot_words, self.sync_words,
-                                  stall_seconds=self.stall_seconds) as session:
+                                  self.hot_tiers, stall_seconds=self.stall_seconds) as session:
                     live["weights"] = session.shared
                     try:
                         for epoch_tasks in by_epoch(tasks):
@@ -492,7 +504,8 @@ class LocalEngine:
                     finally:
                         stats.lost_workers = session.lost_workers
                         stats.hot_rows = {"words": self.hot_words, "sync_words":
-                                          self.sync_words if self.hot_words else 0}
+                                          self.sync_words if self.hot_words else 0,
+                                          "tiers": self.hot_tiers if self.hot_words else 0}
                     for k in WEIGHTS:
                         arrays[k][...] = session.shared[k]
         stats.seconds = time.perf_counter() - t0 - stats.hook_seconds

@@ -73,28 +73,35 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
 
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
                              show_progress, counts=counts)
-    words, sync = hot or (0, 1024)
+    words, sync, tiers = hot or (0, 1024, 0)
     if words:
         log.info("hot rows: the %d most frequent words' rows trained on each process's own "
-                 "copy, merged every %d trained words", words, sync)
+                 "copy, merged every %d trained words%s", words, sync,
+                 f" (the first 1/{1 << tiers} of them; all every {sync << tiers})"
+                 if tiers else "")
     return LocalEngine(engine.processes, progress_seconds, show_progress,
-                       hot_words=words, sync_words=sync, stall_seconds=engine.stall_seconds)
+                       hot_words=words, sync_words=sync, stall_seconds=engine.stall_seconds,
+                       hot_tiers=tiers)
 
 
-def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int]:
-    """The local engine's hot rows: (words, sync_words); none for one process. "auto"
-    sizes them from the vocabulary and the process count (auto_hot_rows)."""
+def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
+    """The local engine's hot rows: (words, sync_words, tiers); none for one process.
+    "auto" sizes them from the vocabulary and the process count (auto_hot_rows)."""
     c, procs = state.config, engine.processes
     if procs < 2:
-        return 0, 1024
+        return 0, 1024, 0
     if engine.hot_words != "auto":
         words = int(engine.hot_words)
-        return words, engine.sync_words or auto_sync_words(procs, state.vocab.raw_words)
+        sync = engine.sync_words or auto_sync_words(procs, state.vocab.raw_words)
+        tiers = 0 if engine.hot_tiers == "auto" else int(engine.hot_tiers)
+        return words, sync, tiers
     keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
     updates = (c.window + 1 if c.shrink_windows else 2 * c.window) if c.sg else 1
-    words, sync = auto_hot_rows(state.vocab.counts, keep, c.negative, c.ns_exponent, procs,
-                                c.vector_size, state.vocab.raw_words, updates)
-    return words, engine.sync_words or sync
+    words, sync, tiers = auto_hot_rows(
+        state.vocab.counts, keep, c.negative, c.ns_exponent, procs, c.vector_size,
+        state.vocab.raw_words, updates,
+        None if engine.hot_tiers == "auto" else int(engine.hot_tiers))
+    return words, engine.sync_words or sync, tiers
 
 
 def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:

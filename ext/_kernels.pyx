@@ -23,6 +23,7 @@ cdef extern from "vecmath.h" nogil:
                    int codelen, float alpha, float *neu1e, const float *table, int apply_to_h,
                    const float *nll, double *loss)
     void ew_sync_rows(size_t count, float *shared, float *local, float *base)
+    float *ew_pick_row(float *shared, float *hot, int64_t w, int64_t hot_words, int64_t dim)
     void ew_update_batch(int dim, float **ins, int nin, float **outs, int nout, float alpha,
                          float *g, float *e, const float *table, const float *nll,
                          double *loss)
@@ -99,12 +100,20 @@ cdef struct Hot:
     # most frequent words) and inner nodes [node_lo, vocab - 1) of syn1 (the top of the
     # Huffman tree, which every hierarchical-softmax update walks). Updates go to the copies
     # and reach the shared rows every `every` trained words (counted across chunks) and when
-    # the owner calls Trainer.sync(); `syncs` counts the merges done.
+    # the owner calls Trainer.sync(). With `tiers` = L > 0 the rows are merged in tiers: the
+    # first `first` = ceil(words / 2^L) rows (the most frequent) at every merge, then twice
+    # as many at every second merge, ... all of them at every 2^L-th (a rarer row collects
+    # about as many updates between its merges as a frequent one does between its own, at
+    # a fraction of the cost of merging every row every time). `merges` counts the merges
+    # done, `syncs` the full ones (those that carry every row's updates).
     int words
     int node_lo
     int nodes
     int every
     int since
+    int tiers
+    int first
+    int64_t merges
     int64_t syncs
     float *syn0
     float *syn0_base
@@ -161,15 +170,11 @@ cdef struct Work:
 
 
 cdef inline float *in_row(const Params *p, const Hot *hot, int32_t w) noexcept nogil:
-    if w < hot.words:
-        return hot.syn0 + <size_t>w * p.dim
-    return p.syn0 + <size_t>w * p.dim
+    return ew_pick_row(p.syn0, hot.syn0, w, hot.words, p.dim)
 
 
 cdef inline float *out_row(const Params *p, const Hot *hot, int32_t w) noexcept nogil:
-    if w < hot.words:
-        return hot.syn1neg + <size_t>w * p.dim
-    return p.syn1neg + <size_t>w * p.dim
+    return ew_pick_row(p.syn1neg, hot.syn1neg, w, hot.words, p.dim)
 
 
 cdef inline float *node_row(const Params *p, const Hot *hot, int32_t node) noexcept nogil:
@@ -316,17 +321,33 @@ cdef inline void prefetch_update(const Params *p, const Plan *pl, int q) noexcep
         ew_prefetch_rows(p.dim, pl.nodes, pl.codelen)
 
 
-cdef void hot_sync(const Params *p, Hot *hot) noexcept nogil:
-    cdef size_t n = <size_t>hot.words * p.dim
+cdef void hot_sync(const Params *p, Hot *hot, int full) noexcept nogil:
+    """Merge the hot rows: all of them (`full`, or every 2^tiers-th periodic merge), else
+    the tier prefix this periodic merge is due for."""
+    cdef int level = 0, rows = hot.words, nodes = hot.nodes
+    cdef int64_t step
     hot.since = 0
-    hot.syncs += 1
-    if hot.words:
-        ew_sync_rows(n, p.syn0, hot.syn0, hot.syn0_base)
+    hot.merges += 1
+    if not full and hot.tiers:
+        step = hot.merges
+        while level < hot.tiers and (step & 1) == 0:
+            step >>= 1
+            level += 1
+        if level < hot.tiers:
+            rows = min(hot.words, hot.first << level)
+            nodes = min(hot.nodes, hot.first << level)
+    if rows == hot.words and nodes == hot.nodes:
+        hot.syncs += 1
+    if rows:
+        ew_sync_rows(<size_t>rows * p.dim, p.syn0, hot.syn0, hot.syn0_base)
         if p.negative:
-            ew_sync_rows(n, p.syn1neg, hot.syn1neg, hot.syn1neg_base)
-    if hot.nodes:
-        ew_sync_rows(<size_t>hot.nodes * p.dim, p.syn1 + <size_t>hot.node_lo * p.dim,
-                     hot.syn1, hot.syn1_base)
+            ew_sync_rows(<size_t>rows * p.dim, p.syn1neg, hot.syn1neg, hot.syn1neg_base)
+    if nodes:
+        # the top nodes are the last rows: merge the last `nodes` of the copies
+        ew_sync_rows(<size_t>nodes * p.dim,
+                     p.syn1 + <size_t>(hot.node_lo + hot.nodes - nodes) * p.dim,
+                     hot.syn1 + <size_t>(hot.nodes - nodes) * p.dim,
+                     hot.syn1_base + <size_t>(hot.nodes - nodes) * p.dim)
 
 
 cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha,
@@ -411,7 +432,7 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
                 if hot.every:
                     hot.since += p.cbow_batch
                     if hot.since >= hot.every:
-                        hot_sync(p, hot)
+                        hot_sync(p, hot, 0)
             continue
         plan_position(p, hot, w.sent, slen, 0, rng, &w.plan[cur])
         for pos in range(p.ahead):
@@ -426,7 +447,7 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
             if hot.every:
                 hot.since += 1
                 if hot.since >= hot.every:
-                    hot_sync(p, hot)
+                    hot_sync(p, hot, 0)
     return trained
 
 
@@ -453,8 +474,10 @@ cdef class Trainer:
     (counted across chunks) and whenever `sync()` is called, so the processes do not fight
     over the same cache lines on every update (the rows every update touches). The owner
     must call `sync()` before the shared weights are read as trained on a chunk: `syncs`
-    counts the merges, so a chunk finished when it read k is in the shared weights once it
-    reads more than k. With hot_words = 0 the shared rows are
+    counts the full merges, so a chunk finished when it read k is in the shared weights once
+    it reads more than k. hot_tiers = L > 0 merges the rows in tiers (see Hot): the most
+    frequent ceil(hot_words / 2^L) every sync_every words, all of them every 2^L * sync_every.
+    With hot_words = 0 the shared rows are
     updated directly, and one process with a given seed gives one exact result.
 
     compute_loss: each chunk also sums the negative log-likelihood of every prediction it
@@ -478,7 +501,7 @@ cdef class Trainer:
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
                   int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,
-                  int cbow_batch=CB_DEFAULT):
+                  int cbow_batch=CB_DEFAULT, int hot_tiers=0):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -490,8 +513,8 @@ cdef class Trainer:
             raise ValueError("syn1neg must have one row per word")
         if hs and syn1.shape[0] < syn0.shape[0] - 1:
             raise ValueError("syn1 must have vocab-1 rows")
-        if hot_words < 0 or sync_every < 1:
-            raise ValueError("need hot_words >= 0 and sync_every >= 1")
+        if hot_words < 0 or sync_every < 1 or hot_tiers < 0 or hot_tiers > 16:
+            raise ValueError("need hot_words >= 0, sync_every >= 1 and hot_tiers in 0..16")
         if keep.shape[0] != syn0.shape[0] or (negative and noise.shape[0] != syn0.shape[0]):
             raise ValueError("keep (and noise, with negative > 0) need one entry per word")
         self._refs = (syn0, syn1neg, syn1, keep, noise, codes, points, code_lens)
@@ -547,12 +570,14 @@ cdef class Trainer:
         self.hot.node_lo = 1 << 30
         if hot_words:
             self._init_hot(min(hot_words, syn0.shape[0]), sync_every,
-                           min(syn1.shape[0], syn0.shape[0] - 1) if hs else 0)
+                           min(syn1.shape[0], syn0.shape[0] - 1) if hs else 0, hot_tiers)
 
-    cdef _init_hot(self, int words, int every, int inner):
+    cdef _init_hot(self, int words, int every, int inner, int tiers):
         cdef size_t n = <size_t>words * self.p.dim
         self.hot.every = every
         self.hot.words = words
+        self.hot.tiers = tiers
+        self.hot.first = (words + (1 << tiers) - 1) >> tiers
         self.hot.syn0 = _alloc_copy(self.p.syn0, n)
         self.hot.syn0_base = _alloc_copy(self.p.syn0, n)
         if self.p.negative:
@@ -606,12 +631,22 @@ cdef class Trainer:
         (train() does this every sync_every trained words, not at the end of a chunk)."""
         if self.hot.every:
             with nogil:
-                hot_sync(&self.p, &self.hot)
+                hot_sync(&self.p, &self.hot, 1)
 
     @property
     def syncs(self):
-        """Merges of the hot rows done so far (0 without hot rows)."""
+        """Full merges of the hot rows done so far, sync() included (0 without hot rows):
+        a chunk finished when this read k is in the shared weights once it reads more."""
         return self.hot.syncs
+
+    @property
+    def merges(self):
+        """Merges of the hot rows done so far, full or of the first tiers only."""
+        return self.hot.merges
+
+    @property
+    def hot_tiers(self):
+        return self.hot.tiers
 
     def train(self, const int32_t[::1] ids, uint64_t seed, float alpha0, float alpha1):
         """Train on one chunk of ids (sentences end with -1). Returns words trained

@@ -438,6 +438,16 @@ static EW_CLONES void ew_sync_rows(size_t count, float *shared, float *EW_RESTRI
     }
 }
 
+/* Row w of a matrix whose first `hot_words` rows live in a process's own copy `hot` (may
+ * be NULL when hot_words is 0) and the rest in the shared `shared`: chosen without a branch,
+ * since whether a drawn word is hot is a coin toss the branch predictor loses often. */
+static inline float *ew_pick_row(float *shared, float *hot, int64_t w, int64_t hot_words,
+                                 int64_t dim) {
+    uintptr_t m = (uintptr_t)0 - (uintptr_t)(w < hot_words);
+    uintptr_t base = ((uintptr_t)shared & ~m) | ((uintptr_t)hot & m);
+    return (float *)base + w * dim;
+}
+
 /* Two processes take turns writing one cache line: the side of `role` r waits until the
  * line holds 2i + r, then writes 2i + r + 1, for i < rounds. Every turn moves the line from
  * one core's cache to the other's, so the time per turn is what the machine charges for a

@@ -329,28 +329,35 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
-    from engine.local import SYNC_WORDS, auto_hot_rows
+    from engine.local import HOT_TIERS, SYNC_WORDS, auto_hot_rows
 
     counts = (1e6 / np.arange(1, 50_001)).astype(np.int64) + 5        # Zipf, 50k words
     keep = np.ones(counts.size)
-    assert auto_hot_rows(counts, keep, 5, 0.75, 1, 100) == (0, 0)   # nothing is shared
+    assert auto_hot_rows(counts, keep, 5, 0.75, 1, 100) == (0, 0, 0)   # nothing is shared
     sizes = [auto_hot_rows(counts, keep, 5, 0.75, p, 100, updates_per_word=16)
              for p in (2, 4, 16)]
-    words = [w for w, _ in sizes]
+    words = [w for w, _, _ in sizes]
     assert 256 <= words[0] < words[1] <= words[2] <= 16384            # more processes, more rows
     draws = counts ** 0.75                     # the chosen rows draw at least 1 - 1/2P of them
     share = (2 * counts / counts.sum() + 5 * draws / draws.sum()) / 7
     assert share[:words[0]].sum() >= 0.75 > share[:words[0] - 1].sum()
-    assert all(sync == SYNC_WORDS for _, sync in sizes)                # merges stay fresh
+    assert all(sync == SYNC_WORDS and tiers == HOT_TIERS for _, sync, tiers in sizes)
     assert auto_hot_rows(counts[:100], keep[:100], 5, 0.75, 2, 100)[0] == 100   # small vocab
     assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # copies within 64 MB
-    # a fast kernel (CBOW: one update a word) merges fewer rows: at most 1/8 row an update
-    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, updates_per_word=1)[0] == \
-        SYNC_WORDS // 8 < words[0]
-    # a small corpus merges at least 32 times an epoch per process
-    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=640_000)[1] == 10_000
-    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10 ** 9)[1] == SYNC_WORDS
-    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10_000)[1] == 1024
+    # a fast kernel (CBOW: one update a word) merges fewer rows: a merge moves at most 1/8
+    # row an update on average, first * (1 + L/2) rows with L tiers
+    for tiers in (0, 1, 3):
+        w, sync, got = auto_hot_rows(counts, keep, 5, 0.75, 2, 100, updates_per_word=1,
+                                     tiers=tiers)
+        first = -(-w // (1 << tiers))
+        assert got == tiers and first * (1 + tiers / 2) <= sync / 8 < (first + 1) * (1 + tiers / 2)
+        assert w < words[0]
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, updates_per_word=1)[0] == 6552
+    # a small corpus merges at least 32 times an epoch per process, all rows at least 8 times
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=640_000)[1:] == (10_000, 2)
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10 ** 9)[1:] == \
+        (SYNC_WORDS, HOT_TIERS)
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100, epoch_words=10_000)[1:] == (1024, 0)
 
 
 def test_hot_rows_a_chunk_counts_once_merged_and_a_killed_process_loses_none(tmp_path,
@@ -387,42 +394,55 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
     vocab = build_vocab_iterable(sents, min_count=1)
     state = ModelState(ModelConfig(sg=1, vector_size=16, min_count=1), vocab)
     assert hot_rows(EngineConfig(workers=1), state)[0] == 0            # nothing shared
-    words, sync = hot_rows(EngineConfig(workers=2), state)             # "auto"
+    words, sync, tiers = hot_rows(EngineConfig(workers=2), state)      # "auto"
     assert 0 < words <= len(vocab)
     assert sync == max(1024, vocab.raw_words // 64)      # 32 merges an epoch per process
+    assert sync << tiers <= max(sync, vocab.raw_words // 16)     # all rows 8 times an epoch
+    assert hot_rows(EngineConfig(workers=2, hot_tiers=0), state)[2] == 0
     assert hot_rows(EngineConfig(workers=2, hot_words=0), state)[0] == 0
-    assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99)
+    assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99, 0)
+    assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99, hot_tiers=2),
+                    state) == (7, 99, 2)
 
 
-def test_hot_rows_a_chunk_is_in_the_shared_weights_when_it_is_reported(tmp_path, planted):
-    # every row hot and no merge due within the run: the training process must merge before
-    # it reports a chunk done, so the shared weights hold each reported chunk's updates (a
-    # report sent first would find them untouched); one process trains in order, so the end
-    # result is the direct training's, up to the rounding of the merges
+@pytest.mark.parametrize("sync_words,tiers", [(1 << 30, 0), (1024, 8)])
+def test_hot_rows_a_chunk_is_in_the_shared_weights_when_it_is_reported(tmp_path, planted,
+                                                                        sync_words, tiers):
+    # every row hot and no full merge due within the run (with tiers the most frequent rows
+    # are merged every 1,024 words, but all 54 only every 64 merges, past the run's end):
+    # the training process must merge them all before it reports a chunk done, so the
+    # shared weights hold each reported chunk's updates (a report sent before, or after a
+    # merge of the first tiers only, would find rows it trained untouched); one process
+    # trains in order, so the end result is the direct training's, up to rounding
     from engine.local import ListSource, LocalSession, make_trainer
 
     state, stream, tasks = _setup(tmp_path, planted, epochs=1)
     arrays, settings = state.kernel_arrays(), state.kernel_settings
     direct = {k: v.copy() for k, v in arrays.items()}
-    first = tasks[0]
-    seen = []
+    snaps = []
     with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids, 1,
-                      hot_words=len(direct["syn0"]), sync_words=1 << 30) as session:
-        start = session.shared["syn0"].copy()
-
+                      hot_words=len(direct["syn0"]), sync_words=sync_words,
+                      hot_tiers=tiers) as session:
         def done(task, *_):
-            seen.append(np.abs(session.shared["syn0"] - start).max())
+            snaps.append(session.shared["syn0"].copy())
 
-        session.run(ListSource([first]), done)
-        session.run(ListSource(tasks[1:]), done)
+        session.run(ListSource(tasks[:1]), done)
+        between = session.shared["syn0"].copy()
+        session.run(ListSource(tasks[1:]), done)        # chunks queued ahead
         got = {k: session.shared[k].copy() for k in ("syn0", "syn1neg")}
-    assert len(seen) == len(tasks) and seen[0] > 0       # merged before the first report
+    assert len(snaps) == len(tasks)
     trainer = make_trainer(direct, settings)
     reader = ChunkReader(stream.path, stream.max_chunk_ids)
+    after = []
     try:
         for t in tasks:
             trainer.train(reader.read(t.start, t.end), t.seed, t.alpha0, t.alpha1)
+            after.append(direct["syn0"].copy())
     finally:
         reader.close()
+    np.testing.assert_allclose(snaps[0], after[0], rtol=1e-4, atol=1e-5)
+    trained = (after[1] != after[0]).any(axis=1)        # the rows the second chunk trained
+    assert trained.sum() > 10
+    assert (snaps[1][trained] != between[trained]).any(axis=1).all()
     for k in ("syn0", "syn1neg"):
         np.testing.assert_allclose(got[k], direct[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -303,23 +303,54 @@ def test_sync_rows_merges_local_updates_and_refreshes():
     assert np.array_equal(local, shared) and np.array_equal(base, shared)
 
 
-@pytest.mark.parametrize("sg,hs,negative", [(1, 0, 5), (0, 0, 5), (1, 1, 0), (0, 1, 3)])
-def test_hot_rows_alone_match_direct_updates(sg, hs, negative):
-    # one process: training through local copies of the hot rows (merged every few words and
-    # when asked) gives the direct result up to float rounding of the merges
+@pytest.mark.parametrize("sg,hs,negative,tiers", [(1, 0, 5, 0), (0, 0, 5, 0), (1, 1, 0, 0),
+                                                   (0, 1, 3, 0), (1, 0, 5, 1), (0, 1, 3, 2)])
+def test_hot_rows_alone_match_direct_updates(sg, hs, negative, tiers):
+    # one process: training through local copies of the hot rows (merged every few words,
+    # in tiers or not, and when asked) gives the direct result up to float rounding
     a1, ids = _tiny_model(sg, hs, negative, 0.0)
     a2, _ = _tiny_model(sg, hs, negative, 0.0)
     s = KernelSettings(sg, hs, negative, 3, 1)
     make_trainer(a1, s).train(ids, 11, 0.05, 0.01)
-    t = make_trainer(a2, s, hot_words=4, sync_every=7)
-    assert t.hot_words == 4
+    t = make_trainer(a2, s, hot_words=4, sync_every=7, hot_tiers=tiers)
+    assert t.hot_words == 4 and t.hot_tiers == tiers
     t.train(ids, 11, 0.05, 0.01)
     merged = t.syncs
-    assert merged > 0                      # merged every 7 words within the chunk ...
+    assert t.merges > 0                    # merged every 7 words within the chunk ...
+    assert merged == t.merges >> tiers     # (all rows every 2^tiers merges)
     t.sync()
     assert t.syncs == merged + 1           # ... and once more when asked
     for key in ("syn0", "syn1neg", "syn1"):
         np.testing.assert_allclose(a2[key], a1[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("hs,negative", [(0, 5), (1, 0)])
+def test_hot_tiers_merge_frequent_rows_often_and_all_rows_every_2_to_the_tiers(hs, negative):
+    # every row hot in 2 tiers over 12 words: the first 3 rows (and the top 3 Huffman nodes,
+    # the last rows of syn1) at every merge, 6 at every second, all 12 at every fourth; a
+    # row is in the shared weights only once a merge of its tier came
+    w0, ids = _tiny_model(1, hs, negative, 0.0)
+    n = int((ids >= 0).sum())
+    s = KernelSettings(1, hs, negative, 3, 1)
+    for merges, rows in ((1, 3), (2, 6), (3, 6), (4, 12), (5, 12)):
+        shared, _ = _tiny_model(1, hs, negative, 0.0)
+        t = make_trainer(shared, s, hot_words=12, sync_every=n // merges, hot_tiers=2)
+        assert t.train(ids, 5, 0.05, 0.05) == n
+        assert t.merges == merges and t.syncs == merges // 4
+        for key in ("syn0", "syn1neg", "syn1"):
+            if not w0[key].size:
+                continue
+            got, start = shared[key], w0[key]
+            if key == "syn1":                       # the top nodes are the last rows
+                got, start, rows_ = got[::-1], start[::-1], min(rows, len(got))
+            else:
+                rows_ = rows
+            assert np.array_equal(got[rows_:], start[rows_:]), (key, merges)
+            assert not np.array_equal(got[:rows_], start[:rows_]), (key, merges)
+        t.sync()
+        assert t.syncs == merges // 4 + 1 and t.merges == merges + 1
+        if rows < 12:                           # ... and sync() merged the rest
+            assert not np.array_equal(shared["syn0"][rows:], w0["syn0"][rows:])
 
 
 @pytest.mark.parametrize("hs,negative", [(0, 5), (1, 0)])

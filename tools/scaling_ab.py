@@ -46,21 +46,23 @@ def variant(text: str) -> dict:
 
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
-SESSION_KEYS = ("hot_words", "sync_words")
+SESSION_KEYS = ("hot_words", "sync_words", "hot_tiers")
 
 
 def hot(over: dict, state=None, processes: int = 2) -> tuple:
-    """The variant's hot-row settings (hot words, sync every), as make_trainer and
+    """The variant's hot-row settings (hot words, sync every, tiers), as make_trainer and
     LocalSession take them after their other arguments. hot_words = "auto" sizes them as
     `engine run` does (engine.train.hot_rows) for `processes` processes."""
     words, sync = over.get("hot_words", 0), over.get("sync_words", 1024)
+    tiers = over.get("hot_tiers", 0)
     if words == "auto":
         from engine.config import EngineConfig
         from engine.train import hot_rows
 
-        words, sync = hot_rows(EngineConfig(workers=processes, hot_words="auto",
-                                            sync_words=over.get("sync_words", 0)), state)
-    return words, sync
+        words, sync, tiers = hot_rows(EngineConfig(
+            workers=processes, hot_words="auto", sync_words=over.get("sync_words", 0),
+            hot_tiers=over.get("hot_tiers", "auto")), state)
+    return words, sync, tiers
 
 
 def fresh(cfg, vocab, over: dict, with_state: bool = False):
