@@ -115,9 +115,11 @@ class EngineConfig:
     # CBOW, one per center), "batched" (negative sampling without hs; skip-gram: one noise
     # set per center word, its window's rows updated together; CBOW: one noise set per
     # `cbow_batch` consecutive centers of a sentence, their output rows updated together),
-    # "auto" (batched for skip-gram NS, else classic: batched CBOW is 1.5x faster but lost
-    # 1 to 2 analogy points on the shared corpus, so it is only taken when asked for)
-    kernel: str = _f("auto", str, choices=("auto", "classic", "batched"))
+    # "two-pass" (CBOW NS: classic, but every score of an update first, then its row
+    # updates), "auto" (batched for skip-gram NS, two-pass for CBOW NS, else classic: batched
+    # CBOW is 1.5x faster but lost 1 to 2 analogy points on the shared corpus, so it is only
+    # taken when asked for)
+    kernel: str = _f("auto", str, choices=("auto", "classic", "batched", "two-pass"))
     # the batched CBOW kernel: how many consecutive centers share one noise set
     cbow_batch: int = _f(4, int, 1, 16)
 

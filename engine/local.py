@@ -106,7 +106,7 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
                    arrays["code_lens"], settings.sg, settings.hs, settings.negative,
                    settings.window, settings.cbow_mean, hot_words, sync_every,
                    settings.compute_loss, settings.shrink_windows, settings.prefetch_ahead,
-                   settings.batched, settings.cbow_batch, hot_tiers)
+                   settings.batched, settings.cbow_batch, hot_tiers, settings.two_pass)
 
 
 def _limit_blas():

@@ -21,6 +21,7 @@ class KernelSettings:
     prefetch_ahead: int = 2          # rows prefetched this many updates ahead (0: none)
     batched: int = 0                 # NS: one noise set per SG center word / per CBOW batch
     cbow_batch: int = 4              # CBOW batched: consecutive centers sharing one noise set
+    two_pass: int = 0                # classic CBOW-NS: every score first, then every update
 
 
 @dataclass(frozen=True)

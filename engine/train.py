@@ -112,14 +112,22 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     if engine.kernel == "batched" and not fits:
         raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
                           "negative > 0; skip-gram or CBOW)")
-    # auto: batched skip-gram (as good or better); CBOW keeps classic, since sharing noise
-    # words between centers cost analogy accuracy (README, "Kernels")
+    if engine.kernel == "two-pass" and not (fits and not c.sg):
+        raise ConfigError("[engine] kernel: \"two-pass\" is CBOW with negative sampling only "
+                          "(sg = 0, hs = 0, negative > 0)")
+    # auto: batched skip-gram (as good or better), two-pass CBOW (as good, faster); not
+    # batched CBOW, since sharing noise words between centers cost analogy accuracy
+    # (README, "Kernels")
     batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
-    base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch)
-    if not batched:
-        log.info("kernel: classic%s", " (auto; [engine] kernel = \"batched\" picks batched "
-                 "CBOW: faster, a little less accurate)"
-                 if engine.kernel == "auto" and fits else "")
+    two_pass = fits and not c.sg and engine.kernel in ("two-pass", "auto")
+    base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch,
+                               two_pass=int(two_pass))
+    if two_pass:
+        log.info("kernel: two-pass CBOW (every score of an update, then its rows)%s",
+                 " (auto; [engine] kernel = \"batched\" picks batched CBOW: faster, a "
+                 "little less accurate)" if engine.kernel == "auto" else "")
+    elif not batched:
+        log.info("kernel: classic")
     elif c.sg:
         log.info("kernel: batched skip-gram (one noise set per center word)")
     else:

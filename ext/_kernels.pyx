@@ -24,6 +24,9 @@ cdef extern from "vecmath.h" nogil:
                    const float *nll, double *loss)
     void ew_sync_rows(size_t count, float *shared, float *local, float *base)
     float *ew_pick_row(float *shared, float *hot, int64_t w, int64_t hot_words, int64_t dim)
+    void ew_update_ns(int dim, float *h, float **outs, int n, float alpha, float *neu1e,
+                      const float *table, int apply_to_h, const float *nll, double *loss,
+                      float *g)
     void ew_update_batch(int dim, float **ins, int nin, float **outs, int nout, float alpha,
                          float *g, float *e, const float *table, const float *nll,
                          double *loss)
@@ -83,6 +86,7 @@ cdef struct Params:
     int batched                  # NS: SG, one set of noise words per center (ew_update_batch);
                                  # CBOW, one per cbow_batch consecutive centers
     int cbow_batch               # (ew_update_cbow_batch)
+    int two_pass                 # classic CBOW-NS: every score, then every update (ew_update_ns)
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -381,8 +385,12 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
                       pl.codelen, alpha, w.neu1e, EXP_TABLE, 1, p.nll, &w.loss)
         else:
             ew_context_sum(p.dim, pl.ins, pl.nin, p.cbow_mean, w.neu1)
-            ew_update(p.dim, w.neu1, outs, pl.nouts[q], pl.nodes, pl.codes, pl.codelen,
-                      alpha, w.neu1e, EXP_TABLE, 0, p.nll, &w.loss)
+            if p.two_pass and not p.hs:
+                ew_update_ns(p.dim, w.neu1, outs, pl.nouts[q], alpha, w.neu1e, EXP_TABLE, 0,
+                             p.nll, &w.loss, w.gbuf)
+            else:
+                ew_update(p.dim, w.neu1, outs, pl.nouts[q], pl.nodes, pl.codes, pl.codelen,
+                          alpha, w.neu1e, EXP_TABLE, 0, p.nll, &w.loss)
             if not p.cbow_mean:
                 for j in range(p.dim):
                     w.neu1e[j] /= pl.nin
@@ -501,7 +509,7 @@ cdef class Trainer:
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
                   int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,
-                  int cbow_batch=CB_DEFAULT, int hot_tiers=0):
+                  int cbow_batch=CB_DEFAULT, int hot_tiers=0, int two_pass=0):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -539,6 +547,7 @@ cdef class Trainer:
             raise ValueError(f"cbow_batch must be in 1..{CB_MAX}")
         self.p.batched = 1 if batched else 0
         self.p.cbow_batch = cbow_batch
+        self.p.two_pass = 1 if two_pass else 0
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL

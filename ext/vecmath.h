@@ -230,6 +230,40 @@ static inline float ew_grad(float f, int label, float alpha, const float *table,
     return 0.0f;
 }
 
+/* Negative sampling alone, as ew_update's second half, in two passes: every score first, from
+ * the rows as they are, then every update (neu1e += g * row, row += g * h, in order). The
+ * scores no longer wait on the updates before them, so they overlap; the result differs from
+ * ew_update only where a noise word repeats within the set (its second score then sees the
+ * row before the first update). g: n floats of scratch. */
+static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *outs, int n,
+                                   float alpha, float *EW_RESTRICT neu1e, const float *table,
+                                   int apply_to_h, const float *nll, double *loss,
+                                   float *EW_RESTRICT g) {
+    double acc = 0.0;
+    for (int k = 0; k < n; k++) {
+        const float *EW_RESTRICT l2 = outs[k];
+        float f = 0.0f;
+        EW_SIMD_SUM(f)
+        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
+        g[k] = ew_grad(f, k == 0, alpha, table, nll, &acc);
+    }
+    for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
+    for (int k = 0; k < n; k++) {
+        float *EW_RESTRICT l2 = outs[k];
+        float gk = g[k];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) {
+            neu1e[i] += gk * l2[i];
+            l2[i] += gk * h[i];
+        }
+    }
+    if (apply_to_h) {
+        EW_SIMD
+        for (int i = 0; i < dim; i++) h[i] += neu1e[i];
+    }
+    if (nll) *loss += acc;
+}
+
 /* CBOW batched, step 1: the hidden vector of each of nb centers, H[b] (dim floats each) =
  * the sum (mean) of the rows of positions j in [lo[b], hi[b]), j != ctr[b], in order;
  * rows[j - first] is position j's input row. */

@@ -67,6 +67,22 @@ def ref_out_ns(h, syn1neg, targets, alpha):
     return neu1e
 
 
+def ref_out_ns_two_pass(h, syn1neg, targets, alpha):
+    """ref_out_ns with every score taken first, from the rows before any update."""
+    gs = []
+    for k, t in enumerate(targets):
+        f = F(np.dot(h.astype(np.float64), syn1neg[t].astype(np.float64)))
+        if f == f:
+            LOSS[0] += nll(f, k == 0)
+        label = F(1.0) if k == 0 else F(0.0)
+        gs.append((label - lookup(f)) * F(alpha) if -6 < f < 6 else F(0.0))
+    neu1e = np.zeros_like(h)
+    for t, g in zip(targets, gs):
+        neu1e += g * syn1neg[t]
+        syn1neg[t] += g * h
+    return neu1e
+
+
 def ref_out_hs(h, syn1, points, codes, alpha):
     neu1e = np.zeros_like(h)
     for p, c in zip(points, codes):
@@ -106,7 +122,9 @@ def _output(a, s, word, h, alpha, rng):
         n = a["code_lens"][word]
         neu1e += ref_out_hs(h, a["syn1"], a["points"][word, :n], a["codes"][word, :n], alpha)
     if s["negative"]:
-        neu1e += ref_out_ns(h, a["syn1neg"], _targets(a, word, rng, s["negative"]), alpha)
+        out = ref_out_ns_two_pass if s.get("two_pass") and not s["sg"] and not s["hs"] \
+            else ref_out_ns
+        neu1e += out(h, a["syn1neg"], _targets(a, word, rng, s["negative"]), alpha)
     return neu1e
 
 
@@ -172,7 +190,7 @@ def ref_cbow_batch(a, centers, ctxs, noise, alpha, mean):
 
 def ref_train(a, s, ids, seed, alpha0, alpha1):
     """a: arrays dict (modified in place); s: dict sg/hs/negative/window/cbow_mean (and
-    shrink_windows, batched, cbow_batch)."""
+    shrink_windows, batched, cbow_batch, two_pass)."""
     rng = SplitMix(seed)
     if not s["sg"] and s.get("batched"):
         return _ref_train_cbow_batched(a, s, ids, rng, alpha0, alpha1)

@@ -294,13 +294,16 @@ def test_only_engines_own_children_start_without_main():
 
 
 @pytest.mark.parametrize("sg,hs,kernel,want", [
-    (1, 0, "auto", 1), (1, 0, "batched", 1), (1, 0, "classic", 0),
-    (0, 0, "auto", 0), (0, 0, "batched", 1), (0, 0, "classic", 0),
-    (0, 1, "auto", 0), (1, 1, "auto", 0), (0, 1, "batched", None), (1, 1, "batched", None),
+    (1, 0, "auto", "batched"), (1, 0, "batched", "batched"), (1, 0, "classic", "classic"),
+    (0, 0, "auto", "two-pass"), (0, 0, "batched", "batched"), (0, 0, "classic", "classic"),
+    (0, 0, "two-pass", "two-pass"), (0, 1, "auto", "classic"), (1, 1, "auto", "classic"),
+    (0, 1, "batched", None), (1, 1, "batched", None), (1, 0, "two-pass", None),
+    (0, 1, "two-pass", None),
 ])
 def test_kernel_choice(sg, hs, kernel, want, caplog):
-    """auto: batched skip-gram NS, classic CBOW (batched CBOW only when asked for); batched
-    with hs is refused; the choice is logged."""
+    """auto: batched skip-gram NS, two-pass CBOW NS (batched CBOW only when asked for),
+    classic with hs; batched with hs, two-pass but for CBOW NS, are refused; the choice is
+    logged."""
     import dataclasses
     import logging
 
@@ -321,11 +324,13 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
         return
     with caplog.at_level(logging.INFO, logger="engine"):
         s = kernel_settings(state, engine)
-    assert s.batched == want and s.cbow_batch == 6
+    assert s.batched == (want == "batched") and s.cbow_batch == 6
+    assert s.two_pass == (want == "two-pass")
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kernel:")]
-    assert said[-1].startswith("kernel: classic" if not want else
-                               "kernel: batched skip-gram" if sg else
-                               "kernel: batched CBOW (one noise set per 6 ")
+    assert said[-1].startswith({"classic": "kernel: classic",
+                                "two-pass": "kernel: two-pass CBOW",
+                                "batched": "kernel: batched skip-gram" if sg else
+                                "kernel: batched CBOW (one noise set per 6 "}[want])
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():

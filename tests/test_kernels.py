@@ -89,17 +89,18 @@ def _tiny_model(sg, hs, negative, sample, dim=12, seed=3):
     return arrays, np.array(ids, dtype=np.int32)
 
 
-@pytest.mark.parametrize("sg,hs,negative,cbow_mean,sample", [
-    (1, 0, 5, 1, 0.0), (0, 0, 5, 1, 0.0), (0, 0, 3, 0, 0.0), (1, 1, 0, 1, 0.0),
-    (0, 1, 0, 1, 0.0), (1, 1, 4, 1, 0.05), (0, 1, 2, 0, 0.05),
+@pytest.mark.parametrize("sg,hs,negative,cbow_mean,sample,two_pass", [
+    (1, 0, 5, 1, 0.0, 0), (0, 0, 5, 1, 0.0, 0), (0, 0, 3, 0, 0.0, 0), (1, 1, 0, 1, 0.0, 0),
+    (0, 1, 0, 1, 0.0, 0), (1, 1, 4, 1, 0.05, 0), (0, 1, 2, 0, 0.05, 0),
+    (0, 0, 5, 1, 0.0, 1), (0, 0, 8, 0, 0.05, 1),
 ])
-def test_chunk_matches_numpy_reference(sg, hs, negative, cbow_mean, sample):
+def test_chunk_matches_numpy_reference(sg, hs, negative, cbow_mean, sample, two_pass):
     arrays, ids = _tiny_model(sg, hs, negative, sample)
     ref = {k: v.copy() for k, v in arrays.items()}
-    settings = KernelSettings(sg, hs, negative, 3, cbow_mean)
+    settings = KernelSettings(sg, hs, negative, 3, cbow_mean, two_pass=two_pass)
     trained = make_trainer(arrays, settings).train(ids, 99, 0.05, 0.01)
-    want = ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean),
-                     ids, 99, 0.05, 0.01)
+    want = ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean,
+                               two_pass=two_pass), ids, 99, 0.05, 0.01)
     assert trained == want
     for key in ("syn0", "syn1neg", "syn1"):
         np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)

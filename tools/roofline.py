@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Where each training kernel stands against this machine's limits (issue 15's roofline).
 
-For each kernel (skip-gram and CBOW, classic and batched; negative sampling) it trains one epoch
-of CORPUS in this process and reports, per trained word:
+For each kernel (skip-gram and CBOW, classic and batched, CBOW two-pass; negative sampling) it
+trains one epoch of CORPUS in this process and reports, per trained word:
   - updates (examples) per word, counted by the kernel itself (compute_loss's tally);
   - flops per word: per update the dot products, gradient and row updates the kernel does
     (2*d per dot product and per axpy);
@@ -100,11 +100,12 @@ def main():
           f"{'GFLOP/s':>8} {'%peak':>6} {'GB/s':>6} {'%bw':>5} {'Mrows/s':>8} {'x rand':>6}")
     with encoded(args.corpus, base.min_count) as (vocab, stream, chunks):
         ctx = 1.0
-        for kind in ("sg-classic", "sg-batched", "cbow", "cbow-batched"):
+        for kind in ("sg-classic", "sg-batched", "cbow", "cbow-2pass", "cbow-batched"):
             cfg = dataclasses.replace(base, sg=int(kind.startswith("sg")))
             state = ModelState(cfg, vocab)
             settings = dataclasses.replace(state.kernel_settings,
-                                           batched=int(kind.endswith("batched")))
+                                           batched=int(kind.endswith("batched")),
+                                           two_pass=int(kind == "cbow-2pass"))
             trainer = make_trainer(state.kernel_arrays(), settings)
             words = examples = trained = 0
             t0 = time.perf_counter()

@@ -95,7 +95,8 @@ class NodeJob(CallGuard):
                                             "shrink_windows"),
                                        batched=_int(s.get("batched", 0), 0, 1, "batched"),
                                        cbow_batch=_int(s.get("cbow_batch", 4), 1, 16,
-                                                       "cbow_batch"))
+                                                       "cbow_batch"),
+                                       two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"))
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
