@@ -251,7 +251,8 @@ class LocalSession:
 
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
-                 hot_tiers: int = 0, shared: SharedArrays | None = None, stall_seconds: float = 120.0):
+                 hot_tiers: int = 0, shared: SharedArrays | None = None,
+                 stall_seconds: float = 120.0):
         """hot_words > 0: the processes train the rows of that many most frequent words on
         their own copies, merged every sync_words trained words (hot_tiers > 0: in tiers,
         all of them every 2^hot_tiers merges; Trainer)."""

@@ -495,7 +495,9 @@ cdef class Trainer:
     batched (negative sampling without hs): the minibatched update (HogBatch). Skip-gram:
     one set of noise words per center word shared by its whole window. CBOW: one set per
     cbow_batch (1..16) consecutive centers of a sentence, each center's hidden vector (its
-    window's sum or mean) scored against its own word and the shared noise words."""
+    window's sum or mean) scored against its own word and the shared noise words.
+    two_pass (CBOW, negative sampling without hs): the classic update with every score of a
+    center's n + 1 targets taken before any of its output rows is updated (ew_update_ns)."""
     cdef Params p
     cdef Hot hot
     cdef Work w
