@@ -106,6 +106,27 @@ static inline double ew_nll_exact(float f, int label) {
     return log1p(exp(-fabs(x))) + (x < 0 ? -x : 0.0);
 }
 
+/* One output row's step of an update: neu1e += g * row, then row += g * h. */
+static inline void ew_step_row(int dim, float g, float *EW_RESTRICT row,
+                               const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
+    EW_SIMD
+    for (int i = 0; i < dim; i++) {
+        neu1e[i] += g * row[i];
+        row[i] += g * h[i];
+    }
+}
+
+/* An update's end: skip-gram adds the summed input gradient to h; the loss is handed on. */
+static inline void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT h,
+                                    const float *EW_RESTRICT neu1e, const float *nll,
+                                    double *loss, double acc) {
+    if (apply_to_h) {
+        EW_SIMD
+        for (int i = 0; i < dim; i++) h[i] += neu1e[i];
+    }
+    if (nll) *loss += acc;
+}
+
 static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *outs, int n,
                                 float *const *nodes, const uint8_t *codes, int codelen,
                                 float alpha, float *EW_RESTRICT neu1e, const float *table,
@@ -124,11 +145,7 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
         int idx = ew_table_index(f);
         if (nll) acc += nll[2 * idx + 1 - codes[k]];
         float g = (1.0f - (float)codes[k] - table[idx]) * alpha;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) {
-            neu1e[i] += g * l2[i];
-            l2[i] += g * h[i];
-        }
+        ew_step_row(dim, g, l2, h, neu1e);
     }
     for (int k = 0; k < n; k++) {
         float *EW_RESTRICT l2 = outs[k];
@@ -143,17 +160,9 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
         int idx = ew_table_index(f);
         if (nll) acc += nll[2 * idx + (k == 0)];
         float g = (label - table[idx]) * alpha;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) {
-            neu1e[i] += g * l2[i];
-            l2[i] += g * h[i];
-        }
+        ew_step_row(dim, g, l2, h, neu1e);
     }
-    if (apply_to_h) {
-        EW_SIMD
-        for (int i = 0; i < dim; i++) h[i] += neu1e[i];
-    }
-    if (nll) *loss += acc;
+    ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
 /* The minibatched skip-gram update of one center word (HogBatch, Ji et al. 2016): its nin
@@ -248,20 +257,8 @@ static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *
         g[k] = ew_grad(f, k == 0, alpha, table, nll, &acc);
     }
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
-    for (int k = 0; k < n; k++) {
-        float *EW_RESTRICT l2 = outs[k];
-        float gk = g[k];
-        EW_SIMD
-        for (int i = 0; i < dim; i++) {
-            neu1e[i] += gk * l2[i];
-            l2[i] += gk * h[i];
-        }
-    }
-    if (apply_to_h) {
-        EW_SIMD
-        for (int i = 0; i < dim; i++) h[i] += neu1e[i];
-    }
-    if (nll) *loss += acc;
+    for (int k = 0; k < n; k++) ew_step_row(dim, g[k], outs[k], h, neu1e);
+    ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
 /* CBOW batched, step 1: the hidden vector of each of nb centers, H[b] (dim floats each) =
