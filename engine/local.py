@@ -38,7 +38,8 @@ TABLES = ("keep", "noise", "codes", "points", "code_lens")
 MAX_OUTSTANDING = 2
 # Hot rows merged this often (trained words per process): 79,587 cost a 5M-word, 1-epoch
 # skip-gram run a point of analogy accuracy (0.0301 against 0.0405 without hot rows, 2 seeds),
-# 16,384 kept it (0.0399); merging 8,036 rows this often costs one process 5% (README).
+# 16,384 kept it (0.0399). Through copies it does not need, one process runs 0.97-0.99x
+# (README, "Tiered hot rows").
 SYNC_WORDS = 16384
 # ... the most frequent 1/2^HOT_TIERS of them, that is; all of them every 2^HOT_TIERS merges
 HOT_TIERS = 3

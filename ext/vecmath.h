@@ -257,7 +257,8 @@ static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *
         g[k] = ew_grad(f, k == 0, alpha, table, nll, &acc);
     }
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
-    for (int k = 0; k < n; k++) ew_step_row(dim, g[k], outs[k], h, neu1e);
+    for (int k = 0; k < n; k++)                  /* a saturated score updates nothing */
+        if (g[k] != 0.0f) ew_step_row(dim, g[k], outs[k], h, neu1e);
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
