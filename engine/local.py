@@ -45,31 +45,52 @@ SYNC_WORDS = 16384
 HOT_TIERS = 3
 
 
-def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
-                  vector_size: int, epoch_words: int = 0, updates_per_word: float = 6.0,
-                  tiers: int | None = None) -> tuple[int, int, int]:
-    """(hot_words, sync_words, tiers) for `processes` processes sharing one model: the most
-    frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates
-    (kept words as centers and context, the noise words drawn as counts**ns_exponent),
-    between 256 and 16384 rows (fewer for a smaller vocabulary; capped so the copies take
+HOT_MAX = 16384            # at most this many hot rows
+
+
+def hot_draw_shares(counts, keep, negative: int, ns_exponent: float) -> np.ndarray:
+    """Cumulative share of the row draws taken by the most frequent words (entry i: words
+    0..i), kept words as centers and context, the noise words drawn as counts**ns_exponent;
+    at most HOT_MAX entries (all that auto sizes ever look at)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.size == 0 or counts.sum() <= 0:
+        return np.zeros(0, np.float64)
+    kept = counts * np.asarray(keep, dtype=np.float64)
+    draws = kept / kept.sum()
+    if negative:
+        noise = counts ** ns_exponent
+        draws = (2 * draws + negative * noise / noise.sum()) / (2 + negative)
+    return np.cumsum(draws[:HOT_MAX])
+
+
+def updates_per_word(sg: int, window: int, shrink_windows: int) -> float:
+    """Updates the classic kernel makes per trained word: skip-gram one per context word (on
+    average window + 1 with shrinking windows, else 2 * window), CBOW one."""
+    if not sg:
+        return 1.0
+    return float(window + 1 if shrink_windows else 2 * window)
+
+
+def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_words: int = 0,
+                  updates_per_word: float = 6.0, tiers: int | None = None
+                  ) -> tuple[int, int, int]:
+    """(hot_words, sync_words, tiers) for `processes` processes sharing one model of `vocab`
+    words whose cumulative row-draw shares are `shares` (hot_draw_shares): the most
+    frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates,
+    between 256 and HOT_MAX rows (fewer for a smaller vocabulary; capped so the copies take
     at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
     epoch of `epoch_words` per process (copies trained apart for long and then summed lose
     accuracy early in training: README, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
     instead; fewer where a full merge would come less than 8 times an epoch): the first
     1/2^L of the rows at every merge, all of them every 2^L-th, so a merge moves
     first * (1 + L/2) rows on average. That may be at most 1/8 of a row per update the
-    kernel makes (`updates_per_word`: skip-gram about window + 1, CBOW 1), so merging costs
-    a fast kernel no more than a slow one. (0, 0, 0) for one process."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if processes < 2 or counts.size == 0 or counts.sum() <= 0:
+    kernel makes (`updates_per_word`), so merging costs a fast kernel no more than a slow
+    one. (0, 0, 0) for one process."""
+    shares = np.asarray(shares, dtype=np.float64)
+    if processes < 2 or vocab < 1 or shares.size == 0 or shares[-1] <= 0:
         return 0, 0, 0
-    kept = counts * np.asarray(keep, dtype=np.float64)
-    draws = kept / kept.sum()
-    if negative:
-        noise = counts ** ns_exponent
-        draws = (2 * draws + negative * noise / noise.sum()) / (2 + negative)
     share = min(0.9, 1.0 - 1.0 / (2 * processes))
-    words = int(np.searchsorted(np.cumsum(draws), share) + 1)
+    words = int(np.searchsorted(shares, share) + 1)
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
     sync = auto_sync_words(processes, epoch_words)
     tiers = HOT_TIERS if tiers is None else max(0, int(tiers))
@@ -77,8 +98,18 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
         while tiers and sync << tiers > max(sync, epoch_words // (8 * processes)):
             tiers -= 1
     per_merge = sync * updates_per_word / 8        # rows a merge may move on average
-    words = min(words, 16384, cap, int(per_merge / (1 + tiers / 2)) << tiers)
-    return min(counts.size, max(256, words)), sync, tiers
+    words = min(words, HOT_MAX, cap, int(per_merge / (1 + tiers / 2)) << tiers)
+    return min(vocab, max(256, words)), sync, tiers
+
+
+def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: int,
+                  vector_size: int, epoch_words: int = 0, updates_per_word: float = 6.0,
+                  tiers: int | None = None) -> tuple[int, int, int]:
+    """size_hot_rows for a vocabulary's counts and keep probabilities."""
+    if processes < 2:
+        return 0, 0, 0
+    return size_hot_rows(hot_draw_shares(counts, keep, negative, ns_exponent), len(counts),
+                         processes, vector_size, epoch_words, updates_per_word, tiers)
 
 
 def auto_sync_words(processes: int, epoch_words: int = 0) -> int:

@@ -22,7 +22,8 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .local import WEIGHTS, LocalEngine, auto_hot_rows, auto_sync_words, plan_tasks
+from .local import (WEIGHTS, LocalEngine, auto_hot_rows, auto_sync_words, hot_draw_shares,
+                    plan_tasks, updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -64,7 +65,7 @@ def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdSt
 
 def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
                 progress_seconds: float = 5.0, show_progress: bool = True, counts=None,
-                hot: tuple | None = None):
+                hot: tuple | None = None, node_hot: dict | None = None):
     """The engine that trains: local (every core here) or the cluster (the job's nodes).
     Both take train(arrays, settings, stream, tasks) -> TrainStats. Pyro4 is imported only
     for a cluster."""
@@ -72,7 +73,7 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
         from .cluster import ClusterEngine, read_key
 
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
-                             show_progress, counts=counts)
+                             show_progress, counts=counts, node_hot=node_hot)
     words, sync, tiers = hot or (0, 1024, 0)
     if words:
         log.info("hot rows: the %d most frequent words' rows trained on each process's own "
@@ -95,13 +96,31 @@ def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
         sync = engine.sync_words or auto_sync_words(procs, state.vocab.raw_words)
         tiers = 0 if engine.hot_tiers == "auto" else int(engine.hot_tiers)
         return words, sync, tiers
-    keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
-    updates = (c.window + 1 if c.shrink_windows else 2 * c.window) if c.sg else 1
     words, sync, tiers = auto_hot_rows(
-        state.vocab.counts, keep, c.negative, c.ns_exponent, procs, c.vector_size,
-        state.vocab.raw_words, updates,
+        state.vocab.counts, _keep_share(state), c.negative, c.ns_exponent, procs,
+        c.vector_size, state.vocab.raw_words,
+        updates_per_word(c.sg, c.window, c.shrink_windows),
         None if engine.hot_tiers == "auto" else int(engine.hot_tiers))
     return words, engine.sync_words or sync, tiers
+
+
+def _keep_share(state: ModelState) -> np.ndarray:
+    return np.minimum(state.vocab.sample_thresholds(state.config.sample) / float(1 << 32), 1.0)
+
+
+def node_hot_rows(engine: EngineConfig, state: ModelState) -> dict:
+    """What a cluster node needs to choose its own processes' hot rows (each node knows its
+    process count only when it opens the job): the engine's settings, and for "auto" the
+    vocabulary's cumulative row-draw shares (engine.local.size_hot_rows sizes them there)."""
+    c = state.config
+    spec = {"sync_words": int(engine.sync_words),
+            "tiers": -1 if engine.hot_tiers == "auto" else int(engine.hot_tiers)}
+    if engine.hot_words != "auto":
+        spec["words"] = int(engine.hot_words)
+        return spec
+    spec["shares"] = hot_draw_shares(state.vocab.counts, _keep_share(state), c.negative,
+                                     c.ns_exponent).astype(np.float32)
+    return spec
 
 
 def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
@@ -150,7 +169,8 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     if skip:
         tasks = [t for t in tasks if t.task_id not in skip]
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
-                         counts=state.vocab.counts, hot=hot_rows(engine, state))
+                         counts=state.vocab.counts, hot=hot_rows(engine, state),
+                         node_hot=node_hot_rows(engine, state))
     if watch is not None:
         watch(runner)
     try:

@@ -307,6 +307,37 @@ def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
     assert topic_precision(state.keyed_vectors(), topics) >= 0.9
 
 
+def test_nodes_size_and_use_hot_rows_for_their_own_process_count(tmp_path, workers):
+    """Each node trains with two processes, so (as the local engine does) they keep their
+    own copies of the most frequent words' rows, sized at the node from the vocabulary's
+    draw shares and its own process count; the job still learns with exact accounting.
+    hot_words = 0 turns them off on the nodes too, and a fixed size is used as given."""
+    ws = workers(2, extra=("--workers", "2"))
+    topics, state, stream = _job(tmp_path, epochs=6)
+    cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=6000, round_seconds=1)
+    stats = train_state(state, stream, EngineConfig(workers=1), 6, state.config.alpha,
+                        state.config.min_alpha, show_progress=False, cluster=cluster)
+    _exact(stats, stream, 6)
+    per_node = stats.cluster["per_node"]
+    assert [n["workers"] for n in per_node] == [2, 2]
+    vocab = len(state.vocab.words)
+    for n in per_node:
+        hot = n["hot_rows"]
+        assert min(vocab, 256) <= hot["words"] <= vocab and hot["sync_words"] >= 1024
+        assert n["trained_words"] > 0
+    assert all(f"hot rows: {n['hot_rows']['words']} words" in w.text()
+               for n, w in zip(per_node, ws))
+    assert topic_precision(state.keyed_vectors(), topics) >= 0.9
+
+    for hot_words, want in ((0, 0), (40, 40)):
+        _, state, stream = _job(tmp_path / f"h{hot_words}", epochs=1)
+        stats = train_state(state, stream, EngineConfig(workers=1, hot_words=hot_words), 1,
+                            state.config.alpha, state.config.min_alpha, show_progress=False,
+                            cluster=cluster)
+        _exact(stats, stream, 1)
+        assert [n["hot_rows"]["words"] for n in stats.cluster["per_node"]] == [want, want]
+
+
 def test_one_worker_listed_under_two_addresses_is_used_once(tmp_path, workers, caplog):
     (w,) = workers(1)
     port = w.address.rsplit(":", 1)[1]

@@ -1,5 +1,6 @@
 """Lifecycle of the multi-process engine: normal end, a failing worker, a killed worker,
 Ctrl-C and SIGTERM. After each: no orphan processes, no segment left in /dev/shm."""
+import dataclasses
 import glob
 import os
 import random
@@ -408,6 +409,48 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99, 0)
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99, hot_tiers=2),
                     state) == (7, 99, 2)
+
+
+def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):
+    # the dispatcher sends the vocabulary's draw shares and the engine's settings; each node
+    # sizes its processes' hot rows for its own process count, as a local run of that many
+    # processes over the node's share of an epoch would
+    from engine.cluster.node import _local_hot
+    from engine.cluster.transport import pack_array
+    from engine.config import EngineConfig
+    from engine.train import hot_rows, node_hot_rows
+
+    from engine.vocab import Vocab
+
+    counts = (1e6 / np.arange(1, 30_001)).astype(np.int64) + 5        # Zipf, 30k words
+    words = [f"w{i}" for i in range(counts.size)]
+    raw = int(counts.sum())
+    vocab, third = Vocab(words, counts, raw), Vocab(words, counts, raw // 3)
+    sizes = set()
+    for sg in (0, 1):
+        state = ModelState(ModelConfig(sg=sg, vector_size=50, min_count=1), vocab)
+        settings = state.kernel_settings
+        for engine in (EngineConfig(), EngineConfig(hot_tiers=1), EngineConfig(sync_words=999),
+                       EngineConfig(hot_words=77, hot_tiers=2), EngineConfig(hot_words=0)):
+            spec = node_hot_rows(engine, state)
+            if "shares" in spec:
+                spec["shares"] = pack_array(spec["shares"])
+            spec["epoch_words"] = raw // 3                          # one of three nodes
+            for procs in (1, 2, 6):
+                got = _local_hot(spec, procs, len(vocab), 50, settings)
+                want = hot_rows(dataclasses.replace(engine, workers=procs),
+                                ModelState(state.config, third))
+                assert got == (want if want[0] else (0, 0, 0)), (sg, engine, procs)
+                sizes.add(got)
+    assert len(sizes) >= 8 and (0, 0, 0) in sizes           # the cases differ
+    spec = node_hot_rows(EngineConfig(), state)
+    bad = [dict(spec, shares=pack_array(spec["shares"][::-1].copy())),       # decreasing
+           dict(spec, shares=pack_array(np.full(3, 2.0, np.float32))),       # above 1
+           dict(spec, shares=pack_array(spec["shares"].astype(np.float64))),  # wrong dtype
+           dict(spec, tiers=9), dict(spec, sync_words=-1), "auto"]
+    for b in bad:
+        with pytest.raises(ValueError, match="local_hot"):
+            _local_hot(b, 2, len(vocab), 50, settings)
 
 
 @pytest.mark.parametrize("sync_words,tiers", [(1 << 30, 0), (1024, 8)])

@@ -91,6 +91,7 @@ class _Node:
         self.cached: set[int] = set()
         self.peers_version = -1         # the shard owners it was last told
         self.late = False               # joined a running job
+        self.local_hot = [0, 0, 0]      # its processes' hot rows: words, sync_words, tiers
         self.peer_bytes = [0, 0]        # sent to / received from shard owners
         self.rate = 0.0                 # words/s it trains
         self.last_reply = 0.0
@@ -112,8 +113,12 @@ class _Node:
 
 class ClusterEngine:
     def __init__(self, cfg, key: bytes | None, progress_seconds: float = 5.0,
-                 show_progress: bool = True, on_tick=None, counts=None):
+                 show_progress: bool = True, on_tick=None, counts=None,
+                 node_hot: dict | None = None):
         self.cfg = cfg
+        # how each node sizes its processes' hot rows (engine.train.node_hot_rows); None:
+        # the nodes train without them
+        self.node_hot = node_hot
         self.counts = None if counts is None else np.asarray(counts, np.float64)
         self.key = key
         self.progress_seconds = progress_seconds
@@ -467,17 +472,28 @@ class ClusterEngine:
                 "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
                 "weights": {k: int(a[k].shape[0]) for k in WEIGHTS},
                 "tables": {k: list(a[k].shape) for k in TABLES}}
+        if self.node_hot is not None:
+            local = {k: v for k, v in self.node_hot.items() if k != "shares"}
+            if "shares" in self.node_hot:
+                local["shares"] = pack_array(np.asarray(self.node_hot["shares"], "<f4"))
+            # a node's processes train about its share of an epoch
+            local["epoch_words"] = int(self.stream.raw_words // max(1, len(self.cfg.nodes)))
+            spec["local_hot"] = local
         spec["member"] = f"n{secrets.token_hex(4)}"
         spec["peer_timeout"] = float(t)
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
+        hot = reply.get("hot") or [0, 0, 0]
+        node.local_hot = [int(x) for x in hot][:3] if isinstance(hot, list) else [0, 0, 0]
         for k in TABLES:
             self._upload(node, k, a[k])
         node.slot = self.master.add_client()
         for k in WEIGHTS:                       # rows changed meanwhile are pushed later
             self._upload(node, k, a[k], self.master.lock)
-        log.info("node %s (%s): %d process(es), %s MB free, engine %s", node.name,
-                 node.address, node.workers, node.info.get("free_mb"), node.info.get("engine"))
+        log.info("node %s (%s): %d process(es)%s, %s MB free, engine %s", node.name,
+                 node.address, node.workers,
+                 f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
+                 node.info.get("free_mb"), node.info.get("engine"))
 
     def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None) -> None:
         row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
@@ -738,6 +754,8 @@ class ClusterEngine:
                           "trained_words": n.words, "exchanges": n.exchanges,
                           "words_per_sec": round(n.words / max(time.monotonic() - n.joined_at, 1e-9)
                                                  if n.joined_at else 0.0, 1),
-                          "peak_mb": n.peak_mb, "dropped": n.dropped}
+                          "peak_mb": n.peak_mb, "dropped": n.dropped,
+                          "hot_rows": dict(zip(("words", "sync_words", "tiers"),
+                                               n.local_hot))}
                          for n in nodes],
         }

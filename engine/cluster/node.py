@@ -31,7 +31,8 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..local import WEIGHTS, FeedSource, LocalSession
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, auto_sync_words, size_hot_rows,
+                     updates_per_word)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
@@ -61,6 +62,36 @@ def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
 def sweep_scratch() -> None:
     """Remove cache folders left by workers that were killed (their pid is gone)."""
     sweep_temp_dirs(_SCRATCH_PREFIX)
+
+
+def _local_hot(spec, processes: int, vocab: int, dim: int,
+               settings: KernelSettings) -> tuple[int, int, int]:
+    """This node's processes' hot rows (words, sync_words, tiers), as the local engine
+    chooses them (engine.train.hot_rows) but for this node's process count: fixed sizes,
+    or "auto" from the vocabulary's cumulative row-draw shares. None: no hot rows."""
+    if spec is None or processes < 2:
+        return 0, 0, 0
+    if not isinstance(spec, dict):
+        raise ValueError("local_hot: expected a dict")
+    epoch_words = _int(spec.get("epoch_words", 0), 0, 1 << 50, "local_hot epoch_words")
+    sync = _int(spec.get("sync_words", 0), 0, 1 << 30, "local_hot sync_words")
+    tiers = _int(spec.get("tiers", -1), -1, 8, "local_hot tiers")
+    if "shares" not in spec:
+        words = min(vocab, _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words"))
+        if not words:
+            return 0, 0, 0
+        return words, sync or auto_sync_words(processes, epoch_words), max(tiers, 0)
+    shares = unpack_array(spec["shares"], "<f4", 1, what="local_hot shares")
+    if shares.shape[0] > min(vocab, HOT_MAX) or not np.isfinite(shares).all() or \
+            (shares.size and (shares.min() < 0 or shares.max() > 1.0001 or
+                              (np.diff(shares) < 0).any())):
+        raise ValueError("local_hot shares: expected at most one cumulative share in [0, 1] "
+                         "per word, nondecreasing")
+    words, auto_sync, auto_tiers = size_hot_rows(
+        shares, vocab, processes, dim, epoch_words,
+        updates_per_word(settings.sg, settings.window, settings.shrink_windows),
+        None if tiers < 0 else tiers)
+    return words, sync or auto_sync, auto_tiers
 
 
 class NodeJob(CallGuard):
@@ -101,6 +132,8 @@ class NodeJob(CallGuard):
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
         self.hot_rows = _int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows")
+        self.local_hot = _local_hot(spec.get("local_hot"), self.workers, self.vocab, self.dim,
+                                    self.settings)
         shapes = {}
         for name in WEIGHTS:
             rows = _int(spec["weights"][name], 0, (1 << 31) - 1, f"weights {name}")
@@ -169,8 +202,10 @@ class NodeJob(CallGuard):
         if self.session is not None:
             raise ValueError("start: the job has started already")
         self._check_tables()
+        words, sync, tiers = self.local_hot
         self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
-                                    self.workers, shared=self.shared)
+                                    self.workers, hot_words=words, sync_words=sync or 1024,
+                                    hot_tiers=tiers, shared=self.shared)
         self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
         self.thread.start()
 
@@ -591,9 +626,15 @@ class WorkerService:
                 log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
                          self.job.n_terms, self.job.workers)
             else:
-                log.info("job %s opened: %d processes, vocabulary %d, dim %d", spec["job"],
-                         self.job.workers, self.job.vocab, self.job.dim)
-            return {"workers": self.job.workers}
+                words, sync, tiers = self.job.local_hot
+                log.info("job %s opened: %d processes, vocabulary %d, dim %d%s", spec["job"],
+                         self.job.workers, self.job.vocab, self.job.dim,
+                         f"; hot rows: {words} words on each process's own copy, merged "
+                         f"every {sync} trained words" + (f" in {tiers} tiers" if tiers else "")
+                         if words else "")
+            if kind == "lsi":
+                return {"workers": self.job.workers}
+            return {"workers": self.job.workers, "hot": list(self.job.local_hot)}
 
     @expose
     def put_array(self, job_id, name, start, packed) -> None:
