@@ -19,6 +19,7 @@ cdef extern from "vecmath.h" nogil:
     void ew_axpy(int dim, float a, const float *x, float *y)
     void ew_context_sum(int dim, float **rows, int n, int mean, float *neu1)
     void ew_prefetch_rows(int dim, float **rows, int n)
+    void ew_scatter(int dim, const float *x, float **rows, int n)
     void ew_update(int dim, float *h, float **outs, int n, float **nodes, const uint8_t *codes,
                    int codelen, float alpha, float *neu1e, const float *table, int apply_to_h,
                    const float *nll, double *loss)
@@ -394,8 +395,7 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
             if not p.cbow_mean:
                 for j in range(p.dim):
                     w.neu1e[j] /= pl.nin
-            for j in range(pl.nin):
-                ew_axpy(p.dim, 1.0, w.neu1e, pl.ins[j])
+            ew_scatter(p.dim, w.neu1e, pl.ins, pl.nin)
 
 
 cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t n,

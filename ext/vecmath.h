@@ -65,7 +65,16 @@ static EW_CLONES void ew_axpy(int dim, float a, const float *EW_RESTRICT x, floa
 static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mean,
                                      float *EW_RESTRICT neu1) {
     for (int i = 0; i < dim; i++) neu1[i] = 0.0f;
-    for (int c = 0; c < n; c++) {
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {                 /* four rows a pass over neu1 */
+        const float *EW_RESTRICT r0 = rows[c];
+        const float *EW_RESTRICT r1 = rows[c + 1];
+        const float *EW_RESTRICT r2 = rows[c + 2];
+        const float *EW_RESTRICT r3 = rows[c + 3];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) neu1[i] += (r0[i] + r1[i]) + (r2[i] + r3[i]);
+    }
+    for (; c < n; c++) {
         const float *EW_RESTRICT row = rows[c];
         EW_SIMD
         for (int i = 0; i < dim; i++) neu1[i] += row[i];
@@ -74,6 +83,42 @@ static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mea
         float inv = 1.0f / (float)n;
         EW_SIMD
         for (int i = 0; i < dim; i++) neu1[i] *= inv;
+    }
+}
+
+/* r0..r3 += x (four distinct rows). */
+static inline void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r0,
+                           float *EW_RESTRICT r1, float *EW_RESTRICT r2, float *EW_RESTRICT r3) {
+    EW_SIMD
+    for (int i = 0; i < dim; i++) {
+        float v = x[i];
+        r0[i] += v;
+        r1[i] += v;
+        r2[i] += v;
+        r3[i] += v;
+    }
+}
+
+/* rows[c] += x for every c < n (CBOW: the input gradient onto each context row), four
+ * distinct rows a pass (x loaded once for four); a block with a repeated row goes one by one. */
+static EW_CLONES void ew_scatter(int dim, const float *EW_RESTRICT x, float *const *rows, int n) {
+    int c = 0;
+    for (; c + 4 <= n; c += 4) {
+        float *r0 = rows[c], *r1 = rows[c + 1], *r2 = rows[c + 2], *r3 = rows[c + 3];
+        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3) {
+            for (int q = c; q < c + 4; q++) {
+                float *EW_RESTRICT r = rows[q];
+                EW_SIMD
+                for (int i = 0; i < dim; i++) r[i] += x[i];
+            }
+            continue;
+        }
+        ew_add4(dim, x, r0, r1, r2, r3);
+    }
+    for (; c < n; c++) {
+        float *EW_RESTRICT r = rows[c];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) r[i] += x[i];
     }
 }
 
@@ -106,6 +151,19 @@ static inline double ew_nll_exact(float f, int label) {
     return log1p(exp(-fabs(x))) + (x < 0 ? -x : 0.0);
 }
 
+/* The gradient factor of one score f towards label (1: the true word, 0: a noise word):
+ * (label - sigmoid(f)) * alpha, 0 for a saturated score; its loss added to *acc (nll). */
+static inline float ew_grad(float f, int label, float alpha, const float *table,
+                            const float *nll, double *acc) {
+    if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
+        int idx = ew_table_index(f);
+        if (nll) *acc += nll[2 * idx + label];
+        return ((label ? 1.0f : 0.0f) - table[idx]) * alpha;
+    }
+    if (nll && f == f) *acc += ew_nll_exact(f, label);
+    return 0.0f;
+}
+
 /* One output row's step of an update: neu1e += g * row, then row += g * h. */
 static inline void ew_step_row(int dim, float g, float *EW_RESTRICT row,
                                const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
@@ -113,6 +171,24 @@ static inline void ew_step_row(int dim, float g, float *EW_RESTRICT row,
     for (int i = 0; i < dim; i++) {
         neu1e[i] += g * row[i];
         row[i] += g * h[i];
+    }
+}
+
+/* ew_step_row for four distinct rows at once (neu1e loaded and stored once for four): the
+ * same sums, in the same order, as four calls. */
+static inline void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
+                                 float *EW_RESTRICT r1, float *EW_RESTRICT r2,
+                                 float *EW_RESTRICT r3, const float *EW_RESTRICT h,
+                                 float *EW_RESTRICT neu1e) {
+    float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
+    EW_SIMD
+    for (int i = 0; i < dim; i++) {
+        float x = h[i];
+        neu1e[i] = (((neu1e[i] + g0 * r0[i]) + g1 * r1[i]) + g2 * r2[i]) + g3 * r3[i];
+        r0[i] += g0 * x;
+        r1[i] += g1 * x;
+        r2[i] += g2 * x;
+        r3[i] += g3 * x;
     }
 }
 
@@ -165,6 +241,65 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
+/* f[k] = h . rows[k] for k < n, four rows at a time (h is loaded once for four). */
+static inline void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
+                             float *EW_RESTRICT f) {
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const float *EW_RESTRICT r0 = rows[k];
+        const float *EW_RESTRICT r1 = rows[k + 1];
+        const float *EW_RESTRICT r2 = rows[k + 2];
+        const float *EW_RESTRICT r3 = rows[k + 3];
+        float f0 = 0.0f, f1 = 0.0f, f2 = 0.0f, f3 = 0.0f;
+        EW_SIMD_SUM4(f0, f1, f2, f3)
+        for (int i = 0; i < dim; i++) {
+            float x = h[i];
+            f0 += x * r0[i];
+            f1 += x * r1[i];
+            f2 += x * r2[i];
+            f3 += x * r3[i];
+        }
+        f[k] = f0;
+        f[k + 1] = f1;
+        f[k + 2] = f2;
+        f[k + 3] = f3;
+    }
+    for (; k < n; k++) {
+        const float *EW_RESTRICT r = rows[k];
+        float s = 0.0f;
+        EW_SIMD_SUM(s)
+        for (int i = 0; i < dim; i++) s += h[i] * r[i];
+        f[k] = s;
+    }
+}
+
+/* y += sum_k c[k * stride] * rows[k] for k < n, four rows a pass (y loaded and stored once
+ * for four); rows of a zero coefficient (a saturated score) are skipped singly, and a block
+ * of four zeros altogether. The rows are only read; they may repeat, and must not be y. */
+static inline void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
+                              const float *c, int stride, int n) {
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        float c0 = c[k * stride], c1 = c[(k + 1) * stride];
+        float c2 = c[(k + 2) * stride], c3 = c[(k + 3) * stride];
+        if (c0 == 0.0f && c1 == 0.0f && c2 == 0.0f && c3 == 0.0f) continue;
+        const float *EW_RESTRICT r0 = rows[k];
+        const float *EW_RESTRICT r1 = rows[k + 1];
+        const float *EW_RESTRICT r2 = rows[k + 2];
+        const float *EW_RESTRICT r3 = rows[k + 3];
+        EW_SIMD
+        for (int i = 0; i < dim; i++)
+            y[i] += (c0 * r0[i] + c1 * r1[i]) + (c2 * r2[i] + c3 * r3[i]);
+    }
+    for (; k < n; k++) {
+        float ck = c[k * stride];
+        if (ck == 0.0f) continue;
+        const float *EW_RESTRICT r = rows[k];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) y[i] += ck * r[i];
+    }
+}
+
 /* The minibatched skip-gram update of one center word (HogBatch, Ji et al. 2016): its nin
  * context rows `ins` against ONE set of output rows `outs` (outs[0] the center word's, label
  * 1; the rest noise words', label 0), shared by every context row instead of drawn for each.
@@ -180,43 +315,17 @@ static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float
     double acc = 0.0;
     for (int j = 0; j < nin; j++) {
         const float *EW_RESTRICT h = ins[j];
-        for (int o = 0; o < nout; o++) {
-            const float *EW_RESTRICT l2 = outs[o];
-            float f = 0.0f;
-            EW_SIMD_SUM(f)
-            for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-            float gj = 0.0f;
-            if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
-                int idx = ew_table_index(f);
-                if (nll) acc += nll[2 * idx + (o == 0)];
-                gj = ((o == 0 ? 1.0f : 0.0f) - table[idx]) * alpha;
-            } else if (nll && f == f) {
-                acc += ew_nll_exact(f, o == 0);
-            }
-            g[j * nout + o] = gj;
-        }
+        float *gj = g + (size_t)j * nout;
+        ew_scores(dim, h, outs, nout, gj);
+        for (int o = 0; o < nout; o++) gj[o] = ew_grad(gj[o], o == 0, alpha, table, nll, &acc);
     }
     for (int j = 0; j < nin; j++) {              /* input gradients, from the old outputs */
         float *EW_RESTRICT ej = e + (size_t)j * dim;
         for (int i = 0; i < dim; i++) ej[i] = 0.0f;
-        for (int o = 0; o < nout; o++) {
-            float gj = g[j * nout + o];
-            if (gj == 0.0f) continue;
-            const float *EW_RESTRICT l2 = outs[o];
-            EW_SIMD
-            for (int i = 0; i < dim; i++) ej[i] += gj * l2[i];
-        }
+        ew_combine(dim, ej, outs, g + (size_t)j * nout, 1, nout);
     }
-    for (int o = 0; o < nout; o++) {             /* outputs, from the old inputs */
-        float *EW_RESTRICT l2 = outs[o];
-        for (int j = 0; j < nin; j++) {
-            float gj = g[j * nout + o];
-            if (gj == 0.0f) continue;
-            const float *EW_RESTRICT h = ins[j];
-            EW_SIMD
-            for (int i = 0; i < dim; i++) l2[i] += gj * h[i];
-        }
-    }
+    for (int o = 0; o < nout; o++)               /* outputs, from the old inputs */
+        ew_combine(dim, outs[o], ins, g + o, nout, nin);
     for (int j = 0; j < nin; j++) {
         float *EW_RESTRICT h = ins[j];
         const float *EW_RESTRICT ej = e + (size_t)j * dim;
@@ -224,19 +333,6 @@ static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float
         for (int i = 0; i < dim; i++) h[i] += ej[i];
     }
     if (nll) *loss += acc;
-}
-
-/* The gradient factor of one score f towards label (1: the true word, 0: a noise word):
- * (label - sigmoid(f)) * alpha, 0 for a saturated score; its loss added to *acc (nll). */
-static inline float ew_grad(float f, int label, float alpha, const float *table,
-                            const float *nll, double *acc) {
-    if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
-        int idx = ew_table_index(f);
-        if (nll) *acc += nll[2 * idx + label];
-        return ((label ? 1.0f : 0.0f) - table[idx]) * alpha;
-    }
-    if (nll && f == f) *acc += ew_nll_exact(f, label);
-    return 0.0f;
 }
 
 /* Negative sampling alone, as ew_update's second half, in two passes: every score first, from
@@ -249,15 +345,21 @@ static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *
                                    int apply_to_h, const float *nll, double *loss,
                                    float *EW_RESTRICT g) {
     double acc = 0.0;
-    for (int k = 0; k < n; k++) {
-        const float *EW_RESTRICT l2 = outs[k];
-        float f = 0.0f;
-        EW_SIMD_SUM(f)
-        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        g[k] = ew_grad(f, k == 0, alpha, table, nll, &acc);
-    }
+    ew_scores(dim, h, outs, n, g);
+    for (int k = 0; k < n; k++) g[k] = ew_grad(g[k], k == 0, alpha, table, nll, &acc);
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
-    for (int k = 0; k < n; k++)                  /* a saturated score updates nothing */
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {                 /* four distinct rows a pass over neu1e */
+        float *r0 = outs[k], *r1 = outs[k + 1], *r2 = outs[k + 2], *r3 = outs[k + 3];
+        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3 ||
+                g[k] == 0.0f || g[k + 1] == 0.0f || g[k + 2] == 0.0f || g[k + 3] == 0.0f) {
+            for (int q = k; q < k + 4; q++)      /* a repeated row: in order, one by one */
+                if (g[q] != 0.0f) ew_step_row(dim, g[q], outs[q], h, neu1e);
+            continue;
+        }
+        ew_step_rows4(dim, g + k, r0, r1, r2, r3, h, neu1e);
+    }
+    for (; k < n; k++)                           /* a saturated score updates nothing */
         if (g[k] != 0.0f) ew_step_row(dim, g[k], outs[k], h, neu1e);
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
