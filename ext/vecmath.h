@@ -29,6 +29,14 @@
 #define EW_CLONES
 #endif
 
+/* Helpers the cloned functions call: always inlined, so each clone compiles them for its own
+ * instruction set (a helper GCC chose to call instead would be built for the baseline). */
+#if defined(__GNUC__)
+#define EW_INLINE static inline __attribute__((always_inline))
+#else
+#define EW_INLINE static inline
+#endif
+
 #if defined(__GNUC__)
 #define EW_PREFETCH(p) __builtin_prefetch((p), 1, 3)
 #else
@@ -51,7 +59,7 @@
 /* Index of f in the sigmoid table, f in (-MAX_EXP, MAX_EXP). In float arithmetic f just
  * below MAX_EXP can round to index EXP_TABLE_SIZE itself, so the table has one more entry
  * (as the C tool's has). */
-static inline int ew_table_index(float f) {
+EW_INLINE int ew_table_index(float f) {
     return (int)((f + EW_MAX_EXP) * ((float)EW_EXP_TABLE_SIZE / EW_MAX_EXP / 2.0f));
 }
 
@@ -87,7 +95,7 @@ static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mea
 }
 
 /* r0..r3 += x (four distinct rows). */
-static inline void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r0,
+EW_INLINE void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r0,
                            float *EW_RESTRICT r1, float *EW_RESTRICT r2, float *EW_RESTRICT r3) {
     EW_SIMD
     for (int i = 0; i < dim; i++) {
@@ -131,29 +139,15 @@ static inline void ew_prefetch_rows(int dim, float *const *rows, int n) {
     }
 }
 
-/* One whole update for an input vector h predicting a word: hierarchical softmax along its
- * Huffman path (nodes = the inner-node rows, codes = bits; if codelen > 0), then negative
- * sampling against the output rows outs (outs[0] the true word's, label 1; the rest noise
- * words', label 0; if n > 0). Output rows are updated; the input-side gradient is summed in
- * neu1e and, with apply_to_h (skip-gram), added to h at the end. A score beyond +-MAX_EXP
- * (or NaN) gets no update, as in gensim (the C tool applies a full-size step to saturated
- * noise words). Rows come as pointers, so the caller decides where each lives (shared
- * weights or a process-local copy of a hot row) and can prefetch the next update's rows
- * while this one computes.
- *
- * With nll != NULL the negative log-likelihood of every prediction made is added to *loss
- * (in double): -log sigma(f) for a target the update pushes towards 1, -log(1 - sigma(f))
- * for one pushed towards 0, taken from the same sigmoid table entry the gradient uses
- * (nll[2 * index + label]); a saturated score, which gets no update, still counts, computed
- * exactly. */
-static inline double ew_nll_exact(float f, int label) {
+/* The loss of a saturated score, computed exactly (see ew_update). */
+EW_INLINE double ew_nll_exact(float f, int label) {
     double x = label ? (double)f : -(double)f;       /* -log sigma(x) */
     return log1p(exp(-fabs(x))) + (x < 0 ? -x : 0.0);
 }
 
 /* The gradient factor of one score f towards label (1: the true word, 0: a noise word):
  * (label - sigmoid(f)) * alpha, 0 for a saturated score; its loss added to *acc (nll). */
-static inline float ew_grad(float f, int label, float alpha, const float *table,
+EW_INLINE float ew_grad(float f, int label, float alpha, const float *table,
                             const float *nll, double *acc) {
     if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
         int idx = ew_table_index(f);
@@ -165,7 +159,7 @@ static inline float ew_grad(float f, int label, float alpha, const float *table,
 }
 
 /* One output row's step of an update: neu1e += g * row, then row += g * h. */
-static inline void ew_step_row(int dim, float g, float *EW_RESTRICT row,
+EW_INLINE void ew_step_row(int dim, float g, float *EW_RESTRICT row,
                                const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
     EW_SIMD
     for (int i = 0; i < dim; i++) {
@@ -176,7 +170,7 @@ static inline void ew_step_row(int dim, float g, float *EW_RESTRICT row,
 
 /* ew_step_row for four distinct rows at once (neu1e loaded and stored once for four): the
  * same sums, in the same order, as four calls. */
-static inline void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
+EW_INLINE void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
                                  float *EW_RESTRICT r1, float *EW_RESTRICT r2,
                                  float *EW_RESTRICT r3, const float *EW_RESTRICT h,
                                  float *EW_RESTRICT neu1e) {
@@ -193,7 +187,7 @@ static inline void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
 }
 
 /* An update's end: skip-gram adds the summed input gradient to h; the loss is handed on. */
-static inline void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT h,
+EW_INLINE void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT h,
                                     const float *EW_RESTRICT neu1e, const float *nll,
                                     double *loss, double acc) {
     if (apply_to_h) {
@@ -203,46 +197,8 @@ static inline void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT 
     if (nll) *loss += acc;
 }
 
-static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *outs, int n,
-                                float *const *nodes, const uint8_t *codes, int codelen,
-                                float alpha, float *EW_RESTRICT neu1e, const float *table,
-                                int apply_to_h, const float *nll, double *loss) {
-    double acc = 0.0;
-    for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
-    for (int k = 0; k < codelen; k++) {
-        float *EW_RESTRICT l2 = nodes[k];
-        float f = 0.0f;
-        EW_SIMD_SUM(f)
-        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) {
-            if (nll && f == f) acc += ew_nll_exact(f, 1 - codes[k]);
-            continue;
-        }
-        int idx = ew_table_index(f);
-        if (nll) acc += nll[2 * idx + 1 - codes[k]];
-        float g = (1.0f - (float)codes[k] - table[idx]) * alpha;
-        ew_step_row(dim, g, l2, h, neu1e);
-    }
-    for (int k = 0; k < n; k++) {
-        float *EW_RESTRICT l2 = outs[k];
-        float label = (k == 0) ? 1.0f : 0.0f;
-        float f = 0.0f;
-        EW_SIMD_SUM(f)
-        for (int i = 0; i < dim; i++) f += h[i] * l2[i];
-        if (!(f > -EW_MAX_EXP && f < EW_MAX_EXP)) {
-            if (nll && f == f) acc += ew_nll_exact(f, k == 0);
-            continue;
-        }
-        int idx = ew_table_index(f);
-        if (nll) acc += nll[2 * idx + (k == 0)];
-        float g = (label - table[idx]) * alpha;
-        ew_step_row(dim, g, l2, h, neu1e);
-    }
-    ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
-}
-
 /* f[k] = h . rows[k] for k < n, four rows at a time (h is loaded once for four). */
-static inline void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
+EW_INLINE void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
                              float *EW_RESTRICT f) {
     int k = 0;
     for (; k + 4 <= n; k += 4) {
@@ -276,7 +232,7 @@ static inline void ew_scores(int dim, const float *EW_RESTRICT h, float *const *
 /* y += sum_k c[k * stride] * rows[k] for k < n, four rows a pass (y loaded and stored once
  * for four); rows of a zero coefficient (a saturated score) are skipped singly, and a block
  * of four zeros altogether. The rows are only read; they may repeat, and must not be y. */
-static inline void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
+EW_INLINE void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
                               const float *c, int stride, int n) {
     int k = 0;
     for (; k + 4 <= n; k += 4) {
@@ -298,6 +254,58 @@ static inline void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
         EW_SIMD
         for (int i = 0; i < dim; i++) y[i] += ck * r[i];
     }
+}
+
+/* The steps of one update towards n target rows, four a pass: labels 1 - codes[k] (a Huffman
+ * path) or, with codes NULL, 1 for rows[0] and 0 for the rest (noise words). The scores read
+ * h, which changes only at the end of the update, and rows the block's own steps do not
+ * touch, so this is the sequential update exactly; from a block in which a row repeats on,
+ * the rows go one by one, in order. Loss into *acc (see ew_update). */
+EW_INLINE void ew_targets(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
+                              const uint8_t *codes, float alpha, float *EW_RESTRICT neu1e,
+                              const float *table, const float *nll, double *acc) {
+    float f[4], g[4];
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        float *r0 = rows[k], *r1 = rows[k + 1], *r2 = rows[k + 2], *r3 = rows[k + 3];
+        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3)
+            break;
+        ew_scores(dim, h, rows + k, 4, f);
+        for (int q = 0; q < 4; q++)
+            g[q] = ew_grad(f[q], codes ? 1 - codes[k + q] : k + q == 0, alpha, table, nll, acc);
+        ew_step_rows4(dim, g, r0, r1, r2, r3, h, neu1e);
+    }
+    for (; k < n; k++) {
+        ew_scores(dim, h, rows + k, 1, f);
+        g[0] = ew_grad(f[0], codes ? 1 - codes[k] : k == 0, alpha, table, nll, acc);
+        if (g[0] != 0.0f) ew_step_row(dim, g[0], rows[k], h, neu1e);
+    }
+}
+
+/* One whole update for an input vector h predicting a word: hierarchical softmax along its
+ * Huffman path (nodes = the inner-node rows, codes = bits; if codelen > 0), then negative
+ * sampling against the output rows outs (outs[0] the true word's, label 1; the rest noise
+ * words', label 0; if n > 0). Output rows are updated; the input-side gradient is summed in
+ * neu1e and, with apply_to_h (skip-gram), added to h at the end. A score beyond +-MAX_EXP
+ * (or NaN) gets no update, as in gensim (the C tool applies a full-size step to saturated
+ * noise words). Rows come as pointers, so the caller decides where each lives (shared
+ * weights or a process-local copy of a hot row) and can prefetch the next update's rows
+ * while this one computes.
+ *
+ * With nll != NULL the negative log-likelihood of every prediction made is added to *loss
+ * (in double): -log sigma(f) for a target the update pushes towards 1, -log(1 - sigma(f))
+ * for one pushed towards 0, taken from the same sigmoid table entry the gradient uses
+ * (nll[2 * index + label]); a saturated score, which gets no update, still counts, computed
+ * exactly. */
+static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *outs, int n,
+                                float *const *nodes, const uint8_t *codes, int codelen,
+                                float alpha, float *EW_RESTRICT neu1e, const float *table,
+                                int apply_to_h, const float *nll, double *loss) {
+    double acc = 0.0;
+    for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
+    ew_targets(dim, h, nodes, codelen, codes, alpha, neu1e, table, nll, &acc);
+    ew_targets(dim, h, outs, n, NULL, alpha, neu1e, table, nll, &acc);
+    ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
 /* The minibatched skip-gram update of one center word (HogBatch, Ji et al. 2016): its nin

@@ -137,24 +137,31 @@ def test_loss_matches_numpy_reference(sg, hs, negative, cbow_mean, shrink):
 
 
 @pytest.mark.parametrize("dim", [12, 37, 100])
-@pytest.mark.parametrize("sg,negative", [(0, 3), (0, 8), (1, 3), (1, 7)])
-def test_register_blocked_updates_match_the_reference_at_any_width(dim, sg, negative):
-    """The two-pass CBOW and batched skip-gram updates work on four rows a pass (scores,
-    output steps, context sums and scatters); on 12 words a noise set often repeats a row, so
-    blocks fall back to one row at a time; widths below, at and past a vector register's."""
-    arrays, ids = _tiny_model(sg, 0, negative, 0.0, dim=dim, seed=dim)
+@pytest.mark.parametrize("sg,hs,negative,kernel", [
+    (0, 0, 3, "two-pass"), (0, 0, 8, "two-pass"), (1, 0, 3, "batched"), (1, 0, 7, "batched"),
+    (1, 0, 5, "classic"), (0, 0, 8, "classic"), (1, 1, 0, "classic"), (0, 1, 4, "classic"),
+])
+def test_register_blocked_updates_match_the_reference_at_any_width(dim, sg, hs, negative,
+                                                                   kernel):
+    """Every update works on four rows a pass (scores, output steps, context sums and
+    scatters); on 12 words a noise set often repeats a row, so blocks fall back to one row
+    at a time, in order; widths below, at and past a vector register's. Huffman paths here
+    are 2 to 7 nodes long."""
+    arrays, ids = _tiny_model(sg, hs, negative, 0.0, dim=dim, seed=dim)
     ref = {k: v.copy() for k, v in arrays.items()}
-    settings = KernelSettings(sg, 0, negative, 4, 1, compute_loss=1,
-                              batched=sg, two_pass=1 - sg)
+    batched, two_pass = int(kernel == "batched"), int(kernel == "two-pass")
+    settings = KernelSettings(sg, hs, negative, 4, 1, compute_loss=1, batched=batched,
+                              two_pass=two_pass)
     trainer = make_trainer(arrays, settings)
     trainer.train(ids, 7, 0.05, 0.01)
-    reference.ref_train(ref, dict(sg=sg, hs=0, negative=negative, window=4, cbow_mean=1,
-                                  batched=sg, two_pass=1 - sg), ids, 7, 0.05, 0.01)
+    reference.ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=4, cbow_mean=1,
+                                  batched=batched, two_pass=two_pass), ids, 7, 0.05, 0.01)
     assert trainer.last_loss == pytest.approx(reference.LOSS[0], rel=1e-5)
-    for key in ("syn0", "syn1neg"):
+    out = "syn1" if hs else "syn1neg"
+    for key in ("syn0", out):
         np.testing.assert_allclose(arrays[key], ref[key], rtol=1e-5, atol=1e-7, err_msg=key)
-    assert not np.allclose(arrays["syn1neg"], _tiny_model(sg, 0, negative, 0.0, dim=dim,
-                                                          seed=dim)[0]["syn1neg"])
+    assert not np.allclose(arrays[out], _tiny_model(sg, hs, negative, 0.0, dim=dim,
+                                                    seed=dim)[0][out])
 
 
 @pytest.mark.parametrize("negative,shrink,sample", [(5, 1, 0.0), (3, 0, 0.0), (4, 1, 0.05)])
