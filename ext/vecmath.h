@@ -96,7 +96,7 @@ static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mea
 
 /* r0..r3 += x (four distinct rows). */
 EW_INLINE void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r0,
-                           float *EW_RESTRICT r1, float *EW_RESTRICT r2, float *EW_RESTRICT r3) {
+                       float *EW_RESTRICT r1, float *EW_RESTRICT r2, float *EW_RESTRICT r3) {
     EW_SIMD
     for (int i = 0; i < dim; i++) {
         float v = x[i];
@@ -148,7 +148,7 @@ EW_INLINE double ew_nll_exact(float f, int label) {
 /* The gradient factor of one score f towards label (1: the true word, 0: a noise word):
  * (label - sigmoid(f)) * alpha, 0 for a saturated score; its loss added to *acc (nll). */
 EW_INLINE float ew_grad(float f, int label, float alpha, const float *table,
-                            const float *nll, double *acc) {
+                        const float *nll, double *acc) {
     if (f > -EW_MAX_EXP && f < EW_MAX_EXP) {
         int idx = ew_table_index(f);
         if (nll) *acc += nll[2 * idx + label];
@@ -160,7 +160,7 @@ EW_INLINE float ew_grad(float f, int label, float alpha, const float *table,
 
 /* One output row's step of an update: neu1e += g * row, then row += g * h. */
 EW_INLINE void ew_step_row(int dim, float g, float *EW_RESTRICT row,
-                               const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
+                           const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
     EW_SIMD
     for (int i = 0; i < dim; i++) {
         neu1e[i] += g * row[i];
@@ -171,9 +171,9 @@ EW_INLINE void ew_step_row(int dim, float g, float *EW_RESTRICT row,
 /* ew_step_row for four distinct rows at once (neu1e loaded and stored once for four): the
  * same sums, in the same order, as four calls. */
 EW_INLINE void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
-                                 float *EW_RESTRICT r1, float *EW_RESTRICT r2,
-                                 float *EW_RESTRICT r3, const float *EW_RESTRICT h,
-                                 float *EW_RESTRICT neu1e) {
+                             float *EW_RESTRICT r1, float *EW_RESTRICT r2,
+                             float *EW_RESTRICT r3, const float *EW_RESTRICT h,
+                             float *EW_RESTRICT neu1e) {
     float g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
     EW_SIMD
     for (int i = 0; i < dim; i++) {
@@ -188,8 +188,8 @@ EW_INLINE void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
 
 /* An update's end: skip-gram adds the summed input gradient to h; the loss is handed on. */
 EW_INLINE void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT h,
-                                    const float *EW_RESTRICT neu1e, const float *nll,
-                                    double *loss, double acc) {
+                                const float *EW_RESTRICT neu1e, const float *nll,
+                                double *loss, double acc) {
     if (apply_to_h) {
         EW_SIMD
         for (int i = 0; i < dim; i++) h[i] += neu1e[i];
@@ -199,7 +199,7 @@ EW_INLINE void ew_finish_update(int dim, int apply_to_h, float *EW_RESTRICT h,
 
 /* f[k] = h . rows[k] for k < n, four rows at a time (h is loaded once for four). */
 EW_INLINE void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
-                             float *EW_RESTRICT f) {
+                         float *EW_RESTRICT f) {
     int k = 0;
     for (; k + 4 <= n; k += 4) {
         const float *EW_RESTRICT r0 = rows[k];
@@ -233,7 +233,7 @@ EW_INLINE void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows
  * for four); rows of a zero coefficient (a saturated score) are skipped singly, and a block
  * of four zeros altogether. The rows are only read; they may repeat, and must not be y. */
 EW_INLINE void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
-                              const float *c, int stride, int n) {
+                          const float *c, int stride, int n) {
     int k = 0;
     for (; k + 4 <= n; k += 4) {
         float c0 = c[k * stride], c1 = c[(k + 1) * stride];
@@ -262,8 +262,8 @@ EW_INLINE void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
  * touch, so this is the sequential update exactly; from a block in which a row repeats on,
  * the rows go one by one, in order. Loss into *acc (see ew_update). */
 EW_INLINE void ew_targets(int dim, const float *EW_RESTRICT h, float *const *rows, int n,
-                              const uint8_t *codes, float alpha, float *EW_RESTRICT neu1e,
-                              const float *table, const float *nll, double *acc) {
+                          const uint8_t *codes, float alpha, float *EW_RESTRICT neu1e,
+                          const float *table, const float *nll, double *acc) {
     float f[4], g[4];
     int k = 0;
     for (; k + 4 <= n; k += 4) {
