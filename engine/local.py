@@ -112,6 +112,29 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
                          processes, vector_size, epoch_words, updates_per_word, tiers)
 
 
+def choose_hot_rows(spec: dict, processes: int, vocab: int, vector_size: int,
+                    epoch_words: int, updates_per_word: float) -> tuple[int, int, int]:
+    """(hot_words, sync_words, tiers) for `processes` processes from a job's hot-row
+    settings (engine.train.hot_rows_spec: `words` fixed, or the vocabulary's cumulative draw
+    `shares` for "auto"; `sync_words` 0 = sized; `tiers` -1 = "auto"), over an epoch of
+    `epoch_words` per these processes. The local engine and each cluster node (for its own
+    process count) both choose with it. No hot rows: (0, 1024, 0)."""
+    sync, tiers = int(spec.get("sync_words", 0)), int(spec.get("tiers", -1))
+    if processes < 2:
+        return 0, 1024, 0
+    if "shares" not in spec:
+        words = min(vocab, int(spec.get("words", 0)))
+        if not words:
+            return 0, 1024, 0
+        return words, sync or auto_sync_words(processes, epoch_words), max(tiers, 0)
+    words, auto_sync, tiers = size_hot_rows(spec["shares"], vocab, processes, vector_size,
+                                            epoch_words, updates_per_word,
+                                            None if tiers < 0 else tiers)
+    if not words:
+        return 0, 1024, 0
+    return words, sync or auto_sync, tiers
+
+
 def auto_sync_words(processes: int, epoch_words: int = 0) -> int:
     """Trained words between merges of hot rows (see auto_hot_rows)."""
     sync = SYNC_WORDS

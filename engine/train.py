@@ -22,8 +22,8 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .local import (WEIGHTS, LocalEngine, auto_hot_rows, auto_sync_words, hot_draw_shares,
-                    plan_tasks, updates_per_word)
+from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
+                    updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -87,38 +87,28 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
 
 def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
     """The local engine's hot rows: (words, sync_words, tiers); none for one process.
-    "auto" sizes them from the vocabulary and the process count (auto_hot_rows)."""
+    "auto" sizes them from the vocabulary and the process count (choose_hot_rows)."""
     c, procs = state.config, engine.processes
     if procs < 2:
         return 0, 1024, 0
-    if engine.hot_words != "auto":
-        words = int(engine.hot_words)
-        sync = engine.sync_words or auto_sync_words(procs, state.vocab.raw_words)
-        tiers = 0 if engine.hot_tiers == "auto" else int(engine.hot_tiers)
-        return words, sync, tiers
-    words, sync, tiers = auto_hot_rows(
-        state.vocab.counts, _keep_share(state), c.negative, c.ns_exponent, procs,
-        c.vector_size, state.vocab.raw_words,
-        updates_per_word(c.sg, c.window, c.shrink_windows),
-        None if engine.hot_tiers == "auto" else int(engine.hot_tiers))
-    return words, engine.sync_words or sync, tiers
+    return choose_hot_rows(hot_rows_spec(engine, state), procs, len(state.vocab),
+                           c.vector_size, state.vocab.raw_words,
+                           updates_per_word(c.sg, c.window, c.shrink_windows))
 
 
-def _keep_share(state: ModelState) -> np.ndarray:
-    return np.minimum(state.vocab.sample_thresholds(state.config.sample) / float(1 << 32), 1.0)
-
-
-def node_hot_rows(engine: EngineConfig, state: ModelState) -> dict:
-    """What a cluster node needs to choose its own processes' hot rows (each node knows its
-    process count only when it opens the job): the engine's settings, and for "auto" the
-    vocabulary's cumulative row-draw shares (engine.local.size_hot_rows sizes them there)."""
+def hot_rows_spec(engine: EngineConfig, state: ModelState) -> dict:
+    """The job's hot-row settings as engine.local.choose_hot_rows takes them: the engine's
+    sizes, and for "auto" the vocabulary's cumulative row-draw shares. A cluster node gets
+    this too and chooses for its own process count, which it knows only when it opens the
+    job."""
     c = state.config
     spec = {"sync_words": int(engine.sync_words),
             "tiers": -1 if engine.hot_tiers == "auto" else int(engine.hot_tiers)}
     if engine.hot_words != "auto":
         spec["words"] = int(engine.hot_words)
         return spec
-    spec["shares"] = hot_draw_shares(state.vocab.counts, _keep_share(state), c.negative,
+    keep = np.minimum(state.vocab.sample_thresholds(c.sample) / float(1 << 32), 1.0)
+    spec["shares"] = hot_draw_shares(state.vocab.counts, keep, c.negative,
                                      c.ns_exponent).astype(np.float32)
     return spec
 
@@ -168,9 +158,10 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
                        first_epoch=state.epochs_trained)
     if skip:
         tasks = [t for t in tasks if t.task_id not in skip]
+    clustered = cluster is not None and cluster.enabled
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
                          counts=state.vocab.counts, hot=hot_rows(engine, state),
-                         node_hot=node_hot_rows(engine, state))
+                         node_hot=hot_rows_spec(engine, state) if clustered else None)
     if watch is not None:
         watch(runner)
     try:

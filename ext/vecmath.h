@@ -94,6 +94,12 @@ static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mea
     }
 }
 
+/* Four row pointers, no two the same (a block of rows that may be stepped in one pass). */
+EW_INLINE int ew_distinct4(float *const *r) {
+    return r[0] != r[1] && r[0] != r[2] && r[0] != r[3] && r[1] != r[2] && r[1] != r[3] &&
+           r[2] != r[3];
+}
+
 /* r0..r3 += x (four distinct rows). */
 EW_INLINE void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r0,
                        float *EW_RESTRICT r1, float *EW_RESTRICT r2, float *EW_RESTRICT r3) {
@@ -108,20 +114,14 @@ EW_INLINE void ew_add4(int dim, const float *EW_RESTRICT x, float *EW_RESTRICT r
 }
 
 /* rows[c] += x for every c < n (CBOW: the input gradient onto each context row), four
- * distinct rows a pass (x loaded once for four); a block with a repeated row goes one by one. */
+ * distinct rows a pass (x loaded once for four); from a block with a repeated row on, one by
+ * one. */
 static EW_CLONES void ew_scatter(int dim, const float *EW_RESTRICT x, float *const *rows, int n) {
     int c = 0;
     for (; c + 4 <= n; c += 4) {
-        float *r0 = rows[c], *r1 = rows[c + 1], *r2 = rows[c + 2], *r3 = rows[c + 3];
-        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3) {
-            for (int q = c; q < c + 4; q++) {
-                float *EW_RESTRICT r = rows[q];
-                EW_SIMD
-                for (int i = 0; i < dim; i++) r[i] += x[i];
-            }
-            continue;
-        }
-        ew_add4(dim, x, r0, r1, r2, r3);
+        if (!ew_distinct4(rows + c))
+            break;                               /* the rest one by one */
+        ew_add4(dim, x, rows[c], rows[c + 1], rows[c + 2], rows[c + 3]);
     }
     for (; c < n; c++) {
         float *EW_RESTRICT r = rows[c];
@@ -184,6 +184,18 @@ EW_INLINE void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
         r2[i] += g2 * x;
         r3[i] += g3 * x;
     }
+}
+
+/* The steps of four distinct rows: in one pass, or, where a score saturated (g 0: that row
+ * is not written), one by one. */
+EW_INLINE void ew_step_block4(int dim, const float *g, float *const *rows,
+                              const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
+    if (g[0] != 0.0f && g[1] != 0.0f && g[2] != 0.0f && g[3] != 0.0f) {
+        ew_step_rows4(dim, g, rows[0], rows[1], rows[2], rows[3], h, neu1e);
+        return;
+    }
+    for (int q = 0; q < 4; q++)
+        if (g[q] != 0.0f) ew_step_row(dim, g[q], rows[q], h, neu1e);
 }
 
 /* An update's end: skip-gram adds the summed input gradient to h; the loss is handed on. */
@@ -267,13 +279,12 @@ EW_INLINE void ew_targets(int dim, const float *EW_RESTRICT h, float *const *row
     float f[4], g[4];
     int k = 0;
     for (; k + 4 <= n; k += 4) {
-        float *r0 = rows[k], *r1 = rows[k + 1], *r2 = rows[k + 2], *r3 = rows[k + 3];
-        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3)
+        if (!ew_distinct4(rows + k))
             break;
         ew_scores(dim, h, rows + k, 4, f);
         for (int q = 0; q < 4; q++)
             g[q] = ew_grad(f[q], codes ? 1 - codes[k + q] : k + q == 0, alpha, table, nll, acc);
-        ew_step_rows4(dim, g, r0, r1, r2, r3, h, neu1e);
+        ew_step_block4(dim, g, rows + k, h, neu1e);
     }
     for (; k < n; k++) {
         ew_scores(dim, h, rows + k, 1, f);
@@ -357,17 +368,9 @@ static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *
     for (int k = 0; k < n; k++) g[k] = ew_grad(g[k], k == 0, alpha, table, nll, &acc);
     for (int i = 0; i < dim; i++) neu1e[i] = 0.0f;
     int k = 0;
-    for (; k + 4 <= n; k += 4) {                 /* four distinct rows a pass over neu1e */
-        float *r0 = outs[k], *r1 = outs[k + 1], *r2 = outs[k + 2], *r3 = outs[k + 3];
-        if (r0 == r1 || r0 == r2 || r0 == r3 || r1 == r2 || r1 == r3 || r2 == r3 ||
-                g[k] == 0.0f || g[k + 1] == 0.0f || g[k + 2] == 0.0f || g[k + 3] == 0.0f) {
-            for (int q = k; q < k + 4; q++)      /* a repeated row: in order, one by one */
-                if (g[q] != 0.0f) ew_step_row(dim, g[q], outs[q], h, neu1e);
-            continue;
-        }
-        ew_step_rows4(dim, g + k, r0, r1, r2, r3, h, neu1e);
-    }
-    for (; k < n; k++)                           /* a saturated score updates nothing */
+    for (; k + 4 <= n && ew_distinct4(outs + k); k += 4)   /* four rows a pass over neu1e */
+        ew_step_block4(dim, g + k, outs + k, h, neu1e);
+    for (; k < n; k++)                 /* from a repeated row on, in order; g 0: no step */
         if (g[k] != 0.0f) ew_step_row(dim, g[k], outs[k], h, neu1e);
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }

@@ -116,7 +116,7 @@ class ClusterEngine:
                  show_progress: bool = True, on_tick=None, counts=None,
                  node_hot: dict | None = None):
         self.cfg = cfg
-        # how each node sizes its processes' hot rows (engine.train.node_hot_rows); None:
+        # how each node sizes its processes' hot rows (engine.train.hot_rows_spec); None:
         # the nodes train without them
         self.node_hot = node_hot
         self.counts = None if counts is None else np.asarray(counts, np.float64)
@@ -483,8 +483,10 @@ class ClusterEngine:
         spec["peer_timeout"] = float(t)
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
-        hot = reply.get("hot") or [0, 0, 0]
-        node.local_hot = [int(x) for x in hot][:3] if isinstance(hot, list) else [0, 0, 0]
+        hot = reply.get("hot")
+        if isinstance(hot, list) and len(hot) == 3 and all(isinstance(x, int) for x in hot) \
+                and hot[0] > 0:
+            node.local_hot = hot
         for k in TABLES:
             self._upload(node, k, a[k])
         node.slot = self.master.add_client()

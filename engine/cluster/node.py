@@ -31,7 +31,7 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, auto_sync_words, size_hot_rows,
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
                      updates_per_word)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
@@ -66,32 +66,29 @@ def sweep_scratch() -> None:
 
 def _local_hot(spec, processes: int, vocab: int, dim: int,
                settings: KernelSettings) -> tuple[int, int, int]:
-    """This node's processes' hot rows (words, sync_words, tiers), as the local engine
-    chooses them (engine.train.hot_rows) but for this node's process count: fixed sizes,
-    or "auto" from the vocabulary's cumulative row-draw shares. None: no hot rows."""
-    if spec is None or processes < 2:
-        return 0, 0, 0
+    """This node's processes' hot rows (words, sync_words, tiers), chosen as the local engine
+    chooses them (engine.local.choose_hot_rows) for this node's process count, from the
+    job's settings as they came over the wire (checked here). None: no hot rows."""
+    if spec is None:
+        return 0, 1024, 0
     if not isinstance(spec, dict):
         raise ValueError("local_hot: expected a dict")
+    checked = {"sync_words": _int(spec.get("sync_words", 0), 0, 1 << 30, "local_hot sync_words"),
+               "tiers": _int(spec.get("tiers", -1), -1, 8, "local_hot tiers")}
     epoch_words = _int(spec.get("epoch_words", 0), 0, 1 << 50, "local_hot epoch_words")
-    sync = _int(spec.get("sync_words", 0), 0, 1 << 30, "local_hot sync_words")
-    tiers = _int(spec.get("tiers", -1), -1, 8, "local_hot tiers")
-    if "shares" not in spec:
-        words = min(vocab, _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words"))
-        if not words:
-            return 0, 0, 0
-        return words, sync or auto_sync_words(processes, epoch_words), max(tiers, 0)
-    shares = unpack_array(spec["shares"], "<f4", 1, what="local_hot shares")
-    if shares.shape[0] > min(vocab, HOT_MAX) or not np.isfinite(shares).all() or \
-            (shares.size and (shares.min() < 0 or shares.max() > 1.0001 or
-                              (np.diff(shares) < 0).any())):
-        raise ValueError("local_hot shares: expected at most one cumulative share in [0, 1] "
-                         "per word, nondecreasing")
-    words, auto_sync, auto_tiers = size_hot_rows(
-        shares, vocab, processes, dim, epoch_words,
-        updates_per_word(settings.sg, settings.window, settings.shrink_windows),
-        None if tiers < 0 else tiers)
-    return words, sync or auto_sync, auto_tiers
+    if "shares" in spec:
+        shares = unpack_array(spec["shares"], "<f4", 1, what="local_hot shares")
+        if shares.shape[0] > min(vocab, HOT_MAX) or not np.isfinite(shares).all() or \
+                (shares.size and (shares.min() < 0 or shares.max() > 1.0001 or
+                                  (np.diff(shares) < 0).any())):
+            raise ValueError("local_hot shares: expected at most one cumulative share in "
+                             "[0, 1] per word, nondecreasing")
+        checked["shares"] = shares
+    else:
+        checked["words"] = _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words")
+    return choose_hot_rows(checked, processes, vocab, dim, epoch_words,
+                           updates_per_word(settings.sg, settings.window,
+                                            settings.shrink_windows))
 
 
 class NodeJob(CallGuard):
@@ -204,7 +201,7 @@ class NodeJob(CallGuard):
         self._check_tables()
         words, sync, tiers = self.local_hot
         self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
-                                    self.workers, hot_words=words, sync_words=sync or 1024,
+                                    self.workers, hot_words=words, sync_words=sync,
                                     hot_tiers=tiers, shared=self.shared)
         self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
         self.thread.start()
@@ -634,7 +631,8 @@ class WorkerService:
                          if words else "")
             if kind == "lsi":
                 return {"workers": self.job.workers}
-            return {"workers": self.job.workers, "hot": list(self.job.local_hot)}
+            return {"workers": self.job.workers,
+                    "hot": list(self.job.local_hot) if words else [0, 0, 0]}
 
     @expose
     def put_array(self, job_id, name, start, packed) -> None:
