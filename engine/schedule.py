@@ -22,6 +22,7 @@ class KernelSettings:
     batched: int = 0                 # NS: one noise set per SG center word / per CBOW batch
     cbow_batch: int = 4              # CBOW batched: consecutive centers sharing one noise set
     two_pass: int = 0                # classic CBOW-NS: every score first, then every update
+    blas: int = 0                    # batched SG: the products through BLAS sgemm, not loops
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
-                    updates_per_word)
+from .local import (WEIGHTS, LocalEngine, blas_products, choose_hot_rows, hot_draw_shares,
+                    plan_tasks, updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -129,8 +129,18 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     # (README, "Kernels")
     batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
     two_pass = fits and not c.sg and engine.kernel in ("two-pass", "auto")
+    # auto: BLAS where it is OpenBLAS (what scipy's wheels bundle, measured faster than
+    # the loops at 50..300 dims: README, "BLAS products"); another BLAS only when asked for
+    blas = batched and c.sg and engine.products != "loops"
+    lib = blas_products() if blas else None
+    if blas and engine.products == "blas" and lib is None:
+        raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
+                          "(scipy.linalg.cython_blas with sgemm), which does not load here")
+    if blas and engine.products == "auto" and "openblas" not in (lib or ""):
+        log.info("products: loops (auto; scipy's BLAS is %s, not OpenBLAS)", lib or "missing")
+        blas = False
     base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch,
-                               two_pass=int(two_pass))
+                               two_pass=int(two_pass), blas=int(blas))
     if two_pass:
         log.info("kernel: two-pass CBOW (every score of an update, then its rows)%s",
                  " (auto; [engine] kernel = \"batched\" picks batched CBOW: faster, a "
@@ -138,7 +148,8 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     elif not batched:
         log.info("kernel: classic")
     elif c.sg:
-        log.info("kernel: batched skip-gram (one noise set per center word)")
+        log.info("kernel: batched skip-gram (one noise set per center word), its products "
+                 "through %s", "BLAS sgemm" if blas else "register-blocked loops")
     else:
         log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
                  base.cbow_batch)

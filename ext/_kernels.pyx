@@ -12,6 +12,7 @@ from libc.math cimport exp, log
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 
 cdef extern from "vecmath.h" nogil:
     int EW_EXP_TABLE_SIZE
@@ -31,6 +32,14 @@ cdef extern from "vecmath.h" nogil:
     void ew_update_batch(int dim, float **ins, int nin, float **outs, int nout, float alpha,
                          float *g, float *e, const float *table, const float *nll,
                          double *loss)
+    ctypedef void (*ew_sgemm_fn)(const char *transa, const char *transb, const int *m,
+                                 const int *n, const int *k, const float *alpha,
+                                 const float *a, const int *lda, const float *b,
+                                 const int *ldb, const float *beta, float *c, const int *ldc)
+    void ew_update_batch_blas(int dim, float **ins, int nin, float **outs, int nout,
+                              float alpha, float *g, float *e, float *c, float *t,
+                              const float *table, const float *nll, double *loss,
+                              ew_sgemm_fn sgemm)
     void ew_cbow_hidden(int dim, int nb, float **rows, int first, const int *lo,
                         const int *hi, const int *ctr, int mean, float *H)
     void ew_update_cbow_batch(int dim, int nb, const float *H, float **pos,
@@ -88,6 +97,7 @@ cdef struct Params:
                                  # CBOW, one per cbow_batch consecutive centers
     int cbow_batch               # (ew_update_cbow_batch)
     int two_pass                 # classic CBOW-NS: every score, then every update (ew_update_ns)
+    ew_sgemm_fn sgemm            # batched SG: its products through BLAS (NULL: the loops)
     uint64_t vocab_size
     const uint32_t *keep         # keep word w if (r >> 32) < keep[w]; KEEP_ALWAYS: no draw
     const uint64_t *noise        # noise sampler (Walker/Vose alias), one word per bucket: the
@@ -168,6 +178,8 @@ cdef struct Work:
     float *gbuf        # batched: [2 * window, negative + 1] gradients
     float *ebuf        # batched: [max(2 * window, CB_MAX), dim] input gradients
     float *hbuf        # CBOW batched: [CB_MAX, dim] hidden vectors
+    float *cbuf        # batched SG through BLAS: [2 * window, dim] gathered context rows
+    float *tbuf        # and [negative + 1, dim] gathered output rows
     double loss        # summed negative log-likelihood of this chunk's predictions
     int64_t examples   # updates made (SG: center-context pairs; CBOW: centers with context)
     Plan plan[2]
@@ -377,8 +389,13 @@ cdef void run_plan(const Params *p, const Plan *pl, const Plan *nxt, float alpha
         outs = pl.outs + q * (p.negative + 1)
         if p.batched:
             w.examples += pl.nin
-            ew_update_batch(p.dim, pl.ins, pl.nin, outs, pl.nouts[0], alpha, w.gbuf, w.ebuf,
-                            EXP_TABLE, p.nll, &w.loss)
+            if p.sgemm != NULL:
+                ew_update_batch_blas(p.dim, pl.ins, pl.nin, outs, pl.nouts[0], alpha, w.gbuf,
+                                     w.ebuf, w.cbuf, w.tbuf, EXP_TABLE, p.nll, &w.loss,
+                                     p.sgemm)
+            else:
+                ew_update_batch(p.dim, pl.ins, pl.nin, outs, pl.nouts[0], alpha, w.gbuf,
+                                w.ebuf, EXP_TABLE, p.nll, &w.loss)
             continue
         w.examples += 1
         if p.sg:
@@ -459,6 +476,14 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
     return trained
 
 
+cdef ew_sgemm_fn _sgemm() except NULL:
+    """BLAS sgemm as scipy exports it to Cython (a capsule named by its C signature), taken
+    at run time: building the kernels needs no scipy."""
+    from scipy.linalg import cython_blas
+    cap = cython_blas.__pyx_capi__["sgemm"]
+    return <ew_sgemm_fn>PyCapsule_GetPointer(cap, PyCapsule_GetName(cap))
+
+
 cdef float *_fptr(float[:, ::1] a):
     return &a[0, 0] if a.shape[0] > 0 else NULL
 
@@ -511,7 +536,7 @@ cdef class Trainer:
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
                   int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,
-                  int cbow_batch=CB_DEFAULT, int hot_tiers=0, int two_pass=0):
+                  int cbow_batch=CB_DEFAULT, int hot_tiers=0, int two_pass=0, int blas=0):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -550,6 +575,10 @@ cdef class Trainer:
         self.p.batched = 1 if batched else 0
         self.p.cbow_batch = cbow_batch
         self.p.two_pass = 1 if two_pass else 0
+        if blas and not (batched and sg):
+            raise ValueError("blas products are the batched skip-gram kernel's only "
+                             "(batched=1, sg=1)")
+        self.p.sgemm = _sgemm() if blas else NULL
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL
@@ -576,7 +605,10 @@ cdef class Trainer:
         self.w.gbuf = <float *>malloc(k * (negative + 1) * sizeof(float))
         self.w.ebuf = <float *>malloc(k * self.p.dim * sizeof(float))
         self.w.hbuf = <float *>malloc(CB_MAX * self.p.dim * sizeof(float))
-        if not (self.w.neu1 and self.w.neu1e and self.w.gbuf and self.w.ebuf and self.w.hbuf):
+        self.w.cbuf = <float *>malloc(2 * window * self.p.dim * sizeof(float))
+        self.w.tbuf = <float *>malloc((negative + 1) * self.p.dim * sizeof(float))
+        if not (self.w.neu1 and self.w.neu1e and self.w.gbuf and self.w.ebuf and self.w.hbuf
+                and self.w.cbuf and self.w.tbuf):
             raise MemoryError()
         self.hot.node_lo = 1 << 30
         if hot_words:
@@ -616,6 +648,8 @@ cdef class Trainer:
         free(self.w.gbuf)
         free(self.w.ebuf)
         free(self.w.hbuf)
+        free(self.w.cbuf)
+        free(self.w.tbuf)
         free(self.w.sent)
         free(self.hot.syn0)
         free(self.hot.syn0_base)

@@ -47,12 +47,14 @@
 #define EW_RESTRICT __restrict
 #define EW_SIMD
 #define EW_SIMD_SUM(var)
+#define EW_SIMD_SUM2(a, b)
 #define EW_SIMD_SUM4(a, b, c, d)
 #else
 #define EW_RESTRICT __restrict__
 #define EW_PRAGMA(x) _Pragma(#x)
 #define EW_SIMD EW_PRAGMA(omp simd)
 #define EW_SIMD_SUM(var) EW_PRAGMA(omp simd reduction(+:var))
+#define EW_SIMD_SUM2(a, b) EW_PRAGMA(omp simd reduction(+:a, b))
 #define EW_SIMD_SUM4(a, b, c, d) EW_PRAGMA(omp simd reduction(+:a, b, c, d))
 #endif
 
@@ -81,6 +83,13 @@ static EW_CLONES void ew_context_sum(int dim, float *const *rows, int n, int mea
         const float *EW_RESTRICT r3 = rows[c + 3];
         EW_SIMD
         for (int i = 0; i < dim; i++) neu1[i] += (r0[i] + r1[i]) + (r2[i] + r3[i]);
+    }
+    if (c + 2 <= n) {                            /* then two, then one */
+        const float *EW_RESTRICT r0 = rows[c];
+        const float *EW_RESTRICT r1 = rows[c + 1];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) neu1[i] += r0[i] + r1[i];
+        c += 2;
     }
     for (; c < n; c++) {
         const float *EW_RESTRICT row = rows[c];
@@ -122,6 +131,17 @@ static EW_CLONES void ew_scatter(int dim, const float *EW_RESTRICT x, float *con
         if (!ew_distinct4(rows + c))
             break;                               /* the rest one by one */
         ew_add4(dim, x, rows[c], rows[c + 1], rows[c + 2], rows[c + 3]);
+    }
+    if (c + 2 <= n && rows[c] != rows[c + 1]) {  /* two distinct rows, then one by one */
+        float *EW_RESTRICT r0 = rows[c];
+        float *EW_RESTRICT r1 = rows[c + 1];
+        EW_SIMD
+        for (int i = 0; i < dim; i++) {
+            float v = x[i];
+            r0[i] += v;
+            r1[i] += v;
+        }
+        c += 2;
     }
     for (; c < n; c++) {
         float *EW_RESTRICT r = rows[c];
@@ -186,6 +206,33 @@ EW_INLINE void ew_step_rows4(int dim, const float *g, float *EW_RESTRICT r0,
     }
 }
 
+/* ew_step_row for two distinct rows at once, in the order of two calls. */
+EW_INLINE void ew_step_rows2(int dim, float g0, float g1, float *EW_RESTRICT r0,
+                             float *EW_RESTRICT r1, const float *EW_RESTRICT h,
+                             float *EW_RESTRICT neu1e) {
+    EW_SIMD
+    for (int i = 0; i < dim; i++) {
+        float x = h[i];
+        neu1e[i] = (neu1e[i] + g0 * r0[i]) + g1 * r1[i];
+        r0[i] += g0 * x;
+        r1[i] += g1 * x;
+    }
+}
+
+/* The steps of rows k..n-1 from k on (the tail after the blocks of four): two distinct rows
+ * a pass where both scores give a step, else one by one, in order (g 0: not written). */
+EW_INLINE void ew_step_tail(int dim, const float *g, float *const *rows, int k, int n,
+                            const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
+    for (; k < n; k++) {
+        if (k + 2 <= n && rows[k] != rows[k + 1] && g[k] != 0.0f && g[k + 1] != 0.0f) {
+            ew_step_rows2(dim, g[k], g[k + 1], rows[k], rows[k + 1], h, neu1e);
+            k++;
+        } else if (g[k] != 0.0f) {
+            ew_step_row(dim, g[k], rows[k], h, neu1e);
+        }
+    }
+}
+
 /* The steps of four distinct rows: in one pass, or, where a score saturated (g 0: that row
  * is not written), one by one. */
 EW_INLINE void ew_step_block4(int dim, const float *g, float *const *rows,
@@ -232,6 +279,20 @@ EW_INLINE void ew_scores(int dim, const float *EW_RESTRICT h, float *const *rows
         f[k + 2] = f2;
         f[k + 3] = f3;
     }
+    if (k + 2 <= n) {                            /* then two, then one */
+        const float *EW_RESTRICT r0 = rows[k];
+        const float *EW_RESTRICT r1 = rows[k + 1];
+        float f0 = 0.0f, f1 = 0.0f;
+        EW_SIMD_SUM2(f0, f1)
+        for (int i = 0; i < dim; i++) {
+            float x = h[i];
+            f0 += x * r0[i];
+            f1 += x * r1[i];
+        }
+        f[k] = f0;
+        f[k + 1] = f1;
+        k += 2;
+    }
     for (; k < n; k++) {
         const float *EW_RESTRICT r = rows[k];
         float s = 0.0f;
@@ -259,6 +320,16 @@ EW_INLINE void ew_combine(int dim, float *EW_RESTRICT y, float *const *rows,
         for (int i = 0; i < dim; i++)
             y[i] += (c0 * r0[i] + c1 * r1[i]) + (c2 * r2[i] + c3 * r3[i]);
     }
+    if (k + 2 <= n) {                            /* then two, then one */
+        float c0 = c[k * stride], c1 = c[(k + 1) * stride];
+        const float *EW_RESTRICT r0 = rows[k];
+        const float *EW_RESTRICT r1 = rows[k + 1];
+        k += 2;
+        if (c0 != 0.0f || c1 != 0.0f) {
+            EW_SIMD
+            for (int i = 0; i < dim; i++) y[i] += c0 * r0[i] + c1 * r1[i];
+        }
+    }
     for (; k < n; k++) {
         float ck = c[k * stride];
         if (ck == 0.0f) continue;
@@ -285,6 +356,18 @@ EW_INLINE void ew_targets(int dim, const float *EW_RESTRICT h, float *const *row
         for (int q = 0; q < 4; q++)
             g[q] = ew_grad(f[q], codes ? 1 - codes[k + q] : k + q == 0, alpha, table, nll, acc);
         ew_step_block4(dim, g, rows + k, h, neu1e);
+    }
+    if (k + 2 <= n && rows[k] != rows[k + 1]) {  /* two distinct rows, then one by one */
+        ew_scores(dim, h, rows + k, 2, f);
+        for (int q = 0; q < 2; q++)
+            g[q] = ew_grad(f[q], codes ? 1 - codes[k + q] : k + q == 0, alpha, table, nll, acc);
+        if (g[0] != 0.0f && g[1] != 0.0f) {
+            ew_step_rows2(dim, g[0], g[1], rows[k], rows[k + 1], h, neu1e);
+        } else {
+            if (g[0] != 0.0f) ew_step_row(dim, g[0], rows[k], h, neu1e);
+            if (g[1] != 0.0f) ew_step_row(dim, g[1], rows[k + 1], h, neu1e);
+        }
+        k += 2;
     }
     for (; k < n; k++) {
         ew_scores(dim, h, rows + k, 1, f);
@@ -354,6 +437,65 @@ static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float
     if (nll) *loss += acc;
 }
 
+/* Fortran BLAS sgemm, as scipy.linalg.cython_blas exports it (every argument by pointer). */
+typedef void (*ew_sgemm_fn)(const char *transa, const char *transb, const int *m,
+                            const int *n, const int *k, const float *alpha, const float *a,
+                            const int *lda, const float *b, const int *ldb, const float *beta,
+                            float *c, const int *ldc);
+
+/* ew_update_batch with its three products through BLAS sgemm (issue 15 asks which is faster
+ * at vector_size 50..300: this or the register-blocked loops). The rows are gathered into
+ * contiguous row-major blocks C (nin x dim) and T (nout x dim), which BLAS sees column-major
+ * as C^T and T^T: S = C T^T (nin x nout, into g), G from S in place, E = G T (into e), then
+ * D = G^T C into T's block (T is not read again), and D[o] is added to outs[o], E[j] to
+ * ins[j]: a noise word drawn twice gets both its steps, as in the loops. c: nin * dim,
+ * t: nout * dim floats of scratch; the rest as ew_update_batch. */
+static EW_CLONES void ew_update_batch_blas(int dim, float *const *ins, int nin,
+                                           float *const *outs, int nout, float alpha,
+                                           float *EW_RESTRICT g, float *EW_RESTRICT e,
+                                           float *EW_RESTRICT c, float *EW_RESTRICT t,
+                                           const float *table, const float *nll,
+                                           double *loss, ew_sgemm_fn sgemm) {
+    const float one = 1.0f, zero = 0.0f;
+    double acc = 0.0;
+    for (int j = 0; j < nin; j++) {
+        const float *EW_RESTRICT src = ins[j];
+        float *EW_RESTRICT dst = c + (size_t)j * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) dst[i] = src[i];
+    }
+    for (int o = 0; o < nout; o++) {
+        const float *EW_RESTRICT src = outs[o];
+        float *EW_RESTRICT dst = t + (size_t)o * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) dst[i] = src[i];
+    }
+    /* column-major: g (nout x nin) = (T^T)^T C^T, so g[j * nout + o] = ins[j] . outs[o] */
+    sgemm("T", "N", &nout, &nin, &dim, &one, t, &dim, c, &dim, &zero, g, &nout);
+    for (int j = 0; j < nin; j++)
+        for (int o = 0; o < nout; o++) {
+            float *gjo = g + (size_t)j * nout + o;
+            *gjo = ew_grad(*gjo, o == 0, alpha, table, nll, &acc);
+        }
+    /* E^T (dim x nin) = T^T (dim x nout) G^T (nout x nin) */
+    sgemm("N", "N", &dim, &nin, &nout, &one, t, &dim, g, &nout, &zero, e, &dim);
+    /* D^T (dim x nout) = C^T (dim x nin) G (nin x nout), over T's block */
+    sgemm("N", "T", &dim, &nout, &nin, &one, c, &dim, g, &nout, &zero, t, &dim);
+    for (int o = 0; o < nout; o++) {
+        float *EW_RESTRICT row = outs[o];
+        const float *EW_RESTRICT d = t + (size_t)o * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) row[i] += d[i];
+    }
+    for (int j = 0; j < nin; j++) {
+        float *EW_RESTRICT row = ins[j];
+        const float *EW_RESTRICT ej = e + (size_t)j * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) row[i] += ej[i];
+    }
+    if (nll) *loss += acc;
+}
+
 /* Negative sampling alone, as ew_update's second half, in two passes: every score first, from
  * the rows as they are, then every update (neu1e += g * row, row += g * h, in order). The
  * scores no longer wait on the updates before them, so they overlap; the result differs from
@@ -370,8 +512,7 @@ static EW_CLONES void ew_update_ns(int dim, float *EW_RESTRICT h, float *const *
     int k = 0;
     for (; k + 4 <= n && ew_distinct4(outs + k); k += 4)   /* four rows a pass over neu1e */
         ew_step_block4(dim, g + k, outs + k, h, neu1e);
-    for (; k < n; k++)                 /* from a repeated row on, in order; g 0: no step */
-        if (g[k] != 0.0f) ew_step_row(dim, g[k], outs[k], h, neu1e);
+    ew_step_tail(dim, g, outs, k, n, h, neu1e);   /* from a repeated row on, in order */
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 

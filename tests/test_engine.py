@@ -334,6 +334,48 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
                                 "kernel: batched CBOW (one noise set per 6 "}[want])
 
 
+@pytest.mark.parametrize("sg,products,lib,want", [
+    (1, "auto", "scipy-openblas", 1), (1, "auto", "mkl", 0), (1, "auto", None, 0),
+    (1, "blas", "mkl", 1), (1, "blas", None, None), (1, "loops", "scipy-openblas", 0),
+    (0, "auto", "scipy-openblas", 0), (0, "blas", "scipy-openblas", 0),
+])
+def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, caplog):
+    """Batched skip-gram's products go through BLAS where scipy's is OpenBLAS (auto) or when
+    asked for (refused where scipy's BLAS does not load), else loops; CBOW kernels have no
+    BLAS path. The choice is logged."""
+    import dataclasses
+    import logging
+
+    import engine.train as train
+    from engine.config import EngineConfig
+    from engine.errors import ConfigError
+    from engine.vocab import Vocab
+
+    monkeypatch.setattr(train, "blas_products", lambda: lib)
+    counts = np.array([5, 4, 3, 2], np.int64)
+    state = ModelState(ModelConfig(sg=sg, negative=5),
+                       Vocab(["a", "b", "c", "d"], counts, counts.sum()))
+    engine = dataclasses.replace(EngineConfig(), products=products)
+    if want is None:
+        with pytest.raises(ConfigError, match="products"):
+            train.kernel_settings(state, engine)
+        return
+    with caplog.at_level(logging.INFO, logger="engine"):
+        s = train.kernel_settings(state, engine)
+    assert s.blas == want and s.batched == sg
+    said = " ".join(r.getMessage() for r in caplog.records)
+    if sg:
+        assert ("through BLAS sgemm" if want else "through register-blocked loops") in said
+    if sg and products == "auto" and not want:
+        assert f"scipy's BLAS is {lib or 'missing'}" in said
+
+
+def test_scipy_exports_sgemm_for_the_batched_kernel():
+    from engine.local import blas_products
+
+    assert isinstance(blas_products(), str)        # scipy is a core dependency
+
+
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
     from engine.local import HOT_TIERS, SYNC_WORDS, auto_hot_rows
 

@@ -140,6 +140,7 @@ def test_loss_matches_numpy_reference(sg, hs, negative, cbow_mean, shrink):
 @pytest.mark.parametrize("sg,hs,negative,kernel", [
     (0, 0, 3, "two-pass"), (0, 0, 8, "two-pass"), (1, 0, 3, "batched"), (1, 0, 7, "batched"),
     (1, 0, 5, "classic"), (0, 0, 8, "classic"), (1, 1, 0, "classic"), (0, 1, 4, "classic"),
+    (1, 0, 7, "batched-blas"),
 ])
 def test_register_blocked_updates_match_the_reference_at_any_width(dim, sg, hs, negative,
                                                                    kernel):
@@ -149,9 +150,9 @@ def test_register_blocked_updates_match_the_reference_at_any_width(dim, sg, hs, 
     are 2 to 7 nodes long."""
     arrays, ids = _tiny_model(sg, hs, negative, 0.0, dim=dim, seed=dim)
     ref = {k: v.copy() for k, v in arrays.items()}
-    batched, two_pass = int(kernel == "batched"), int(kernel == "two-pass")
+    batched, two_pass = int(kernel.startswith("batched")), int(kernel == "two-pass")
     settings = KernelSettings(sg, hs, negative, 4, 1, compute_loss=1, batched=batched,
-                              two_pass=two_pass)
+                              two_pass=two_pass, blas=int(kernel == "batched-blas"))
     trainer = make_trainer(arrays, settings)
     trainer.train(ids, 7, 0.05, 0.01)
     reference.ref_train(ref, dict(sg=sg, hs=hs, negative=negative, window=4, cbow_mean=1,
@@ -164,13 +165,15 @@ def test_register_blocked_updates_match_the_reference_at_any_width(dim, sg, hs, 
                                                     seed=dim)[0][out])
 
 
+@pytest.mark.parametrize("blas", [0, 1])
 @pytest.mark.parametrize("negative,shrink,sample", [(5, 1, 0.0), (3, 0, 0.0), (4, 1, 0.05)])
-def test_batched_kernel_matches_numpy_reference(negative, shrink, sample):
-    """The minibatched SG-NS update (one noise set per center word) equals its twin."""
+def test_batched_kernel_matches_numpy_reference(negative, shrink, sample, blas):
+    """The minibatched SG-NS update (one noise set per center word) equals its twin, with
+    its products in register-blocked loops or through BLAS sgemm."""
     arrays, ids = _tiny_model(1, 0, negative, sample)
     ref = {k: v.copy() for k, v in arrays.items()}
     settings = KernelSettings(1, 0, negative, 3, 1, compute_loss=1, shrink_windows=shrink,
-                              batched=1)
+                              batched=1, blas=blas)
     trainer = make_trainer(arrays, settings)
     trained = trainer.train(ids, 9, 0.05, 0.01)
     want = reference.ref_train(ref, dict(sg=1, hs=0, negative=negative, window=3, cbow_mean=1,
@@ -271,6 +274,9 @@ def test_batched_kernel_refuses_what_it_does_not_do():
     for bsize in (0, 17):
         with pytest.raises(ValueError, match="cbow_batch"):
             make_trainer(arrays, KernelSettings(0, 0, 5, 3, 1, batched=1, cbow_batch=bsize))
+    for sg, batched in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="blas products"):
+            make_trainer(arrays, KernelSettings(sg, 0, 5, 3, 1, batched=batched, blas=1))
 
 
 def test_the_loss_of_a_saturated_score_is_exact():

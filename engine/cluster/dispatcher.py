@@ -465,7 +465,7 @@ class ClusterEngine:
                              "window": s.window, "cbow_mean": s.cbow_mean,
                              "compute_loss": s.compute_loss,
                              "shrink_windows": s.shrink_windows, "batched": s.batched,
-                             "two_pass": s.two_pass,
+                             "two_pass": s.two_pass, "blas": s.blas,
                              "cbow_batch": s.cbow_batch},
                 "max_chunk_ids": int(self.stream.max_chunk_ids),
                 "timeout_seconds": float(t + self.cfg.round_seconds + 30),

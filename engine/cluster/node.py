@@ -15,6 +15,7 @@ Ctrl-C, SIGTERM or a crash leave no process, shared memory or cache folder behin
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -31,8 +32,8 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
-                     updates_per_word)
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, blas_products,
+                     choose_hot_rows, updates_per_word)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
@@ -124,7 +125,15 @@ class NodeJob(CallGuard):
                                        batched=_int(s.get("batched", 0), 0, 1, "batched"),
                                        cbow_batch=_int(s.get("cbow_batch", 4), 1, 16,
                                                        "cbow_batch"),
-                                       two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"))
+                                       two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"),
+                                       blas=_int(s.get("blas", 0), 0, 1, "blas"))
+        if self.settings.blas and not (self.settings.batched and self.settings.sg):
+            raise ValueError("settings.blas: expected 0 unless batched skip-gram")
+        if self.settings.blas and not blas_products():
+            # the same arithmetic in loops: this node cannot load scipy's BLAS
+            log.warning("job %s: scipy's BLAS does not load here; the batched kernel's "
+                        "products run in loops", spec.get("job"))
+            self.settings = dataclasses.replace(self.settings, blas=0)
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
