@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where each training kernel stands against this machine's limits (issue 15's roofline).
 
-For each kernel (skip-gram and CBOW, classic and batched, CBOW two-pass; negative sampling) it
+For each kernel (skip-gram and CBOW, classic and batched, batched skip-gram with its products in
+loops and through BLAS, CBOW two-pass; negative sampling) it
 trains one epoch of CORPUS in this process and reports, per trained word:
   - updates (examples) per word, counted by the kernel itself (compute_loss's tally);
   - flops per word: per update the dot products, gradient and row updates the kernel does
@@ -72,7 +73,8 @@ def per_update(kind: str, d: int, n: int, ctx: float, batch: int = 8) -> tuple[f
     outs = n + 1
     if kind == "sg-classic":        # one input row against n + 1 output rows
         return outs * 6 * d + 2 * d, 1 + outs
-    if kind == "sg-batched":        # ctx input rows against one set of n + 1 output rows
+    if kind.startswith("sg-batched"):   # ctx input rows against one set of n + 1 output rows
+        # (through BLAS the rows are also copied into blocks and back: not counted)
         return outs * 6 * d + 2 * d, 1 + outs / ctx
     if kind == "cbow-batched":      # batch centers: their windows' union of input rows (about
         # batch + ctx positions), their own words' rows and one shared set of n noise rows;
@@ -96,16 +98,18 @@ def main():
     print(f"machine: {flops_peak / 1e9:.1f} GFLOP/s (1-thread float32 matmul), "
           f"{bw_peak / 1e9:.1f} GB/s (copy), {rows_peak / 1e6:.1f} M random rows/s "
           f"({4 * args.dim} B each)")
-    print(f"{'kernel':<12} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
+    print(f"{'kernel':<15} {'words/s':>10} {'upd/word':>8} {'flop/word':>9} {'B/word':>7} "
           f"{'GFLOP/s':>8} {'%peak':>6} {'GB/s':>6} {'%bw':>5} {'Mrows/s':>8} {'x rand':>6}")
     with encoded(args.corpus, base.min_count) as (vocab, stream, chunks):
         ctx = 1.0
-        for kind in ("sg-classic", "sg-batched", "cbow", "cbow-2pass", "cbow-batched"):
+        for kind in ("sg-classic", "sg-batched", "sg-batched-blas", "cbow", "cbow-2pass",
+                     "cbow-batched"):
             cfg = dataclasses.replace(base, sg=int(kind.startswith("sg")))
             state = ModelState(cfg, vocab)
             settings = dataclasses.replace(state.kernel_settings,
-                                           batched=int(kind.endswith("batched")),
-                                           two_pass=int(kind == "cbow-2pass"))
+                                           batched=int("batched" in kind),
+                                           two_pass=int(kind == "cbow-2pass"),
+                                           blas=int(kind.endswith("blas")))
             trainer = make_trainer(state.kernel_arrays(), settings)
             words = examples = trained = 0
             t0 = time.perf_counter()
@@ -121,7 +125,7 @@ def main():
             f_word, rows_word = flops * upd_per_raw, rows * upd_per_raw
             b_word = rows_word * 4 * args.dim * 2
             rate = words / secs
-            print(f"{kind:<12} {rate:>10,.0f} {upd_per_raw:>8.2f} {f_word:>9,.0f} "
+            print(f"{kind:<15} {rate:>10,.0f} {upd_per_raw:>8.2f} {f_word:>9,.0f} "
                   f"{b_word:>7,.0f} {rate * f_word / 1e9:>8.2f} "
                   f"{100 * rate * f_word / flops_peak:>5.1f}% {rate * b_word / 1e9:>6.2f} "
                   f"{100 * rate * b_word / bw_peak:>4.1f}% {rate * rows_word / 1e6:>8.1f} "
