@@ -23,6 +23,7 @@ from multiprocessing import connection, get_context
 
 import numpy as np
 
+from .blas import sgemm_capsule
 from .checks import check_arrays, check_stream
 from .errors import Interrupted, WorkerError
 from .idstream import ChunkReader, IdStream
@@ -152,23 +153,6 @@ def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, se
                 first_epoch, total_epochs)
 
 
-def blas_products() -> str | None:
-    """The BLAS scipy was built with ("scipy-openblas", "openblas", "mkl", ...; "unknown"
-    where scipy does not say) if its Cython BLAS exports sgemm for the batched skip-gram
-    kernel, else None."""
-    try:
-        import scipy
-        from scipy.linalg import cython_blas
-    except ImportError:
-        return None
-    if "sgemm" not in getattr(cython_blas, "__pyx_capi__", {}):
-        return None
-    try:
-        return str(scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"])
-    except Exception:          # scipy < 1.11 has no dicts; an odd build may leave keys out
-        return "unknown"
-
-
 def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
                  sync_every: int = 1024, hot_tiers: int = 0):
     from ._kernels import Trainer
@@ -179,7 +163,18 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
                    settings.window, settings.cbow_mean, hot_words, sync_every,
                    settings.compute_loss, settings.shrink_windows, settings.prefetch_ahead,
                    settings.batched, settings.cbow_batch, hot_tiers, settings.two_pass,
-                   settings.blas)
+                   _sgemm(settings.blas))
+
+
+def _sgemm(blas: int):
+    """BLAS sgemm's capsule for the kernel when the settings ask for BLAS products."""
+    if not blas:
+        return None
+    cap = sgemm_capsule()
+    if cap is None:
+        raise ValueError("blas products need scipy's BLAS (scipy.linalg.cython_blas with "
+                         "sgemm), which does not load here")
+    return cap
 
 
 def _limit_blas():

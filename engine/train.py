@@ -22,8 +22,9 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .local import (WEIGHTS, LocalEngine, blas_products, choose_hot_rows, hot_draw_shares,
-                    plan_tasks, updates_per_word)
+from .blas import blas_products
+from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
+                    updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb

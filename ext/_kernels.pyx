@@ -476,11 +476,9 @@ cdef int64_t train_ids(const Params *p, Hot *hot, const int32_t *ids, Py_ssize_t
     return trained
 
 
-cdef ew_sgemm_fn _sgemm() except NULL:
-    """BLAS sgemm as scipy exports it to Cython (a capsule named by its C signature), taken
-    at run time: building the kernels needs no scipy."""
-    from scipy.linalg import cython_blas
-    cap = cython_blas.__pyx_capi__["sgemm"]
+cdef ew_sgemm_fn _sgemm(object cap) except NULL:
+    """BLAS sgemm from its capsule (as scipy's Cython BLAS exports it, named by its C
+    signature): the caller finds it, so building the kernels needs no scipy."""
     return <ew_sgemm_fn>PyCapsule_GetPointer(cap, PyCapsule_GetName(cap))
 
 
@@ -522,7 +520,10 @@ cdef class Trainer:
     cbow_batch (1..16) consecutive centers of a sentence, each center's hidden vector (its
     window's sum or mean) scored against its own word and the shared noise words.
     two_pass (CBOW, negative sampling without hs): the classic update with every score of a
-    center's n + 1 targets taken before any of its output rows is updated (ew_update_ns)."""
+    center's n + 1 targets taken before any of its output rows is updated (ew_update_ns).
+    sgemm (batched skip-gram): the capsule of a BLAS sgemm with the Fortran interface
+    (scipy.linalg.cython_blas's), through which the update's three products run on its rows
+    gathered into blocks (ew_update_batch_blas); None: register-blocked loops."""
     cdef Params p
     cdef Hot hot
     cdef Work w
@@ -536,7 +537,7 @@ cdef class Trainer:
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
                   int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,
-                  int cbow_batch=CB_DEFAULT, int hot_tiers=0, int two_pass=0, int blas=0):
+                  int cbow_batch=CB_DEFAULT, int hot_tiers=0, int two_pass=0, object sgemm=None):
         cdef int k
         memset(&self.hot, 0, sizeof(Hot))
         memset(&self.w, 0, sizeof(Work))
@@ -552,7 +553,7 @@ cdef class Trainer:
             raise ValueError("need hot_words >= 0, sync_every >= 1 and hot_tiers in 0..16")
         if keep.shape[0] != syn0.shape[0] or (negative and noise.shape[0] != syn0.shape[0]):
             raise ValueError("keep (and noise, with negative > 0) need one entry per word")
-        self._refs = (syn0, syn1neg, syn1, keep, noise, codes, points, code_lens)
+        self._refs = (syn0, syn1neg, syn1, keep, noise, codes, points, code_lens, sgemm)
         self.p.syn0 = _fptr(syn0)
         self.p.syn1neg = _fptr(syn1neg)
         self.p.syn1 = _fptr(syn1)
@@ -575,10 +576,10 @@ cdef class Trainer:
         self.p.batched = 1 if batched else 0
         self.p.cbow_batch = cbow_batch
         self.p.two_pass = 1 if two_pass else 0
-        if blas and not (batched and sg):
+        if sgemm is not None and not (batched and sg):
             raise ValueError("blas products are the batched skip-gram kernel's only "
                              "(batched=1, sg=1)")
-        self.p.sgemm = _sgemm() if blas else NULL
+        self.p.sgemm = _sgemm(sgemm) if sgemm is not None else NULL
         self.p.vocab_size = syn0.shape[0]
         self.p.keep = &keep[0]
         self.p.noise = &noise[0] if negative else NULL

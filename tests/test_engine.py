@@ -371,9 +371,20 @@ def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, 
 
 
 def test_scipy_exports_sgemm_for_the_batched_kernel():
-    from engine.local import blas_products
+    import subprocess
+    import sys
+
+    from engine.blas import blas_products
 
     assert isinstance(blas_products(), str)        # scipy is a core dependency
+    # a training process takes sgemm without importing scipy.linalg (LAPACK and all), and
+    # scipy.linalg still imports and finds the same module afterwards
+    code = ("import sys; from engine.blas import sgemm_capsule; assert sgemm_capsule(); "
+            "assert 'scipy.linalg' not in sys.modules, 'scipy.linalg loaded'; "
+            "m = sys.modules['scipy.linalg.cython_blas']; "
+            "from scipy.linalg import cython_blas; assert cython_blas is m; "
+            "import scipy.linalg; scipy.linalg.blas.sgemm(1.0, [[1.0]], [[2.0]])")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():

@@ -32,8 +32,9 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, blas_products,
-                     choose_hot_rows, updates_per_word)
+from ..blas import blas_products
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
+                     updates_per_word)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
