@@ -2,7 +2,6 @@
 BLAS sgemm for the batched skip-gram kernel, from scipy's Cython BLAS."""
 from __future__ import annotations
 
-import glob
 import importlib.machinery
 import importlib.util
 import os
@@ -24,14 +23,18 @@ def cython_blas():
         spec = importlib.util.find_spec("scipy")
         if spec and spec.origin:
             here = os.path.join(os.path.dirname(spec.origin), "linalg")
-            for path in sorted(glob.glob(os.path.join(here, "cython_blas.*"))):
-                if path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:     # this Python's first
+                path = os.path.join(here, "cython_blas" + suffix)
+                if os.path.isfile(path):
                     one = importlib.util.spec_from_file_location(_CYTHON_BLAS, path)
                     mod = importlib.util.module_from_spec(one)
                     one.loader.exec_module(mod)
                     sys.modules[_CYTHON_BLAS] = mod
                     return mod
-        from scipy.linalg import cython_blas as mod     # another layout: the usual way
+    except Exception:       # a layout this does not know (DLL paths set up by scipy, ...)
+        sys.modules.pop(_CYTHON_BLAS, None)
+    try:
+        from scipy.linalg import cython_blas as mod     # the usual way
         return mod
     except Exception:                 # no scipy, or a build without its Cython BLAS
         return None
@@ -55,6 +58,13 @@ def blas_products() -> str | None:
         return str(scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"])
     except Exception:          # scipy < 1.11 has no dicts; an odd build may leave keys out
         return "unknown"
+
+
+def blas_measured(lib: str | None) -> bool:
+    """Whether batched skip-gram takes BLAS under products = "auto" with scipy's BLAS `lib`
+    (blas_products()): OpenBLAS, the one measured faster than the loops (README, "BLAS
+    products"). The local engine and each cluster node decide with it."""
+    return "openblas" in (lib or "").lower()
 
 
 def blas_summary() -> list[dict]:

@@ -192,9 +192,10 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
     shared = trainer = reader = None
     hot_words, sync_words, hot_tiers = hot
     try:
-        _limit_blas()
         shared = SharedArrays.attach(spec)
         trainer = make_trainer(shared.arrays, settings, hot_words, sync_words, hot_tiers)
+        _limit_blas()           # after the trainer, which may load scipy's BLAS (threadpoolctl
+        #                         limits only the libraries loaded when it is called)
         reader = ChunkReader(ids_path, max_ids)
         conn.send(("ready", slot, os.getpid()))
         unsynced = []           # (merges done when it finished, its report): hot rows only

@@ -22,7 +22,7 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .blas import blas_products
+from .blas import blas_measured, blas_products
 from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
                     updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
@@ -137,9 +137,12 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     if blas and engine.products == "blas" and lib is None:
         raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
                           "(scipy.linalg.cython_blas with sgemm), which does not load here")
-    if blas and engine.products == "auto" and "openblas" not in (lib or ""):
+    if blas and engine.products == "auto" and not blas_measured(lib):
         log.info("products: loops (auto; scipy's BLAS is %s, not OpenBLAS)", lib or "missing")
         blas = False
+    if engine.products == "blas" and not (batched and c.sg):
+        log.warning("[engine] products = \"blas\" is for the batched skip-gram kernel only; "
+                    "this job's kernel runs its loops")
     base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch,
                                two_pass=int(two_pass), blas=int(blas))
     if two_pass:

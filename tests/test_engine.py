@@ -370,7 +370,7 @@ def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, 
         assert f"scipy's BLAS is {lib or 'missing'}" in said
 
 
-def test_scipy_exports_sgemm_for_the_batched_kernel():
+def test_scipy_exports_sgemm_for_the_batched_kernel(tmp_path):
     import subprocess
     import sys
 
@@ -384,7 +384,8 @@ def test_scipy_exports_sgemm_for_the_batched_kernel():
             "m = sys.modules['scipy.linalg.cython_blas']; "
             "from scipy.linalg import cython_blas; assert cython_blas is m; "
             "import scipy.linalg; scipy.linalg.blas.sgemm(1.0, [[1.0]], [[2.0]])")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # (from elsewhere than the checkout, whose engine/ has no compiled modules in CI)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
@@ -462,6 +463,25 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99), state) == (7, 99, 0)
     assert hot_rows(EngineConfig(workers=4, hot_words=7, sync_words=99, hot_tiers=2),
                     state) == (7, 99, 2)
+
+
+@pytest.mark.parametrize("lib,want", [("scipy-openblas", 1), ("mkl", 0), (None, 0)])
+def test_a_cluster_node_takes_blas_products_where_its_blas_is_openblas(lib, want, monkeypatch,
+                                                                     caplog):
+    import logging
+
+    import engine.cluster.node as node
+
+    monkeypatch.setattr(node, "blas_products", lambda: lib)
+    spec = {"sg": 1, "hs": 0, "negative": 5, "window": 5, "cbow_mean": 1, "batched": 1,
+            "blas": 1}
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        assert node._job_settings(spec, "j1").blas == want
+    assert ("products run in loops" in caplog.text) == (not want)
+    assert node._job_settings(dict(spec, blas=0), "j1").blas == 0
+    for bad in (dict(spec, batched=0), dict(spec, sg=0), dict(spec, blas=2)):
+        with pytest.raises(ValueError, match="blas"):
+            node._job_settings(bad, "j1")
 
 
 def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):

@@ -275,29 +275,34 @@ def test_batched_kernel_refuses_what_it_does_not_do():
         with pytest.raises(ValueError, match="cbow_batch"):
             make_trainer(arrays, KernelSettings(0, 0, 5, 3, 1, batched=1, cbow_batch=bsize))
     for sg, batched in ((0, 1), (1, 0)):
-        with pytest.raises(ValueError, match="blas products"):
+        with pytest.raises(ValueError, match="batched skip-gram kernel's only"):
             make_trainer(arrays, KernelSettings(sg, 0, 5, 3, 1, batched=batched, blas=1))
 
 
-def test_the_loss_of_a_saturated_score_is_exact():
-    """A score beyond the table (no update) still costs its exact -log sigma."""
+@pytest.mark.parametrize("batched,blas", [(0, 0), (1, 0), (1, 1)])
+def test_the_loss_of_a_saturated_score_is_exact(batched, blas):
+    """A score beyond the table (no update) still costs its exact -log sigma, and its rows
+    are left as they were."""
     arrays, _ = _tiny_model(1, 0, 1, 0.0)
     arrays["syn0"][:] = 1.0
     arrays["syn1neg"][:] = -1.0                    # every score -dim: far past -6
-    settings = KernelSettings(1, 0, 1, 1, 1, compute_loss=1, shrink_windows=0)
+    settings = KernelSettings(1, 0, 1, 1, 1, compute_loss=1, shrink_windows=0,
+                              batched=batched, blas=blas)
     trainer = make_trainer(arrays, settings)
     trainer.train(np.array([0, 1, -1], np.int32), 3, 0.05, 0.05)
     dim = arrays["syn0"].shape[1]
     per_true = np.log1p(np.exp(-dim)) + dim        # -log sigma(-dim) for the true word
     assert trainer.last_examples == 2
     assert trainer.last_loss >= 2 * per_true - 1e-9
+    assert (arrays["syn0"] == 1.0).all() and (arrays["syn1neg"] == -1.0).all()
 
 
-def test_same_seed_same_result_different_seed_differs():
+@pytest.mark.parametrize("batched,blas", [(0, 0), (1, 1)])
+def test_same_seed_same_result_different_seed_differs(batched, blas):
     a1, ids = _tiny_model(1, 0, 5, 0.0)
     a2, _ = _tiny_model(1, 0, 5, 0.0)
     a3, _ = _tiny_model(1, 0, 5, 0.0)
-    s = KernelSettings(1, 0, 5, 3, 1)
+    s = KernelSettings(1, 0, 5, 3, 1, batched=batched, blas=blas)
     make_trainer(a1, s).train(ids, 7, 0.05, 0.05)
     make_trainer(a2, s).train(ids, 7, 0.05, 0.05)
     make_trainer(a3, s).train(ids, 8, 0.05, 0.05)

@@ -32,7 +32,7 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..blas import blas_products
+from ..blas import blas_measured, blas_products
 from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
                      updates_per_word)
 from ..memory import tree_pss_mb
@@ -93,6 +93,29 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
                                             settings.shrink_windows))
 
 
+def _job_settings(s: dict, job) -> KernelSettings:
+    """The job's kernel settings from its spec, checked; BLAS products only where this
+    node's scipy BLAS is the one measured faster (else the same arithmetic in loops)."""
+    settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
+                              _int(s["negative"], 0, 1000, "negative"),
+                              _int(s["window"], 1, 1000, "window"),
+                              _int(s["cbow_mean"], 0, 1, "cbow_mean"),
+                              _int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
+                              _int(s.get("shrink_windows", 1), 0, 1, "shrink_windows"),
+                              batched=_int(s.get("batched", 0), 0, 1, "batched"),
+                              cbow_batch=_int(s.get("cbow_batch", 4), 1, 16, "cbow_batch"),
+                              two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"),
+                              blas=_int(s.get("blas", 0), 0, 1, "blas"))
+    if settings.blas and not (settings.batched and settings.sg):
+        raise ValueError("settings.blas: expected 0 unless batched skip-gram")
+    lib = blas_products() if settings.blas else None
+    if settings.blas and not blas_measured(lib):
+        log.warning("job %s: scipy's BLAS here is %s, not OpenBLAS; the batched kernel's "
+                    "products run in loops", job, lib or "missing")
+        settings = dataclasses.replace(settings, blas=0)
+    return settings
+
+
 class NodeJob(CallGuard):
     """One job on this node: shared weights, snapshot, chunk cache, training session."""
 
@@ -115,26 +138,7 @@ class NodeJob(CallGuard):
         self.shard_lock = threading.Lock()
         self.dim = _int(spec["dim"], 1, MAX_DIM, "dim")
         self.vocab = _int(spec["vocab"], 1, (1 << 31) - 1, "vocab")
-        s = spec["settings"]
-        self.settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
-                                       _int(s["negative"], 0, 1000, "negative"),
-                                       _int(s["window"], 1, 1000, "window"),
-                                       _int(s["cbow_mean"], 0, 1, "cbow_mean"),
-                                       _int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
-                                       _int(s.get("shrink_windows", 1), 0, 1,
-                                            "shrink_windows"),
-                                       batched=_int(s.get("batched", 0), 0, 1, "batched"),
-                                       cbow_batch=_int(s.get("cbow_batch", 4), 1, 16,
-                                                       "cbow_batch"),
-                                       two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"),
-                                       blas=_int(s.get("blas", 0), 0, 1, "blas"))
-        if self.settings.blas and not (self.settings.batched and self.settings.sg):
-            raise ValueError("settings.blas: expected 0 unless batched skip-gram")
-        if self.settings.blas and not blas_products():
-            # the same arithmetic in loops: this node cannot load scipy's BLAS
-            log.warning("job %s: scipy's BLAS does not load here; the batched kernel's "
-                        "products run in loops", spec.get("job"))
-            self.settings = dataclasses.replace(self.settings, blas=0)
+        self.settings = _job_settings(spec["settings"], spec.get("job"))
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
