@@ -69,6 +69,7 @@ class TrainStats:
     stopped_early: bool = False     # a callback asked to stop
     hook_seconds: float = 0.0       # spent in epoch-end callbacks (not in `seconds`)
     hot_rows: dict | None = None    # local engine, several processes: the hot-row choice
+    kernel: dict | None = None      # the kernel settings the run trained with (train_state)
 
     @property
     def words_per_sec(self) -> float:

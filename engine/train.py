@@ -179,17 +179,18 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
                          node_hot=hot_rows_spec(engine, state) if clustered else None)
     if watch is not None:
         watch(runner)
+    settings = kernel_settings(state, engine)
     try:
         if isinstance(runner, LocalEngine):
-            stats = runner.train(state.kernel_arrays(), kernel_settings(state, engine), stream,
-                                 tasks,
+            stats = runner.train(state.kernel_arrays(), settings, stream, tasks,
                                  checkpoint=checkpoint, on_epoch_end=on_epoch_end)
         else:
             stats = _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
-                                    kernel_settings(state, engine))
+                                    settings)
     finally:
         if checkpoint is not None:
             checkpoint.close()
+    stats.kernel = dataclasses.asdict(settings)
     trained_epochs = len(stats.epochs) if stats.stopped_early else epochs
     state.epochs_trained += trained_epochs
     state.words_trained += stats.raw_words
@@ -608,6 +609,7 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1),
         "lost_workers": stats.lost_workers,
         "hot_rows": stats.hot_rows,
+        "kernel": stats.kernel,
         "trained_words_total": words_before + stats.raw_words,
     })
     report["loss"] = {"total": stats.loss, "examples": stats.examples,

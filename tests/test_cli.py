@@ -54,6 +54,9 @@ def test_run_writes_everything(job, tmp_path):
         assert key in rep
     assert rep["corpus_words"] == 3000 * 12 and rep["workers"] == 2
     assert rep["settings"]["model"]["window"] == 3
+    from engine.blas import blas_measured, blas_products     # the kernel that ran
+    assert rep["kernel"]["sg"] == 1 and rep["kernel"]["batched"] == 1
+    assert rep["kernel"]["blas"] == int(blas_measured(blas_products()))
     assert rep["trained_words"] == 3 * rep["corpus_words"]
     assert rep["evaluation"]["similarity"][str(tmp_path / "ws.tsv")]["spearman"] > 0.5
     assert rep["evaluation"]["analogies"][str(tmp_path / "q.txt")]["evaluated"] == 2
