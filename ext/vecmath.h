@@ -402,6 +402,27 @@ static EW_CLONES void ew_update(int dim, float *EW_RESTRICT h, float *const *out
     ew_finish_update(dim, apply_to_h, h, neu1e, nll, loss, acc);
 }
 
+/* rows[k] += block[k] for k < n (block: n rows of dim floats, one after another), in order:
+ * a row that repeats gets each of its block rows. */
+EW_INLINE void ew_add_rows(int dim, float *const *rows, int n, const float *EW_RESTRICT block) {
+    for (int k = 0; k < n; k++) {
+        float *EW_RESTRICT row = rows[k];
+        const float *EW_RESTRICT b = block + (size_t)k * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) row[i] += b[i];
+    }
+}
+
+/* block[k] = rows[k] for k < n (into n rows of dim floats, one after another). */
+EW_INLINE void ew_gather_rows(int dim, float *const *rows, int n, float *EW_RESTRICT block) {
+    for (int k = 0; k < n; k++) {
+        const float *EW_RESTRICT row = rows[k];
+        float *EW_RESTRICT b = block + (size_t)k * dim;
+        EW_SIMD
+        for (int i = 0; i < dim; i++) b[i] = row[i];
+    }
+}
+
 /* The minibatched skip-gram update of one center word (HogBatch, Ji et al. 2016): its nin
  * context rows `ins` against ONE set of output rows `outs` (outs[0] the center word's, label
  * 1; the rest noise words', label 0), shared by every context row instead of drawn for each.
@@ -428,12 +449,7 @@ static EW_CLONES void ew_update_batch(int dim, float *const *ins, int nin, float
     }
     for (int o = 0; o < nout; o++)               /* outputs, from the old inputs */
         ew_combine(dim, outs[o], ins, g + o, nout, nin);
-    for (int j = 0; j < nin; j++) {
-        float *EW_RESTRICT h = ins[j];
-        const float *EW_RESTRICT ej = e + (size_t)j * dim;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) h[i] += ej[i];
-    }
+    ew_add_rows(dim, ins, nin, e);
     if (nll) *loss += acc;
 }
 
@@ -458,18 +474,8 @@ static EW_CLONES void ew_update_batch_blas(int dim, float *const *ins, int nin,
                                            double *loss, ew_sgemm_fn sgemm) {
     const float one = 1.0f, zero = 0.0f;
     double acc = 0.0;
-    for (int j = 0; j < nin; j++) {
-        const float *EW_RESTRICT src = ins[j];
-        float *EW_RESTRICT dst = c + (size_t)j * dim;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) dst[i] = src[i];
-    }
-    for (int o = 0; o < nout; o++) {
-        const float *EW_RESTRICT src = outs[o];
-        float *EW_RESTRICT dst = t + (size_t)o * dim;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) dst[i] = src[i];
-    }
+    ew_gather_rows(dim, ins, nin, c);
+    ew_gather_rows(dim, outs, nout, t);
     /* column-major: g (nout x nin) = (T^T)^T C^T, so g[j * nout + o] = ins[j] . outs[o] */
     sgemm("T", "N", &nout, &nin, &dim, &one, t, &dim, c, &dim, &zero, g, &nout);
     for (int j = 0; j < nin; j++)
@@ -481,18 +487,8 @@ static EW_CLONES void ew_update_batch_blas(int dim, float *const *ins, int nin,
     sgemm("N", "N", &dim, &nin, &nout, &one, t, &dim, g, &nout, &zero, e, &dim);
     /* D^T (dim x nout) = C^T (dim x nin) G (nin x nout), over T's block */
     sgemm("N", "T", &dim, &nout, &nin, &one, c, &dim, g, &nout, &zero, t, &dim);
-    for (int o = 0; o < nout; o++) {
-        float *EW_RESTRICT row = outs[o];
-        const float *EW_RESTRICT d = t + (size_t)o * dim;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) row[i] += d[i];
-    }
-    for (int j = 0; j < nin; j++) {
-        float *EW_RESTRICT row = ins[j];
-        const float *EW_RESTRICT ej = e + (size_t)j * dim;
-        EW_SIMD
-        for (int i = 0; i < dim; i++) row[i] += ej[i];
-    }
+    ew_add_rows(dim, outs, nout, t);
+    ew_add_rows(dim, ins, nin, e);
     if (nll) *loss += acc;
 }
 
