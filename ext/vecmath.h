@@ -234,15 +234,13 @@ EW_INLINE void ew_step_tail(int dim, const float *g, float *const *rows, int k, 
 }
 
 /* The steps of four distinct rows: in one pass, or, where a score saturated (g 0: that row
- * is not written), one by one. */
+ * is not written), as ew_step_tail takes them. */
 EW_INLINE void ew_step_block4(int dim, const float *g, float *const *rows,
                               const float *EW_RESTRICT h, float *EW_RESTRICT neu1e) {
-    if (g[0] != 0.0f && g[1] != 0.0f && g[2] != 0.0f && g[3] != 0.0f) {
+    if (g[0] != 0.0f && g[1] != 0.0f && g[2] != 0.0f && g[3] != 0.0f)
         ew_step_rows4(dim, g, rows[0], rows[1], rows[2], rows[3], h, neu1e);
-        return;
-    }
-    for (int q = 0; q < 4; q++)
-        if (g[q] != 0.0f) ew_step_row(dim, g[q], rows[q], h, neu1e);
+    else
+        ew_step_tail(dim, g, rows, 0, 4, h, neu1e);
 }
 
 /* An update's end: skip-gram adds the summed input gradient to h; the loss is handed on. */
@@ -361,12 +359,7 @@ EW_INLINE void ew_targets(int dim, const float *EW_RESTRICT h, float *const *row
         ew_scores(dim, h, rows + k, 2, f);
         for (int q = 0; q < 2; q++)
             g[q] = ew_grad(f[q], codes ? 1 - codes[k + q] : k + q == 0, alpha, table, nll, acc);
-        if (g[0] != 0.0f && g[1] != 0.0f) {
-            ew_step_rows2(dim, g[0], g[1], rows[k], rows[k + 1], h, neu1e);
-        } else {
-            if (g[0] != 0.0f) ew_step_row(dim, g[0], rows[k], h, neu1e);
-            if (g[1] != 0.0f) ew_step_row(dim, g[1], rows[k + 1], h, neu1e);
-        }
+        ew_step_tail(dim, g, rows + k, 0, 2, h, neu1e);
         k += 2;
     }
     for (; k < n; k++) {
