@@ -45,6 +45,11 @@ def add_arguments(p) -> None:
                         "machine (loopback), beside the local rows: what the cluster costs")
     p.add_argument("--node-workers", type=int, default=1, metavar="P",
                    help="training processes per node with --nodes (default 1)")
+    p.add_argument("--share-nothing", action="store_true",
+                   help="also run, for every process count P >= 2, P one-process `engine run`s "
+                        "at once, each training its own model on the whole corpus: what the "
+                        "machine gives P copies of the kernel that share nothing. engine's "
+                        "P-process row over it is what sharing the weights costs")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run every row N times, in N interleaved rounds (so a slow spell of a "
                         "shared machine hits all rows alike); the table gives each row's "
@@ -148,6 +153,57 @@ def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict 
     for f, r in rep.get("evaluation", {}).get("similarity", {}).items():
         row["wordsim_spearman"] = r["spearman"]
     return row
+
+
+SHARE_NOTHING = "engine, nothing shared"
+
+
+def run_share_nothing(corpus: str, model: dict, p: int, out: str,
+                      engine: dict | None = None) -> dict:
+    """p one-process `engine run`s started at once, each on its own model and the whole
+    corpus; the row's words/s are all their trained words over the union of their training
+    windows (report.json's training_window), so a run that trains while another still
+    prepares makes the figure lower, never higher."""
+    procs, outs = [], []
+    cmd, env = engine_command()
+    try:
+        for i in range(p):
+            folder = os.path.join(out, f"copy-{i + 1}")
+            os.makedirs(folder, exist_ok=True)
+            job = {"corpus": {"path": corpus}, "model": dict(model),
+                   "engine": dict(engine or {}, workers=1), "output": {"dir": folder},
+                   "evaluate": {}}
+            path = os.path.join(folder, "job.toml")
+            write_job(job, path)
+            log = open(os.path.join(folder, "stderr.log"), "w+")
+            outs.append((folder, log))
+            procs.append(subprocess.Popen(cmd + ["run", path, "--quiet"], stdout=subprocess.DEVNULL,
+                                          stderr=log, env=env))
+        codes = [proc.wait() for proc in procs]
+        reports = []
+        for code, (folder, log) in zip(codes, outs):
+            if code != 0:
+                log.seek(0)
+                raise EngineError(f"{SHARE_NOTHING}, {p} runs: a run failed:\n{log.read()[-3000:]}")
+            with open(os.path.join(folder, "report.json")) as fh:
+                reports.append(json.load(fh))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for _, log in outs:
+            log.close()
+    start = min(r["training_window"][0] for r in reports)
+    end = max(r["training_window"][1] for r in reports)
+    overlap = min(r["training_window"][1] for r in reports) - max(r["training_window"][0]
+                                                                 for r in reports)
+    words = sum(r["trained_words"] for r in reports)
+    return {"tool": SHARE_NOTHING, "threads": p, "training_seconds": end - start,
+            "words_per_sec": words / max(end - start, 1e-9),
+            "peak_mb": sum(r["peak_rss_mb"] for r in reports),
+            "overlap": round(max(overlap, 0.0) / max(end - start, 1e-9), 3),
+            "corpus_words": reports[0]["corpus_words"]}
 
 
 def peer_available(python: str, peer: str) -> str:
@@ -318,7 +374,7 @@ def format_table(rows: list[dict], cores: int) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
-        base = min(mine, key=lambda r: r["threads"])
+        base = _base_row(rows, tool)
         for r in mine:
             # speedup over the tool's smallest row, per process of that row
             speed = r["words_per_sec"] / base["words_per_sec"] * base["threads"]
@@ -333,6 +389,15 @@ def format_table(rows: list[dict], cores: int) -> str:
                          f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | "
                          f"{_capacity(r)} | {note} |")
     return "\n".join(lines)
+
+
+def _base_row(rows: list[dict], tool: str) -> dict:
+    """The row a tool's speedups are over: its fewest-process row; for the nothing-shared
+    copies, engine's (the same kernel in one process)."""
+    mine = [r for r in rows if r["tool"] == tool]
+    if tool == SHARE_NOTHING:
+        mine = [r for r in rows if r["tool"] == "engine"] or mine
+    return min(mine, key=lambda r: r["threads"])
 
 
 def _record_checks(row: dict, before, after) -> None:
@@ -364,7 +429,12 @@ def ratios(rows: list[dict]) -> list[str]:
     out = []
     ours = {r["threads"]: r for r in rows if r["tool"] == "engine"}
     for r in rows:
-        if r["tool"] != "engine" and r["threads"] in ours:
+        if r["tool"] == SHARE_NOTHING and r["threads"] in ours:
+            out.append(f"engine / {SHARE_NOTHING} at {r['threads']} process(es): "
+                       f"{ours[r['threads']]['words_per_sec'] / r['words_per_sec']:.2f}x words/s "
+                       f"(what sharing the weights costs or gives; the copies' training "
+                       f"overlapped {r['overlap']:.0%} of their span)")
+        elif r["tool"] != "engine" and r["threads"] in ours:
             out.append(f"engine / {r['tool']} at {r['threads']} process(es): "
                        f"{ours[r['threads']]['words_per_sec'] / r['words_per_sec']:.2f}x words/s")
     return out
@@ -392,7 +462,8 @@ def scaling_lines(rows: list[dict]) -> dict[str, dict]:
     out = {}
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = sorted((r for r in rows if r["tool"] == tool), key=lambda r: r["threads"])
-        base = mine[0]["words_per_sec"] / mine[0]["threads"]
+        first = _base_row(rows, tool)
+        base = first["words_per_sec"] / first["threads"]
         out[tool] = {"processes": [r["threads"] for r in mine],
                      "words_per_sec": [r["words_per_sec"] for r in mine],
                      "speedup": [r["words_per_sec"] / base for r in mine],
@@ -538,6 +609,15 @@ def run_bench(args) -> int:
                 words = row["corpus_words"]
                 print(f"engine, {p} process(es): {row['words_per_sec']:,.0f} words/s, peak "
                       f"{row['peak_mb']:.0f} MB; CPU check {_capacity(row)}", flush=True)
+                if args.share_nothing and p >= 2:
+                    before = machine_checks(p)
+                    row = run_share_nothing(corpus, model, p,
+                                            os.path.join(keep, f"alone-{p}{tag}"), engine)
+                    _record_checks(row, before, machine_checks(p))
+                    runs.setdefault((SHARE_NOTHING, p), []).append(row)
+                    print(f"{SHARE_NOTHING}, {p} copies: {row['words_per_sec']:,.0f} words/s "
+                          f"(training overlapped {row['overlap']:.0%}); CPU check "
+                          f"{_capacity(row)}", flush=True)
             for n in node_counts:
                 p = n * args.node_workers
                 before = machine_checks(p)

@@ -24,7 +24,7 @@ from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
 from .blas import blas_measured, blas_products
 from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
-                    updates_per_word)
+                    row_draws, updates_per_word)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -94,7 +94,8 @@ def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
         return 0, 1024, 0
     return choose_hot_rows(hot_rows_spec(engine, state), procs, len(state.vocab),
                            c.vector_size, state.vocab.raw_words,
-                           updates_per_word(c.sg, c.window, c.shrink_windows))
+                           updates_per_word(c.sg, c.window, c.shrink_windows),
+                           row_draws(c.sg, c.window, c.shrink_windows, c.negative))
 
 
 def hot_rows_spec(engine: EngineConfig, state: ModelState) -> dict:
@@ -580,11 +581,13 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         ev = job.evaluate
         curve = EpochCurve(mem, (lambda w: epoch_scores(state.keyed_vectors(w["syn0"]), ev))
                            if ev.every_epoch else None)
+        train_window = [time.time()]
         stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
                             job.output.progress_seconds, show_progress, job.cluster,
                             checkpoint=checkpointer, skip=skip, on_epoch_end=curve,
                             watch=lambda runner: mem.start_timeline(
                                 live_probe(runner), job.output.progress_seconds))
+        train_window.append(time.time())
         mem.probe = None
         train_peak = mem.new_phase()
         log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
@@ -600,6 +603,9 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         "vocab_seconds": round(times["vocab_seconds"], 3),
         "encode_seconds": round(times["encode_seconds"], 3),
         "training_seconds": round(stats.seconds, 3),
+        # when training began and ended (seconds since the epoch, this machine's clock): runs
+        # side by side (engine bench --share-nothing) are timed over the union of theirs
+        "training_window": [round(t, 3) for t in train_window],
         "words_per_sec": round(stats.words_per_sec, 1),
         "effective_words_per_sec": round(stats.effective_words / max(stats.seconds, 1e-9), 1),
         "trained_words": stats.raw_words, "effective_words": stats.effective_words,

@@ -53,6 +53,8 @@ def test_run_writes_everything(job, tmp_path):
                 "peak_rss_mb", "evaluation"):
         assert key in rep
     assert rep["corpus_words"] == 3000 * 12 and rep["workers"] == 2
+    start, end = rep["training_window"]                 # when training ran, on this clock
+    assert 0 < end - start < rep["wall_seconds"] and end - start >= rep["training_seconds"] - 0.01
     assert rep["settings"]["model"]["window"] == 3
     from engine.blas import blas_measured, blas_products     # the kernel that ran
     assert rep["kernel"]["sg"] == 1 and rep["kernel"]["batched"] == 1
@@ -103,6 +105,26 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
     assert all(1.0 < ns < 1e6 for ns in two["line_ns"])
     assert "hot_rows" not in one and two["hot_rows"]["words"] > 0  # on by default with 2
     assert "CPU check" in r.stdout and "moved line" in r.stdout
+
+
+def test_bench_share_nothing_runs_copies_side_by_side(job, tmp_path):
+    r = _run("bench", str(job), "--threads", "1..2", "--share-nothing", "--json",
+             str(tmp_path / "b.json"), "--set", "model.epochs=1", "--keep", str(tmp_path / "k"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    rows = {(row["tool"], row["threads"]): row for row in data["rows"]}
+    assert set(rows) == {("engine", 1), ("engine", 2), ("engine, nothing shared", 2)}
+    alone = rows[("engine, nothing shared", 2)]
+    reports = [json.loads((tmp_path / "k" / "alone-2" / f"copy-{i}" / "report.json").read_text())
+               for i in (1, 2)]
+    assert all(rep["workers"] == 1 and rep["corpus_words"] == 3000 * 12 for rep in reports)
+    # both copies trained the whole corpus, timed over the union of their training windows
+    span = (max(rep["training_window"][1] for rep in reports)
+            - min(rep["training_window"][0] for rep in reports))
+    assert alone["words_per_sec"] == pytest.approx(2 * 3000 * 12 / span, rel=1e-3)
+    assert 0.0 <= alone["overlap"] <= 1.0 and len(alone["cpu_capacity"]) == 2
+    assert "| engine, nothing shared | 2 |" in r.stdout
+    assert "engine / engine, nothing shared at 2 process(es):" in r.stdout
 
 
 def test_parallel_prepare_reports_bad_bytes(tmp_path):

@@ -388,6 +388,30 @@ def test_scipy_exports_sgemm_for_the_batched_kernel(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
+def test_hot_rows_take_every_row_a_process_draws_often_between_merges():
+    """Past the share rule: a row one process draws HOT_TOUCHES times or more between two
+    merges is hot too (a small vocabulary's every row), and the rows after the busy ones are
+    left shared; where the share rule covers more, its choice stands."""
+    from engine.local import HOT_TOUCHES, SYNC_WORDS, hot_draw_shares, row_draws, size_hot_rows
+
+    assert row_draws(1, 5, 1, 5) == 7 and row_draws(0, 5, 1, 5) == 12     # SG 2, CBOW 1 + 6
+    assert row_draws(0, 5, 0, 0) == 11 and row_draws(1, 3, 1, 0) == 2
+    for n, sg, expect in ((512, 0, "all"), (512, 1, "all"), (3000, 0, "busy"),
+                          (3000, 1, "all"), (10_000, 0, "share"), (10_000, 1, "busy")):
+        counts = (1e6 / np.arange(1, n + 1)).astype(np.int64)       # Zipf
+        shares = hot_draw_shares(counts, np.ones(n), 5, 0.75)
+        upw, draws = (6.0, row_draws(1, 5, 1, 5)) if sg else (1.0, row_draws(0, 5, 1, 5))
+        by_share = int(np.searchsorted(shares, 0.75) + 1)
+        per_merge = np.diff(shares, prepend=0.0) * SYNC_WORDS * upw * draws
+        words, sync, _ = size_hot_rows(shares, n, 2, 100, 0, upw, None, draws)
+        assert sync == SYNC_WORDS
+        if expect == "share":          # the busy rows are fewer than the share rule's
+            assert words == by_share and per_merge[by_share - 1] < HOT_TOUCHES
+            continue
+        assert words > by_share and (per_merge[:words] >= HOT_TOUCHES).all()
+        assert words == n if expect == "all" else per_merge[words] < HOT_TOUCHES
+
+
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
     from engine.local import HOT_TIERS, SYNC_WORDS, auto_hot_rows
 

@@ -3,13 +3,13 @@
 same chunks can be trained, in interleaved rounds (issue 15):
 
   1      one trainer in this process
-  2p     two spawned processes on shared-memory weights (the local engine's LocalSession;
-         processes started and ready before the clock starts)
-  2t     two threads of this process, each with its own Trainer on the same weights (the
+  Np     N spawned processes on shared-memory weights (the local engine's LocalSession;
+         processes started and ready before the clock starts), e.g. 2p, 16p
+  Nt     N threads of this process, each with its own Trainer on the same weights (the
          kernels run without the GIL): no /dev/shm, no second address space
-  2i     two spawned processes, each training its own copy of the weights on half the
-         chunks: nothing shared at all (the control for sharing: if 2i slows down in the same
-         rounds as 2p, the cause is the machine, not the rows the processes share)
+  Ni     N spawned processes, each training its own copy of the weights on 1/N of the
+         chunks: nothing shared at all (the control for sharing: if Ni slows down in the same
+         rounds as Np, the cause is the machine, not the rows the processes share)
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
 `prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
@@ -17,7 +17,7 @@ as `engine run` sizes them) and `sync_words=N`). Every round trains a fresh mode
 id stream for one epoch, so rates are comparable within the run. Before every two-way run
 the time of a moved cache line is measured (engine.bench.line_transfer_ns).
 
-usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t,2i] [--one-first]
+usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t,2i,16p,16i] [--one-first]
                                   [--variants base prefetch_ahead=0 hot_words=256] [--json F]
 """
 import argparse
@@ -116,11 +116,23 @@ def timed_threads(threads) -> float:
     return time.perf_counter() - t0
 
 
+class UntilReady(ListSource):
+    """A source that hands out `tasks` and ends only once every process of the session has
+    said it is ready (so the clock starts with all N running, not with the first few)."""
+
+    def __init__(self, session, tasks):
+        super().__init__(tasks)
+        self.session = session
+
+    def exhausted(self) -> bool:
+        return not self.pending and len(self.session.ready) >= self.session.workers
+
+
 def run_procs(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
     arrays, settings, state = fresh(cfg, vocab, over, with_state=True)
     with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids, n,
                       *hot(over, state, n)) as session:
-        session.run(ListSource(tasks[:n]))          # both started and ready: not timed
+        session.run(UntilReady(session, tasks[:n]))   # all started and ready: not timed
         t0 = time.perf_counter()
         session.run(ListSource(tasks[n:]))
         return time.perf_counter() - t0
@@ -134,7 +146,7 @@ def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
             sessions.append(LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                          1, *hot(over, state, 1)))
         for i, session in enumerate(sessions):
-            session.run(ListSource(tasks[i:i + 1]))       # started and ready: not timed
+            session.run(UntilReady(session, tasks[i:i + 1]))   # started, ready: not timed
         return timed_threads([threading.Thread(target=session.run,
                                                args=(ListSource(tasks[n + i::n]),))
                               for i, session in enumerate(sessions)])
@@ -143,7 +155,17 @@ def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
             session.close()
 
 
-MODES = {"1": run_one, "2t": run_threads, "2p": run_procs, "2i": run_independent}
+KINDS = {"t": run_threads, "p": run_procs, "i": run_independent}
+
+
+def parse_mode(mode: str) -> tuple:
+    """'1' -> (run_one, 1); 'Np' / 'Nt' / 'Ni' -> (that runner, N)."""
+    if mode == "1":
+        return run_one, 1
+    n, kind = mode[:-1], mode[-1:]
+    if kind not in KINDS or not n.isdigit() or int(n) < 1:
+        raise SystemExit(f"--modes: {mode!r} is not 1, Np, Nt or Ni (N processes/threads)")
+    return KINDS[kind], int(n)
 
 
 def main():
@@ -160,24 +182,30 @@ def main():
     args = ap.parse_args()
     cfg = ModelConfig(sg=args.sg)
     modes = args.modes.split(",")
+    runners = {m: parse_mode(m) for m in modes}
     rows = {(m, v): [] for v in args.variants for m in modes}
     checks = []
     lines = {}
     with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
-        words = {m: sum(t.raw_words for t in (tasks[2:] if m in ("2p", "2i") else tasks))
-                 for m in modes}
+        # Np and Ni train the first N chunks untimed (every process started and ready)
+        words = {m: sum(t.raw_words for t in
+                        (tasks[n:] if runners[m][0] in (run_procs, run_independent) else tasks))
+                 for m, (_, n) in runners.items()}
+        most = max(n for _, n in runners.values())
         for r in range(args.rounds):
-            cpu, mem, _ = machine_checks(2)
+            cpu, mem, _ = machine_checks(max(2, most))
             checks.append((cpu, mem))
-            print(f"round {r + 1} machine: CPU check {cpu:.2f} of 2, memory check {mem:.2f} "
-                  f"of 2", flush=True)
+            print(f"round {r + 1} machine: CPU check {cpu:.2f} of {max(2, most)}, memory check "
+                  f"{mem:.2f} of {max(2, most)}", flush=True)
             for v in args.variants:
                 for m in modes:
                     if args.one_first and m == "1" and v != args.variants[0]:
                         continue
                     line = line_transfer_ns() if m != "1" else float("nan")
-                    secs = MODES[m](cfg, vocab, stream, chunks, tasks, variant(v))
+                    run, n = runners[m]
+                    secs = (run(cfg, vocab, stream, chunks, tasks, variant(v)) if n == 1 else
+                            run(cfg, vocab, stream, chunks, tasks, variant(v), n))
                     rate = words[m] / secs
                     rows[(m, v)].append(rate)
                     lines.setdefault((m, v), []).append(line)

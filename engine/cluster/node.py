@@ -33,7 +33,7 @@ import psutil
 from ..checks import check_arrays
 from ..errors import EngineError
 from ..blas import blas_measured, blas_products
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows, row_draws,
                      updates_per_word)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
@@ -90,7 +90,9 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
         checked["words"] = _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words")
     return choose_hot_rows(checked, processes, vocab, dim, epoch_words,
                            updates_per_word(settings.sg, settings.window,
-                                            settings.shrink_windows))
+                                            settings.shrink_windows),
+                           row_draws(settings.sg, settings.window, settings.shrink_windows,
+                                     settings.negative))
 
 
 def _job_settings(s: dict, job) -> KernelSettings:
