@@ -49,8 +49,8 @@ HOT_TIERS = 3
 HOT_MAX = 16384            # at most this many hot rows
 # a row one process draws this often between two merges is hot whatever its share: left
 # shared, it would move between cores at nearly every draw (a 512-word vocabulary: two CBOW
-# processes 1.29x one with 312 of its rows hot, 1.76x with all 512; README, "Small
-# vocabularies"). 32 leaves the shared corpus's choices as they were (its busiest rows past
+# processes 1.29x one with 312 of its rows hot, 1.76x with all 512; README, "Where the
+# second core goes; small vocabularies"). 32 leaves the shared corpus's choices as they were (its busiest rows past
 # the share rule's are drawn 3-17 times between merges) and takes every row of a vocabulary
 # of a few thousand words
 HOT_TOUCHES = 32

@@ -1,5 +1,6 @@
 /* What this machine gives two copies of a loop against one, with no engine code at all: the
- * controls for the two-process figures (README, "Where the second core goes").
+ * controls for the two-process figures (README, "Where the second core goes;
+ * small vocabularies").
  *
  *   fma SECS          ten independent AVX2 FMA chains in registers (compute only)
  *   stream SECS MIB   read-modify-write of every float of a MIB-MiB buffer, again and again

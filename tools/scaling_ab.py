@@ -204,8 +204,8 @@ def main():
                         continue
                     line = line_transfer_ns() if m != "1" else float("nan")
                     run, n = runners[m]
-                    secs = (run(cfg, vocab, stream, chunks, tasks, variant(v)) if n == 1 else
-                            run(cfg, vocab, stream, chunks, tasks, variant(v), n))
+                    secs = (run(cfg, vocab, stream, chunks, tasks, variant(v)) if run is run_one
+                            else run(cfg, vocab, stream, chunks, tasks, variant(v), n))
                     rate = words[m] / secs
                     rows[(m, v)].append(rate)
                     lines.setdefault((m, v), []).append(line)
