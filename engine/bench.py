@@ -49,7 +49,8 @@ def add_arguments(p) -> None:
                    help="also run, for every process count P >= 2, P one-process `engine run`s "
                         "at once, each training its own model on the whole corpus: what the "
                         "machine gives P copies of the kernel that share nothing. engine's "
-                        "P-process row over it is what sharing the weights costs")
+                        "P-process row over it is what sharing the weights (and starting P "
+                        "training processes) costs")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run every row N times, in N interleaved rounds (so a slow spell of a "
                         "shared machine hits all rows alike); the table gives each row's "
@@ -113,13 +114,31 @@ def engine_command() -> tuple[list[str], dict]:
     return [sys.executable, "-P", "-m", "engine"], env
 
 
-def run_job_process(job: dict, folder: str, what: str) -> dict:
-    """`engine run` of the job (written to folder/job.toml) in a fresh process; its
-    report.json (from the job's [output] dir)."""
+def job_command(job: dict, folder: str) -> tuple[list[str], dict]:
+    """The job written to folder/job.toml, and the command and environment of its `engine
+    run` in a fresh process."""
     path = os.path.join(folder, "job.toml")
     write_job(job, path)
     cmd, env = engine_command()
-    proc = subprocess.run(cmd + ["run", path, "--quiet"], capture_output=True, text=True, env=env)
+    return cmd + ["run", path, "--quiet"], env
+
+
+def engine_job(corpus: str, model: dict, workers: int, out: str, evaluate: dict | None = None,
+               engine: dict | None = None, cluster: dict | None = None) -> dict:
+    """A bench row's job: the corpus, the model, the engine settings with `workers`."""
+    job = {"corpus": {"path": corpus}, "model": dict(model),
+           "engine": dict(engine or {}, workers=workers), "output": {"dir": out},
+           "evaluate": dict(evaluate or {})}
+    if cluster:
+        job["cluster"] = dict(cluster)
+    return job
+
+
+def run_job_process(job: dict, folder: str, what: str) -> dict:
+    """`engine run` of the job (written to folder/job.toml) in a fresh process; its
+    report.json (from the job's [output] dir)."""
+    cmd, env = job_command(job, folder)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise EngineError(f"{what} failed:\n{proc.stderr[-3000:]}")
     with open(os.path.join(job["output"]["dir"], "report.json")) as fh:
@@ -130,11 +149,7 @@ def run_engine(corpus: str, model: dict, workers: int, out: str, evaluate: dict 
                engine: dict | None = None, cluster: dict | None = None) -> dict:
     """One `engine run` in a fresh process; returns the row (from its report.json)."""
     os.makedirs(out, exist_ok=True)
-    job = {"corpus": {"path": corpus}, "model": dict(model),
-           "engine": dict(engine or {}, workers=workers), "output": {"dir": out},
-           "evaluate": dict(evaluate or {})}
-    if cluster:
-        job["cluster"] = dict(cluster)
+    job = engine_job(corpus, model, workers, out, evaluate, engine, cluster)
     rep = run_job_process(job, out, f"engine run with {workers} process(es)")
     row = {"tool": "engine", "threads": workers, "training_seconds": rep["training_seconds"],
            "words_per_sec": rep["words_per_sec"], "peak_mb": rep["peak_rss_mb"],
@@ -163,46 +178,50 @@ def run_share_nothing(corpus: str, model: dict, p: int, out: str,
     """p one-process `engine run`s started at once, each on its own model and the whole
     corpus; the row's words/s are all their trained words over the union of their training
     windows (report.json's training_window), so a run that trains while another still
-    prepares makes the figure lower, never higher."""
-    procs, outs = [], []
-    cmd, env = engine_command()
+    prepares makes the figure lower, never higher. (With the job's own [engine] cache_dir
+    the copies share it; engine's p-process row, run just before, has filled it.)"""
+    procs, logs = [], []
     try:
         for i in range(p):
             folder = os.path.join(out, f"copy-{i + 1}")
             os.makedirs(folder, exist_ok=True)
-            job = {"corpus": {"path": corpus}, "model": dict(model),
-                   "engine": dict(engine or {}, workers=1), "output": {"dir": folder},
-                   "evaluate": {}}
-            path = os.path.join(folder, "job.toml")
-            write_job(job, path)
-            log = open(os.path.join(folder, "stderr.log"), "w+")
-            outs.append((folder, log))
-            procs.append(subprocess.Popen(cmd + ["run", path, "--quiet"], stdout=subprocess.DEVNULL,
-                                          stderr=log, env=env))
-        codes = [proc.wait() for proc in procs]
+            cmd, env = job_command(engine_job(corpus, model, 1, folder, {}, engine), folder)
+            logs.append(open(os.path.join(folder, "stderr.log"), "w+"))
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logs[-1],
+                                          env=env))
+        while any(proc.poll() is None for proc in procs):
+            failed = [i for i, proc in enumerate(procs) if proc.returncode]
+            if failed:                             # one failed: do not wait for the others
+                break
+            time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            if proc.returncode:
+                logs[i].seek(0)
+                raise EngineError(f"{SHARE_NOTHING}, {p} runs: run {i + 1} failed:\n"
+                                  f"{logs[i].read()[-3000:]}")
         reports = []
-        for code, (folder, log) in zip(codes, outs):
-            if code != 0:
-                log.seek(0)
-                raise EngineError(f"{SHARE_NOTHING}, {p} runs: a run failed:\n{log.read()[-3000:]}")
-            with open(os.path.join(folder, "report.json")) as fh:
+        for i in range(p):
+            with open(os.path.join(out, f"copy-{i + 1}", "report.json")) as fh:
                 reports.append(json.load(fh))
     finally:
-        for proc in procs:
+        for proc in procs:                         # ask, then make them stop
             if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for _, log in outs:
+        for log in logs:
             log.close()
-    start = min(r["training_window"][0] for r in reports)
-    end = max(r["training_window"][1] for r in reports)
-    overlap = min(r["training_window"][1] for r in reports) - max(r["training_window"][0]
-                                                                 for r in reports)
-    words = sum(r["trained_words"] for r in reports)
-    return {"tool": SHARE_NOTHING, "threads": p, "training_seconds": end - start,
-            "words_per_sec": words / max(end - start, 1e-9),
+    windows = [r["training_window"] for r in reports]
+    span = max(end for _, end in windows) - min(start for start, _ in windows)
+    overlap = min(end for _, end in windows) - max(start for start, _ in windows)
+    return {"tool": SHARE_NOTHING, "threads": p, "training_seconds": span,
+            "words_per_sec": sum(r["trained_words"] for r in reports) / max(span, 1e-9),
             "peak_mb": sum(r["peak_rss_mb"] for r in reports),
-            "overlap": round(max(overlap, 0.0) / max(end - start, 1e-9), 3),
+            "overlap": round(max(overlap, 0.0) / max(span, 1e-9), 3),
             "corpus_words": reports[0]["corpus_words"]}
 
 
@@ -376,7 +395,7 @@ def format_table(rows: list[dict], cores: int) -> str:
         mine = [r for r in rows if r["tool"] == tool]
         base = _base_row(rows, tool)
         for r in mine:
-            # speedup over the tool's smallest row, per process of that row
+            # speedup over the tool's base row (_base_row), per process of that row
             speed = r["words_per_sec"] / base["words_per_sec"] * base["threads"]
             worst = r.get("worst_words_per_sec", r["words_per_sec"])
             worst_speed = worst / base.get("worst_words_per_sec",
@@ -432,8 +451,9 @@ def ratios(rows: list[dict]) -> list[str]:
         if r["tool"] == SHARE_NOTHING and r["threads"] in ours:
             out.append(f"engine / {SHARE_NOTHING} at {r['threads']} process(es): "
                        f"{ours[r['threads']]['words_per_sec'] / r['words_per_sec']:.2f}x words/s "
-                       f"(what sharing the weights costs or gives; the copies' training "
-                       f"overlapped {r['overlap']:.0%} of their span)")
+                       f"(what sharing the weights and starting {r['threads']} training processes "
+                       f"cost or give; the copies' training overlapped {r['overlap']:.0%} of "
+                       f"their span)")
         elif r["tool"] != "engine" and r["threads"] in ours:
             out.append(f"engine / {r['tool']} at {r['threads']} process(es): "
                        f"{ours[r['threads']]['words_per_sec'] / r['words_per_sec']:.2f}x words/s")
@@ -457,8 +477,9 @@ def check_plot_path(path: str) -> None:
 
 def scaling_lines(rows: list[dict]) -> dict[str, dict]:
     """Per tool, its rows by process count: processes, words/s, speedup over the tool's
-    fewest-process row (per process of that row, as in the table) and the ideal words/s of
-    linear scaling from that row."""
+    base row (_base_row: its fewest-process row, engine's for the nothing-shared copies;
+    per process of that row, as in the table) and the ideal words/s of linear scaling from
+    that row."""
     out = {}
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = sorted((r for r in rows if r["tool"] == tool), key=lambda r: r["threads"])

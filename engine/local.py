@@ -50,9 +50,12 @@ HOT_MAX = 16384            # at most this many hot rows
 # a row one process draws this often between two merges is hot whatever its share: left
 # shared, it would move between cores at nearly every draw (a 512-word vocabulary: two CBOW
 # processes 1.29x one with 312 of its rows hot, 1.76x with all 512; README, "Where the
-# second core goes; small vocabularies"). 32 leaves the shared corpus's choices as they were (its busiest rows past
-# the share rule's are drawn 3-17 times between merges) and takes every row of a vocabulary
-# of a few thousand words
+# second core goes; small vocabularies"). 32 leaves the shared corpus's choices as they were
+# (its busiest rows past the share rule's are drawn 3-17 times between merges) and takes
+# every row of a vocabulary of a few thousand words. The draws are estimated: a row's share
+# is hot_draw_shares' (kept words twice an update, noise words `negative` times), times the
+# rows an update draws (row_draws); CBOW draws more kept words an update than that mix
+# says, so its tail rows read up to 1.7x busier than they are
 HOT_TOUCHES = 32
 
 
@@ -81,14 +84,15 @@ def updates_per_word(sg: int, window: int, shrink_windows: int) -> float:
 
 def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_words: int = 0,
                   updates_per_word: float = 6.0, tiers: int | None = None,
-                  row_draws: float = 2.0) -> tuple[int, int, int]:
+                  row_draws: float = 2.0, sync_words: int = 0) -> tuple[int, int, int]:
     """(hot_words, sync_words, tiers) for `processes` processes sharing one model of `vocab`
     words whose cumulative row-draw shares are `shares` (hot_draw_shares): the most
     frequent words whose rows draw a share 1 - 1/(2P) (at most 0.9) of the row updates, and
     with them every word whose rows a process draws at least HOT_TOUCHES times between two
     merges (`row_draws` rows an update, `updates_per_word` updates a word: on a small
     vocabulary every row is that busy, and one left shared moves between the cores at
-    nearly every draw), between 256 and HOT_MAX rows (fewer for a smaller vocabulary; capped so the copies take
+    nearly every draw; `sync_words`: the job's merge interval, 0 = the automatic one),
+    between 256 and HOT_MAX rows (fewer for a smaller vocabulary; capped so the copies take
     at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
     epoch of `epoch_words` per process (copies trained apart for long and then summed lose
     accuracy early in training: README, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
@@ -105,7 +109,8 @@ def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_wo
     cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
     sync = auto_sync_words(processes, epoch_words)
     # draws of each row by one process between two merges (shares are sorted by frequency)
-    quiet = np.diff(shares, prepend=0.0) * (sync * updates_per_word * row_draws) < HOT_TOUCHES
+    between = (sync_words or sync) * updates_per_word * row_draws
+    quiet = np.diff(shares, prepend=0.0) * between < HOT_TOUCHES
     words = max(words, int(np.argmax(quiet)) if quiet.any() else shares.size)
     tiers = HOT_TIERS if tiers is None else max(0, int(tiers))
     if epoch_words:
@@ -130,7 +135,9 @@ def auto_hot_rows(counts, keep, negative: int, ns_exponent: float, processes: in
 def row_draws(sg: int, window: int, shrink_windows: int, negative: int) -> float:
     """Rows one update draws: skip-gram the context word's and the center's output row (2),
     CBOW every context word's (window + 1 on average with shrinking windows, else
-    2 * window) and the center's; and each noise word's."""
+    2 * window) and the center's; and each noise word's. (Hierarchical softmax's output
+    rows are tree nodes, not words' rows: counted as a center's, which errs towards more
+    hot rows.)"""
     words = 2.0 if sg else 1.0 + (window + 1 if shrink_windows else 2 * window)
     return words + max(0, int(negative))
 
@@ -153,7 +160,7 @@ def choose_hot_rows(spec: dict, processes: int, vocab: int, vector_size: int,
         return words, sync or auto_sync_words(processes, epoch_words), max(tiers, 0)
     words, auto_sync, tiers = size_hot_rows(spec["shares"], vocab, processes, vector_size,
                                             epoch_words, updates_per_word,
-                                            None if tiers < 0 else tiers, draws)
+                                            None if tiers < 0 else tiers, draws, sync)
     if not words:
         return 0, 1024, 0
     return words, sync or auto_sync, tiers

@@ -124,8 +124,8 @@ class UntilReady(ListSource):
         super().__init__(tasks)
         self.session = session
 
-    def exhausted(self) -> bool:
-        return not self.pending and len(self.session.ready) >= self.session.workers
+    def exhausted(self) -> bool:       # (a process that died is no longer waited for)
+        return not self.pending and self.session.alive <= self.session.ready
 
 
 def run_procs(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
