@@ -10,6 +10,9 @@ same chunks can be trained, in interleaved rounds (issue 15):
   Ni     N spawned processes, each training its own copy of the weights on 1/N of the
          chunks: nothing shared at all (the control for sharing: if Ni slows down in the same
          rounds as Np, the cause is the machine, not the rows the processes share)
+  Nc     N spawned processes, each training its own copy in its own memory, with no session
+         (as `engine run` trains with one process): Ni without the local engine's machinery
+         (the variant key copies_shm=1 puts each copy in shared memory, as a session's are)
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
 `prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
@@ -46,7 +49,7 @@ def variant(text: str) -> dict:
 
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
-SESSION_KEYS = ("hot_words", "sync_words", "hot_tiers")
+SESSION_KEYS = ("hot_words", "sync_words", "hot_tiers", "copies_shm")
 
 
 def hot(over: dict, state=None, processes: int = 2) -> tuple:
@@ -155,7 +158,60 @@ def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
             session.close()
 
 
-KINDS = {"t": run_threads, "p": run_procs, "i": run_independent}
+def _copy_main(cfg, vocab, over, ids_path, max_ids, tasks, go, ready) -> None:
+    """One of run_copies' processes: its own model, trained in this process as `engine run`
+    trains with one process (no session, no shared memory), once `go` is set."""
+    from engine.idstream import ChunkReader
+
+    arrays, settings = fresh(cfg, vocab, over)
+    shared = None
+    if over.get("copies_shm"):          # the same copy, but in shared memory as a session's
+        from engine.local import TABLES, WEIGHTS
+        from engine.shm import SharedArrays
+
+        shared = SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
+        arrays = dict(arrays, **{k: shared[k] for k in WEIGHTS + TABLES})
+    trainer = make_trainer(arrays, settings)
+    reader = ChunkReader(ids_path, max_ids)
+    ready.release()
+    go.wait()
+    for t in tasks:
+        trainer.train(reader.read(t.start, t.end), t.seed, t.alpha0, t.alpha1)
+    reader.close()
+    if shared is not None:
+        del trainer, arrays
+        shared.unlink()
+
+
+def run_copies(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
+    """n spawned processes, each training its own copy of the weights in its own memory on
+    1/n of the chunks (as Ni, but without the local engine's session and shared memory):
+    seconds from all of them ready to the last one done."""
+    from multiprocessing import get_context
+
+    ctx = get_context("spawn")
+    go, ready = ctx.Event(), ctx.Semaphore(0)
+    procs = [ctx.Process(target=_copy_main, args=(cfg, vocab, over, stream.path,
+                                                  stream.max_chunk_ids, tasks[n + i::n], go,
+                                                  ready)) for i in range(n)]
+    try:
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.acquire()
+        t0 = time.perf_counter()
+        go.set()
+        for proc in procs:
+            proc.join()
+        return time.perf_counter() - t0
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+KINDS = {"t": run_threads, "p": run_procs, "i": run_independent, "c": run_copies}
 
 
 def parse_mode(mode: str) -> tuple:
@@ -188,9 +244,11 @@ def main():
     lines = {}
     with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
-        # Np and Ni train the first N chunks untimed (every process started and ready)
+        # Np, Ni and Nc leave the first N chunks out (Np, Ni: trained untimed, every process
+        # started and ready)
         words = {m: sum(t.raw_words for t in
-                        (tasks[n:] if runners[m][0] in (run_procs, run_independent) else tasks))
+                        (tasks[n:] if runners[m][0] in (run_procs, run_independent, run_copies)
+                         else tasks))
                  for m, (_, n) in runners.items()}
         most = max(n for _, n in runners.values())
         for r in range(args.rounds):
