@@ -591,6 +591,9 @@ def run_bench(args) -> int:
     runs: dict[tuple, list[dict]] = {}
     if args.repeat < 1:
         raise ConfigError(f"--repeat {args.repeat}: expected an integer >= 1")
+    if args.share_nothing and job.lsi is not None:
+        raise ConfigError("--share-nothing: word2vec jobs only (an [lsi] job's bench times "
+                          "its own splits of processes and BLAS threads)")
     keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
     if job.lsi is not None:                    # document vectors: engine.bench_lsi
         from .bench_lsi import run_lsi_bench

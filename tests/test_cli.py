@@ -190,3 +190,6 @@ def test_bench_on_an_lsi_job_runs_splits_and_nodes(tmp_path):
     assert all(row["svd_seconds"] > 0 and row["peak_mb"] > 0 for row in data["rows"])
     assert "unknown LSI peer 'nosuch'" in r.stdout
     assert "| engine | 2x1 |" in r.stdout
+    r = _run("bench", str(job), "--share-nothing")     # refused before anything runs
+    assert r.returncode == 2 and "--share-nothing: word2vec jobs only" in r.stderr
+    assert "Traceback" not in r.stderr
