@@ -52,8 +52,8 @@ HOT_MAX = 16384            # at most this many hot rows
 # processes 1.29x one with 312 of its rows hot, 1.76x with all 512; README, "Where the
 # second core goes; small vocabularies"). 32 leaves the shared corpus's choices as they were
 # (the first row past the share rule's is drawn 5 times between merges by a CBOW process,
-# 13 by a skip-gram one at window 5, 24 at window 10) and takes
-# every row of a vocabulary of a few thousand words. The draws are estimated: a row's share
+# 13 by a skip-gram one at window 5, 24 at window 10) and takes every row of a vocabulary
+# of a few thousand words. The draws are estimated: a row's share
 # is hot_draw_shares' (kept words twice an update, noise words `negative` times), times the
 # rows an update draws (row_draws); CBOW draws more kept words an update than that mix
 # says, so its tail rows read up to 1.7x busier than they are
