@@ -190,8 +190,7 @@ def run_share_nothing(corpus: str, model: dict, p: int, out: str,
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logs[-1],
                                           env=env))
         while any(proc.poll() is None for proc in procs):
-            failed = [i for i, proc in enumerate(procs) if proc.returncode]
-            if failed:                             # one failed: do not wait for the others
+            if any(proc.returncode for proc in procs):   # one failed: do not wait for the rest
                 break
             time.sleep(0.2)
         for i, proc in enumerate(procs):

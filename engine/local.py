@@ -144,13 +144,13 @@ def row_draws(sg: int, window: int, shrink_windows: int, negative: int) -> float
 
 
 def choose_hot_rows(spec: dict, processes: int, vocab: int, vector_size: int,
-                    epoch_words: int, updates_per_word: float,
-                    draws: float = 2.0) -> tuple[int, int, int]:
+                    epoch_words: int, kernel) -> tuple[int, int, int]:
     """(hot_words, sync_words, tiers) for `processes` processes from a job's hot-row
     settings (engine.train.hot_rows_spec: `words` fixed, or the vocabulary's cumulative draw
     `shares` for "auto"; `sync_words` 0 = sized; `tiers` -1 = "auto"), over an epoch of
-    `epoch_words` per these processes. The local engine and each cluster node (for its own
-    process count) both choose with it. No hot rows: (0, 1024, 0)."""
+    `epoch_words` per these processes, for `kernel` (its sg, window, shrink_windows and
+    negative: a ModelConfig or KernelSettings). The local engine and each cluster node (for
+    its own process count) both choose with it. No hot rows: (0, 1024, 0)."""
     sync, tiers = int(spec.get("sync_words", 0)), int(spec.get("tiers", -1))
     if processes < 2:
         return 0, 1024, 0
@@ -159,9 +159,11 @@ def choose_hot_rows(spec: dict, processes: int, vocab: int, vector_size: int,
         if not words:
             return 0, 1024, 0
         return words, sync or auto_sync_words(processes, epoch_words), max(tiers, 0)
-    words, auto_sync, tiers = size_hot_rows(spec["shares"], vocab, processes, vector_size,
-                                            epoch_words, updates_per_word,
-                                            None if tiers < 0 else tiers, draws, sync)
+    k = kernel
+    words, auto_sync, tiers = size_hot_rows(
+        spec["shares"], vocab, processes, vector_size, epoch_words,
+        updates_per_word(k.sg, k.window, k.shrink_windows), None if tiers < 0 else tiers,
+        row_draws(k.sg, k.window, k.shrink_windows, k.negative), sync)
     if not words:
         return 0, 1024, 0
     return words, sync or auto_sync, tiers

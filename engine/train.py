@@ -23,8 +23,7 @@ from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
 from .blas import blas_measured, blas_products
-from .local import (WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks,
-                    row_draws, updates_per_word)
+from .local import WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -93,9 +92,7 @@ def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
     if procs < 2:
         return 0, 1024, 0
     return choose_hot_rows(hot_rows_spec(engine, state), procs, len(state.vocab),
-                           c.vector_size, state.vocab.raw_words,
-                           updates_per_word(c.sg, c.window, c.shrink_windows),
-                           row_draws(c.sg, c.window, c.shrink_windows, c.negative))
+                           c.vector_size, state.vocab.raw_words, c)
 
 
 def hot_rows_spec(engine: EngineConfig, state: ModelState) -> dict:

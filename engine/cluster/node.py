@@ -33,8 +33,7 @@ import psutil
 from ..checks import check_arrays
 from ..errors import EngineError
 from ..blas import blas_measured, blas_products
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows, row_draws,
-                     updates_per_word)
+from ..local import HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
@@ -88,11 +87,7 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
         checked["shares"] = shares
     else:
         checked["words"] = _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words")
-    return choose_hot_rows(checked, processes, vocab, dim, epoch_words,
-                           updates_per_word(settings.sg, settings.window,
-                                            settings.shrink_windows),
-                           row_draws(settings.sg, settings.window, settings.shrink_windows,
-                                     settings.negative))
+    return choose_hot_rows(checked, processes, vocab, dim, epoch_words, settings)
 
 
 def _job_settings(s: dict, job) -> KernelSettings:
