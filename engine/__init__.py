@@ -4,34 +4,40 @@ Cython nogil kernels on every core of a machine.
 Public API (gensim 4's names): Word2Vec, KeyedVectors, LineSentence, Text8Corpus,
 PathLineSentences, CallbackAny2Vec; and CorpusSource (streamed corpus), run_job, load_job.
 """
-from .callbacks import CallbackAny2Vec
-from .config import JobConfig, ModelConfig, load_job
-from .corpus import CorpusSource
+import importlib
+
 from .errors import ConfigError, CorpusError, EngineError, Interrupted, WorkerError
-from .model import Word2Vec
-from .readers import LineSentence, PathLineSentences, Text8Corpus
-from .vectors import KeyedVectors
 
 __version__ = "0.1.0"
 
+# The public names, each imported from its module when first asked for (`from engine import
+# Word2Vec` as well): a training process imports engine.local, and with it this package,
+# without the model, the evaluators and the configuration it never uses (0.3 s of imports
+# that every spawned process paid before it could train).
+_LAZY = {"CallbackAny2Vec": ".callbacks", "JobConfig": ".config", "ModelConfig": ".config",
+         "load_job": ".config", "CorpusSource": ".corpus", "Word2Vec": ".model",
+         "LineSentence": ".readers", "PathLineSentences": ".readers",
+         "Text8Corpus": ".readers", "KeyedVectors": ".vectors",
+         # the document models; LsiModel with gensim's distributed=True (the cluster)
+         "LsiModel": ".doc_models", "Dictionary": ".docs", "TfidfModel": ".docs"}
+
 
 def __getattr__(name):
-    """engine.Dictionary, engine.TfidfModel, engine.LsiModel: the document models
-    (engine.docs), imported when first asked for."""
-    if name == "LsiModel":                  # with gensim's distributed=True (the cluster)
-        from .doc_models import LsiModel
-
-        return LsiModel
-    if name in ("Dictionary", "TfidfModel"):
-        from . import docs
-
-        return getattr(docs, name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def run_job(job, show_progress: bool = True, resume: bool = False):
     """Train, save and evaluate a job (a JobConfig or the path of a job TOML file); with
     resume, continue from its latest checkpoint."""
+    from .config import load_job
     from .train import run_job as _run
 
     if isinstance(job, str):

@@ -216,6 +216,19 @@ def _limit_blas():
     return threadpool_limits(limits=1)
 
 
+def _standby_main(slot: int, conn) -> None:
+    """Entry point of a process started ahead of its work (Standby): its imports done, it
+    waits for what to train (_worker_main's arguments) or for None, then trains."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        return                                       # parent gone before any work
+    if msg is not None:
+        _worker_main(slot, *msg, conn)
+
+
 def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, ids_path: str,
                  max_ids: int, conn) -> None:
     """Entry point of a spawned training process: attach, then train chunks until told to
@@ -266,6 +279,55 @@ def _worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, id
         trainer = None
         if shared is not None:
             shared.close()
+
+
+def _spawn(target, slot: int, *args) -> tuple:
+    """One training process running target(slot, *args, conn): (process, parent's end)."""
+    ctx = get_context("spawn")
+    parent_end, child_end = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=target, name=f"engine-train-{slot}",
+                       args=(slot, *args, child_end), daemon=True)
+    try:
+        with sigint_ignored_in_children():
+            proc.start()
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    return proc, parent_end
+
+
+class Standby:
+    """Training processes started before their work is known, so that their start (a spawned
+    interpreter importing numpy and the kernels, 0.2-0.3 s) overlaps the counting and
+    encoding of the corpus instead of delaying the first chunk. A LocalSession takes them
+    (`standby=`); `close()` stops any it did not take. Use it as a context manager."""
+
+    def __init__(self, workers: int):
+        self.waiting: list = []
+        try:
+            for slot in range(max(0, int(workers))):
+                self.waiting.append(_spawn(_standby_main, slot))
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self, n: int) -> list:
+        """Up to n of the waiting processes (process, connection), now the caller's."""
+        taken, self.waiting = self.waiting[:n], self.waiting[n:]
+        return taken
+
+    def close(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        _stop_all(dict(enumerate(p for p, _ in waiting)),
+                  dict(enumerate(c for _, c in waiting)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class ListSource:
@@ -354,10 +416,11 @@ class LocalSession:
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
                  hot_tiers: int = 0, shared: SharedArrays | None = None,
-                 stall_seconds: float = 120.0):
+                 stall_seconds: float = 120.0, standby: "Standby | None" = None):
         """hot_words > 0: the processes train the rows of that many most frequent words on
         their own copies, merged every sync_words trained words (hot_tiers > 0: in tiers,
-        all of them every 2^hot_tiers merges; Trainer)."""
+        all of them every 2^hot_tiers merges; Trainer). `standby`: processes started
+        earlier (Standby), used before any new one is started."""
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
         # with hot rows a process reports chunks once merged in full (every sync_words <<
@@ -370,19 +433,24 @@ class LocalSession:
         self.procs: dict[int, object] = {}
         self.conns: dict[int, object] = {}
         self.lost_workers: list = []
+        work = (self.shared.spec, settings, (hot_words, sync_words, hot_tiers), ids_path,
+                max_ids)
+        waiting = standby.take(self.workers) if standby is not None else []
         try:
-            ctx = get_context("spawn")
             for slot in range(self.workers):
-                parent_end, child_end = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, name=f"engine-train-{slot}",
-                                   args=(slot, self.shared.spec, settings,
-                                         (hot_words, sync_words, hot_tiers), ids_path, max_ids,
-                                         child_end), daemon=True)
-                with sigint_ignored_in_children():
-                    proc.start()
-                child_end.close()
-                self.procs[slot], self.conns[slot] = proc, parent_end
+                if waiting:                          # started earlier: only the work to send
+                    proc, conn = waiting.pop(0)
+                    try:
+                        conn.send(work)
+                    except (BrokenPipeError, OSError):   # it died meanwhile: start another
+                        _stop_all({slot: proc}, {slot: conn})
+                    else:
+                        self.procs[slot], self.conns[slot] = proc, conn
+                        continue
+                self.procs[slot], self.conns[slot] = _spawn(_worker_main, slot, *work)
         except BaseException:
+            _stop_all(dict(enumerate(p for p, _ in waiting)),
+                      dict(enumerate(c for _, c in waiting)))
             self.close()
             raise
         self.alive = set(self.procs)
@@ -527,9 +595,11 @@ class LocalEngine:
 
     def __init__(self, workers: int = 1, progress_seconds: float = 5.0, show_progress=True,
                  on_tick=None, hot_words: int = 0, sync_words: int = 1024,
-                 stall_seconds: float = 120.0, hot_tiers: int = 0):
+                 stall_seconds: float = 120.0, hot_tiers: int = 0,
+                 standby: Standby | None = None):
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
+        self.standby = standby          # processes started earlier, taken by the session
         self.hot_words = hot_words
         self.sync_words = sync_words
         self.hot_tiers = hot_tiers
@@ -594,7 +664,8 @@ class LocalEngine:
             else:
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                   self.workers, self.hot_words, self.sync_words,
-                                  self.hot_tiers, stall_seconds=self.stall_seconds) as session:
+                                  self.hot_tiers, stall_seconds=self.stall_seconds,
+                                  standby=self.standby) as session:
                     live["weights"] = session.shared
                     try:
                         for epoch_tasks in by_epoch(tasks):

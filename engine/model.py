@@ -27,6 +27,7 @@ from .corpus import CorpusSource
 from .errors import CorpusError
 from .schedule import TrainStats
 from .state import ModelState
+from .local import Standby
 from .train import make_stream, make_vocab, scratch_folder, train_state
 from .vocab import Vocab
 
@@ -314,7 +315,11 @@ class Word2Vec:
         t0 = time.perf_counter()
         for cb in self.callbacks:
             _call(cb, "on_train_begin", self)
-        with scratch_folder(self.engine.cache_dir) as folder:
+        local = self.cluster is None or not self.cluster.enabled
+        # the training processes start while the corpus is encoded (engine.local.Standby)
+        with scratch_folder(self.engine.cache_dir) as folder, \
+                Standby(self.engine.processes if local and self.engine.processes > 1
+                        else 0) as standby:
             stream = make_stream(corpus, self.state.vocab, folder, self.engine)
             if stream.n_ids == 0 or stream.raw_words == 0:
                 raise CorpusError("Word2Vec.train: the corpus yielded no words (a generator "
@@ -324,7 +329,7 @@ class Word2Vec:
                     _call(cb, "on_epoch_begin", self)
             stats = train_state(self.state, stream, self.engine, epochs, alpha, min_alpha,
                                 show_progress=self.show_progress, cluster=self.cluster,
-                                on_epoch_end=self._epoch_end(epochs))
+                                on_epoch_end=self._epoch_end(epochs), standby=standby)
         self.last_stats = stats
         self.running_training_loss = stats.loss
         self.train_count += 1

@@ -23,7 +23,8 @@ from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
 from .blas import blas_measured, blas_products
-from .local import WEIGHTS, LocalEngine, choose_hot_rows, hot_draw_shares, plan_tasks
+from .local import (WEIGHTS, LocalEngine, Standby, choose_hot_rows, hot_draw_shares,
+                    plan_tasks)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -65,10 +66,11 @@ def make_stream(corpus, vocab: Vocab, folder: str, engine: EngineConfig) -> IdSt
 
 def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
                 progress_seconds: float = 5.0, show_progress: bool = True, counts=None,
-                hot: tuple | None = None, node_hot: dict | None = None):
+                hot: tuple | None = None, node_hot: dict | None = None,
+                standby: Standby | None = None):
     """The engine that trains: local (every core here) or the cluster (the job's nodes).
     Both take train(arrays, settings, stream, tasks) -> TrainStats. Pyro4 is imported only
-    for a cluster."""
+    for a cluster. `standby`: the local engine's processes, started earlier."""
     if cluster is not None and cluster.enabled:
         from .cluster import ClusterEngine, read_key
 
@@ -82,7 +84,7 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
                  if tiers else "")
     return LocalEngine(engine.processes, progress_seconds, show_progress,
                        hot_words=words, sync_words=sync, stall_seconds=engine.stall_seconds,
-                       hot_tiers=tiers)
+                       hot_tiers=tiers, standby=standby)
 
 
 def hot_rows(engine: EngineConfig, state: ModelState) -> tuple[int, int, int]:
@@ -162,11 +164,12 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
                 alpha: float, min_alpha: float, progress_seconds: float = 5.0,
                 show_progress: bool = True, cluster: ClusterConfig | None = None,
                 checkpoint=None, skip: set | None = None, on_epoch_end=None,
-                watch=None) -> TrainStats:
+                watch=None, standby: Standby | None = None) -> TrainStats:
     """Train `state` in place for `epochs` more epochs over the id stream (less the tasks
     in `skip`: done before the checkpoint a run resumes from). `on_epoch_end(epoch, stats,
     weights)` runs after each epoch (True: stop there); `watch(runner)` is told the runner
-    (whose `.stats` is the live TrainStats) before training starts."""
+    (whose `.stats` is the live TrainStats) before training starts; `standby`: training
+    processes started while the corpus was prepared (engine.local.Standby)."""
     tasks = plan_tasks(stream, epochs, alpha, min_alpha, state.config.seed,
                        first_epoch=state.epochs_trained)
     if skip:
@@ -174,7 +177,8 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     clustered = cluster is not None and cluster.enabled
     runner = make_runner(engine, cluster, progress_seconds, show_progress,
                          counts=state.vocab.counts, hot=hot_rows(engine, state),
-                         node_hot=hot_rows_spec(engine, state) if clustered else None)
+                         node_hot=hot_rows_spec(engine, state) if clustered else None,
+                         standby=standby)
     if watch is not None:
         watch(runner)
     settings = kernel_settings(state, engine)
@@ -541,7 +545,10 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     if resume:
         ckpt_path, progress = latest_checkpoint(ckpt_dir)
         refuse_other_job(progress, identity, ckpt_path)
-    with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder:
+    # the training processes start now and wait while the corpus is counted and encoded
+    local_procs = e.processes if e.processes > 1 and not job.cluster.enabled else 0
+    with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder, \
+            Standby(local_procs) as standby:
         if resume:
             state = ModelState.load(os.path.join(ckpt_path, "model"))
             vocab = state.vocab
@@ -583,7 +590,8 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
                             job.output.progress_seconds, show_progress, job.cluster,
                             checkpoint=checkpointer, skip=skip, on_epoch_end=curve,
                             watch=lambda runner: mem.start_timeline(
-                                live_probe(runner), job.output.progress_seconds))
+                                live_probe(runner), job.output.progress_seconds),
+                            standby=standby)
         train_window.append(time.time())
         mem.probe = None
         train_peak = mem.new_phase()

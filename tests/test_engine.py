@@ -15,7 +15,7 @@ import pytest
 from engine.bench import engine_command
 from engine.errors import WorkerError
 from engine.idstream import ChunkReader
-from engine.local import LocalEngine, plan_tasks
+from engine.local import LocalEngine, Standby, plan_tasks
 from engine.prepare import build_vocab_iterable, encode_iterable
 from engine.shm import PREFIX
 from engine.state import ModelState
@@ -109,6 +109,59 @@ def test_killed_worker_its_chunks_go_to_another(tmp_path, planted, caplog):
     assert len(stats.lost_workers) == 1 and stats.lost_workers[0]["exit"] == -signal.SIGKILL
     assert "died with signal 9" in caplog.text
     assert _segments() == before and _no_children()
+
+
+def test_standby_processes_train_and_a_dead_one_is_replaced(tmp_path, planted):
+    """Processes started before the work is known (engine.local.Standby) are the ones that
+    train; one that died while waiting is replaced by a fresh process; every chunk is
+    trained once; nothing is left afterwards."""
+    before = _segments()
+    state, stream, tasks = _setup(tmp_path, planted)
+    with Standby(2) as standby:
+        waiting = [proc.pid for proc, _ in standby.waiting]
+        assert len(waiting) == 2 and len(_trainers()) == 2
+        seen = set()
+        stats = LocalEngine(workers=2, show_progress=False, standby=standby,
+                            on_tick=lambda: seen.update(k.pid for k in _trainers())).train(
+            state.kernel_arrays(), state.kernel_settings, stream, tasks)
+        assert standby.waiting == []
+    assert stats.raw_words == 3 * stream.raw_words and not stats.lost_workers
+    assert seen == set(waiting)                    # no other process was started
+    assert _segments() == before and _no_children()
+
+    with Standby(2) as standby:
+        dead = standby.waiting[0][0]
+        dead.kill()
+        dead.join()
+        seen = set()
+        syn0 = state.syn0.copy()
+        stats = LocalEngine(workers=2, show_progress=False, standby=standby,
+                            on_tick=lambda: seen.update(k.pid for k in _trainers())).train(
+            state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert stats.raw_words == 3 * stream.raw_words and not stats.lost_workers
+    assert not (state.syn0 == syn0).all()
+    assert standby.waiting == [] and dead.pid not in seen and len(seen) == 2
+    assert _segments() == before and _no_children()
+
+
+def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path):
+    """engine run starts its training processes before reading the corpus: a corpus that
+    fails while being counted still leaves no process behind."""
+    with Standby(2) as standby:
+        assert len(_trainers()) == 2
+    assert standby.waiting == [] and _no_children()
+    from engine.config import load_job
+    from engine.errors import CorpusError
+    from engine.train import run_job
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"fine words here\n" * 500 + b"bad \xff byte\n")
+    job = tmp_path / "job.toml"
+    job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nmin_count = 1\n'
+                   f'[engine]\nworkers = 2\n[output]\ndir = "{tmp_path / "out"}"\n')
+    with pytest.raises(CorpusError, match="invalid UTF-8"):
+        run_job(load_job(str(job)), show_progress=False)
+    assert _no_children()
 
 
 def _big_corpus(path, words=400_000):

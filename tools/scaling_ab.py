@@ -14,6 +14,10 @@ same chunks can be trained, in interleaved rounds (issue 15):
          (as `engine run` trains with one process): Ni without the local engine's machinery
          (the variant key copies_shm=1 puts each copy in shared memory, as a session's are)
 
+The variant key shm_huge="never" | "always" remounts /dev/shm with that `huge=` option
+before the run (root only; the mount's own option is put back at the end): whether the
+shared weights may take the transparent huge pages engine.shm asks for.
+
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
 `prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
 as `engine run` sizes them) and `sync_words=N`). Every round trains a fresh model on the same
@@ -49,7 +53,27 @@ def variant(text: str) -> dict:
 
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
-SESSION_KEYS = ("hot_words", "sync_words", "hot_tiers", "copies_shm")
+SESSION_KEYS = ("hot_words", "sync_words", "hot_tiers", "copies_shm", "shm_huge")
+
+
+def shm_huge_mode() -> str:
+    """/dev/shm's tmpfs `huge=` mount option (never when not given)."""
+    with open("/proc/mounts") as fh:
+        for line in fh:
+            dev, where, kind, opts = line.split()[:4]
+            if where == "/dev/shm":
+                return next((o[5:] for o in opts.split(",") if o.startswith("huge=")), "never")
+    return "never"
+
+
+def set_shm_huge(mode: str) -> None:
+    """Remount /dev/shm with huge=MODE (root; a host setting, restored at the end): the
+    variant key shm_huge="advise" lets the shared weights take the huge pages engine.shm
+    advises, "never" refuses them."""
+    import subprocess
+
+    if shm_huge_mode() != mode:
+        subprocess.run(["mount", "-o", f"remount,huge={mode}", "/dev/shm"], check=True)
 
 
 def hot(over: dict, state=None, processes: int = 2) -> tuple:
@@ -242,6 +266,10 @@ def main():
     rows = {(m, v): [] for v in args.variants for m in modes}
     checks = []
     lines = {}
+    if any("shm_huge" in variant(v) for v in args.variants):
+        import atexit
+
+        atexit.register(set_shm_huge, shm_huge_mode())     # the mount's own option, after
     with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
         # Np, Ni and Nc leave the first N chunks out (Np, Ni: trained untimed, every process
@@ -260,6 +288,8 @@ def main():
                 for m in modes:
                     if args.one_first and m == "1" and v != args.variants[0]:
                         continue
+                    if "shm_huge" in variant(v):
+                        set_shm_huge(variant(v)["shm_huge"])
                     line = line_transfer_ns() if m != "1" else float("nan")
                     run, n = runners[m]
                     secs = (run(cfg, vocab, stream, chunks, tasks, variant(v)) if run is run_one
