@@ -16,7 +16,7 @@ same chunks can be trained, in interleaved rounds (issue 15):
 
 The variant key shm_huge="never" | "always" remounts /dev/shm with that `huge=` option
 before the run (root only; the mount's own option is put back at the end): whether the
-shared weights may take the transparent huge pages engine.shm asks for.
+shared weights live on transparent huge pages (2 MiB) or on 4 KiB pages.
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
 `prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
@@ -68,8 +68,8 @@ def shm_huge_mode() -> str:
 
 def set_shm_huge(mode: str) -> None:
     """Remount /dev/shm with huge=MODE (root; a host setting, restored at the end): the
-    variant key shm_huge="advise" lets the shared weights take the huge pages engine.shm
-    advises, "never" refuses them."""
+    variant key shm_huge="always" gives the shared weights 2 MiB pages, "never" 4 KiB ones
+    (as most hosts do)."""
     import subprocess
 
     if shm_huge_mode() != mode:
