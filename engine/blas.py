@@ -60,13 +60,6 @@ def blas_products() -> str | None:
         return "unknown"
 
 
-def blas_measured(lib: str | None) -> bool:
-    """Whether batched skip-gram takes BLAS under products = "auto" with scipy's BLAS `lib`
-    (blas_products()): OpenBLAS, the one measured faster than the loops (README, "BLAS
-    products"). The local engine and each cluster node decide with it."""
-    return "openblas" in (lib or "").lower()
-
-
 def blas_summary() -> list[dict]:
     try:
         import numpy  # noqa: F401  (loads numpy's BLAS so it is listed)

@@ -124,9 +124,10 @@ class EngineConfig:
     cbow_batch: int = _f(4, int, 1, 16)
     # batched skip-gram's small matrix products (a window's rows against its noise set):
     # "blas" (BLAS sgemm, as scipy exports it, on rows gathered into blocks), "loops"
-    # (register-blocked loops in ext/vecmath.h), "auto" (blas where scipy's BLAS is
-    # OpenBLAS, measured faster at every vector_size from 50 to 300, README "BLAS
-    # products"; else loops). Cluster nodes take BLAS where theirs is OpenBLAS.
+    # (register-blocked loops in ext/vecmath.h), "auto" (whichever measures faster on this
+    # machine at the job's shape, engine.local.measure_products: BLAS was 1.04-1.28x the
+    # loops on one host and 0.38x on another, README "BLAS products"). Cluster nodes
+    # measure for themselves.
     products: str = _f("auto", str, choices=("auto", "blas", "loops"))
 
     @property

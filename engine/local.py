@@ -210,6 +210,72 @@ def _sgemm(blas: int):
     return cap
 
 
+_PRODUCT_RATES: dict = {}
+
+
+def measure_products(settings: KernelSettings, vector_size: int, vocab_words: int,
+                     words: int = 0, rounds: int = 3) -> tuple[float, float]:
+    """Words/s of batched skip-gram on this machine with its small products in
+    register-blocked loops and through BLAS sgemm: (loops, blas), each the best of `rounds`
+    interleaved trials (after one untimed) on one synthetic chunk: `words` ids (0: 20,000
+    at 100 dims, fewer above) drawn Zipf-like from at most 20,000 words (fewer above 100
+    dims), sentences of 20, the job's vector_size, window, negative and loss setting; in
+    this process, BLAS held to one thread as in training. Which is faster depends on the
+    host: OpenBLAS has a fast path for small matrices on some processors only (README,
+    "BLAS products": BLAS 1.04-1.28x the loops on one VM, under half their rate on
+    another). About 0.3 s; remembered per process for the same shape."""
+    import dataclasses
+    from collections import Counter
+
+    from .vocab import Vocab
+
+    d = max(1, int(vector_size))
+    v = max(2, min(int(vocab_words), 20_000, max(1_000, 2_000_000 // d)))   # <= 8 MB a matrix
+    words = int(words) or int(min(20_000, max(4_000, 2_000_000 // d)))
+    key = (settings.negative, settings.window, settings.compute_loss, d, v, words)
+    if key in _PRODUCT_RATES:
+        return _PRODUCT_RATES[key]
+    counts = Counter({f"w{i}": max(1, int(1e7 / (i + 1))) for i in range(v)})
+    vocab = Vocab.build(counts, sum(counts.values()), min_count=1)
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, v + 1)
+    ids = rng.choice(v, size=words, p=p / p.sum()).astype(np.int32)
+    ids[19::20] = -1                                   # sentence ends
+    syn0 = ((rng.random((v, d), dtype=np.float32) * 2 - 1) / d).astype(np.float32)
+    arrays = {"syn0": syn0, "syn1neg": np.zeros((v, d), np.float32),
+              "syn1": np.zeros((0, d), np.float32), "keep": vocab.keep_table(1e-3),
+              "noise": vocab.noise_table(0.75), "codes": np.zeros((1, 1), np.uint8),
+              "points": np.zeros((1, 1), np.int32), "code_lens": np.zeros(1, np.int32)}
+    trainers = [make_trainer(arrays, dataclasses.replace(settings, sg=1, hs=0, batched=1,
+                                                         blas=blas)) for blas in (0, 1)]
+    best = [float("inf"), float("inf")]
+    with _limit_blas():
+        for r in range(rounds + 1):                    # the first round warms up, untimed
+            for k in ((0, 1) if r % 2 else (1, 0)):
+                t0 = time.perf_counter()
+                trainers[k].train(ids, r + 1, 0.025, 0.025)
+                if r:
+                    best[k] = min(best[k], time.perf_counter() - t0)
+    rates = (words / best[0], words / best[1])
+    _PRODUCT_RATES[key] = rates
+    return rates
+
+
+def products_by_measure(settings: KernelSettings, vector_size: int, vocab_words: int,
+                        lib: str | None, who: str) -> bool:
+    """products = "auto": whether batched skip-gram's products go through BLAS here, that is
+    whether scipy's BLAS (`lib`, from blas_products) measures faster than the loops on this
+    machine (measure_products); the choice and both rates are logged under
+    `who`. The local engine and each cluster node decide with it."""
+    if lib is None:
+        log.info("%s: loops (auto; scipy's BLAS sgemm does not load here)", who)
+        return False
+    loops, blas = measure_products(settings, vector_size, vocab_words)
+    log.info("%s: %s (auto, measured here: loops %s words/s, BLAS (%s) %s)", who,
+             "BLAS sgemm" if blas > loops else "loops", f"{loops:,.0f}", lib, f"{blas:,.0f}")
+    return blas > loops
+
+
 def _limit_blas():
     from threadpoolctl import threadpool_limits
 

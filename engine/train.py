@@ -22,9 +22,9 @@ from .checkpoint import latest as latest_checkpoint
 from .corpus import CorpusSource
 from .errors import ConfigError, EngineError, ResourceError
 from .idstream import IdStream
-from .blas import blas_measured, blas_products
+from .blas import blas_products
 from .local import (WEIGHTS, LocalEngine, Standby, choose_hot_rows, hot_draw_shares,
-                    plan_tasks)
+                    measure_products, plan_tasks, products_by_measure)
 from .schedule import KernelSettings, TrainStats, by_epoch
 from .shm import sweep_temp_dirs
 from .memory import PeakMemory, self_peak_rss_mb
@@ -137,9 +137,8 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     if blas and engine.products == "blas" and lib is None:
         raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
                           "(scipy.linalg.cython_blas with sgemm), which does not load here")
-    if blas and engine.products == "auto" and not blas_measured(lib):
-        log.info("products: loops (auto; scipy's BLAS is %s, not OpenBLAS)", lib or "missing")
-        blas = False
+    if blas and engine.products == "auto":
+        blas = products_by_measure(base, c.vector_size, len(state.vocab), lib, "products")
     if engine.products == "blas" and not (batched and c.sg):
         log.warning("[engine] products = \"blas\" is for the batched skip-gram kernel only; "
                     "this job's kernel runs its loops")
@@ -193,6 +192,10 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
         if checkpoint is not None:
             checkpoint.close()
     stats.kernel = dataclasses.asdict(settings)
+    if settings.batched and settings.sg and engine.products == "auto" and blas_products():
+        loops, blas = measure_products(settings, state.config.vector_size,
+                                       len(state.vocab))        # (remembered: no new trial)
+        stats.kernel["products_measured"] = {"loops": round(loops), "blas": round(blas)}
     trained_epochs = len(stats.epochs) if stats.stopped_early else epochs
     state.epochs_trained += trained_epochs
     state.words_trained += stats.raw_words

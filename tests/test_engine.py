@@ -387,15 +387,20 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
                                 "kernel: batched CBOW (one noise set per 6 "}[want])
 
 
-@pytest.mark.parametrize("sg,products,lib,want", [
-    (1, "auto", "scipy-openblas", 1), (1, "auto", "mkl", 0), (1, "auto", None, 0),
-    (1, "blas", "mkl", 1), (1, "blas", None, None), (1, "loops", "scipy-openblas", 0),
-    (0, "auto", "scipy-openblas", 0), (0, "blas", "scipy-openblas", 0),
+FASTER_BLAS, FASTER_LOOPS = (1e6, 2e6), (2e6, 1e6)       # (loops, BLAS) words/s
+
+
+@pytest.mark.parametrize("sg,products,lib,rates,want", [
+    (1, "auto", "scipy-openblas", FASTER_BLAS, 1), (1, "auto", "scipy-openblas", FASTER_LOOPS, 0),
+    (1, "auto", "mkl", FASTER_BLAS, 1), (1, "auto", None, FASTER_BLAS, 0),
+    (1, "blas", "mkl", FASTER_LOOPS, 1), (1, "blas", None, FASTER_BLAS, None),
+    (1, "loops", "scipy-openblas", FASTER_BLAS, 0),
+    (0, "auto", "scipy-openblas", FASTER_BLAS, 0), (0, "blas", "scipy-openblas", FASTER_BLAS, 0),
 ])
-def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, caplog):
-    """Batched skip-gram's products go through BLAS where scipy's is OpenBLAS (auto) or when
-    asked for (refused where scipy's BLAS does not load), else loops; CBOW kernels have no
-    BLAS path. The choice is logged."""
+def test_batched_skipgram_products_choice(sg, products, lib, rates, want, monkeypatch, caplog):
+    """Batched skip-gram's products go through BLAS where they measure faster than the loops
+    on this machine (auto) or when asked for (refused where scipy's BLAS does not load),
+    else loops; CBOW kernels have no BLAS path. The choice is logged with both rates."""
     import dataclasses
     import logging
 
@@ -405,8 +410,11 @@ def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, 
     from engine.vocab import Vocab
 
     monkeypatch.setattr(train, "blas_products", lambda: lib)
+    asked = []
+    monkeypatch.setattr("engine.local.measure_products",
+                        lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
     counts = np.array([5, 4, 3, 2], np.int64)
-    state = ModelState(ModelConfig(sg=sg, negative=5),
+    state = ModelState(ModelConfig(sg=sg, negative=5, vector_size=24),
                        Vocab(["a", "b", "c", "d"], counts, counts.sum()))
     engine = dataclasses.replace(EngineConfig(), products=products)
     if want is None:
@@ -419,8 +427,13 @@ def test_batched_skipgram_products_choice(sg, products, lib, want, monkeypatch, 
     said = " ".join(r.getMessage() for r in caplog.records)
     if sg:
         assert ("through BLAS sgemm" if want else "through register-blocked loops") in said
-    if sg and products == "auto" and not want:
-        assert f"scipy's BLAS is {lib or 'missing'}" in said
+    measures = bool(sg and products == "auto" and lib)
+    assert asked == ([(24, 4)] if measures else [])          # the job's shape
+    if measures:
+        assert (f"measured here: loops {rates[0]:,.0f} words/s, BLAS ({lib}) "
+                f"{rates[1]:,.0f}") in said
+    elif sg and products == "auto":
+        assert "does not load here" in said
 
 
 def test_scipy_exports_sgemm_for_the_batched_kernel(tmp_path):
@@ -542,23 +555,44 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
                     state) == (7, 99, 2)
 
 
-@pytest.mark.parametrize("lib,want", [("scipy-openblas", 1), ("mkl", 0), (None, 0)])
-def test_a_cluster_node_takes_blas_products_where_its_blas_is_openblas(lib, want, monkeypatch,
-                                                                     caplog):
+@pytest.mark.parametrize("lib,rates,want", [
+    ("scipy-openblas", (1e6, 2e6), 1), ("scipy-openblas", (2e6, 1e6), 0),
+    ("mkl", (1e6, 2e6), 1), (None, (1e6, 2e6), 0)])
+def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
+        lib, rates, want, monkeypatch, caplog):
     import logging
 
     import engine.cluster.node as node
 
     monkeypatch.setattr(node, "blas_products", lambda: lib)
+    asked = []
+    monkeypatch.setattr("engine.local.measure_products",
+                        lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
     spec = {"sg": 1, "hs": 0, "negative": 5, "window": 5, "cbow_mean": 1, "batched": 1,
             "blas": 1}
-    with caplog.at_level(logging.WARNING, logger="engine"):
-        assert node._job_settings(spec, "j1").blas == want
-    assert ("products run in loops" in caplog.text) == (not want)
-    assert node._job_settings(dict(spec, blas=0), "j1").blas == 0
+    with caplog.at_level(logging.INFO, logger="engine"):
+        assert node._job_settings(spec, "j1", 100, 5000).blas == want
+    assert ("products: loops (auto" in caplog.text) == (not want)
+    assert asked == ([(100, 5000)] if lib else [])      # measured with the job's shape
+    assert node._job_settings(dict(spec, blas=0), "j1", 100, 5000).blas == 0
     for bad in (dict(spec, batched=0), dict(spec, sg=0), dict(spec, blas=2)):
         with pytest.raises(ValueError, match="blas"):
-            node._job_settings(bad, "j1")
+            node._job_settings(bad, "j1", 100, 5000)
+
+
+def test_measure_products_times_both_ways_once():
+    """The measurement behind products = "auto": both ways really train (finite, positive
+    rates), and a second ask for the same shape is remembered, not measured again."""
+    from engine.blas import blas_products
+    from engine.local import measure_products
+    from engine.schedule import KernelSettings
+
+    if blas_products() is None:
+        pytest.skip("scipy's BLAS sgemm does not load here")
+    settings = KernelSettings(1, 0, 5, 5, 1, 1, 1)
+    rates = measure_products(settings, 24, 300, words=3000)
+    assert len(rates) == 2 and all(np.isfinite(r) and r > 1e4 for r in rates)
+    assert measure_products(settings, 24, 300, words=3000) is rates
 
 
 def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):

@@ -32,8 +32,9 @@ import psutil
 
 from ..checks import check_arrays
 from ..errors import EngineError
-from ..blas import blas_measured, blas_products
-from ..local import HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows
+from ..blas import blas_products
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
+                     products_by_measure)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
 from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
@@ -90,9 +91,10 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
     return choose_hot_rows(checked, processes, vocab, dim, epoch_words, settings)
 
 
-def _job_settings(s: dict, job) -> KernelSettings:
+def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSettings:
     """The job's kernel settings from its spec, checked; BLAS products only where this
-    node's scipy BLAS is the one measured faster (else the same arithmetic in loops)."""
+    node's scipy BLAS measures faster than the loops here (products_by_measure; else the
+    same arithmetic in loops)."""
     settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
                               _int(s["negative"], 0, 1000, "negative"),
                               _int(s["window"], 1, 1000, "window"),
@@ -105,10 +107,8 @@ def _job_settings(s: dict, job) -> KernelSettings:
                               blas=_int(s.get("blas", 0), 0, 1, "blas"))
     if settings.blas and not (settings.batched and settings.sg):
         raise ValueError("settings.blas: expected 0 unless batched skip-gram")
-    lib = blas_products() if settings.blas else None
-    if settings.blas and not blas_measured(lib):
-        log.warning("job %s: scipy's BLAS here is %s, not OpenBLAS; the batched kernel's "
-                    "products run in loops", job, lib or "missing")
+    if settings.blas and not products_by_measure(settings, vector_size, vocab_words,
+                                                 blas_products(), f"job {job} products"):
         settings = dataclasses.replace(settings, blas=0)
     return settings
 
@@ -135,7 +135,8 @@ class NodeJob(CallGuard):
         self.shard_lock = threading.Lock()
         self.dim = _int(spec["dim"], 1, MAX_DIM, "dim")
         self.vocab = _int(spec["vocab"], 1, (1 << 31) - 1, "vocab")
-        self.settings = _job_settings(spec["settings"], spec.get("job"))
+        self.settings = _job_settings(spec["settings"], spec.get("job"), self.dim,
+                                      self.vocab)
         self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
         self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
