@@ -4,7 +4,7 @@ Cython nogil kernels on every core of a machine.
 Public API (gensim 4's names): Word2Vec, KeyedVectors, LineSentence, Text8Corpus,
 PathLineSentences, CallbackAny2Vec; and CorpusSource (streamed corpus), run_job, load_job.
 """
-import importlib
+import importlib as _importlib
 
 from .errors import ConfigError, CorpusError, EngineError, Interrupted, WorkerError
 
@@ -24,7 +24,7 @@ _LAZY = {"CallbackAny2Vec": ".callbacks", "JobConfig": ".config", "ModelConfig":
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

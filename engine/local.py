@@ -218,8 +218,8 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
     """Words/s of batched skip-gram on this machine with its small products in
     register-blocked loops and through BLAS sgemm: (loops, blas), each the best of `rounds`
     interleaved trials (after one untimed) on one synthetic chunk: `words` ids (0: 20,000
-    at 100 dims, fewer above) drawn Zipf-like from at most 20,000 words (fewer above 100
-    dims), sentences of 20, the job's vector_size, window, negative and loss setting; in
+    at 100 dims, window 5 and negative 5, fewer for more work a word) drawn Zipf-like from
+    at most 20,000 words (fewer above 100 dims), sentences of 20, the job's vector_size, window, negative and loss setting; in
     this process, BLAS held to one thread as in training. Which is faster depends on the
     host: OpenBLAS has a fast path for small matrices on some processors only (README,
     "BLAS products": BLAS 1.04-1.28x the loops on one VM, under half their rate on
@@ -230,9 +230,11 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
     from .vocab import Vocab
 
     d = max(1, int(vector_size))
-    v = max(2, min(int(vocab_words), 20_000, max(1_000, 2_000_000 // d)))   # <= 8 MB a matrix
-    words = int(words) or int(min(20_000, max(4_000, 2_000_000 // d)))
-    key = (settings.negative, settings.window, settings.compute_loss, d, v, words)
+    v = max(2, min(int(vocab_words), 20_000, 2_000_000 // d))        # at most 8 MB a matrix
+    # about the work of 20,000 words at 100 dims, window 5, negative 5 (0.02-0.05 s a trial)
+    work = d * (settings.window + 1) * (settings.negative + 1)
+    words = int(words) or int(min(20_000, max(500, 72_000_000 // work)))
+    key = (dataclasses.astuple(settings), d, v, words)
     if key in _PRODUCT_RATES:
         return _PRODUCT_RATES[key]
     counts = Counter({f"w{i}": max(1, int(1e7 / (i + 1))) for i in range(v)})
@@ -287,6 +289,7 @@ def _standby_main(slot: int, conn) -> None:
     waits for what to train (_worker_main's arguments) or for None, then trains."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from . import _kernels  # noqa: F401  (loaded now, while waiting)
     try:
         msg = conn.recv()
     except (EOFError, OSError):
@@ -351,9 +354,9 @@ def _spawn(target, slot: int, *args) -> tuple:
     """One training process running target(slot, *args, conn): (process, parent's end)."""
     ctx = get_context("spawn")
     parent_end, child_end = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=target, name=f"engine-train-{slot}",
-                       args=(slot, *args, child_end), daemon=True)
     try:
+        proc = ctx.Process(target=target, name=f"engine-train-{slot}",
+                           args=(slot, *args, child_end), daemon=True)
         with sigint_ignored_in_children():
             proc.start()
     except BaseException:
@@ -367,7 +370,8 @@ def _spawn(target, slot: int, *args) -> tuple:
 class Standby:
     """Training processes started before their work is known, so that their start (a spawned
     interpreter importing numpy and the kernels, 0.2-0.3 s) overlaps the counting and
-    encoding of the corpus instead of delaying the first chunk. A LocalSession takes them
+    encoding of the corpus instead of delaying the first chunk (they load the kernels while
+    they wait; scipy's BLAS, where the kernel takes it, once the work is known). A LocalSession takes them
     (`standby=`); `close()` stops any it did not take. Use it as a context manager."""
 
     def __init__(self, workers: int):
@@ -505,12 +509,14 @@ class LocalSession:
         try:
             for slot in range(self.workers):
                 if waiting:                          # started earlier: only the work to send
-                    proc, conn = waiting.pop(0)
+                    proc, conn = waiting[0]          # (still in `waiting` until sent)
                     try:
                         conn.send(work)
                     except (BrokenPipeError, OSError):   # it died meanwhile: start another
+                        waiting.pop(0)
                         _stop_all({slot: proc}, {slot: conn})
                     else:
+                        waiting.pop(0)
                         self.procs[slot], self.conns[slot] = proc, conn
                         continue
                 self.procs[slot], self.conns[slot] = _spawn(_worker_main, slot, *work)

@@ -75,7 +75,8 @@ def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,
         from .cluster import ClusterEngine, read_key
 
         return ClusterEngine(cluster, read_key(cluster.key_file), progress_seconds,
-                             show_progress, counts=counts, node_hot=node_hot)
+                             show_progress, counts=counts, node_hot=node_hot,
+                             products=engine.products)
     words, sync, tiers = hot or (0, 1024, 0)
     if words:
         log.info("hot rows: the %d most frequent words' rows trained on each process's own "
@@ -114,8 +115,11 @@ def hot_rows_spec(engine: EngineConfig, state: ModelState) -> dict:
     return spec
 
 
-def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
-    """The model's kernel settings with the engine's choice of kernel (logged)."""
+def kernel_settings(state: ModelState, engine: EngineConfig,
+                    clustered: bool = False) -> KernelSettings:
+    """The model's kernel settings with the engine's choice of kernel (logged). For a
+    cluster, products = "auto" is left to each node to measure (blas 1: "take BLAS where it
+    measures faster there")."""
     base = state.kernel_settings
     c = state.config
     fits = bool(c.negative and not c.hs)
@@ -133,11 +137,11 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
     # auto: BLAS where it is OpenBLAS (what scipy's wheels bundle, measured faster than
     # the loops at 50..300 dims: README, "BLAS products"); another BLAS only when asked for
     blas = batched and c.sg and engine.products != "loops"
-    lib = blas_products() if blas else None
-    if blas and engine.products == "blas" and lib is None:
+    lib = blas_products() if blas and not clustered else None
+    if blas and engine.products == "blas" and lib is None and not clustered:
         raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
                           "(scipy.linalg.cython_blas with sgemm), which does not load here")
-    if blas and engine.products == "auto":
+    if blas and engine.products == "auto" and not clustered:
         blas = products_by_measure(base, c.vector_size, len(state.vocab), lib, "products")
     if engine.products == "blas" and not (batched and c.sg):
         log.warning("[engine] products = \"blas\" is for the batched skip-gram kernel only; "
@@ -152,7 +156,10 @@ def kernel_settings(state: ModelState, engine: EngineConfig) -> KernelSettings:
         log.info("kernel: classic")
     elif c.sg:
         log.info("kernel: batched skip-gram (one noise set per center word), its products "
-                 "through %s", "BLAS sgemm" if blas else "register-blocked loops")
+                 "through %s", "register-blocked loops" if not blas else
+                 "BLAS sgemm" if not clustered else
+                 "BLAS sgemm where it measures faster on the node" if engine.products == "auto"
+                 else "BLAS sgemm on every node where it loads")
     else:
         log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
                  base.cbow_batch)
@@ -180,7 +187,7 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
                          standby=standby)
     if watch is not None:
         watch(runner)
-    settings = kernel_settings(state, engine)
+    settings = kernel_settings(state, engine, clustered)
     try:
         if isinstance(runner, LocalEngine):
             stats = runner.train(state.kernel_arrays(), settings, stream, tasks,
@@ -192,7 +199,8 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
         if checkpoint is not None:
             checkpoint.close()
     stats.kernel = dataclasses.asdict(settings)
-    if settings.batched and settings.sg and engine.products == "auto" and blas_products():
+    if (settings.batched and settings.sg and engine.products == "auto" and not clustered
+            and blas_products()):
         loops, blas = measure_products(settings, state.config.vector_size,
                                        len(state.vocab))        # (remembered: no new trial)
         stats.kernel["products_measured"] = {"loops": round(loops), "blas": round(blas)}

@@ -144,7 +144,7 @@ def test_standby_processes_train_and_a_dead_one_is_replaced(tmp_path, planted):
     assert _segments() == before and _no_children()
 
 
-def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path):
+def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path, monkeypatch):
     """engine run starts its training processes before reading the corpus: a corpus that
     fails while being counted still leaves no process behind."""
     with Standby(2) as standby:
@@ -159,8 +159,19 @@ def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path):
     job = tmp_path / "job.toml"
     job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nmin_count = 1\n'
                    f'[engine]\nworkers = 2\n[output]\ndir = "{tmp_path / "out"}"\n')
+    started = []
+
+    class Recorded(Standby):
+        def __init__(self, workers):
+            super().__init__(workers)
+            started.append([p.pid for p, _ in self.waiting])
+
+    import engine.train
+
+    monkeypatch.setattr(engine.train, "Standby", Recorded)
     with pytest.raises(CorpusError, match="invalid UTF-8"):
         run_job(load_job(str(job)), show_progress=False)
+    assert len(started) == 1 and len(started[0]) == 2    # they were up while counting
     assert _no_children()
 
 
@@ -555,11 +566,14 @@ def test_hot_rows_by_default_with_several_processes_only(planted):
                     state) == (7, 99, 2)
 
 
-@pytest.mark.parametrize("lib,rates,want", [
-    ("scipy-openblas", (1e6, 2e6), 1), ("scipy-openblas", (2e6, 1e6), 0),
-    ("mkl", (1e6, 2e6), 1), (None, (1e6, 2e6), 0)])
+@pytest.mark.parametrize("lib,rates,products,want", [
+    ("scipy-openblas", (1e6, 2e6), "auto", 1), ("scipy-openblas", (2e6, 1e6), "auto", 0),
+    ("mkl", (1e6, 2e6), "auto", 1), (None, (1e6, 2e6), "auto", 0),
+    ("scipy-openblas", (2e6, 1e6), "blas", 1), (None, (1e6, 2e6), "blas", 0)])
 def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
-        lib, rates, want, monkeypatch, caplog):
+        lib, rates, products, want, monkeypatch, caplog):
+    """A job that takes BLAS (blas 1) gets it on a node where BLAS measures faster there
+    (products "auto"), or wherever it loads (products "blas"); else the loops, logged."""
     import logging
 
     import engine.cluster.node as node
@@ -569,30 +583,55 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
     monkeypatch.setattr("engine.local.measure_products",
                         lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
     spec = {"sg": 1, "hs": 0, "negative": 5, "window": 5, "cbow_mean": 1, "batched": 1,
-            "blas": 1}
+            "blas": 1, "products": products}
     with caplog.at_level(logging.INFO, logger="engine"):
         assert node._job_settings(spec, "j1", 100, 5000).blas == want
-    assert ("products: loops (auto" in caplog.text) == (not want)
-    assert asked == ([(100, 5000)] if lib else [])      # measured with the job's shape
+    assert ("run in loops" in caplog.text or "products: loops" in caplog.text) == (not want)
+    assert asked == ([(100, 5000)] if lib and products == "auto" else [])   # the job's shape
     assert node._job_settings(dict(spec, blas=0), "j1", 100, 5000).blas == 0
-    for bad in (dict(spec, batched=0), dict(spec, sg=0), dict(spec, blas=2)):
-        with pytest.raises(ValueError, match="blas"):
+    for bad in (dict(spec, batched=0), dict(spec, sg=0), dict(spec, blas=2),
+                dict(spec, products="fast")):
+        with pytest.raises(ValueError, match="blas|products"):
             node._job_settings(bad, "j1", 100, 5000)
 
 
-def test_measure_products_times_both_ways_once():
-    """The measurement behind products = "auto": both ways really train (finite, positive
-    rates), and a second ask for the same shape is remembered, not measured again."""
+def test_a_cluster_job_leaves_products_auto_to_its_nodes(monkeypatch):
+    """On a cluster the head does not measure (its machine is not the nodes'): "auto" goes
+    out as blas 1 with products "auto", and each node measures."""
+    import engine.train as train
+    from engine.config import EngineConfig
+    from engine.vocab import Vocab
+
+    monkeypatch.setattr("engine.local.measure_products",
+                        lambda *a: pytest.fail("the head measured"))
+    counts = np.array([5, 4, 3, 2], np.int64)
+    state = ModelState(ModelConfig(sg=1, negative=5),
+                       Vocab(["a", "b", "c", "d"], counts, counts.sum()))
+    assert train.kernel_settings(state, EngineConfig(), clustered=True).blas == 1
+    assert train.kernel_settings(state, EngineConfig(products="loops"),
+                                 clustered=True).blas == 0
+
+
+def test_measure_products_times_both_ways_once(monkeypatch):
+    """The measurement behind products = "auto": one trainer in loops and one through BLAS
+    really train (finite, positive rates, in that order), and a second ask for the same
+    shape is remembered, not measured again."""
+    import engine.local as local
     from engine.blas import blas_products
-    from engine.local import measure_products
     from engine.schedule import KernelSettings
 
     if blas_products() is None:
         pytest.skip("scipy's BLAS sgemm does not load here")
+    made = []
+    real = local.make_trainer
+    monkeypatch.setattr(local, "make_trainer",
+                        lambda arrays, settings: made.append(settings) or real(arrays, settings))
     settings = KernelSettings(1, 0, 5, 5, 1, 1, 1)
-    rates = measure_products(settings, 24, 300, words=3000)
+    rates = local.measure_products(settings, 24, 300, words=3000)
+    assert [(m.blas, m.batched, m.sg) for m in made] == [(0, 1, 1), (1, 1, 1)]
     assert len(rates) == 2 and all(np.isfinite(r) and r > 1e4 for r in rates)
-    assert measure_products(settings, 24, 300, words=3000) is rates
+    assert local.measure_products(settings, 24, 300, words=3000) is rates
+    assert len(made) == 2
 
 
 def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):

@@ -15,7 +15,8 @@ same chunks can be trained, in interleaved rounds (issue 15):
          (the variant key copies_shm=1 puts each copy in shared memory, as a session's are)
 
 The variant key shm_huge="never" | "always" remounts /dev/shm with that `huge=` option
-before the run (root only; the mount's own option is put back at the end): whether the
+before the run, and variants without it run on the mount's own option (root only; put
+back at a normal end or an exception, not after SIGTERM or SIGKILL): whether the
 shared weights live on transparent huge pages (2 MiB) or on 4 KiB pages.
 
 each under the variants given ([model] keys such as `compute_loss=false`, or the kernel's own
@@ -266,10 +267,12 @@ def main():
     rows = {(m, v): [] for v in args.variants for m in modes}
     checks = []
     lines = {}
+    huge_before = None
     if any("shm_huge" in variant(v) for v in args.variants):
         import atexit
 
-        atexit.register(set_shm_huge, shm_huge_mode())     # the mount's own option, after
+        huge_before = shm_huge_mode()                       # each variant runs on its own
+        atexit.register(set_shm_huge, huge_before)          # option; the mount's, after
     with encoded(args.corpus, cfg.min_count) as (vocab, stream, chunks):
         tasks = plan_tasks(stream, 1, cfg.alpha, cfg.min_alpha, cfg.seed)
         # Np, Ni and Nc leave the first N chunks out (Np, Ni: trained untimed, every process
@@ -288,8 +291,8 @@ def main():
                 for m in modes:
                     if args.one_first and m == "1" and v != args.variants[0]:
                         continue
-                    if "shm_huge" in variant(v):
-                        set_shm_huge(variant(v)["shm_huge"])
+                    if huge_before is not None:
+                        set_shm_huge(variant(v).get("shm_huge", huge_before))
                     line = line_transfer_ns() if m != "1" else float("nan")
                     run, n = runners[m]
                     secs = (run(cfg, vocab, stream, chunks, tasks, variant(v)) if run is run_one

@@ -114,8 +114,10 @@ class _Node:
 class ClusterEngine:
     def __init__(self, cfg, key: bytes | None, progress_seconds: float = 5.0,
                  show_progress: bool = True, on_tick=None, counts=None,
-                 node_hot: dict | None = None):
+                 node_hot: dict | None = None, products: str = "auto"):
         self.cfg = cfg
+        # [engine] products: with "auto" each node measures BLAS against the loops itself
+        self.products = products
         # how each node sizes its processes' hot rows (engine.train.hot_rows_spec); None:
         # the nodes train without them
         self.node_hot = node_hot
@@ -466,7 +468,7 @@ class ClusterEngine:
                              "compute_loss": s.compute_loss,
                              "shrink_windows": s.shrink_windows, "batched": s.batched,
                              "two_pass": s.two_pass, "blas": s.blas,
-                             "cbow_batch": s.cbow_batch},
+                             "products": self.products, "cbow_batch": s.cbow_batch},
                 "max_chunk_ids": int(self.stream.max_chunk_ids),
                 "timeout_seconds": float(t + self.cfg.round_seconds + 30),
                 "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),

@@ -107,8 +107,19 @@ def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSet
                               blas=_int(s.get("blas", 0), 0, 1, "blas"))
     if settings.blas and not (settings.batched and settings.sg):
         raise ValueError("settings.blas: expected 0 unless batched skip-gram")
-    if settings.blas and not products_by_measure(settings, vector_size, vocab_words,
-                                                 blas_products(), f"job {job} products"):
+    products = s.get("products", "auto")
+    if products not in ("auto", "blas", "loops"):
+        raise ValueError("settings.products: expected auto, blas or loops")
+    if not settings.blas:
+        return settings
+    lib = blas_products()
+    if products == "blas" and lib is not None:
+        return settings                           # asked for, and it loads here
+    if products == "blas":
+        log.warning("job %s: products = \"blas\", but scipy's BLAS sgemm does not load on "
+                    "this node; its products run in loops", job)
+        return dataclasses.replace(settings, blas=0)
+    if not products_by_measure(settings, vector_size, vocab_words, lib, f"job {job} products"):
         settings = dataclasses.replace(settings, blas=0)
     return settings
 
