@@ -33,7 +33,7 @@ import psutil
 from ..checks import check_arrays
 from ..errors import EngineError
 from ..blas import blas_products
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, choose_hot_rows,
+from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, Standby, choose_hot_rows,
                      products_by_measure)
 from ..memory import tree_pss_mb
 from ..schedule import KernelSettings, Task
@@ -190,6 +190,9 @@ class NodeJob(CallGuard):
         self.out_pieces: list = []
         self.last_call = time.monotonic()
         self.wake = threading.Condition(self.lock)
+        # the training processes start now, while the tables and weights arrive (last: a
+        # failure above leaves none behind)
+        self.standby = Standby(self.workers)
 
     # ---- setup --------------------------------------------------------------------------
     def put_array(self, name: str, start: int, packed: dict) -> None:
@@ -225,7 +228,8 @@ class NodeJob(CallGuard):
         words, sync, tiers = self.local_hot
         self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
                                     self.workers, hot_words=words, sync_words=sync,
-                                    hot_tiers=tiers, shared=self.shared)
+                                    hot_tiers=tiers, shared=self.shared,
+                                    standby=self.standby)
         self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
         self.thread.start()
 
@@ -554,6 +558,7 @@ class NodeJob(CallGuard):
             self.session = None
         elif self.shared is not None:
             self.shared.unlink()
+        self.standby.close()                     # any the session did not take
         self.shared = None
         self.feed.release()
         self.ids_fh.close()
