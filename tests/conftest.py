@@ -1,11 +1,24 @@
 import gzip
 import os
 import random
+import signal
 
 import numpy as np
 import pytest
 
 HERE = os.path.dirname(__file__)
+
+
+def pytest_configure(config):
+    """A test run ended by SIGTERM (a timeout, `kill`) stops as Ctrl-C does, so fixtures'
+    teardown still stops the `engine worker`s and name servers the tests started: they run
+    in their own sessions, as servers, and would otherwise outlive the run."""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # a second one spares the teardown
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, stop)
 
 
 def planted_corpus(n_topics=4, words_per_topic=12, sentences=3000, length=12, seed=0,
