@@ -126,7 +126,7 @@ class EngineConfig:
     # "blas" (BLAS sgemm, as scipy exports it, on rows gathered into blocks), "loops"
     # (register-blocked loops in ext/vecmath.h), "auto" (whichever measures faster on this
     # machine at the job's shape, engine.local.measure_products: BLAS was 1.04-1.28x the
-    # loops on one host and 0.38x on another, README "BLAS products"). Cluster nodes
+    # loops on one host and 0.34-0.55x on another, README "BLAS products"). Cluster nodes
     # measure for themselves.
     products: str = _f("auto", str, choices=("auto", "blas", "loops"))
 

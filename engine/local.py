@@ -217,13 +217,14 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
                      words: int = 0, rounds: int = 3) -> tuple[float, float]:
     """Words/s of batched skip-gram on this machine with its small products in
     register-blocked loops and through BLAS sgemm: (loops, blas), each the best of `rounds`
-    interleaved trials (after one untimed) on one synthetic chunk: `words` ids (0: 20,000
+    interleaved trials (after one untimed) on one synthetic chunk of `words` ids (0: 20,000
     at 100 dims, window 5 and negative 5, fewer for more work a word) drawn Zipf-like from
-    at most 20,000 words (fewer above 100 dims), sentences of 20, the job's vector_size, window, negative and loss setting; in
-    this process, BLAS held to one thread as in training. Which is faster depends on the
-    host: OpenBLAS has a fast path for small matrices on some processors only (README,
-    "BLAS products": BLAS 1.04-1.28x the loops on one VM, under half their rate on
-    another). About 0.3 s; remembered per process for the same shape."""
+    at most 20,000 words (fewer above 100 dims), sentences of 20, at the job's vector_size,
+    window, negative and loss setting; in this process, BLAS held to one thread as in
+    training. Which is faster depends on the host: OpenBLAS has a fast path for small
+    matrices on some processors only (README, "BLAS products": BLAS 1.04-1.28x the loops on
+    one VM, under half their rate on another). Remembered per process for the same shape
+    (whatever `settings.blas` says)."""
     import dataclasses
     from collections import Counter
 
@@ -234,7 +235,8 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
     # about the work of 20,000 words at 100 dims, window 5, negative 5 (0.02-0.05 s a trial)
     work = d * (settings.window + 1) * (settings.negative + 1)
     words = int(words) or int(min(20_000, max(500, 72_000_000 // work)))
-    key = (dataclasses.astuple(settings), d, v, words)
+    trial = dataclasses.replace(settings, sg=1, hs=0, batched=1, blas=0)
+    key = (dataclasses.astuple(trial), d, v, words)
     if key in _PRODUCT_RATES:
         return _PRODUCT_RATES[key]
     counts = Counter({f"w{i}": max(1, int(1e7 / (i + 1))) for i in range(v)})
@@ -248,8 +250,7 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
               "syn1": np.zeros((0, d), np.float32), "keep": vocab.keep_table(1e-3),
               "noise": vocab.noise_table(0.75), "codes": np.zeros((1, 1), np.uint8),
               "points": np.zeros((1, 1), np.int32), "code_lens": np.zeros(1, np.int32)}
-    trainers = [make_trainer(arrays, dataclasses.replace(settings, sg=1, hs=0, batched=1,
-                                                         blas=blas)) for blas in (0, 1)]
+    trainers = [make_trainer(arrays, dataclasses.replace(trial, blas=blas)) for blas in (0, 1)]
     best = [float("inf"), float("inf")]
     with _limit_blas():
         for r in range(rounds + 1):                    # the first round warms up, untimed
@@ -267,8 +268,8 @@ def products_by_measure(settings: KernelSettings, vector_size: int, vocab_words:
                         lib: str | None, who: str) -> bool:
     """products = "auto": whether batched skip-gram's products go through BLAS here, that is
     whether scipy's BLAS (`lib`, from blas_products) measures faster than the loops on this
-    machine (measure_products); the choice and both rates are logged under
-    `who`. The local engine and each cluster node decide with it."""
+    machine (measure_products); the choice and both rates are logged under `who`. The
+    local engine and each cluster node decide with it."""
     if lib is None:
         log.info("%s: loops (auto; scipy's BLAS sgemm does not load here)", who)
         return False
@@ -370,9 +371,9 @@ def _spawn(target, slot: int, *args) -> tuple:
 class Standby:
     """Training processes started before their work is known, so that their start (a spawned
     interpreter importing numpy and the kernels, 0.2-0.3 s) overlaps the counting and
-    encoding of the corpus instead of delaying the first chunk (they load the kernels while
-    they wait; scipy's BLAS, where the kernel takes it, once the work is known). A LocalSession takes them
-    (`standby=`); `close()` stops any it did not take. Use it as a context manager."""
+    encoding of the corpus instead of delaying the first chunk (scipy's BLAS, where the
+    kernel takes it, loads once the work is known). A LocalSession takes them (`standby=`);
+    `close()` stops any it did not take. Use it as a context manager."""
 
     def __init__(self, workers: int):
         self.waiting: list = []
@@ -390,8 +391,7 @@ class Standby:
 
     def close(self) -> None:
         waiting, self.waiting = self.waiting, []
-        _stop_all(dict(enumerate(p for p, _ in waiting)),
-                  dict(enumerate(c for _, c in waiting)))
+        _stop_pairs(waiting)
 
     def __enter__(self):
         return self
@@ -513,16 +513,14 @@ class LocalSession:
                     try:
                         conn.send(work)
                     except (BrokenPipeError, OSError):   # it died meanwhile: start another
-                        waiting.pop(0)
-                        _stop_all({slot: proc}, {slot: conn})
+                        _stop_pairs([waiting.pop(0)])
                     else:
                         waiting.pop(0)
                         self.procs[slot], self.conns[slot] = proc, conn
                         continue
                 self.procs[slot], self.conns[slot] = _spawn(_worker_main, slot, *work)
         except BaseException:
-            _stop_all(dict(enumerate(p for p, _ in waiting)),
-                      dict(enumerate(c for _, c in waiting)))
+            _stop_pairs(waiting)
             self.close()
             raise
         self.alive = set(self.procs)
@@ -791,6 +789,11 @@ def _stop_all(procs: dict, conns: dict, grace: float = 3.0) -> None:
             proc.join()
     for conn in conns.values():
         conn.close()
+
+
+def _stop_pairs(pairs: list) -> None:
+    """_stop_all for a list of (process, connection) pairs (Standby's)."""
+    _stop_all(dict(enumerate(p for p, _ in pairs)), dict(enumerate(c for _, c in pairs)))
 
 
 class _StopRequested(BaseException):

@@ -134,8 +134,8 @@ def kernel_settings(state: ModelState, engine: EngineConfig,
     # (README, "Kernels")
     batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
     two_pass = fits and not c.sg and engine.kernel in ("two-pass", "auto")
-    # auto: BLAS where it is OpenBLAS (what scipy's wheels bundle, measured faster than
-    # the loops at 50..300 dims: README, "BLAS products"); another BLAS only when asked for
+    # auto: BLAS where it measures faster than the loops on this machine (README, "BLAS
+    # products"); a cluster's nodes measure for themselves
     blas = batched and c.sg and engine.products != "loops"
     lib = blas_products() if blas and not clustered else None
     if blas and engine.products == "blas" and lib is None and not clustered:
@@ -202,7 +202,7 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     if (settings.batched and settings.sg and engine.products == "auto" and not clustered
             and blas_products()):
         loops, blas = measure_products(settings, state.config.vector_size,
-                                       len(state.vocab))        # (remembered: no new trial)
+                                       len(state.vocab))   # the rates that chose (remembered)
         stats.kernel["products_measured"] = {"loops": round(loops), "blas": round(blas)}
     trained_epochs = len(stats.epochs) if stats.stopped_early else epochs
     state.epochs_trained += trained_epochs

@@ -631,6 +631,9 @@ def test_measure_products_times_both_ways_once(monkeypatch):
     assert [(m.blas, m.batched, m.sg) for m in made] == [(0, 1, 1), (1, 1, 1)]
     assert len(rates) == 2 and all(np.isfinite(r) and r > 1e4 for r in rates)
     assert local.measure_products(settings, 24, 300, words=3000) is rates
+    import dataclasses                      # the chosen settings (blas set) find the same
+    assert local.measure_products(dataclasses.replace(settings, batched=1, blas=1), 24, 300,
+                                  words=3000) is rates     # rates: what report.json records
     assert len(made) == 2
 
 
