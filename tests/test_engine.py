@@ -148,8 +148,10 @@ def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path, 
     """engine run starts its training processes before reading the corpus: a corpus that
     fails while being counted still leaves no process behind."""
     with Standby(2) as standby:
-        assert len(_trainers()) == 2
-    assert standby.waiting == [] and _no_children()
+        started = [proc for proc, _ in standby.waiting]
+        assert len(started) == 2 and all(proc.is_alive() for proc in started)
+    assert standby.waiting == [] and not any(proc.is_alive() for proc in started)
+    assert _no_children()
     from engine.config import load_job
     from engine.errors import CorpusError
     from engine.train import run_job

@@ -19,6 +19,7 @@ def probe_nodes(cfg, key: bytes | None = None, timeout: float = 5.0) -> list[dic
     from . import transport
 
     key = key if key is not None else read_key(cfg.key_file)
+    transport.check_keyed(cfg.nodes, cfg.nameserver, key)      # before anything is dialled
     found = {a: a for a in cfg.nodes}
     rows = []
     if cfg.nameserver:

@@ -1,8 +1,12 @@
 """The one module that talks Pyro4 (so Pyro5 or another RPC could replace it).
 
-Every daemon and proxy uses msgpack only (no pickle from the network), Pyro4's HMAC key
-(`ENGINE_CLUSTER_KEY` or a key file; never the command line), and a handshake that checks
-the engine and protocol versions before any call. Arrays travel as raw bytes with their
+Nothing from the network is decoded but msgpack, on either side: loading this module leaves
+msgpack alone in Pyro4's serializer registries (Pyro4's client decodes a server's handshake
+reply with whatever serializer the reply names, so a registered pickle would let a fake
+worker or name server run code here). Every daemon and proxy uses Pyro4's HMAC key
+(`ENGINE_CLUSTER_KEY` or a key file; never the command line); without a key only loopback
+addresses are served or dialled, and the name server is never looked for by broadcast. A
+handshake checks the engine and protocol versions before any call. Arrays travel as raw bytes with their
 dtype and shape beside them, checked on arrival (`unpack_array`), in pieces far below
 Pyro4's 2 GB message limit. Refused connections are logged on the worker's side too.
 """
@@ -19,7 +23,9 @@ import Pyro4
 import Pyro4.errors
 import Pyro4.naming
 
-from ..errors import ClusterError, ConfigError
+import Pyro4.util
+
+from ..errors import ClusterError, ConfigError, InvalidArgumentError
 
 log = logging.getLogger("engine")
 
@@ -40,6 +46,28 @@ Pyro4.config.SOCK_NODELAY = True
 # a connection holds a server thread while open: the dispatcher's, a few short control
 # ones, and one from each other node when merging is spread over the nodes
 Pyro4.config.THREADPOOL_SIZE = 256
+
+
+
+def _msgpack_only() -> None:
+    """Leave msgpack alone in Pyro4's registries, so that no reply, handshake or request
+    can name another serializer (pickle, marshal, dill, cloudpickle, serpent, json) and
+    have it decoded: an unknown serializer id is a SerializeError, a CommunicationError."""
+    registry, by_id = Pyro4.util._serializers, Pyro4.util._serializers_by_id
+    msgpack_ser = registry.get("msgpack") or by_id.get(Pyro4.util.MsgpackSerializer.serializer_id)
+    if msgpack_ser is None:                      # Pyro4 found no msgpack module
+        raise ImportError("engine's cluster needs msgpack (pip install msgpack)")
+    registry.clear()
+    registry["msgpack"] = msgpack_ser
+    by_id.clear()
+    by_id[msgpack_ser.serializer_id] = msgpack_ser
+    # A daemon answers a handshake it could not read (wrong key, full thread pool) in the
+    # serializer whose id Pyro4 reads from MarshalSerializer.serializer_id: make that
+    # msgpack's, so the refusal is still sent, in msgpack.
+    Pyro4.util.MarshalSerializer.serializer_id = msgpack_ser.serializer_id
+
+
+_msgpack_only()
 
 expose = Pyro4.expose
 CommError = Pyro4.errors.CommunicationError       # lost, refused, timed out, closed
@@ -85,6 +113,43 @@ def is_loopback(host: str) -> bool:
                        for a in socket.getaddrinfo(host, None))
         except OSError:
             return False
+
+
+def require_key(host: str, key: bytes | None, what: str) -> None:
+    """Without a key only loopback addresses may be dialled: anything on the network could
+    answer as a worker or a name server."""
+    if key is None and not is_loopback(host):
+        raise InvalidArgumentError(
+            f"refusing {what} {host} without a key: set ENGINE_CLUSTER_KEY (or "
+            f"[cluster] key_file) to the key the workers were started with")
+
+
+def check_keyed(nodes, nameserver: str, key: bytes | None) -> None:
+    """Before any work: a keyless job names only loopback nodes and name servers, and does
+    not look for the name server by broadcast."""
+    if key is not None:
+        return
+    if nameserver == "auto":
+        raise InvalidArgumentError(
+            "refusing to find the name server by broadcast without a key (anything on the "
+            "network could answer): set ENGINE_CLUSTER_KEY, or name the name server's "
+            "address on this machine")
+    if nameserver:
+        require_key(parse_address(nameserver, Pyro4.config.NS_PORT)[0], key,
+                    "to use the name server at")
+    for address in nodes:
+        require_key(address_host(address), key, "to connect to the node at")
+
+
+def address_host(address: str) -> str:
+    """The host of 'host:port' or of a PYRO: URI ('localhost' for a Unix socket)."""
+    if address.startswith("PYRO:"):
+        try:
+            uri = Pyro4.core.URI(address)
+        except Pyro4.errors.PyroError as exc:
+            raise InvalidArgumentError(f"{address!r}: {exc}") from None
+        return "localhost" if uri.sockname else uri.host
+    return parse_address(address)[0]
 
 
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -222,6 +287,7 @@ class Server:
 
 def connect(address: str, key: bytes | None, timeout: float) -> Pyro4.Proxy:
     """A proxy to the worker at 'host:port' (or a PYRO: URI), calls bounded by `timeout`."""
+    require_key(address_host(address), key, "to connect to the node at")
     uri = address if address.startswith("PYRO:") else \
         "PYRO:%s@%s:%d" % ((OBJECT_ID,) + parse_address(address))
     proxy = Pyro4.Proxy(uri)
@@ -243,7 +309,8 @@ def release(proxy) -> None:
 
 
 def locate_ns(nameserver: str, key: bytes | None):
-    """The name server at 'host[:port]', or found by broadcast for 'auto'."""
+    """The name server at 'host[:port]', or found by broadcast for 'auto' (keyed only)."""
+    check_keyed((), nameserver or "auto", key)
     try:
         if nameserver in ("", "auto"):
             return Pyro4.locateNS(hmac_key=key)

@@ -1,0 +1,171 @@
+"""Nothing from the network is decoded but msgpack, on the dialling side too.
+
+A fake worker or name server (a real TCP server on loopback) answers the Pyro4 handshake
+with a frame that names pickle's serializer and carries a payload that would create a file
+if it were ever unpickled: the caller refuses it and nothing is created, with and without a
+key (a key only proves that the other side holds it). Without a key, nothing but loopback is
+dialled and the name server is never looked for by broadcast: refused before any traffic.
+"""
+import os
+import pickle
+import socket
+import threading
+
+import Pyro4
+import Pyro4.errors
+import Pyro4.message
+import Pyro4.naming
+import Pyro4.socketutil
+import Pyro4.util
+import pytest
+
+from engine.cluster import transport
+from engine.errors import ClusterError, ConfigError
+
+KEY = b"test-handshake-key"
+
+
+class _Creates:
+    """Unpickling this creates the file at `path` (open(path, "w"))."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+class FakeServer:
+    """Accepts connections on 127.0.0.1 and answers each one's handshake with `reply_type`
+    carrying `payload` under `serializer_id`, HMAC'd with `key` when given."""
+
+    def __init__(self, payload: bytes, serializer_id: int, reply_type: int, key: bytes | None):
+        self.payload, self.serializer_id, self.reply_type, self.key = \
+            payload, serializer_id, reply_type, key
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                csock, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with csock:
+                csock.settimeout(5)
+                conn = Pyro4.socketutil.SocketConnection(csock)
+                try:
+                    msg = Pyro4.message.Message.recv(conn, [Pyro4.message.MSG_CONNECT],
+                                                     hmac_key=self.key)
+                    reply = Pyro4.message.Message(self.reply_type, self.payload,
+                                                  self.serializer_id, 0, msg.seq,
+                                                  hmac_key=self.key)
+                    csock.sendall(reply.to_bytes())
+                    self.answered += 1
+                except (OSError, Pyro4.errors.PyroError):
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_only_msgpack_is_registered():
+    ids = set(Pyro4.util._serializers_by_id)
+    assert set(Pyro4.util._serializers) == {"msgpack"}
+    assert ids == {Pyro4.util.MsgpackSerializer.serializer_id}
+    assert Pyro4.util.PickleSerializer.serializer_id not in ids
+    with pytest.raises(Pyro4.errors.SerializeError):
+        Pyro4.util.get_serializer("pickle")
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "keyless"])
+@pytest.mark.parametrize("reply", ["CONNECTOK", "CONNECTFAIL"])
+@pytest.mark.parametrize("dial", ["worker", "nameserver"])
+def test_a_pickle_handshake_reply_is_refused_and_never_decoded(tmp_path, keyed, reply, dial):
+    target = tmp_path / "created-by-unpickling"
+    payload = pickle.dumps(_Creates(target), protocol=2)
+    reply_type = getattr(Pyro4.message, "MSG_" + reply)
+    key = KEY if keyed else None
+    server = FakeServer(payload, Pyro4.util.PickleSerializer.serializer_id, reply_type, key)
+    try:
+        if dial == "worker":
+            proxy = transport.connect(f"127.0.0.1:{server.port}", key, 5)
+            try:
+                with pytest.raises(Pyro4.errors.CommunicationError):
+                    proxy._pyroBind()
+            finally:
+                transport.release(proxy)
+        else:
+            with pytest.raises(ClusterError):
+                transport.discover(f"127.0.0.1:{server.port}", key)
+        assert server.answered >= 1, "the fake server never answered: nothing was tested"
+    finally:
+        server.close()
+    assert not target.exists(), "a pickle from the network was decoded"
+
+
+@pytest.fixture
+def no_traffic(monkeypatch):
+    """Any socket Pyro4 would open, or any broadcast, fails the test instead."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("dialled the network")
+
+    monkeypatch.setattr(Pyro4.socketutil, "createSocket", refuse)
+    monkeypatch.setattr(Pyro4.socketutil, "createBroadcastSocket", refuse)
+    monkeypatch.setattr(Pyro4, "locateNS", refuse)
+    monkeypatch.setattr(Pyro4.naming, "locateNS", refuse)
+
+
+@pytest.mark.parametrize("address", ["192.0.2.7:9877", "PYRO:engine.worker@192.0.2.7:9877"])
+def test_keyless_connections_beyond_loopback_are_refused(no_traffic, address):
+    with pytest.raises(ConfigError, match="without a key.*ENGINE_CLUSTER_KEY"):
+        transport.connect(address, None, 5)
+
+
+def test_keyless_name_server_discovery_is_refused(no_traffic):
+    for nameserver in ("auto", "", "192.0.2.7:9090"):
+        with pytest.raises(ConfigError, match="without a key"):
+            transport.discover(nameserver, None)
+        with pytest.raises(ConfigError, match="without a key"):
+            transport.check_keyed([], nameserver or "auto", None)
+    with pytest.raises(ConfigError, match="192.0.2.7"):
+        transport.check_keyed(["127.0.0.1:9877", "192.0.2.7:9877"], "", None)
+    transport.check_keyed(["127.0.0.1:9877", "localhost:1", "[::1]:9"], "127.0.0.1:9090", None)
+    transport.check_keyed(["192.0.2.7:9877"], "auto", KEY)     # a key: anything goes
+
+
+def test_a_keyless_worker_does_not_register_by_broadcast(monkeypatch):
+    class Obj:
+        pass
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("looked for the name server")
+
+    monkeypatch.setattr(Pyro4, "locateNS", refuse)
+    monkeypatch.setattr(Pyro4.naming, "locateNS", refuse)
+    monkeypatch.setattr(Pyro4.socketutil, "createBroadcastSocket", refuse)
+    server = transport.Server(Obj(), "127.0.0.1", 0, None)
+    try:
+        with pytest.raises(ConfigError, match="broadcast without a key"):
+            server.register("auto", "w1", None)
+    finally:
+        server.close()
+
+
+def test_gensim_style_distributed_lsi_without_a_key_is_refused(no_traffic, monkeypatch):
+    from engine import LsiModel
+
+    monkeypatch.delenv("ENGINE_CLUSTER_KEY", raising=False)
+    with pytest.raises(ConfigError, match="broadcast without a key"):
+        LsiModel([[(0, 1.0), (1, 2.0)], [(1, 1.0)]], num_topics=1, distributed=True)
