@@ -49,7 +49,7 @@ def _print_lsi_summary(r: dict, out: str) -> None:
 
 def cmd_run(args) -> int:
     from .config import load_job
-    from .train import run_job
+    from .jobs.run import run_job
 
     job = load_job(args.job, args.set)
     report = run_job(job, show_progress=not args.quiet, resume=args.resume)
@@ -111,13 +111,13 @@ def cmd_nameserver(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from .bench.word2vec import run_bench
 
     return run_bench(args)
 
 
 def cmd_report(args) -> int:
-    from .report import run_report
+    from .bench.report import run_report
 
     return run_report(args)
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the job's latest checkpoint (OUT/checkpoints; see "
                         "[output] checkpoint_every)")
     r.set_defaults(func=cmd_run)
-    from .bench import add_arguments
+    from .bench.word2vec import add_arguments
 
     w = sub.add_parser("worker", help="serve this machine as a cluster node")
     w.add_argument("--host", default="127.0.0.1",

@@ -58,7 +58,7 @@ def _f(default: Any, kind: type, lo=None, hi=None, choices=None, lo_open=False):
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    path: str = _f("", str)                         # "" = the bundled sample (engine.sample)
+    path: str = _f("", str)                         # "" = the bundled sample (engine.text.sample)
     format: str = _f("auto", str, choices=("auto", "lines", "text8"))
     encoding_errors: str = _f("strict", str, choices=("strict", "replace", "ignore"))
 
@@ -102,7 +102,7 @@ class EngineConfig:
     # nodes) are trained on per-process copies, merged into the shared weights every
     # `sync_words` trained words (a chunk is reported done once merged); 0 = update the
     # shared rows directly. "auto": sized from the vocabulary and the process count
-    # (engine.local.auto_hot_rows); sync_words 0 = sized with them. hot_tiers L > 0: only
+    # (engine.local.hotrows.auto_hot_rows); sync_words 0 = sized with them. hot_tiers L > 0: only
     # the most frequent 1/2^L of them at every merge, twice as many every second merge, ...
     # all every 2^L-th; "auto": 3 with hot_words "auto", else 0 (all at every merge).
     hot_words: Any = _f("auto", AutoInt, 0, 1 << 20)
@@ -125,7 +125,7 @@ class EngineConfig:
     # batched skip-gram's small matrix products (a window's rows against its noise set):
     # "blas" (BLAS sgemm, as scipy exports it, on rows gathered into blocks), "loops"
     # (register-blocked loops in ext/vecmath.h), "auto" (whichever measures faster on this
-    # machine at the job's shape, engine.local.measure_products: BLAS was 1.04-1.28x the
+    # machine at the job's shape, engine.local.kernel.measure_products: BLAS was 1.04-1.28x the
     # loops on one host and 0.34-0.55x on another, README "BLAS products"). Cluster nodes
     # measure for themselves.
     products: str = _f("auto", str, choices=("auto", "blas", "loops"))
@@ -187,7 +187,7 @@ class ClusterConfig:
 class LsiSection:
     """[lsi]: the job builds document vectors by latent semantic indexing of [corpus] path
     (one document a line, optionally ID<TAB>text, or a folder of one-document files) instead
-    of word vectors; outputs in [output] dir (see engine.docs.job)."""
+    of word vectors; outputs in [output] dir (see engine.documents.job)."""
     num_topics: int = _f(200, int, 1, 100_000)
     no_below: int = _f(5, int, 0, INT64_MAX)           # gensim's filter_extremes defaults
     no_above: float = _f(0.5, float, 0.0, 1.0)

@@ -3,7 +3,7 @@
 counting words, ids while encoding), fed straight from corpus bytes.
 
 Tokens are split on the same ASCII whitespace as Python's str.split() (plus NUL); text with
-Unicode whitespace takes the Python path in engine.prepare, so both agree. Entries keep
+Unicode whitespace takes the Python path in engine.word2vec.prepare, so both agree. Entries keep
 first-seen order. About 30 bytes per distinct token, against ~100 in a Python dict, and no
 Python object per token: counting memory grows little with the corpus.
 """

@@ -4,7 +4,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from engine.bench import engine_command
+from engine.runtime.procs import engine_command
 
 
 def _run(*args, env=None):
@@ -56,7 +56,7 @@ def test_run_writes_everything(job, tmp_path):
     start, end = rep["training_window"]                 # when training ran, on this clock
     assert 0 < end - start < rep["wall_seconds"] and end - start >= rep["training_seconds"] - 0.01
     assert rep["settings"]["model"]["window"] == 3
-    from engine.blas import blas_products                    # the kernel that ran
+    from engine.runtime.blas import blas_products  # the kernel that ran
     assert rep["kernel"]["sg"] == 1 and rep["kernel"]["batched"] == 1
     measured = rep["kernel"].get("products_measured")       # products = "auto": the faster
     if blas_products() is None:

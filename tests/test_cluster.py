@@ -15,13 +15,13 @@ import time
 import psutil
 import pytest
 
-from engine.bench import engine_command
+from engine.runtime.procs import engine_command
 from engine.config import ClusterConfig, ModelConfig
 from engine.errors import ClusterError
-from engine.prepare import build_vocab_iterable, encode_iterable
-from engine.shm import PREFIX
-from engine.state import ModelState
-from engine.train import train_state
+from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
+from engine.runtime.shm import PREFIX
+from engine.word2vec.state import ModelState
+from engine.jobs.run import train_state
 from engine.config import EngineConfig
 
 from conftest import planted_corpus, topic_precision, topic_separation
@@ -127,11 +127,14 @@ def _job(tmp_path, epochs=4, sentences=3000):
 
 def _train(state, stream, cluster, on_tick=None):
     if on_tick is None:
-        return train_state(state, stream, EngineConfig(workers=1), state.config.epochs,
+        # products pinned: "auto" measures BLAS against the loops on each side, and at 24
+        # dims the two can measure alike, so the local run and the node could differ
+        return train_state(state, stream, EngineConfig(workers=1, products="loops"),
+                           state.config.epochs,
                            state.config.alpha, state.config.min_alpha, show_progress=False,
                            cluster=cluster)
     from engine.cluster import ClusterEngine, read_key
-    from engine.local import plan_tasks
+    from engine.local.sources import plan_tasks
 
     tasks = plan_tasks(stream, state.config.epochs, state.config.alpha,
                        state.config.min_alpha, state.config.seed)
@@ -212,7 +215,7 @@ def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path
             ws[1].ps.send_signal(signal.SIGSTOP)
 
     from engine.cluster import ClusterEngine, read_key
-    from engine.local import plan_tasks
+    from engine.local.sources import plan_tasks
 
     tasks = plan_tasks(stream, 40, state.config.alpha, state.config.min_alpha, state.config.seed)
     engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
@@ -253,7 +256,7 @@ def test_a_node_whose_training_process_hangs_is_dropped(tmp_path, workers):
                 stopped.extend(trainers)
 
     from engine.cluster import ClusterEngine, read_key
-    from engine.local import plan_tasks
+    from engine.local.sources import plan_tasks
 
     tasks = plan_tasks(stream, 30, state.config.alpha, state.config.min_alpha, state.config.seed)
     engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
@@ -292,7 +295,7 @@ def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
             late.extend(workers(1, extra=("--port", str(port))))
 
     from engine.cluster import ClusterEngine, read_key
-    from engine.local import plan_tasks
+    from engine.local.sources import plan_tasks
 
     tasks = plan_tasks(stream, epochs, state.config.alpha, state.config.min_alpha,
                        state.config.seed)

@@ -13,11 +13,11 @@ import scipy.sparse
 
 from engine.cluster import ClusterLsi, read_key
 from engine.config import ClusterConfig, job_from_dict
-from engine.docs.blocks import BlockCache
-from engine.docs.lsi import SvdSettings, decompose_share, plan_shares, share_rank
-from engine.docs.svd import merge_all
+from engine.documents.blocks import BlockCache
+from engine.documents.lsi import SvdSettings, decompose_share, plan_shares, share_rank
+from engine.documents.svd import merge_all
 from engine.errors import ClusterError
-from engine.train import run_job
+from engine.jobs.run import run_job
 
 from test_cluster import KEY, workers  # noqa: F401 (the fixture)
 
@@ -150,7 +150,7 @@ def test_engine_run_lsi_job_on_the_cluster(tmp_path, workers):
 
 def test_gensim_style_distributed_lsimodel(tmp_path, workers):
     import engine
-    from engine.docs.blocks import csr_to_bows
+    from engine.documents.blocks import csr_to_bows
 
     ws = workers(2)
     m = _planted(seed=6, docs=600)
@@ -175,7 +175,7 @@ def test_gensim_style_distributed_lsimodel(tmp_path, workers):
     again = engine.LsiModel.load(str(tmp_path / "lsi.npz"))
     np.testing.assert_array_equal(again.projection.s, model.projection.s)
     with pytest.raises(Exception, match="distributed"):
-        from engine.docs import LsiModel
+        from engine.documents import LsiModel
         LsiModel(bows, num_topics=2, id2word=id2word, distributed=True)
 
 

@@ -5,10 +5,10 @@ import lzma
 import numpy as np
 import pytest
 
-from engine.corpus import MAX_SENTENCE_WORDS, CorpusSource
+from engine.text.corpus import MAX_SENTENCE_WORDS, CorpusSource
 from engine.errors import CorpusError
-from engine.prepare import build_vocab, encode_corpus
-from engine.idstream import ChunkReader
+from engine.word2vec.prepare import build_vocab, encode_corpus
+from engine.word2vec.idstream import ChunkReader
 from conftest import decode_stream
 
 LINES = ["the cat sat", "", "on the  mat", "the end"]

@@ -12,13 +12,15 @@ import numpy as np
 import psutil
 import pytest
 
-from engine.bench import engine_command
+from engine.runtime.procs import engine_command
 from engine.errors import WorkerError
-from engine.idstream import ChunkReader
-from engine.local import LocalEngine, Standby, plan_tasks
-from engine.prepare import build_vocab_iterable, encode_iterable
-from engine.shm import PREFIX
-from engine.state import ModelState
+from engine.word2vec.idstream import ChunkReader
+from engine.local.engine import LocalEngine
+from engine.local.workers import Standby
+from engine.local.sources import plan_tasks
+from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
+from engine.runtime.shm import PREFIX
+from engine.word2vec.state import ModelState
 from engine.config import ModelConfig
 
 
@@ -83,7 +85,7 @@ def test_worker_exception_reaches_user_with_traceback(tmp_path, planted, monkeyp
         LocalEngine(workers=2, show_progress=False).train(
             state.kernel_arrays(), state.kernel_settings, stream, tasks)
     # past that check (damage done while training runs), the workers' error reaches the user
-    monkeypatch.setattr("engine.local.check_stream", lambda *a: None)
+    monkeypatch.setattr("engine.local.engine.check_stream", lambda *a: None)
     with pytest.raises(WorkerError, match=r"(?s)training process \d failed:.*Traceback.*"
                                           r"id stream truncated"):
         LocalEngine(workers=2, show_progress=False).train(
@@ -112,7 +114,7 @@ def test_killed_worker_its_chunks_go_to_another(tmp_path, planted, caplog):
 
 
 def test_standby_processes_train_and_a_dead_one_is_replaced(tmp_path, planted):
-    """Processes started before the work is known (engine.local.Standby) are the ones that
+    """Processes started before the work is known (engine.local.workers.Standby) are the ones that
     train; one that died while waiting is replaced by a fresh process; every chunk is
     trained once; nothing is left afterwards."""
     before = _segments()
@@ -154,7 +156,7 @@ def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path, 
     assert _no_children()
     from engine.config import load_job
     from engine.errors import CorpusError
-    from engine.train import run_job
+    from engine.jobs.run import run_job
 
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"fine words here\n" * 500 + b"bad \xff byte\n")
@@ -168,9 +170,9 @@ def test_an_unused_standby_and_a_failing_preparation_leave_no_process(tmp_path, 
             super().__init__(workers)
             started.append([p.pid for p, _ in self.waiting])
 
-    import engine.train
+    import engine.jobs.run
 
-    monkeypatch.setattr(engine.train, "Standby", Recorded)
+    monkeypatch.setattr(engine.jobs.run, "Standby", Recorded)
     with pytest.raises(CorpusError, match="invalid UTF-8"):
         run_job(load_job(str(job)), show_progress=False)
     assert len(started) == 1 and len(started[0]) == 2    # they were up while counting
@@ -247,7 +249,7 @@ def test_a_hung_training_process_is_killed_and_its_chunks_go_to_another(tmp_path
                                                                          monkeypatch):
     """A process that holds chunks and sends nothing for stall_seconds is killed; the chunks
     it held are trained by the other, each exactly once."""
-    from engine.local import ListSource
+    from engine.local.sources import ListSource
 
     _, _, tasks = _setup(tmp_path, planted)
     monkeypatch.setenv("ENGINE_TEST_FLAG", str(tmp_path / "holds-a-task"))
@@ -284,7 +286,7 @@ def _session_with(*targets):
     from collections import deque
     from multiprocessing import get_context
 
-    from engine.local import LocalSession
+    from engine.local.session import LocalSession
 
     ctx = get_context("spawn")
     s = LocalSession.__new__(LocalSession)
@@ -304,7 +306,7 @@ def _session_with(*targets):
 
 
 def test_a_done_sent_just_before_exit_is_not_trained_again(tmp_path, planted):
-    from engine.local import ListSource
+    from engine.local.sources import ListSource
 
     _, _, tasks = _setup(tmp_path, planted)
     s = _session_with(_done_then_exit)
@@ -317,7 +319,7 @@ def test_a_done_sent_just_before_exit_is_not_trained_again(tmp_path, planted):
 
 
 def test_an_error_sent_just_before_exit_reaches_the_user(tmp_path, planted):
-    from engine.local import ListSource
+    from engine.local.sources import ListSource
 
     _, _, tasks = _setup(tmp_path, planted)
     s = _session_with(_error_then_exit)
@@ -329,8 +331,9 @@ def test_an_error_sent_just_before_exit_reaches_the_user(tmp_path, planted):
 
 
 def test_a_trainer_that_fails_to_build_shows_its_own_error(tmp_path, planted):
-    from engine.local import ListSource, LocalSession
-    from engine.schedule import KernelSettings
+    from engine.local.sources import ListSource
+    from engine.local.session import LocalSession
+    from engine.word2vec.schedule import KernelSettings
 
     state, stream, tasks = _setup(tmp_path, planted)
     bad = KernelSettings(sg=1, hs=0, negative=0, window=5, cbow_mean=1)
@@ -345,7 +348,7 @@ def test_only_engines_own_children_start_without_main():
     import multiprocessing.spawn as mp_spawn
     import threading
 
-    from engine.procs import sigint_ignored_in_children
+    from engine.runtime.procs import sigint_ignored_in_children
 
     keys = ("init_main_from_path", "init_main_from_name")
     outside = mp_spawn.get_preparation_data("x")
@@ -378,8 +381,8 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
 
     from engine.config import EngineConfig
     from engine.errors import ConfigError
-    from engine.train import kernel_settings
-    from engine.vocab import Vocab
+    from engine.jobs.run import kernel_settings
+    from engine.word2vec.vocab import Vocab
 
     counts = np.array([5, 4, 3, 2], np.int64)
     state = ModelState(ModelConfig(sg=sg, hs=hs, negative=5),
@@ -417,14 +420,14 @@ def test_batched_skipgram_products_choice(sg, products, lib, rates, want, monkey
     import dataclasses
     import logging
 
-    import engine.train as train
+    import engine.jobs.run as train
     from engine.config import EngineConfig
     from engine.errors import ConfigError
-    from engine.vocab import Vocab
+    from engine.word2vec.vocab import Vocab
 
     monkeypatch.setattr(train, "blas_products", lambda: lib)
     asked = []
-    monkeypatch.setattr("engine.local.measure_products",
+    monkeypatch.setattr("engine.local.kernel.measure_products",
                         lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
     counts = np.array([5, 4, 3, 2], np.int64)
     state = ModelState(ModelConfig(sg=sg, negative=5, vector_size=24),
@@ -453,12 +456,12 @@ def test_scipy_exports_sgemm_for_the_batched_kernel(tmp_path):
     import subprocess
     import sys
 
-    from engine.blas import blas_products
+    from engine.runtime.blas import blas_products
 
     assert isinstance(blas_products(), str)        # scipy is a core dependency
     # a training process takes sgemm without importing scipy.linalg (LAPACK and all), and
     # scipy.linalg still imports and finds the same module afterwards
-    code = ("import sys; from engine.blas import sgemm_capsule; assert sgemm_capsule(); "
+    code = ("import sys; from engine.runtime.blas import sgemm_capsule; assert sgemm_capsule(); "
             "assert 'scipy.linalg' not in sys.modules, 'scipy.linalg loaded'; "
             "m = sys.modules['scipy.linalg.cython_blas']; "
             "from scipy.linalg import cython_blas; assert cython_blas is m; "
@@ -471,7 +474,8 @@ def test_hot_rows_take_every_row_a_process_draws_often_between_merges():
     """Past the share rule: a row one process draws HOT_TOUCHES times or more between two
     merges is hot too (a small vocabulary's every row), and the rows after the busy ones are
     left shared; where the share rule covers more, its choice stands."""
-    from engine.local import HOT_TOUCHES, SYNC_WORDS, hot_draw_shares, row_draws, size_hot_rows
+    from engine.local.hotrows import (HOT_TOUCHES, SYNC_WORDS, hot_draw_shares, row_draws,
+                                      size_hot_rows)
 
     assert row_draws(1, 5, 1, 5) == 7 and row_draws(0, 5, 1, 5) == 12     # SG 2, CBOW 1 + 6
     assert row_draws(0, 5, 0, 0) == 11 and row_draws(1, 3, 1, 0) == 2
@@ -492,7 +496,7 @@ def test_hot_rows_take_every_row_a_process_draws_often_between_merges():
 
 
 def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
-    from engine.local import HOT_TIERS, SYNC_WORDS, auto_hot_rows
+    from engine.local.hotrows import HOT_TIERS, SYNC_WORDS, auto_hot_rows
 
     counts = (1e6 / np.arange(1, 50_001)).astype(np.int64) + 5        # Zipf, 50k words
     keep = np.ones(counts.size)
@@ -551,7 +555,7 @@ def test_hot_rows_a_chunk_counts_once_merged_and_a_killed_process_loses_none(tmp
 
 def test_hot_rows_by_default_with_several_processes_only(planted):
     from engine.config import EngineConfig
-    from engine.train import hot_rows
+    from engine.jobs.run import hot_rows
 
     _, sents = planted
     vocab = build_vocab_iterable(sents, min_count=1)
@@ -582,7 +586,7 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
 
     monkeypatch.setattr(node, "blas_products", lambda: lib)
     asked = []
-    monkeypatch.setattr("engine.local.measure_products",
+    monkeypatch.setattr("engine.local.kernel.measure_products",
                         lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
     spec = {"sg": 1, "hs": 0, "negative": 5, "window": 5, "cbow_mean": 1, "batched": 1,
             "blas": 1, "products": products}
@@ -600,11 +604,11 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
 def test_a_cluster_job_leaves_products_auto_to_its_nodes(monkeypatch):
     """On a cluster the head does not measure (its machine is not the nodes'): "auto" goes
     out as blas 1 with products "auto", and each node measures."""
-    import engine.train as train
+    import engine.jobs.run as train
     from engine.config import EngineConfig
-    from engine.vocab import Vocab
+    from engine.word2vec.vocab import Vocab
 
-    monkeypatch.setattr("engine.local.measure_products",
+    monkeypatch.setattr("engine.local.kernel.measure_products",
                         lambda *a: pytest.fail("the head measured"))
     counts = np.array([5, 4, 3, 2], np.int64)
     state = ModelState(ModelConfig(sg=1, negative=5),
@@ -618,9 +622,9 @@ def test_measure_products_times_both_ways_once(monkeypatch):
     """The measurement behind products = "auto": one trainer in loops and one through BLAS
     really train (finite, positive rates, in that order), and a second ask for the same
     shape is remembered, not measured again."""
-    import engine.local as local
-    from engine.blas import blas_products
-    from engine.schedule import KernelSettings
+    import engine.local.kernel as local
+    from engine.runtime.blas import blas_products
+    from engine.word2vec.schedule import KernelSettings
 
     if blas_products() is None:
         pytest.skip("scipy's BLAS sgemm does not load here")
@@ -643,13 +647,13 @@ def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):
     # the dispatcher sends the vocabulary's draw shares and the engine's settings; each node
     # sizes its processes' hot rows for its own process count, as a local run of that many
     # processes over the node's share of an epoch would (both choose with
-    # engine.local.choose_hot_rows: this checks what travels, the float32 shares packed for
+    # engine.local.hotrows.choose_hot_rows: this checks what travels, the float32 shares packed for
     # the wire, the epoch share, and the node's checks of a hostile spec)
     from engine.cluster.node import _local_hot
     from engine.cluster.transport import pack_array
     from engine.config import EngineConfig
-    from engine.train import hot_rows, hot_rows_spec
-    from engine.vocab import Vocab
+    from engine.jobs.run import hot_rows, hot_rows_spec
+    from engine.word2vec.vocab import Vocab
 
     counts = (1e6 / np.arange(1, 30_001)).astype(np.int64) + 5        # Zipf, 30k words
     words = [f"w{i}" for i in range(counts.size)]
@@ -691,7 +695,9 @@ def test_hot_rows_a_chunk_is_in_the_shared_weights_when_it_is_reported(tmp_path,
     # shared weights hold each reported chunk's updates (a report sent before, or after a
     # merge of the first tiers only, would find rows it trained untouched); one process
     # trains in order, so the end result is the direct training's, up to rounding
-    from engine.local import ListSource, LocalSession, make_trainer
+    from engine.local.sources import ListSource
+    from engine.local.session import LocalSession
+    from engine.local.kernel import make_trainer
 
     state, stream, tasks = _setup(tmp_path, planted, epochs=1)
     arrays, settings = state.kernel_arrays(), state.kernel_settings

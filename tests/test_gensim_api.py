@@ -256,7 +256,7 @@ def test_readers_stream_like_gensims(tmp_path, planted):
 
 def test_every_epoch_curve_in_the_report(tmp_path, planted):
     from engine.config import job_from_dict
-    from engine.train import run_job
+    from engine.jobs.run import run_job
 
     topics, sents = planted
     corpus = _write(tmp_path / "c.txt", sents)
@@ -281,7 +281,7 @@ def test_every_epoch_curve_in_the_report(tmp_path, planted):
 def test_cluster_checkpoints_with_per_epoch_evaluation_are_refused(tmp_path):
     from engine.config import job_from_dict
     from engine.errors import ConfigError
-    from engine.train import run_job
+    from engine.jobs.run import run_job
 
     job = job_from_dict({"corpus": {"path": str(tmp_path / "c.txt")},
                          "cluster": {"nodes": ["127.0.0.1:1"]},

@@ -18,16 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bench import engine_command
-from engine.config import (_SECTION_TYPES, EvaluateConfig, JobConfig, ModelConfig,
-                           job_from_dict, load_job)
-from engine.corpus import MAX_SENTENCE_WORDS, MAX_TOKEN_BYTES, CorpusSource
+from engine.runtime.procs import engine_command
+from engine.config import (_SECTION_TYPES, EvaluateConfig, JobConfig, ModelConfig, job_from_dict,
+                           load_job)
+from engine.text.corpus import MAX_SENTENCE_WORDS, MAX_TOKEN_BYTES, CorpusSource
 from engine.errors import ConfigError, CorpusError, EngineError, ResourceError
-from engine.idstream import IDS_FILE, META_FILE
-from engine.prepare import build_vocab, build_vocab_iterable, encode_corpus, prepare_corpus
-from engine.state import ModelState
-from engine.train import check_evaluate_files
-from engine.vocab import Vocab
+from engine.word2vec.idstream import IDS_FILE, META_FILE
+from engine.word2vec.prepare import (build_vocab, build_vocab_iterable, encode_corpus,
+                                     prepare_corpus)
+from engine.word2vec.state import ModelState
+from engine.jobs.run import check_evaluate_files
+from engine.word2vec.vocab import Vocab
 
 FUZZ = settings(deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
@@ -133,14 +134,14 @@ def test_a_corpus_that_is_no_regular_file_is_refused(tmp_path):
 
 
 def test_permission_denied_names_the_file_or_folder(tmp_path, monkeypatch):
-    import engine.corpus
+    import engine.text.corpus
 
     corpus = _corpus(tmp_path / "c.txt", 10)
 
     def deny(path, *args, **kwargs):        # what open() raises for a chmod 000 file
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-    monkeypatch.setattr(engine.corpus, "open", deny, raising=False)
+    monkeypatch.setattr(engine.text.corpus, "open", deny, raising=False)
     with pytest.raises(CorpusError, match=r"c.txt: cannot open \(Permission denied\)"):
         build_vocab(CorpusSource(str(corpus)), min_count=1)
     monkeypatch.undo()
@@ -332,10 +333,10 @@ def test_a_full_disk_is_one_line_and_the_earlier_outputs_stay_whole(tmp_path, mo
                                                        "need about" in line
         assert _contents(out) == before
         # the estimate passed but the disk fills while writing (another writer, say)
-        import engine.train
-        from engine.train import run_job
+        import engine.jobs.run
+        from engine.jobs.run import run_job
 
-        monkeypatch.setattr(engine.train, "check_output_room", lambda *a: None)
+        monkeypatch.setattr(engine.jobs.run, "check_output_room", lambda *a: None)
         with pytest.raises(EngineError, match=rf"\[output\] dir {out}: cannot write "
                                               rf"(vectors.bin|model) \(No space left on "
                                               rf"device\); the earlier outputs there are "
@@ -353,7 +354,7 @@ def test_a_read_only_output_folder_fails_before_anything_is_read(tmp_path):
 
 
 def test_a_cache_dir_that_cannot_be_used_is_one_line(tmp_path):
-    from engine.train import scratch_folder
+    from engine.jobs.run import scratch_folder
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -364,14 +365,14 @@ def test_a_cache_dir_that_cannot_be_used_is_one_line(tmp_path):
 
 
 def test_no_room_for_the_id_stream_is_found_before_encoding(tmp_path, monkeypatch):
-    import engine.prepare
+    import engine.word2vec.prepare
 
     corpus = _corpus(tmp_path / "c.txt", 45_000)           # 540,000 words: ~2.3 MB of ids
     with _tmpfs(tmp_path / "small") as disk:
         with pytest.raises(ResourceError, match=rf"{disk}: [\d.]+ MB free on its disk, the "
                                                 rf"id stream of 540,000 words needs about"):
             prepare_corpus(CorpusSource(str(corpus)), disk, min_count=1)
-        monkeypatch.setattr(engine.prepare, "check_stream_room", lambda *a: None)
+        monkeypatch.setattr(engine.word2vec.prepare, "check_stream_room", lambda *a: None)
         with pytest.raises(ResourceError, match=rf"{disk}: cannot write the id stream \(No "
                                                 rf"space left on device\)"):
             prepare_corpus(CorpusSource(str(corpus)), disk, min_count=1)

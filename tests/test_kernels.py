@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from engine import _kernels as K
-from engine.local import KernelSettings, make_trainer
-from engine.vocab import Vocab
+from engine.word2vec.schedule import KernelSettings
+from engine.local.kernel import make_trainer
+from engine.word2vec.vocab import Vocab
 import reference
 from reference import TABLE, SplitMix, ref_out_hs, ref_out_ns, ref_train
 

@@ -15,7 +15,7 @@ import pytest
 from engine import KeyedVectors
 from engine.errors import (EngineError, FormatError, MissingFileError, NotSupportedError,
                            TruncatedFileError, UnknownKeyError)
-from engine.w2vformat import bad_word
+from engine.vectors.w2vformat import bad_word
 
 gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
 GKV = gensim_kv.KeyedVectors

@@ -1,4 +1,4 @@
-"""LSI (engine.docs): the SVD against exact ones, merges, splits of the work, the gensim
+"""LSI (engine.documents): the SVD against exact ones, merges, splits of the work, the gensim
 equivalences (Dictionary, TfidfModel, fold-in), the streamed corpus, memory, the job."""
 import json
 import lzma
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from engine.docs import Dictionary, LsiModel, TfidfModel
-from engine.docs.blocks import BlockCache, bows_to_csr, group_chunks, read_block
-from engine.docs.corpus import DocumentSource
-from engine.docs.job import LsiConfig, run_lsi_job
-from engine.docs.lsi import SvdSettings, is_corpus, train_decomposition
-from engine.docs.parallel import LocalPasses, choose_split
-from engine.docs.stream import build_cache, local_map
-from engine.docs.svd import Decomposition, merge, merge_all, orthonormalize, stochastic_svd
+from engine.documents import Dictionary, LsiModel, TfidfModel
+from engine.documents.blocks import BlockCache, bows_to_csr, group_chunks, read_block
+from engine.documents.corpus import DocumentSource
+from engine.documents.job import LsiConfig, run_lsi_job
+from engine.documents.lsi import SvdSettings, is_corpus, train_decomposition
+from engine.documents.parallel import LocalPasses, choose_split
+from engine.documents.stream import build_cache, local_map
+from engine.documents.svd import Decomposition, merge, merge_all, orthonormalize, stochastic_svd
 from engine.errors import ConfigError, CorpusError, FormatError, InvalidArgumentError
 
 gensim = pytest.importorskip("gensim")
@@ -124,7 +124,7 @@ def test_orthonormalize_survives_a_rank_deficient_basis():
 
 
 def test_in_place_product_and_its_fallback(monkeypatch):
-    from engine.docs import parallel
+    from engine.documents import parallel
 
     rng = np.random.default_rng(2)
     a = scipy.sparse.random(300, 40, density=0.1, random_state=3, format="csr")
@@ -137,7 +137,7 @@ def test_in_place_product_and_its_fallback(monkeypatch):
 
 
 def test_row_blocked_products_on_threads_equal_plain_ones():
-    from engine.docs.svd import cross, times
+    from engine.documents.svd import cross, times
 
     rng = np.random.default_rng(1)
     a, b, m = rng.random((10_000, 7)), rng.random((10_000, 5)), rng.random((7, 3))
@@ -403,8 +403,8 @@ def test_pruning_while_counting_keeps_the_most_frequent(tmp_path):
 def test_unicode_whitespace_takes_the_python_path_and_agrees(tmp_path):
     from gensim.corpora import Dictionary as GDictionary
 
-    from engine.docs.corpus import Unit
-    from engine.docs.stream import _c_counts, _python_counts, count_unit
+    from engine.documents.corpus import Unit
+    from engine.documents.stream import _c_counts, _python_counts, count_unit
 
     docs = [d.split() for d in ["caf\u00e9 a\u00a0b c", "b c\u2003d", "x\u00a0\u00a0y caf\u00e9"]]
     text = "caf\u00e9 a\u00a0b c\nb c\u2003d\nx\u00a0\u00a0y caf\u00e9\n"
@@ -444,11 +444,11 @@ def test_bad_corpus_lines_name_file_and_line(tmp_path):
 
 MEMORY_PROBE = textwrap.dedent("""
     import sys
-    from engine.docs.blocks import BlockCache
-    from engine.docs.corpus import DocumentSource
-    from engine.docs.lsi import SvdSettings, train_decomposition
-    from engine.docs.stream import build_cache, local_map
-    from engine.memory import PeakMemory
+    from engine.documents.blocks import BlockCache
+    from engine.documents.corpus import DocumentSource
+    from engine.documents.lsi import SvdSettings, train_decomposition
+    from engine.documents.stream import build_cache, local_map
+    from engine.runtime.memory import PeakMemory
     source = DocumentSource(sys.argv[1], block_bytes=1 << 20, max_docs=5000)
     with PeakMemory(interval=0.01) as peak, BlockCache() as cache:
         before = peak.sample()
@@ -548,8 +548,8 @@ def test_job_config_errors_name_the_field(tmp_path):
 def test_shares_cover_the_corpus_evenly_at_document_granularity(tmp_path):
     import scipy.sparse
 
-    from engine.docs.blocks import BlockCache
-    from engine.docs.lsi import plan_shares, share_pieces
+    from engine.documents.blocks import BlockCache
+    from engine.documents.lsi import plan_shares, share_pieces
 
     rng = np.random.default_rng(1)
     m = scipy.sparse.random(700, 50, density=0.1, format="csr", random_state=rng)

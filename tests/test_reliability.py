@@ -10,17 +10,17 @@ import tempfile
 import numpy as np
 import pytest
 
-from engine.bench import engine_command
-from engine.checks import check_arrays, check_stream
+from engine.runtime.procs import engine_command
+from engine.word2vec.checks import check_arrays, check_stream
 from engine.config import ModelConfig
-from engine.corpus import CorpusSource
+from engine.text.corpus import CorpusSource
 from engine.errors import CorpusError, EngineError, ResourceError
-from engine.prepare import build_vocab_iterable, encode_iterable, prepare_corpus
-from engine.shm import check_room
-from engine.state import ModelState
-from engine.train import check_output_room
-from engine.vectors import KeyedVectors
-from engine.vocab import Vocab
+from engine.word2vec.prepare import build_vocab_iterable, encode_iterable, prepare_corpus
+from engine.runtime.shm import check_room
+from engine.word2vec.state import ModelState
+from engine.jobs.run import check_output_room
+from engine.vectors.keyedvectors import KeyedVectors
+from engine.word2vec.vocab import Vocab
 
 
 def _run_job(tmp_path, corpus, out):
@@ -103,7 +103,8 @@ def test_a_stream_or_weights_that_do_not_fit_are_refused_before_any_kernel(tmp_p
     v = check_arrays(arrays, state.kernel_settings)
     with pytest.raises(EngineError, match=r"holds ids .* vocabulary has 2 words"):
         check_stream(stream, v)
-    from engine.local import LocalEngine, plan_tasks
+    from engine.local.engine import LocalEngine
+    from engine.local.sources import plan_tasks
 
     tasks = plan_tasks(stream, 1, 0.025, 0.0001, 1)
     before = state.syn0.copy()
@@ -166,7 +167,7 @@ def test_a_run_killed_whole_resumes_from_its_checkpoint(tmp_path, planted_file):
     import signal
     import time
 
-    from engine.shm import PREFIX
+    from engine.runtime.shm import PREFIX
 
     from conftest import topic_precision
 
@@ -220,7 +221,7 @@ def test_a_checkpoint_of_another_job_is_refused(tmp_path, planted_file):
                        env=env, timeout=300)
     assert r.returncode == 2 and "no checkpoint to resume from" in r.stderr
     # a checkpoint written by this job, then the job changes
-    from engine.checkpoint import Checkpointer, job_identity, parse_every
+    from engine.word2vec.checkpoint import Checkpointer, job_identity, parse_every
     from engine.config import load_job
 
     cfg = load_job(str(job))
@@ -245,7 +246,7 @@ def test_a_checkpoint_of_another_job_is_refused(tmp_path, planted_file):
 
 
 def test_checkpoint_every_is_checked(tmp_path):
-    from engine.checkpoint import parse_every
+    from engine.word2vec.checkpoint import parse_every
     from engine.errors import ConfigError
 
     assert parse_every("10m") == ("seconds", 600) and parse_every("5000") == ("words", 5000)

@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from engine import report as rp  # noqa: E402
-from engine.bench import bench_figure, engine_command, plot  # noqa: E402
+from engine.bench import report as rp  # noqa: E402
+from engine.bench.table import bench_figure, plot
+from engine.runtime.procs import engine_command
 from engine.cli import main  # noqa: E402
 
 PNGS = {"loss_per_epoch.png", "loss_over_words.png", "words_per_sec.png", "memory.png",

@@ -5,7 +5,7 @@ import signal
 
 import numpy as np
 
-from engine.shm import PREFIX, SharedArrays
+from engine.runtime.shm import PREFIX, SharedArrays
 
 
 def _child(spec, mode):

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from engine._text import TokenTable
-from engine.corpus import CorpusSource
-from engine.prepare import build_vocab, encode_corpus
+from engine.text.corpus import CorpusSource
+from engine.word2vec.prepare import build_vocab, encode_corpus
 from conftest import decode_stream
 
 SPACES = [" ", "  ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\u2003", "\u00a0", "\u3000"]

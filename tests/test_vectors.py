@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from engine.errors import EngineError
-from engine.vectors import KeyedVectors, spearman, pearson
+from engine.vectors.keyedvectors import KeyedVectors
+from engine.vectors.correlation import spearman, pearson
 
 
 def _kv():

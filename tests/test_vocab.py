@@ -3,7 +3,7 @@ from collections import Counter
 
 import numpy as np
 
-from engine.vocab import Vocab, prune_counts
+from engine.word2vec.vocab import Vocab, prune_counts
 
 
 def test_sorted_by_count_ties_first_seen_and_min_count():

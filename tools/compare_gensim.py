@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from engine.bench import judge, plain_corpus, run_engine, run_peer  # noqa: E402
+from engine.bench.word2vec import judge, run_engine, run_peer
+from engine.bench.common import plain_corpus
 
 CONFIGS = {
     "sg": {"sg": 1, "alpha": 0.025},

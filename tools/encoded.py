@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.corpus import CorpusSource  # noqa: E402
-from engine.idstream import ChunkReader  # noqa: E402
-from engine.prepare import build_vocab, encode_corpus  # noqa: E402
+from engine.text.corpus import CorpusSource  # noqa: E402
+from engine.word2vec.idstream import ChunkReader  # noqa: E402
+from engine.word2vec.prepare import build_vocab, encode_corpus  # noqa: E402
 
 
 @contextmanager

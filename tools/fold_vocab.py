@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.corpus import CorpusSource  # noqa: E402
+from engine.text.corpus import CorpusSource  # noqa: E402
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from engine.config import ModelConfig  # noqa: E402
-from engine.local import make_trainer, plan_tasks  # noqa: E402
-from engine.shm import SharedArrays  # noqa: E402
-from engine.state import ModelState  # noqa: E402
+from engine.local.kernel import make_trainer
+from engine.local.sources import plan_tasks
+from engine.runtime.shm import SharedArrays  # noqa: E402
+from engine.word2vec.state import ModelState  # noqa: E402
 from encoded import encoded  # noqa: E402
 
 

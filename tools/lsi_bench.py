@@ -75,12 +75,12 @@ def peak_rss_mb() -> float:
 def prepare(docs: str, triplets: str, folder: str) -> dict:
     """The TF-IDF matrix and dictionary both trainers get, the triplets' TF-IDF, and the
     first tenth of the corpus as a file of its own."""
-    from engine.docs.blocks import BlockCache, read_block
-    from engine.docs.corpus import DocumentSource
-    from engine.docs.evaluate import read_triplets
-    from engine.docs.stream import build_cache, local_map
-    from engine.docs.tfidf import TfidfModel
-    from engine.docs.blocks import bows_to_csr
+    from engine.documents.blocks import BlockCache, read_block
+    from engine.documents.corpus import DocumentSource
+    from engine.documents.evaluate import read_triplets
+    from engine.documents.stream import build_cache, local_map
+    from engine.documents.tfidf import TfidfModel
+    from engine.documents.blocks import bows_to_csr
 
     t = time.perf_counter()
     with BlockCache() as cache:
@@ -102,7 +102,7 @@ def prepare(docs: str, triplets: str, folder: str) -> dict:
 
 
 def _first_tenth(docs: str, out: str, n: int) -> None:
-    from engine.corpus import open_binary
+    from engine.text.corpus import open_binary
 
     with open_binary(docs) as src, open(out, "wb") as dst:
         for i, line in enumerate(src):
@@ -114,7 +114,7 @@ def _first_tenth(docs: str, out: str, n: int) -> None:
 # ---- one run (in its own process) ---------------------------------------------------------------
 
 def _bows(folder: str, name: str) -> list:
-    from engine.docs.blocks import csr_to_bows
+    from engine.documents.blocks import csr_to_bows
 
     return csr_to_bows(scipy.sparse.load_npz(os.path.join(folder, f"{name}.npz")).tocsr())
 
@@ -130,9 +130,9 @@ def _accuracy(vectors: dict) -> float:
 
 def run_one(kind: str, options: dict, folder: str, docs: str, triplets: str,
             topics: int) -> dict:
-    from engine.memory import PeakMemory
+    from engine.runtime.memory import PeakMemory
 
-    from engine.docs import Dictionary
+    from engine.documents import Dictionary
 
     if kind == "job":
         return _run_job(options, folder, docs, triplets, topics)
@@ -149,7 +149,7 @@ def run_one(kind: str, options: dict, folder: str, docs: str, triplets: str,
 
             model = LsiModel(corpus, num_topics=topics, id2word=dictionary)
         else:
-            from engine.docs import LsiModel
+            from engine.documents import LsiModel
 
             model = LsiModel(corpus, num_topics=topics, id2word=dictionary, random_seed=1,
                              **options)
@@ -172,8 +172,8 @@ def run_one(kind: str, options: dict, folder: str, docs: str, triplets: str,
 
 
 def _run_job(options: dict, folder: str, docs: str, triplets: str, topics: int) -> dict:
-    from engine.docs import Dictionary
-    from engine.docs.job import LsiConfig, run_lsi_job
+    from engine.documents import Dictionary
+    from engine.documents.job import LsiConfig, run_lsi_job
 
     out = os.path.join(folder, f"job-{options['part']}")
     split = {k: options[k] for k in ("processes", "blas_threads") if k in options}
@@ -205,10 +205,10 @@ def _run_cluster(options: dict, folder: str, docs: str, triplets: str, topics: i
 
     import psutil
 
-    from engine.bench import engine_command
+    from engine.runtime.procs import engine_command
     from engine.cluster import ClusterLsi
     from engine.config import ClusterConfig
-    from engine.docs.job import LsiConfig, run_lsi_job
+    from engine.documents.job import LsiConfig, run_lsi_job
 
     key = "lsi-bench"
     cmd, env = engine_command()

@@ -27,8 +27,9 @@ import dataclasses  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.config import ModelConfig  # noqa: E402
-from engine.local import make_trainer, plan_tasks  # noqa: E402
-from engine.state import ModelState  # noqa: E402
+from engine.local.kernel import make_trainer
+from engine.local.sources import plan_tasks
+from engine.word2vec.state import ModelState  # noqa: E402
 from encoded import encoded  # noqa: E402
 
 

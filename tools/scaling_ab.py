@@ -23,7 +23,7 @@ each under the variants given ([model] keys such as `compute_loss=false`, or the
 `prefetch_ahead=0`, `batched=1`, the session's `hot_words=256` / `hot_words="auto"` (sized
 as `engine run` sizes them) and `sync_words=N`). Every round trains a fresh model on the same
 id stream for one epoch, so rates are comparable within the run. Before every two-way run
-the time of a moved cache line is measured (engine.bench.line_transfer_ns).
+the time of a moved cache line is measured (engine.bench.machine.line_transfer_ns).
 
 usage: python tools/scaling_ab.py CORPUS [--rounds 8] [--modes 1,2p,2t,2i,16p,16i] [--one-first]
                                   [--variants base prefetch_ahead=0 hot_words=256] [--json F]
@@ -41,10 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dataclasses  # noqa: E402
 
-from engine.bench import line_transfer_ns, machine_checks  # noqa: E402
+from engine.bench.machine import line_transfer_ns, machine_checks  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
-from engine.local import ListSource, LocalSession, make_trainer, plan_tasks  # noqa: E402
-from engine.state import ModelState  # noqa: E402
+from engine.local.sources import ListSource, plan_tasks
+from engine.local.session import LocalSession
+from engine.local.kernel import make_trainer
+from engine.word2vec.state import ModelState  # noqa: E402
 from encoded import encoded  # noqa: E402
 
 
@@ -80,12 +82,12 @@ def set_shm_huge(mode: str) -> None:
 def hot(over: dict, state=None, processes: int = 2) -> tuple:
     """The variant's hot-row settings (hot words, sync every, tiers), as make_trainer and
     LocalSession take them after their other arguments. hot_words = "auto" sizes them as
-    `engine run` does (engine.train.hot_rows) for `processes` processes."""
+    `engine run` does (engine.jobs.run.hot_rows) for `processes` processes."""
     words, sync = over.get("hot_words", 0), over.get("sync_words", 1024)
     tiers = over.get("hot_tiers", 0)
     if words == "auto":
         from engine.config import EngineConfig
-        from engine.train import hot_rows
+        from engine.jobs.run import hot_rows
 
         words, sync, tiers = hot_rows(EngineConfig(
             workers=processes, hot_words="auto", sync_words=over.get("sync_words", 0),
@@ -186,13 +188,13 @@ def run_independent(cfg, vocab, stream, chunks, tasks, over, n=2) -> float:
 def _copy_main(cfg, vocab, over, ids_path, max_ids, tasks, go, ready) -> None:
     """One of run_copies' processes: its own model, trained in this process as `engine run`
     trains with one process (no session, no shared memory), once `go` is set."""
-    from engine.idstream import ChunkReader
+    from engine.word2vec.idstream import ChunkReader
 
     arrays, settings = fresh(cfg, vocab, over)
     shared = None
     if over.get("copies_shm"):          # the same copy, but in shared memory as a session's
-        from engine.local import TABLES, WEIGHTS
-        from engine.shm import SharedArrays
+        from engine.local.kernel import TABLES, WEIGHTS
+        from engine.runtime.shm import SharedArrays
 
         shared = SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
         arrays = dict(arrays, **{k: shared[k] for k in WEIGHTS + TABLES})

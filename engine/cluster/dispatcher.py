@@ -25,12 +25,13 @@ from collections import deque
 
 import numpy as np
 
-from ..checks import check_arrays, check_stream
+from ..word2vec.checks import check_arrays, check_stream
 from ..errors import ClusterError
-from ..idstream import ChunkReader, IdStream
-from ..local import TABLES, WEIGHTS, signals_as_interrupt
-from ..progress import Progress
-from ..schedule import KernelSettings, Task, TrainStats
+from ..word2vec.idstream import ChunkReader, IdStream
+from ..local.kernel import TABLES, WEIGHTS
+from ..runtime.signals import signals_as_interrupt
+from ..runtime.progress import Progress
+from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .merge import RowMaster
 from .node import hot_range
@@ -118,7 +119,7 @@ class ClusterEngine:
         self.cfg = cfg
         # [engine] products: with "auto" each node measures BLAS against the loops itself
         self.products = products
-        # how each node sizes its processes' hot rows (engine.train.hot_rows_spec); None:
+        # how each node sizes its processes' hot rows (engine.jobs.run.hot_rows_spec); None:
         # the nodes train without them
         self.node_hot = node_hot
         self.counts = None if counts is None else np.asarray(counts, np.float64)

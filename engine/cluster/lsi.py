@@ -1,11 +1,11 @@
 """ClusterLsi: an LSI decomposition spread over the cluster's `engine worker`s.
 
 The documents matrix (the TF-IDF blocks the local engine cached) is cut into shares fixed
-before any node starts (engine.docs.lsi.plan_shares: about equal work, `shares` of them,
+before any node starts (engine.documents.lsi.plan_shares: about equal work, `shares` of them,
 by default one per node). A thread per node takes the next share, sends its blocks,
 has the node decompose it (num_topics + extra_samples factors, all the node's threads)
 and brings back U and S; the dispatcher merges the shares' decompositions in share order
-in a fixed binary tree (engine.docs.svd.merge_all), as they become available. A node that
+in a fixed binary tree (engine.documents.svd.merge_all), as they become available. A node that
 fails, is killed or stops answering (every call has a deadline, and a computing node is
 polled) is dropped and its share goes back to the queue for another node. Each share's
 sketch depends only on its documents' numbers, so the result depends on the shares, never
@@ -21,12 +21,12 @@ from collections import deque
 
 import numpy as np
 
-from ..docs.blocks import row_runs
-from ..docs.lsi import SvdSettings, TrainReport, plan_shares, share_pieces, share_rank
-from ..docs.parallel import Split, cpu_count
-from ..docs.svd import Decomposition, merge_all
+from ..documents.blocks import row_runs
+from ..documents.lsi import SvdSettings, TrainReport, plan_shares, share_pieces, share_rank
+from ..documents.parallel import Split, cpu_count
+from ..documents.svd import Decomposition, merge_all
 from ..errors import ClusterError
-from ..local import signals_as_interrupt
+from ..runtime.signals import signals_as_interrupt
 from . import transport
 from .dispatcher import close_remote_job, find_nodes
 from .transport import CommError, pack_array, unpack_array
@@ -55,7 +55,7 @@ class _LsiNode:
 
 
 class ClusterLsi:
-    """`decompose(blocks, n_terms, settings)` as engine.docs.lsi.train_decomposition, on
+    """`decompose(blocks, n_terms, settings)` as engine.documents.lsi.train_decomposition, on
     the nodes of a [cluster] configuration. `on_event(what, node, share)` (tests, logs):
     "sent" when a node has a share's blocks and computes it, "done" when its result is
     back."""

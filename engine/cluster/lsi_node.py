@@ -3,7 +3,7 @@
 The dispatcher (engine.cluster.lsi) opens the job with the matrix's width and the SVD
 settings, sends a share's TF-IDF blocks (CSR, in pieces; written to a scratch BlockCache,
 so memory does not grow with the share), asks for its decomposition, and polls for it;
-the node computes it in the background on all its threads (engine.docs.lsi's
+the node computes it in the background on all its threads (engine.documents.lsi's
 decompose_part, the same function the local engine runs) and hands back U in row pieces
 and S. Everything that arrives is checked (types, ranges, shapes, term ids < width)
 before it is written.
@@ -18,9 +18,9 @@ import time
 import numpy as np
 import scipy.sparse
 
-from ..docs.blocks import BlockCache
-from ..docs.lsi import SvdSettings, decompose_part
-from ..docs.svd import Decomposition
+from ..documents.blocks import BlockCache
+from ..documents.lsi import SvdSettings, decompose_part
+from ..documents.svd import Decomposition
 from .jobs import CallGuard, check_int as _int, check_num as _num
 from .transport import pack_array, row_pieces, unpack_array
 

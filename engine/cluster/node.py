@@ -30,14 +30,17 @@ from contextlib import contextmanager
 import numpy as np
 import psutil
 
-from ..checks import check_arrays
+from ..word2vec.checks import check_arrays
 from ..errors import EngineError
-from ..blas import blas_products
-from ..local import (HOT_MAX, WEIGHTS, FeedSource, LocalSession, Standby, choose_hot_rows,
-                     products_by_measure)
-from ..memory import tree_pss_mb
-from ..schedule import KernelSettings, Task
-from ..shm import SharedArrays, sweep_orphans, sweep_temp_dirs
+from ..runtime.blas import blas_products
+from ..local.hotrows import HOT_MAX, choose_hot_rows
+from ..local.kernel import WEIGHTS, products_by_measure
+from ..local.sources import FeedSource
+from ..local.session import LocalSession
+from ..local.workers import Standby
+from ..runtime.memory import tree_pss_mb
+from ..word2vec.schedule import KernelSettings, Task
+from ..runtime.shm import SharedArrays, sweep_orphans, sweep_temp_dirs
 from . import transport
 from .jobs import CallGuard, check_int as _int, check_num as _num
 from .lsi_node import LsiNodeJob
@@ -69,7 +72,7 @@ def sweep_scratch() -> None:
 def _local_hot(spec, processes: int, vocab: int, dim: int,
                settings: KernelSettings) -> tuple[int, int, int]:
     """This node's processes' hot rows (words, sync_words, tiers), chosen as the local engine
-    chooses them (engine.local.choose_hot_rows) for this node's process count, from the
+    chooses them (engine.local.hotrows.choose_hot_rows) for this node's process count, from the
     job's settings as they came over the wire (checked here). None: no hot rows."""
     if spec is None:
         return 0, 1024, 0

@@ -1,14 +1,13 @@
-"""The one module that talks Pyro4 (so Pyro5 or another RPC could replace it).
-
-Nothing from the network is decoded but msgpack, on either side: loading this module leaves
-msgpack alone in Pyro4's serializer registries (Pyro4's client decodes a server's handshake
-reply with whatever serializer the reply names, so a registered pickle would let a fake
-worker or name server run code here). Every daemon and proxy uses Pyro4's HMAC key
-(`ENGINE_CLUSTER_KEY` or a key file; never the command line); without a key only loopback
-addresses are served or dialled, and the name server is never looked for by broadcast. A
-handshake checks the engine and protocol versions before any call. Arrays travel as raw bytes with their
-dtype and shape beside them, checked on arrival (`unpack_array`), in pieces far below
-Pyro4's 2 GB message limit. Refused connections are logged on the worker's side too.
+"""The one module that talks Pyro4 (so Pyro5 or another RPC could replace it). Nothing from
+the network is decoded but msgpack, on either side: loading this module leaves msgpack alone
+in Pyro4's serializer registries (Pyro4's client decodes a server's handshake reply with
+whatever serializer the reply names, so a registered pickle would let a fake worker or name
+server run code here). Every daemon and proxy uses Pyro4's HMAC key (`ENGINE_CLUSTER_KEY` or
+a key file; never the command line); without a key only loopback addresses are served or
+dialled, and the name server is never looked for by broadcast. A handshake checks the engine
+and protocol versions before any call. Arrays travel as raw bytes with their dtype and shape
+beside them, checked on arrival (`unpack_array`), in pieces far below Pyro4's 2 GB message
+limit. Refused connections are logged on the worker's side too.
 """
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ import Pyro4.naming
 
 import Pyro4.util
 
+from ..version import __version__
 from ..errors import ClusterError, ConfigError, InvalidArgumentError
 
 log = logging.getLogger("engine")
@@ -75,8 +75,6 @@ TimeoutError_ = Pyro4.errors.TimeoutError
 
 
 def engine_version() -> str:
-    from .. import __version__
-
     return __version__
 
 

@@ -1,0 +1,1 @@
+"""gensim-compatible classes: Word2Vec, LsiModel (with distributed=True), CallbackAny2Vec."""
