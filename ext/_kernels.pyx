@@ -533,7 +533,7 @@ cdef class Trainer:
     def __cinit__(self, float[:, ::1] syn0, float[:, ::1] syn1neg, float[:, ::1] syn1,
                   const uint32_t[::1] keep, const uint64_t[::1] noise,
                   const uint8_t[:, ::1] codes,
-                  const int32_t[:, ::1] points, const int32_t[::1] code_lens,
+                  const int32_t[:, ::1] points, const int32_t[::1] code_lens, *,
                   int sg, int hs, int negative, int window, int cbow_mean,
                   int hot_words=0, int sync_every=1024, int compute_loss=0,
                   int shrink_windows=1, int prefetch_ahead=AHEAD, int batched=0,

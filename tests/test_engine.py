@@ -425,7 +425,7 @@ def test_batched_skipgram_products_choice(sg, products, lib, rates, want, monkey
     from engine.errors import ConfigError
     from engine.word2vec.vocab import Vocab
 
-    monkeypatch.setattr(train, "blas_products", lambda: lib)
+    monkeypatch.setattr("engine.local.kernel.blas_products", lambda: lib)
     asked = []
     monkeypatch.setattr("engine.local.kernel.measure_products",
                         lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)
@@ -584,7 +584,7 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
 
     import engine.cluster.node as node
 
-    monkeypatch.setattr(node, "blas_products", lambda: lib)
+    monkeypatch.setattr("engine.local.kernel.blas_products", lambda: lib)
     asked = []
     monkeypatch.setattr("engine.local.kernel.measure_products",
                         lambda settings, dim, vocab: asked.append((dim, vocab)) or rates)

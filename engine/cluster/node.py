@@ -15,7 +15,6 @@ Ctrl-C, SIGTERM or a crash leave no process, shared memory or cache folder behin
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -32,9 +31,8 @@ import psutil
 
 from ..word2vec.checks import check_arrays
 from ..errors import EngineError
-from ..runtime.blas import blas_products
 from ..local.hotrows import HOT_MAX, choose_hot_rows
-from ..local.kernel import WEIGHTS, products_by_measure
+from ..local.kernel import PRODUCTS, WEIGHTS, settle_products
 from ..local.sources import FeedSource
 from ..local.session import LocalSession
 from ..local.workers import Standby
@@ -95,9 +93,9 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
 
 
 def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSettings:
-    """The job's kernel settings from its spec, checked; BLAS products only where this
-    node's scipy BLAS measures faster than the loops here (products_by_measure; else the
-    same arithmetic in loops)."""
+    """The job's kernel settings from its spec, checked, with batched skip-gram's products
+    settled for this node (settle_products: BLAS only where it loads and, for "auto",
+    measures faster than the loops here)."""
     settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
                               _int(s["negative"], 0, 1000, "negative"),
                               _int(s["window"], 1, 1000, "window"),
@@ -111,20 +109,10 @@ def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSet
     if settings.blas and not (settings.batched and settings.sg):
         raise ValueError("settings.blas: expected 0 unless batched skip-gram")
     products = s.get("products", "auto")
-    if products not in ("auto", "blas", "loops"):
+    if products not in PRODUCTS:
         raise ValueError("settings.products: expected auto, blas or loops")
-    if not settings.blas:
-        return settings
-    lib = blas_products()
-    if products == "blas" and lib is not None:
-        return settings                           # asked for, and it loads here
-    if products == "blas":
-        log.warning("job %s: products = \"blas\", but scipy's BLAS sgemm does not load on "
-                    "this node; its products run in loops", job)
-        return dataclasses.replace(settings, blas=0)
-    if not products_by_measure(settings, vector_size, vocab_words, lib, f"job {job} products"):
-        settings = dataclasses.replace(settings, blas=0)
-    return settings
+    return settle_products(settings, products, vector_size, vocab_words,
+                           f"job {job} products", strict=False)
 
 
 class NodeJob(CallGuard):

@@ -23,7 +23,7 @@ from ..text.corpus import CorpusSource
 from ..errors import ConfigError, EngineError, ResourceError
 from ..word2vec.idstream import IdStream
 from ..runtime.blas import blas_products
-from ..local.kernel import WEIGHTS, measure_products, products_by_measure
+from ..local.kernel import WEIGHTS, choose_kernel, measure_products
 from ..local.engine import LocalEngine
 from ..local.workers import Standby
 from ..local.hotrows import choose_hot_rows, hot_draw_shares
@@ -120,53 +120,11 @@ def hot_rows_spec(engine: EngineConfig, state: ModelState) -> dict:
 
 def kernel_settings(state: ModelState, engine: EngineConfig,
                     clustered: bool = False) -> KernelSettings:
-    """The model's kernel settings with the engine's choice of kernel (logged). For a
-    cluster, products = "auto" is left to each node to measure (blas 1: "take BLAS where it
-    measures faster there")."""
-    base = state.kernel_settings
+    """The model's kernel settings with the engine's choice of kernel (choose_kernel). For a
+    cluster, products = "auto" is left to each node to measure."""
     c = state.config
-    fits = bool(c.negative and not c.hs)
-    if engine.kernel == "batched" and not fits:
-        raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
-                          "negative > 0; skip-gram or CBOW)")
-    if engine.kernel == "two-pass" and not (fits and not c.sg):
-        raise ConfigError("[engine] kernel: \"two-pass\" is CBOW with negative sampling only "
-                          "(sg = 0, hs = 0, negative > 0)")
-    # auto: batched skip-gram (as good or better), two-pass CBOW (as good, faster); not
-    # batched CBOW, since sharing noise words between centers cost analogy accuracy
-    # (README, "Kernels")
-    batched = fits and (engine.kernel == "batched" or (engine.kernel == "auto" and c.sg))
-    two_pass = fits and not c.sg and engine.kernel in ("two-pass", "auto")
-    # auto: BLAS where it measures faster than the loops on this machine (README, "BLAS
-    # products"); a cluster's nodes measure for themselves
-    blas = batched and c.sg and engine.products != "loops"
-    lib = blas_products() if blas and not clustered else None
-    if blas and engine.products == "blas" and lib is None and not clustered:
-        raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
-                          "(scipy.linalg.cython_blas with sgemm), which does not load here")
-    if blas and engine.products == "auto" and not clustered:
-        blas = products_by_measure(base, c.vector_size, len(state.vocab), lib, "products")
-    if engine.products == "blas" and not (batched and c.sg):
-        log.warning("[engine] products = \"blas\" is for the batched skip-gram kernel only; "
-                    "this job's kernel runs its loops")
-    base = dataclasses.replace(base, batched=int(batched), cbow_batch=engine.cbow_batch,
-                               two_pass=int(two_pass), blas=int(blas))
-    if two_pass:
-        log.info("kernel: two-pass CBOW (every score of an update, then its rows)%s",
-                 " (auto; [engine] kernel = \"batched\" picks batched CBOW: faster, a "
-                 "little less accurate)" if engine.kernel == "auto" else "")
-    elif not batched:
-        log.info("kernel: classic")
-    elif c.sg:
-        log.info("kernel: batched skip-gram (one noise set per center word), its products "
-                 "through %s", "register-blocked loops" if not blas else
-                 "BLAS sgemm" if not clustered else
-                 "BLAS sgemm where it measures faster on the node" if engine.products == "auto"
-                 else "BLAS sgemm on every node where it loads")
-    else:
-        log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
-                 base.cbow_batch)
-    return base
+    return choose_kernel(state.kernel_settings, engine.kernel, engine.products,
+                         engine.cbow_batch, c.vector_size, len(state.vocab), here=not clustered)
 
 
 def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epochs: int,

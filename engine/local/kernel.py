@@ -1,6 +1,8 @@
-"""The kernel a job trains with: the Trainer built from the settings and the weights, and
-the measurement that picks BLAS sgemm or register-blocked loops for batched skip-gram's
-small products."""
+"""The kernel a job trains with, decided in one place: which update (classic, batched,
+two-pass) from the job's `[engine] kernel`, whether batched skip-gram's small products go
+through BLAS sgemm or register-blocked loops on this machine (measured, for "auto"), and
+the Trainer built from those settings and the weights. The job (engine.jobs.run), the local
+engine and every cluster node call it."""
 from __future__ import annotations
 
 import logging
@@ -8,13 +10,93 @@ import time
 
 import numpy as np
 
-from ..runtime.blas import sgemm_capsule
+import dataclasses
+
+from ..errors import ConfigError
+from ..runtime.blas import blas_products, sgemm_capsule
 from ..word2vec.schedule import KernelSettings
 
 log = logging.getLogger("engine")
 
 WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLES = ("keep", "noise", "codes", "points", "code_lens")
+KERNELS = ("auto", "classic", "batched", "two-pass")
+PRODUCTS = ("auto", "blas", "loops")
+
+
+def choose_kernel(base: KernelSettings, kernel: str = "auto", products: str = "auto",
+                  cbow_batch: int = 4, vector_size: int = 100, vocab_words: int = 0,
+                  here: bool = True) -> KernelSettings:
+    """The kernel settings a job trains with: `base` (the model's settings) with the update
+    `kernel` names ("auto": batched skip-gram, two-pass CBOW, classic for hierarchical
+    softmax) and, for batched skip-gram, BLAS products unless `products` is "loops". With
+    `here`, the products are settled for this machine (settle_products); a cluster job
+    leaves that to each node (blas 1 then means "BLAS where it is faster there"). The
+    choice is logged. A kernel the model cannot use is a ConfigError."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"[engine] kernel: expected one of {', '.join(KERNELS)}")
+    if products not in PRODUCTS:
+        raise ConfigError(f"[engine] products: expected one of {', '.join(PRODUCTS)}")
+    fits = bool(base.negative and not base.hs)
+    if kernel == "batched" and not fits:
+        raise ConfigError("[engine] kernel: \"batched\" is negative sampling only (hs = 0, "
+                          "negative > 0; skip-gram or CBOW)")
+    if kernel == "two-pass" and not (fits and not base.sg):
+        raise ConfigError("[engine] kernel: \"two-pass\" is CBOW with negative sampling only "
+                          "(sg = 0, hs = 0, negative > 0)")
+    # auto: batched skip-gram (as good or better), two-pass CBOW (as good, faster); not
+    # batched CBOW, whose noise words shared between centers cost analogy accuracy
+    batched = fits and (kernel == "batched" or (kernel == "auto" and base.sg))
+    two_pass = fits and not base.sg and kernel in ("two-pass", "auto")
+    blas = batched and base.sg and products != "loops"
+    if products == "blas" and not (batched and base.sg):
+        log.warning("[engine] products = \"blas\" is for the batched skip-gram kernel only; "
+                    "this job's kernel runs its loops")
+    settings = dataclasses.replace(base, batched=int(batched), cbow_batch=int(cbow_batch),
+                                   two_pass=int(two_pass), blas=int(blas))
+    if here:
+        settings = settle_products(settings, products, vector_size, vocab_words, "products",
+                                   strict=True)
+    if two_pass:
+        log.info("kernel: two-pass CBOW (every score of an update, then its rows)%s",
+                 " (auto; [engine] kernel = \"batched\" picks batched CBOW: faster, a "
+                 "little less accurate)" if kernel == "auto" else "")
+    elif not batched:
+        log.info("kernel: classic")
+    elif base.sg:
+        log.info("kernel: batched skip-gram (one noise set per center word), its products "
+                 "through %s", "register-blocked loops" if not settings.blas else
+                 "BLAS sgemm" if here else
+                 "BLAS sgemm where it measures faster on the node" if products == "auto"
+                 else "BLAS sgemm on every node where it loads")
+    else:
+        log.info("kernel: batched CBOW (one noise set per %d consecutive centers)",
+                 settings.cbow_batch)
+    return settings
+
+
+def settle_products(settings: KernelSettings, products: str, vector_size: int,
+                    vocab_words: int, who: str, strict: bool) -> KernelSettings:
+    """Batched skip-gram's products on this machine: BLAS sgemm when `products` is "blas"
+    and scipy's BLAS loads, or "auto" and it measures faster than the loops here
+    (products_by_measure); else the same arithmetic in loops. "blas" where it does not
+    load is a ConfigError with `strict` (the user's own machine), else a warning (a
+    cluster node follows the job as far as it can)."""
+    if not settings.blas:
+        return settings
+    lib = blas_products()
+    if products == "blas" and lib is not None:
+        return settings
+    if products == "blas":
+        if strict:
+            raise ConfigError("[engine] products: \"blas\" needs scipy's BLAS "
+                              "(scipy.linalg.cython_blas with sgemm), which does not load here")
+        log.warning("%s: products = \"blas\", but scipy's BLAS sgemm does not load here; "
+                    "the products run in loops", who)
+        return dataclasses.replace(settings, blas=0)
+    if products_by_measure(settings, vector_size, vocab_words, lib, who):
+        return settings
+    return dataclasses.replace(settings, blas=0)
 
 
 def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
@@ -22,12 +104,14 @@ def make_trainer(arrays: dict, settings: KernelSettings, hot_words: int = 0,
     from .._kernels import Trainer
 
     return Trainer(arrays["syn0"], arrays["syn1neg"], arrays["syn1"], arrays["keep"],
-                   arrays["noise"], arrays["codes"], arrays["points"],
-                   arrays["code_lens"], settings.sg, settings.hs, settings.negative,
-                   settings.window, settings.cbow_mean, hot_words, sync_every,
-                   settings.compute_loss, settings.shrink_windows, settings.prefetch_ahead,
-                   settings.batched, settings.cbow_batch, hot_tiers, settings.two_pass,
-                   _sgemm(settings.blas))
+                   arrays["noise"], arrays["codes"], arrays["points"], arrays["code_lens"],
+                   sg=settings.sg, hs=settings.hs, negative=settings.negative,
+                   window=settings.window, cbow_mean=settings.cbow_mean,
+                   hot_words=hot_words, sync_every=sync_every,
+                   compute_loss=settings.compute_loss, shrink_windows=settings.shrink_windows,
+                   prefetch_ahead=settings.prefetch_ahead, batched=settings.batched,
+                   cbow_batch=settings.cbow_batch, hot_tiers=hot_tiers,
+                   two_pass=settings.two_pass, sgemm=_sgemm(settings.blas))
 
 
 def _sgemm(blas: int):
@@ -53,8 +137,7 @@ def measure_products(settings: KernelSettings, vector_size: int, vocab_words: in
     at most 20,000 words (fewer above 100 dims), sentences of 20, at the job's vector_size,
     window, negative and loss setting; in this process, BLAS held to one thread as in
     training. Which is faster depends on the host: OpenBLAS has a fast path for small
-    matrices on some processors only (README, "BLAS products": BLAS 1.04-1.28x the loops on
-    one VM, under half their rate on another). Remembered per process for the same shape
+    matrices on some processors only (docs/benchmarks.md, "BLAS or loops"). Remembered per process for the same shape
     (whatever `settings.blas` says)."""
     import dataclasses
     from collections import Counter
