@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
 def cmd_worker(args) -> int:
     import faulthandler
 
-    from .cluster import node, transport
+    from .cluster import service, transport
     from .config import physical_cores
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1`: where is it?
@@ -73,7 +73,7 @@ def cmd_worker(args) -> int:
     workers = args.workers or physical_cores()
     host, port = args.host, args.port
     name = args.name or f"{__import__('socket').gethostname()}-{port}"
-    node.serve(host, port, workers, name, args.nameserver, key)
+    service.serve(host, port, workers, name, args.nameserver, key)
     return 0
 
 

@@ -81,7 +81,7 @@ class ModelConfig:
     seed: int = _f(1, int, 0, 2**63 - 1)
     vector_size: int = _f(100, int, 1, 100_000)
     shrink_windows: bool = _f(True, bool)            # window of each word drawn from 1..window
-    compute_loss: bool = _f(True, bool)              # sum the training loss (see README)
+    compute_loss: bool = _f(True, bool)              # sum the training loss (docs/usage.md)
 
     def __post_init__(self):
         if self.negative == 0 and self.hs == 0:
@@ -117,17 +117,17 @@ class EngineConfig:
     # `cbow_batch` consecutive centers of a sentence, their output rows updated together),
     # "two-pass" (CBOW NS: classic, but every score of an update first, then its row
     # updates), "auto" (batched for skip-gram NS, two-pass for CBOW NS, else classic: batched
-    # CBOW is 1.5x faster but lost 1 to 2 analogy points on the shared corpus, so it is only
-    # taken when asked for)
+    # CBOW's neighbouring centers share noise words, which costs analogy accuracy, so it is
+    # only taken when asked for; see docs/benchmarks.md, "Batched CBOW is opt-in")
     kernel: str = _f("auto", str, choices=("auto", "classic", "batched", "two-pass"))
     # the batched CBOW kernel: how many consecutive centers share one noise set
     cbow_batch: int = _f(4, int, 1, 16)
     # batched skip-gram's small matrix products (a window's rows against its noise set):
     # "blas" (BLAS sgemm, as scipy exports it, on rows gathered into blocks), "loops"
     # (register-blocked loops in ext/vecmath.h), "auto" (whichever measures faster on this
-    # machine at the job's shape, engine.local.kernel.measure_products: BLAS was 1.04-1.28x the
-    # loops on one host and 0.34-0.55x on another, README "BLAS products"). Cluster nodes
-    # measure for themselves.
+    # machine at the job's shape, engine.local.kernel.measure_products: which one wins
+    # depends on the processor and its BLAS; see docs/benchmarks.md, "BLAS or loops").
+    # Cluster nodes measure for themselves.
     products: str = _f("auto", str, choices=("auto", "blas", "loops"))
 
     @property

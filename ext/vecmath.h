@@ -452,8 +452,9 @@ typedef void (*ew_sgemm_fn)(const char *transa, const char *transb, const int *m
                             const int *lda, const float *b, const int *ldb, const float *beta,
                             float *c, const int *ldc);
 
-/* ew_update_batch with its three products through BLAS sgemm (issue 15 asks which is faster
- * at vector_size 50..300: this or the register-blocked loops). The rows are gathered into
+/* ew_update_batch with its three products through BLAS sgemm: the alternative to the
+ * register-blocked loops, faster on some processors and slower on others, so the engine
+ * measures both at the job's shape (see docs/benchmarks.md, "BLAS or loops"). The rows are gathered into
  * contiguous row-major blocks C (nin x dim) and T (nout x dim), which BLAS sees column-major
  * as C^T and T^T: S = C T^T (nin x nout, into g), G from S in place, E = G T (into e), then
  * D = G^T C into T's block (T is not read again), and D[o] is added to outs[o], E[j] to

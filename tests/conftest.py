@@ -1,3 +1,4 @@
+import glob
 import gzip
 import os
 import random
@@ -7,6 +8,16 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(__file__)
+
+
+def segments_of(*pids):
+    """Shared-memory segments created by these processes (engine names each after its
+    creator's pid; default: this test process). A test checks the segments of the processes
+    it started, never the whole machine's: other engine jobs may run beside the tests."""
+    from engine.runtime.shm import PREFIX
+
+    return {path for pid in (pids or (os.getpid(),))
+            for path in glob.glob(f"/dev/shm/{PREFIX}{int(pid)}_*")}
 
 
 def pytest_configure(config):

@@ -110,6 +110,56 @@ def test_bench_runs_and_skips_missing_peer(job, tmp_path):
     assert all(1.0 < ns < 1e6 for ns in two["line_ns"])
     assert "hot_rows" not in one and two["hot_rows"]["words"] > 0  # on by default with 2
     assert "CPU check" in r.stdout and "moved line" in r.stdout
+    assert "| analogy |" in r.stdout and "no analogy file given" not in r.stdout
+
+
+def test_bench_without_an_analogy_file_leaves_the_column_out_with_one_note(job, tmp_path):
+    r = _run("bench", str(job), "--threads", "1", "--set", "model.epochs=1",
+             "--set", "evaluate.analogies=[]", "--json", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| tool |"))
+    assert "analogy" not in header
+    row = next(line for line in lines if line.startswith("| engine | 1 |"))
+    assert row.count("|") == header.count("|")          # no empty analogy cell either
+    notes = [line for line in lines if "no analogy file given" in line]
+    assert len(notes) == 1 and "evaluate.analogies" in notes[0], r.stdout
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert notes[0] in data["notes"]
+    assert all(row.get("analogy_accuracy") is None for row in data["rows"])
+
+
+def test_bench_table_shows_the_analogy_column_only_with_a_figure():
+    from engine.bench.table import format_table
+
+    rows = [{"tool": "engine", "threads": 1, "words_per_sec": 1000.0, "peak_mb": 10.0},
+            {"tool": "gensim", "threads": 1, "words_per_sec": 900.0, "peak_mb": 12.0}]
+    head, rule, *body = format_table(rows, 2).splitlines()
+    assert "analogy" not in head and len(rule.split("|")) == len(head.split("|"))
+    assert all(len(line.split("|")) == len(head.split("|")) for line in body)
+    rows[1]["analogy_accuracy"] = 0.25
+    table = format_table(rows, 2)
+    assert "| analogy |" in table and "| 0.2500 |" in table
+
+
+def test_judge_runs_only_a_script_the_user_names(tmp_path, monkeypatch):
+    import sys
+
+    from engine.bench.word2vec import judge
+    from engine.errors import ConfigError
+
+    monkeypatch.delenv("ENGINE_JUDGE", raising=False)
+    with pytest.raises(ConfigError, match="no judge script"):
+        judge(sys.executable, str(tmp_path / "v.bin"))
+    with pytest.raises(ConfigError, match="judge script not found"):
+        judge(sys.executable, str(tmp_path / "v.bin"), str(tmp_path / "none.py"))
+    script = tmp_path / "judge.py"
+    script.write_text('import json, sys\nprint(json.dumps({"analogy_accuracy": 0.5, '
+                      '"vectors": sys.argv[1]}))\n')
+    assert judge(sys.executable, "v.bin", str(script)) == {"analogy_accuracy": 0.5,
+                                                          "vectors": "v.bin"}
+    monkeypatch.setenv("ENGINE_JUDGE", str(script))
+    assert judge(sys.executable, "w.bin")["vectors"] == "w.bin"
 
 
 def test_bench_share_nothing_runs_copies_side_by_side(job, tmp_path):

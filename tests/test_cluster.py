@@ -6,7 +6,6 @@ refused (and logged on the worker's side); no key on a non-loopback address is r
 workers are found through a name server. After every test: no process, listening port or
 shared-memory segment of ours is left.
 """
-import glob
 import os
 import signal
 import subprocess
@@ -19,18 +18,18 @@ from engine.runtime.procs import engine_command
 from engine.config import ClusterConfig, ModelConfig
 from engine.errors import ClusterError
 from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
-from engine.runtime.shm import PREFIX
 from engine.word2vec.state import ModelState
-from engine.jobs.run import train_state
+from engine.jobs.train import train_state
 from engine.config import EngineConfig
 
-from conftest import planted_corpus, topic_precision, topic_separation
+from conftest import planted_corpus, segments_of, topic_precision, topic_separation
 
 KEY = "test-cluster-key"
 
 
-def _segments():
-    return set(glob.glob(f"/dev/shm/{PREFIX}*"))
+def _segments(*pids):
+    """This test process's segments, and those of the processes it started (`pids`)."""
+    return segments_of(os.getpid(), *pids)
 
 
 class Worker:
@@ -111,7 +110,7 @@ def workers(tmp_path, monkeypatch):
     leftovers = [w.stop() for w in started]
     assert leftovers == [[]] * len(started), f"processes outlived their worker: {leftovers}"
     time.sleep(0.5)
-    assert _segments() == before, "shared memory left behind"
+    assert _segments(*[w.proc.pid for w in started]) == before, "shared memory left behind"
     ports = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN"
              and c.pid in {w.proc.pid for w in started}]
     assert ports == []

@@ -181,7 +181,7 @@ def test_gensim_style_distributed_lsimodel(tmp_path, workers):
 
 def test_a_node_checks_everything_it_is_sent():
     from engine.cluster.lsi_node import LsiNodeJob
-    from engine.cluster.transport import pack_array
+    from engine.cluster.protocol import pack_array
 
     spec = {"job": "lsi-x", "kind": "lsi", "n_terms": 5, "rank": 2, "timeout_seconds": 10,
             "settings": {"num_topics": 2, "chunksize": 10, "power_iters": 1,

@@ -1,7 +1,6 @@
 """Lifecycle of the multi-process engine: normal end, a failing worker, a killed worker,
 Ctrl-C and SIGTERM. After each: no orphan processes, no segment left in /dev/shm."""
 import dataclasses
-import glob
 import os
 import random
 import signal
@@ -19,13 +18,14 @@ from engine.local.engine import LocalEngine
 from engine.local.workers import Standby
 from engine.local.sources import plan_tasks
 from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
-from engine.runtime.shm import PREFIX
+from conftest import segments_of
 from engine.word2vec.state import ModelState
 from engine.config import ModelConfig
 
 
-def _segments():
-    return set(glob.glob(f"/dev/shm/{PREFIX}*"))
+def _segments(*pids):
+    """This test process's segments, and those of the processes it started (`pids`)."""
+    return segments_of(os.getpid(), *pids)
 
 
 def _trainers(proc=None):
@@ -224,7 +224,7 @@ def test_interrupt_stops_cleanly(tmp_path, how):
     assert "stopped" in err and "Traceback" not in err
     gone, alive = psutil.wait_procs(group, timeout=5)
     assert not alive, f"orphans: {alive}"
-    assert _segments() == before
+    assert _segments(proc.pid) == before
     assert not (tmp_path / "out" / "vectors.bin").exists()       # nothing half-written
 
 
@@ -381,7 +381,7 @@ def test_kernel_choice(sg, hs, kernel, want, caplog):
 
     from engine.config import EngineConfig
     from engine.errors import ConfigError
-    from engine.jobs.run import kernel_settings
+    from engine.jobs.train import kernel_settings
     from engine.word2vec.vocab import Vocab
 
     counts = np.array([5, 4, 3, 2], np.int64)
@@ -420,7 +420,7 @@ def test_batched_skipgram_products_choice(sg, products, lib, rates, want, monkey
     import dataclasses
     import logging
 
-    import engine.jobs.run as train
+    import engine.jobs.train as train
     from engine.config import EngineConfig
     from engine.errors import ConfigError
     from engine.word2vec.vocab import Vocab
@@ -555,7 +555,7 @@ def test_hot_rows_a_chunk_counts_once_merged_and_a_killed_process_loses_none(tmp
 
 def test_hot_rows_by_default_with_several_processes_only(planted):
     from engine.config import EngineConfig
-    from engine.jobs.run import hot_rows
+    from engine.jobs.train import hot_rows
 
     _, sents = planted
     vocab = build_vocab_iterable(sents, min_count=1)
@@ -604,7 +604,7 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
 def test_a_cluster_job_leaves_products_auto_to_its_nodes(monkeypatch):
     """On a cluster the head does not measure (its machine is not the nodes'): "auto" goes
     out as blas 1 with products "auto", and each node measures."""
-    import engine.jobs.run as train
+    import engine.jobs.train as train
     from engine.config import EngineConfig
     from engine.word2vec.vocab import Vocab
 
@@ -650,9 +650,9 @@ def test_a_cluster_node_sizes_hot_rows_as_the_local_engine_would(planted):
     # engine.local.hotrows.choose_hot_rows: this checks what travels, the float32 shares packed for
     # the wire, the epoch share, and the node's checks of a hostile spec)
     from engine.cluster.node import _local_hot
-    from engine.cluster.transport import pack_array
+    from engine.cluster.protocol import pack_array
     from engine.config import EngineConfig
-    from engine.jobs.run import hot_rows, hot_rows_spec
+    from engine.jobs.train import hot_rows, hot_rows_spec
     from engine.word2vec.vocab import Vocab
 
     counts = (1e6 / np.arange(1, 30_001)).astype(np.int64) + 5        # Zipf, 30k words

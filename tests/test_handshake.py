@@ -6,7 +6,6 @@ if it were ever unpickled: the caller refuses it and nothing is created, with an
 key (a key only proves that the other side holds it). Without a key, nothing but loopback is
 dialled and the name server is never looked for by broadcast: refused before any traffic.
 """
-import os
 import pickle
 import socket
 import threading

@@ -1,4 +1,4 @@
-"""Hostile input costs one clear line (issue 14): a bad job file, corpus, output folder or
+"""Hostile input costs one clear line: a bad job file, corpus, output folder or
 saved model is one line on stderr naming the file and what is wrong, exit code 2, no
 traceback, found before training, and nothing is lost or left half-written. Also: the
 Huffman tree of a vocabulary of millions of words builds in seconds."""
@@ -27,7 +27,7 @@ from engine.word2vec.idstream import IDS_FILE, META_FILE
 from engine.word2vec.prepare import (build_vocab, build_vocab_iterable, encode_corpus,
                                      prepare_corpus)
 from engine.word2vec.state import ModelState
-from engine.jobs.run import check_evaluate_files
+from engine.jobs.outputs import check_evaluate_files
 from engine.word2vec.vocab import Vocab
 
 FUZZ = settings(deadline=None, database=None, derandomize=True,
@@ -354,7 +354,7 @@ def test_a_read_only_output_folder_fails_before_anything_is_read(tmp_path):
 
 
 def test_a_cache_dir_that_cannot_be_used_is_one_line(tmp_path):
-    from engine.jobs.run import scratch_folder
+    from engine.jobs.corpus import scratch_folder
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -607,7 +607,7 @@ def test_a_vocabulary_of_half_a_million_words_builds_its_tree_in_seconds():
     t0 = time.perf_counter()
     codes, points, lens = v.huffman()
     took = time.perf_counter() - t0
-    assert took < 6.0, took               # the heap and per-word walk took ~9 s here
+    assert took < 6.0, took               # a bound a heap and per-word walk would miss
     assert (counts * lens).sum() == _huffman_cost(counts)
     assert points.max() == n - 2 and (points[:, 0] == n - 2).all()
 

@@ -18,7 +18,7 @@ from engine.errors import CorpusError, EngineError, ResourceError
 from engine.word2vec.prepare import build_vocab_iterable, encode_iterable, prepare_corpus
 from engine.runtime.shm import check_room
 from engine.word2vec.state import ModelState
-from engine.jobs.run import check_output_room
+from engine.jobs.outputs import check_output_room
 from engine.vectors.keyedvectors import KeyedVectors
 from engine.word2vec.vocab import Vocab
 

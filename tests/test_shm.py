@@ -1,11 +1,11 @@
-import glob
 import multiprocessing as mp
 import os
 import signal
 
 import numpy as np
 
-from engine.runtime.shm import PREFIX, SharedArrays
+from conftest import segments_of
+from engine.runtime.shm import SharedArrays
 
 
 def _child(spec, mode):
@@ -17,7 +17,7 @@ def _child(spec, mode):
 
 
 def _leftovers():
-    return glob.glob(f"/dev/shm/{PREFIX}*")
+    return segments_of()          # this process's: the parent creates, children attach
 
 
 def test_child_exit_or_death_never_unlinks_parents_segment():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster against local training on one machine (loopback), as issue 12 asks:
+# The cluster against local training on one machine (loopback):
 #   local P processes | N nodes x 1 process | the same with one node SIGKILLed half-way |
 #   the same through tools/netproxy.py (RTT and rate per link).
 # usage: tools/cluster_bench.sh JOB.toml OUT_DIR [--set ...]   (env: NODES=2 RTT_MS=50 RATE_MB=125)

@@ -8,7 +8,8 @@ updates per word, but on a K-word model: with K = 512 and 100 dimensions both we
 matrices take 400 KB, inside one core's L2. Trained with `tools/scaling_ab.py --modes
 1,2i`, it shows what N processes of the kernel get from the machine when nothing they touch
 leaves their own core's caches; the real corpus in the same rounds shows what the shared
-cache and memory add (README, "Where the second core goes; small vocabularies").
+cache and memory add (see docs/benchmarks.md, "Hot rows: why they exist and how they are
+sized").
 
 usage: python tools/fold_vocab.py CORPUS OUT K [--min-count 5]
 """

@@ -1,6 +1,6 @@
 """gensim's own distributed LSI (Pyro4, all on loopback) on lsi_bench.py's prepared data.
 
-    /tmp/peers/bin/python tools/gensim_lsi_dist.py --data FOLDER [--workers 2] [--topics 200]
+    $PEER_PYTHON tools/gensim_lsi_dist.py --data FOLDER [--workers 2] [--topics 200]
         [--chunksize 20000] [--maxsize 10] [--blas-threads N] [--serial] [--docs N]
         [--timeout 1800] [--logs DIR]
 
@@ -8,8 +8,7 @@ FOLDER is what tools/lsi_bench.py's prepare() writes (tfidf.npz, dictionary.json
 anchor.npz, positive.npz, negative.npz), e.g.
 
     .venv/bin/python -c "import sys; sys.path.insert(0, 'tools'); import lsi_bench; \\
-        lsi_bench.prepare('/work/shared/data/docs/docs.tsv.xz', \\
-                          '/work/shared/data/docs/triplets.tsv', '/tmp/lsi-dist-data')"
+        lsi_bench.prepare('$DOCS', '$TRIPLETS', 'OUT_DIR')"
 
 It needs gensim, Pyro4 and psutil, not engine (run it with the peers' virtualenv).
 

@@ -1,6 +1,6 @@
 /* What this machine gives two copies of a loop against one, with no engine code at all: the
- * controls for the two-process figures (README, "Where the second core goes;
- * small vocabularies").
+ * controls for the two-process figures (see docs/benchmarks.md, "Where CBOW's second core
+ * goes").
  *
  *   fma SECS          ten independent AVX2 FMA chains in registers (compute only)
  *   stream SECS MIB   read-modify-write of every float of a MIB-MiB buffer, again and again
@@ -8,10 +8,10 @@
  *   rand SECS MIB     a dependent walk over the cache lines of a MIB-MiB buffer (latency)
  *
  * Prints operations per second. Build and compare one copy with two at once:
- *   gcc -O2 -mavx2 -mfma -o /tmp/host_loops tools/host_loops.c
- *   one=$(/tmp/host_loops stream 1.5 12)
- *   (/tmp/host_loops stream 1.5 12 > /tmp/b &); a=$(/tmp/host_loops stream 1.5 12); sleep 0.3
- *   python3 -c "print(($a + $(cat /tmp/b)) / $one)"
+ *   gcc -O2 -mavx2 -mfma -o host_loops tools/host_loops.c
+ *   one=$(./host_loops stream 1.5 12)
+ *   (./host_loops stream 1.5 12 > two.out &); a=$(./host_loops stream 1.5 12); sleep 0.3
+ *   python3 -c "print(($a + $(cat two.out)) / $one)"
  */
 #include <immintrin.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kill a whole run at a given point and resume it (issue 14's measurement).
+"""Kill a whole run at a given point and resume it: what a resume keeps and retrains.
 
 Runs `engine run JOB` with checkpoints, SIGKILLs its process group once a progress line
 passes PERCENT, then runs `engine run JOB --resume`; the resumed report's `resumed` section

@@ -1,6 +1,6 @@
 """LSI speed, memory and quality: engine against gensim's serial LsiModel.
 
-    python tools/lsi_bench.py [--docs docs.tsv.xz] [--triplets triplets.tsv] [--topics 200]
+    python tools/lsi_bench.py --docs $DOCS --triplets $TRIPLETS [--topics 200]
 
 Both train on the same TF-IDF bag-of-words: the documents corpus through the dictionary
 filters gensim uses by default (no_below=5, no_above=0.5, keep_n=100000) and gensim's
@@ -33,8 +33,6 @@ import scipy.sparse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-
-SHARED = "/work/shared/data/docs"
 
 # (label, kind, options): kinds "gensim", "engine" (LsiModel on the same bag-of-words),
 # "job" (the whole pipeline from the file)
@@ -285,8 +283,9 @@ def _run_cluster(options: dict, folder: str, docs: str, triplets: str, topics: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", default=os.path.join(SHARED, "docs.tsv.xz"))
-    ap.add_argument("--triplets", default=os.path.join(SHARED, "triplets.tsv"))
+    ap.add_argument("--docs", required=True, help="the documents corpus (ID<TAB>text lines)")
+    ap.add_argument("--triplets", required=True,
+                    help="anchor<TAB>positive<TAB>negative paragraphs")
     ap.add_argument("--topics", type=int, default=200)
     ap.add_argument("--only", default="", help="comma-separated row numbers to run (1-based)")
     ap.add_argument("--one", help=argparse.SUPPRESS)           # internal: run one row

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where each training kernel stands against this machine's limits (issue 15's roofline).
+"""Where each training kernel stands against this machine's limits (a roofline).
 
 For each kernel (skip-gram and CBOW, classic and batched, batched skip-gram with its products in
 loops and through BLAS, CBOW two-pass; negative sampling) it

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Why can two training processes run slower than one? Controlled A/B of the ways the
-same chunks can be trained, in interleaved rounds (issue 15):
+same chunks can be trained, in interleaved rounds:
 
   1      one trainer in this process
   Np     N spawned processes on shared-memory weights (the local engine's LocalSession;
@@ -87,7 +87,7 @@ def hot(over: dict, state=None, processes: int = 2) -> tuple:
     tiers = over.get("hot_tiers", 0)
     if words == "auto":
         from engine.config import EngineConfig
-        from engine.jobs.run import hot_rows
+        from engine.jobs.train import hot_rows
 
         words, sync, tiers = hot_rows(EngineConfig(
             workers=processes, hot_words="auto", sync_words=over.get("sync_words", 0),

@@ -5,7 +5,7 @@ of one core the matmuls would read well under 2 while the Python loop still read
 
     python tools/vector_check.py        # three readings of each
 """
-import time, os, sys
+import time
 from multiprocessing import get_context
 
 def _fma(n):

@@ -6,7 +6,7 @@ pipeline as `engine run`, so a gensim script runs with only its import changed.
     model.wv.most_similar("king");  model.save("m");  Word2Vec.load("m").train(...)
     model = Word2Vec(corpus_file="big.txt", nodes=["10.0.0.2:9877", "10.0.0.3:9877"])  # cluster
 
-Where engine differs from gensim on purpose (README, "Coming from gensim"): `workers=0`
+Where engine differs from gensim on purpose (docs/usage.md, "Coming from gensim"): `workers=0`
 (the default) means every physical core; the training loss is computed by default, exactly
 and per epoch; a corpus is encoded once, so `train()` may take a generator; parameters that
 have no effect here (hashfxn, null_word, sorted_vocab=0, batch_words) are accepted and said
@@ -28,7 +28,8 @@ from ..errors import CorpusError
 from ..word2vec.schedule import TrainStats
 from ..word2vec.state import ModelState
 from ..local.workers import Standby
-from ..jobs.run import make_stream, make_vocab, scratch_folder, train_state
+from ..jobs.corpus import make_stream, make_vocab, scratch_folder
+from ..jobs.train import train_state
 from ..word2vec.vocab import Vocab
 
 log = logging.getLogger("engine")

@@ -65,8 +65,8 @@ class GensimCluster:
 
     def __init__(self, python: str, n: int):
         self.port = _free_port()
-        # one BLAS thread per process: 2 workers x OpenBLAS' own threads on 2 cores ran
-        # 2x slower (tools/gensim_lsi_dist.py, chunksize 1000: 46.9 s against 22.5 s)
+        # one BLAS thread per process: workers each running threaded BLAS on the same cores
+        # spin on each other (see docs/benchmarks.md, "What was tried and rejected", LSI)
         self.env = dict(os.environ, PYRO_NS_HOST="127.0.0.1", PYRO_NS_PORT=str(self.port),
                         PYRO_HOST="127.0.0.1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                         MKL_NUM_THREADS="1", **PYRO_ENV)

@@ -7,9 +7,13 @@ from ..errors import ConfigError
 from .common import SHARE_NOTHING
 
 def format_table(rows: list[dict], cores: int) -> str:
-    lines = ["| tool | processes | words/s (median) | worst | speedup (median) | worst | "
-             "efficiency | peak RAM MB | analogy | runs | CPU check | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The bench's table; its analogy column only where some row has an analogy figure (a
+    job without an analogy file has none to show)."""
+    analogy = any(r.get("analogy_accuracy") is not None for r in rows)
+    head = ["tool", "processes", "words/s (median)", "worst", "speedup (median)", "worst",
+            "efficiency", "peak RAM MB"] + (["analogy"] if analogy else []) + [
+            "runs", "CPU check", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for tool in dict.fromkeys(r["tool"] for r in rows):
         mine = [r for r in rows if r["tool"] == tool]
         base = _base_row(rows, tool)
@@ -21,11 +25,13 @@ def format_table(rows: list[dict], cores: int) -> str:
                                            base["words_per_sec"]) * base["threads"]
             acc = r.get("analogy_accuracy")
             note = "oversubscribed" if r["threads"] > cores else ""
-            lines.append(f"| {tool} | {r['threads']} | {r['words_per_sec']:,.0f} | "
-                         f"{worst:,.0f} | {speed:.2f}x | {worst_speed:.2f}x | "
-                         f"{speed / r['threads']:.2f} | {r['peak_mb']:.0f} | "
-                         f"{'' if acc is None else f'{acc:.4f}'} | {_spread(r)} | "
-                         f"{_capacity(r)} | {note} |")
+            cells = [tool, str(r["threads"]), f"{r['words_per_sec']:,.0f}", f"{worst:,.0f}",
+                     f"{speed:.2f}x", f"{worst_speed:.2f}x", f"{speed / r['threads']:.2f}",
+                     f"{r['peak_mb']:.0f}"]
+            if analogy:
+                cells.append("" if acc is None else f"{acc:.4f}")
+            cells += [_spread(r), _capacity(r), note]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

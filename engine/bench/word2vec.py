@@ -150,11 +150,15 @@ def run_peer(python: str, peer: str, corpus: str, model: dict, threads: int, vec
             "prepare_seconds": r["vocab_seconds"]}
 
 
-def judge(python: str, vectors: str) -> dict:
-    """Score vectors with ../shared/tools/judge.py (gensim's evaluators) under `python`."""
-    script = os.environ.get("ENGINE_JUDGE") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "tools",
-        "judge.py")
+def judge(python: str, vectors: str, script: str = "") -> dict:
+    """Score vectors with a judge script the user names (`script`, else $ENGINE_JUDGE) under
+    `python`: `python SCRIPT VECTORS` prints a JSON object as its last line (e.g. gensim's
+    evaluators' analogy_accuracy and wordsim353_spearman)."""
+    script = script or os.environ.get("ENGINE_JUDGE", "")
+    if not script:
+        raise ConfigError("no judge script: name one with --judge SCRIPT or $ENGINE_JUDGE")
+    if not os.path.isfile(script):
+        raise ConfigError(f"{script}: judge script not found")
     proc = subprocess.run([python, script, vectors], capture_output=True, text=True)
     if proc.returncode != 0:
         raise EngineError(f"judge failed on {vectors}:\n{proc.stderr[-2000:]}")
@@ -211,6 +215,10 @@ def run_bench(args) -> int:
         finally:
             if not args.keep:
                 shutil.rmtree(keep, ignore_errors=True)
+    if not job.evaluate.analogies:
+        notes.append("analogy: no analogy file given, so no analogy column; give one with "
+                     "--set 'evaluate.analogies=[\"FILE\"]' (e.g. word2vec's "
+                     "questions-words.txt)")
     node_counts, workers = [], None
     try:
         corpus = job.corpus.path

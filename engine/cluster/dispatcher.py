@@ -25,23 +25,36 @@ from collections import deque
 
 import numpy as np
 
-from ..word2vec.checks import check_arrays, check_stream
 from ..errors import ClusterError
-from ..word2vec.idstream import ChunkReader, IdStream
 from ..local.kernel import TABLES, WEIGHTS
-from ..runtime.signals import signals_as_interrupt
 from ..runtime.progress import Progress
+from ..runtime.signals import signals_as_interrupt
+from ..word2vec.checks import check_arrays, check_stream
+from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .merge import RowMaster
-from .node import hot_range
-from .transport import CommError, pack_array, row_pieces, unpack_array
+from .protocol import (
+    PIECE_BYTES,
+    JobSpec,
+    decode_done,
+    decode_piece,
+    encode_chunk,
+    encode_job_spec,
+    encode_rows,
+    encode_task,
+    hot_range,
+    pack_array,
+    row_pieces,
+    unpack_array,
+)
+from .transport import CommError
 
 log = logging.getLogger("engine")
 
 # what a node's failure looks like from here (it is dropped; anything else is a bug)
 _FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError)
-CHUNK_BYTES_PER_EXCHANGE = 4 * transport.PIECE_BYTES   # new id chunks sent in one call
+CHUNK_BYTES_PER_EXCHANGE = 4 * PIECE_BYTES   # new id chunks sent in one call
 
 
 def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
@@ -119,7 +132,7 @@ class ClusterEngine:
         self.cfg = cfg
         # [engine] products: with "auto" each node measures BLAS against the loops itself
         self.products = products
-        # how each node sizes its processes' hot rows (engine.jobs.run.hot_rows_spec); None:
+        # how each node sizes its processes' hot rows (engine.jobs.train.hot_rows_spec); None:
         # the nodes train without them
         self.node_hot = node_hot
         self.counts = None if counts is None else np.asarray(counts, np.float64)
@@ -462,28 +475,19 @@ class ClusterEngine:
         seen_at = self.worker_ids.setdefault(wid, node.address)
         if seen_at != node.address:
             raise ValueError(f"the same worker as {seen_at} (listed twice)")
-        a, s = self.arrays, self.settings
-        spec = {"job": self.job_id, "dim": int(a["syn0"].shape[1]), "vocab": int(a["syn0"].shape[0]),
-                "settings": {"sg": s.sg, "hs": s.hs, "negative": s.negative,
-                             "window": s.window, "cbow_mean": s.cbow_mean,
-                             "compute_loss": s.compute_loss,
-                             "shrink_windows": s.shrink_windows, "batched": s.batched,
-                             "two_pass": s.two_pass, "blas": s.blas,
-                             "products": self.products, "cbow_batch": s.cbow_batch},
-                "max_chunk_ids": int(self.stream.max_chunk_ids),
-                "timeout_seconds": float(t + self.cfg.round_seconds + 30),
-                "workers": int(self.cfg.node_workers), "hot_rows": int(self.hot_rows),
-                "weights": {k: int(a[k].shape[0]) for k in WEIGHTS},
-                "tables": {k: list(a[k].shape) for k in TABLES}}
+        a = self.arrays
+        local = None
         if self.node_hot is not None:
-            local = {k: v for k, v in self.node_hot.items() if k != "shares"}
-            if "shares" in self.node_hot:
-                local["shares"] = pack_array(np.asarray(self.node_hot["shares"], "<f4"))
             # a node's processes train about its share of an epoch
-            local["epoch_words"] = int(self.stream.raw_words // max(1, len(self.cfg.nodes)))
-            spec["local_hot"] = local
-        spec["member"] = f"n{secrets.token_hex(4)}"
-        spec["peer_timeout"] = float(t)
+            local = dict(self.node_hot,
+                         epoch_words=int(self.stream.raw_words // max(1, len(self.cfg.nodes))))
+        spec = encode_job_spec(JobSpec(
+            job=self.job_id, member=f"n{secrets.token_hex(4)}", dim=int(a["syn0"].shape[1]),
+            vocab=int(a["syn0"].shape[0]), settings=self.settings, products=self.products,
+            max_chunk_ids=int(self.stream.max_chunk_ids),
+            timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
+            workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
+            shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
         hot = reply.get("hot")
@@ -587,9 +591,9 @@ class ClusterEngine:
         for k in chunks:
             s, e, _ = self.stream.chunks[k].tolist()
             with self.read_lock:        # one reader, one reused buffer: read and copy at once
-                msg = pack_array(self.reader.read(s, e))
-            chunk_msgs.append({"chunk": k, "ids": msg})
-            self.bytes_out += len(msg["data"])
+                msg = encode_chunk(k, self.reader.read(s, e))
+            chunk_msgs.append(msg)
+            self.bytes_out += len(msg["ids"]["data"])
         with self.lock:     # all rows now and then, and every time once the queue is empty
             cold = node.exchanges % self.cfg.cold_every == 0 or not self.pending
         if self.sharded:
@@ -599,7 +603,7 @@ class ClusterEngine:
             self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         reply = node.proxy.exchange(
-            job, [[t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1] for t in new],
+            job, [encode_task(t) for t in new],
             chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)
@@ -615,15 +619,7 @@ class ClusterEngine:
         with self.transfer:
             delta = []
             for i in range(reply["pieces"]):
-                p = node.proxy.pull(job, i)
-                name = p["matrix"]
-                if name not in WEIGHTS:
-                    raise ValueError(f"pull: unknown matrix {name!r}")
-                rows = unpack_array(p["rows"], "<i4", 1, what="delta rows")
-                vals = unpack_array(p["values"], "<f4", 2,
-                                    (rows.shape[0], self.arrays[name].shape[1]), "delta")
-                if rows.size and (rows.min() < 0 or rows.max() >= self.arrays[name].shape[0]):
-                    raise ValueError(f"pull: delta rows outside {name}")
+                name, rows, vals = decode_piece(node.proxy.pull(job, i), self.arrays)
                 delta.append((name, rows, vals))
                 self.bytes_in += rows.nbytes + vals.nbytes
             self._merge(node, delta, done, cold and not failed)
@@ -662,16 +658,12 @@ class ClusterEngine:
                     continue
                 idx = rows[a:b]
                 vals = self.master.read(name, idx)
-                node.proxy.push_rows(self.job_id, name, pack_array(idx), pack_array(vals))
+                node.proxy.push_rows(self.job_id, name, *encode_rows(idx, vals))
                 self.bytes_out += idx.nbytes + vals.nbytes
         self.master.seen(node.slot, seen, cold)
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
-        for item in done:                        # all checked before anything is merged
-            if (not isinstance(item, list) or len(item) != 4 or
-                    not all(isinstance(x, int) for x in item[:2] + item[3:]) or
-                    not isinstance(item[2], float) or item[0] not in node.held):
-                raise ValueError(f"exchange: done item {item!r} is not a task this node held")
+        done = decode_done(done, node.held)      # all checked before anything is merged
         scale = 1.0
         if self.cfg.merge == "average":
             scale = 1.0 / max(len(self._active()), 1)
@@ -683,12 +675,11 @@ class ClusterEngine:
         with self.lock:
             # a task is complete once all the rows it changed are merged: its hot rows came
             # with the exchange that reported it, its other rows come with a cold one
-            for item in done:
-                tid = int(item[0])
+            for tid, counts in done:
                 task = node.held.pop(tid, None)
                 if task is None:
                     raise ValueError(f"exchange: task {tid} was not held by this node")
-                node.provisional[tid] = (task, item[1:])
+                node.provisional[tid] = (task, counts)
                 self.provisional_words += task.raw_words
             if not cold:
                 return

@@ -1,21 +1,9 @@
-"""What every kind of job on a worker shares: argument checks, and the guard that lets
-`close` wait for the calls running on the job and refuse new ones."""
+"""What every kind of job on a worker shares: the guard that lets `close` wait for the
+calls running on the job and refuse new ones (arguments are checked by engine.cluster.protocol)."""
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-
-
-def check_int(value, lo, hi, what):
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected an integer in [{lo}, {hi}], got {value!r}")
-    return value
-
-
-def check_num(value, lo, hi, what):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{what}: expected a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
 
 
 class CallGuard:

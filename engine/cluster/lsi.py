@@ -22,23 +22,29 @@ from collections import deque
 import numpy as np
 
 from ..documents.blocks import row_runs
-from ..documents.lsi import SvdSettings, TrainReport, plan_shares, share_pieces, share_rank
+from ..documents.lsi import (
+    SvdSettings,
+    TrainReport,
+    plan_shares,
+    share_pieces,
+    share_rank,
+)
 from ..documents.parallel import Split, cpu_count
 from ..documents.svd import Decomposition, merge_all
 from ..errors import ClusterError
 from ..runtime.signals import signals_as_interrupt
 from . import transport
 from .dispatcher import close_remote_job, find_nodes
-from .transport import CommError, pack_array, unpack_array
+from .protocol import PIECE_BYTES, pack_array, unpack_array
+from .transport import CommError
 
 log = logging.getLogger("engine")
 
 _FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError, TypeError)
-PUT_NNZ = transport.PIECE_BYTES // 12    # nonzeros per message (index + value + row ptr)
-SHARES_PER_NODE = 1         # measured (engine bench, the documents corpus, 200 topics, 2
-                            # nodes on loopback): 1 share a node 4.1 s, triplets 96.30%; 2 a
-                            # node 6.8 s, 96.00% (each share repeats the dense steps over all
-                            # terms); more shares only spread a lost node's work thinner
+PUT_NNZ = PIECE_BYTES // 12    # nonzeros per message (index + value + row ptr)
+# one share a node: each share repeats the dense steps over all terms, so more shares
+# only spread a lost node's work thinner (see docs/benchmarks.md, "LSI")
+SHARES_PER_NODE = 1
 
 
 class _LsiNode:

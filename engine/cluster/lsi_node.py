@@ -21,8 +21,8 @@ import scipy.sparse
 from ..documents.blocks import BlockCache
 from ..documents.lsi import SvdSettings, decompose_part
 from ..documents.svd import Decomposition
-from .jobs import CallGuard, check_int as _int, check_num as _num
-from .transport import pack_array, row_pieces, unpack_array
+from .jobs import CallGuard
+from .protocol import check_int as _int, check_num as _num, pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
 

@@ -1,7 +1,6 @@
-"""`engine worker`: one node of the cluster.
+"""A word2vec job on one node of the cluster (NodeJob; engine.cluster.service serves it).
 
-A Pyro4 daemon serves one WorkerService. A dispatcher opens a job on it (settings, table
-and weight shapes), uploads the sampling tables and the current weights (straight into
+A dispatcher opens the job (settings, table and weight shapes), uploads the sampling tables and the current weights (straight into
 shared memory), then calls `exchange` again and again: each call brings tasks (and the
 id-stream chunks this node has not cached yet), and returns the tasks finished since the
 last call with the weights' delta (rows changed since then). A LocalSession trains the
@@ -9,57 +8,58 @@ queued tasks continuously in the background, so the node keeps training while de
 merged rows are in flight. Merged rows from the dispatcher (`push_rows`) are rebased onto
 the live weights: the node's own unsent changes are kept.
 
-Every argument is checked (types, ranges, shapes, ids < vocabulary) before anything is
-written. One job at a time; a dispatcher that goes silent for its timeout loses the job.
-Ctrl-C, SIGTERM or a crash leave no process, shared memory or cache folder behind.
+When merging is spread over the nodes, the job also owns shards of the rows (their merge
+point) and syncs its delta with the other shards' owners. Every argument is checked
+(engine.cluster.protocol) before anything is written.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import psutil
 
-from ..word2vec.checks import check_arrays
 from ..errors import EngineError
-from ..local.hotrows import HOT_MAX, choose_hot_rows
-from ..local.kernel import PRODUCTS, WEIGHTS, settle_products
-from ..local.sources import FeedSource
+from ..local.hotrows import choose_hot_rows
+from ..local.kernel import WEIGHTS, settle_products
 from ..local.session import LocalSession
+from ..local.sources import FeedSource
 from ..local.workers import Standby
 from ..runtime.memory import tree_pss_mb
-from ..word2vec.schedule import KernelSettings, Task
-from ..runtime.shm import SharedArrays, sweep_orphans, sweep_temp_dirs
+from ..runtime.shm import SharedArrays, sweep_temp_dirs
+from ..word2vec.checks import check_arrays
+from ..word2vec.schedule import KernelSettings
 from . import transport
-from .jobs import CallGuard, check_int as _int, check_num as _num
-from .lsi_node import LsiNodeJob
+from .jobs import CallGuard
 from .merge import Shard
-from .transport import CommError, expose, pack_array, row_pieces, unpack_array
+from .protocol import (
+    check_int as _int,
+    check_num as _num,
+    decode_chunk,
+    decode_job_spec,
+    decode_local_hot,
+    decode_rows,
+    decode_settings,
+    decode_task,
+    encode_done,
+    encode_piece,
+    hot_range,
+    is_name,
+    pack_array,
+    row_pieces,
+    unpack_array,
+)
+from .transport import CommError
 
 log = logging.getLogger("engine")
 
-TABLE_DTYPES = {"keep": "<u4", "noise": "<u8", "codes": "|u1", "points": "<i4",
-                "code_lens": "<i4"}
-MAX_DIM = 100_000
-MAX_WAIT = 600.0
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 _SCRATCH_PREFIX = "engine-node-"
-
-
-def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
-    """The hot rows of a matrix: the most frequent words (the vocabulary is sorted by count)
-    of syn0/syn1neg, the top of the Huffman tree (its last rows) of syn1."""
-    hot = min(hot, rows)
-    return (rows - hot, rows) if name == "syn1" else (0, hot)
 
 
 def sweep_scratch() -> None:
@@ -69,48 +69,20 @@ def sweep_scratch() -> None:
 
 def _local_hot(spec, processes: int, vocab: int, dim: int,
                settings: KernelSettings) -> tuple[int, int, int]:
-    """This node's processes' hot rows (words, sync_words, tiers), chosen as the local engine
-    chooses them (engine.local.hotrows.choose_hot_rows) for this node's process count, from the
-    job's settings as they came over the wire (checked here). None: no hot rows."""
-    if spec is None:
+    """This node's processes' hot rows (words, sync_words, tiers), chosen as the local
+    engine chooses them (choose_hot_rows) for this node's process count, from the job's
+    settings as they came over the wire (checked). None sent: no hot rows."""
+    hot = decode_local_hot(spec, vocab)
+    if hot is None:
         return 0, 1024, 0
-    if not isinstance(spec, dict):
-        raise ValueError("local_hot: expected a dict")
-    checked = {"sync_words": _int(spec.get("sync_words", 0), 0, 1 << 30, "local_hot sync_words"),
-               "tiers": _int(spec.get("tiers", -1), -1, 8, "local_hot tiers")}
-    epoch_words = _int(spec.get("epoch_words", 0), 0, 1 << 50, "local_hot epoch_words")
-    if "shares" in spec:
-        shares = unpack_array(spec["shares"], "<f4", 1, what="local_hot shares")
-        if shares.shape[0] > min(vocab, HOT_MAX) or not np.isfinite(shares).all() or \
-                (shares.size and (shares.min() < 0 or shares.max() > 1.0001 or
-                                  (np.diff(shares) < 0).any())):
-            raise ValueError("local_hot shares: expected at most one cumulative share in "
-                             "[0, 1] per word, nondecreasing")
-        checked["shares"] = shares
-    else:
-        checked["words"] = _int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words")
-    return choose_hot_rows(checked, processes, vocab, dim, epoch_words, settings)
+    return choose_hot_rows(hot[0], processes, vocab, dim, hot[1], settings)
 
 
 def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSettings:
-    """The job's kernel settings from its spec, checked, with batched skip-gram's products
+    """The job's kernel settings as sent (checked), with batched skip-gram's products
     settled for this node (settle_products: BLAS only where it loads and, for "auto",
     measures faster than the loops here)."""
-    settings = KernelSettings(_int(s["sg"], 0, 1, "sg"), _int(s["hs"], 0, 1, "hs"),
-                              _int(s["negative"], 0, 1000, "negative"),
-                              _int(s["window"], 1, 1000, "window"),
-                              _int(s["cbow_mean"], 0, 1, "cbow_mean"),
-                              _int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
-                              _int(s.get("shrink_windows", 1), 0, 1, "shrink_windows"),
-                              batched=_int(s.get("batched", 0), 0, 1, "batched"),
-                              cbow_batch=_int(s.get("cbow_batch", 4), 1, 16, "cbow_batch"),
-                              two_pass=_int(s.get("two_pass", 0), 0, 1, "two_pass"),
-                              blas=_int(s.get("blas", 0), 0, 1, "blas"))
-    if settings.blas and not (settings.batched and settings.sg):
-        raise ValueError("settings.blas: expected 0 unless batched skip-gram")
-    products = s.get("products", "auto")
-    if products not in PRODUCTS:
-        raise ValueError("settings.products: expected auto, blas or loops")
+    settings, products = decode_settings(s)
     return settle_products(settings, products, vector_size, vocab_words,
                            f"job {job} products", strict=False)
 
@@ -119,12 +91,11 @@ class NodeJob(CallGuard):
     """One job on this node: shared weights, snapshot, chunk cache, training session."""
 
     def __init__(self, spec: dict, workers: int, key: bytes | None = None):
-        super().__init__(spec["job"])
-        self.member = spec.get("member") or "node"
-        if not isinstance(self.member, str) or not _ID.match(self.member):
-            raise ValueError("member: expected a short name")
+        js = decode_job_spec(spec)
+        super().__init__(js.job)
+        self.member = js.member
         self.key = key
-        self.peer_timeout = _num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout")
+        self.peer_timeout = js.peer_timeout
         # merging spread over the nodes: the shards this node owns, who owns the others
         self.shards: dict[int, Shard] = {}
         self.n_shards = 0
@@ -135,25 +106,16 @@ class NodeJob(CallGuard):
         self.pool = None
         self.peer_bytes = [0, 0]
         self.shard_lock = threading.Lock()
-        self.dim = _int(spec["dim"], 1, MAX_DIM, "dim")
-        self.vocab = _int(spec["vocab"], 1, (1 << 31) - 1, "vocab")
-        self.settings = _job_settings(spec["settings"], spec.get("job"), self.dim,
-                                      self.vocab)
-        self.max_ids = _int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids")
-        self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
-        self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
-        self.hot_rows = _int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows")
-        self.local_hot = _local_hot(spec.get("local_hot"), self.workers, self.vocab, self.dim,
+        self.dim, self.vocab = js.dim, js.vocab
+        self.settings = settle_products(js.settings, js.products, js.dim, js.vocab,
+                                        f"job {js.job} products", strict=False)
+        self.max_ids = js.max_chunk_ids
+        self.timeout = js.timeout_seconds
+        self.workers = min(workers, js.workers or workers)
+        self.hot_rows = js.hot_rows
+        self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
                                     self.settings)
-        shapes = {}
-        for name in WEIGHTS:
-            rows = _int(spec["weights"][name], 0, (1 << 31) - 1, f"weights {name}")
-            shapes[name] = ((rows, self.dim), "<f4")
-        for name, dtype in TABLE_DTYPES.items():
-            shape = spec["tables"][name]
-            if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 2:
-                raise ValueError(f"tables {name}: bad shape {shape!r}")
-            shapes[name] = (tuple(_int(n, 1, 1 << 34, f"tables {name}") for n in shape), dtype)
+        shapes = js.shapes
         need = sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt in shapes.values())
         snap = sum(int(np.prod(shapes[n][0])) * 4 for n in WEIGHTS)
         avail = psutil.virtual_memory().available
@@ -227,7 +189,7 @@ class NodeJob(CallGuard):
     def _train(self) -> None:
         def done(task, effective, loss=0.0, examples=0):
             with self.lock:
-                self.done.append([task.task_id, int(effective), float(loss), int(examples)])
+                self.done.append(encode_done(task.task_id, effective, loss, examples))
                 self.finished += 1
                 self.trained_words += task.raw_words
                 self.total_words += task.raw_words
@@ -245,11 +207,8 @@ class NodeJob(CallGuard):
         """Rebase merged master rows: live += master - snapshot; snapshot = master."""
         if name not in WEIGHTS:
             raise ValueError(f"push_rows: unknown matrix {name!r}")
-        n_rows = self.shapes[name][0][0]
-        idx = unpack_array(rows, "<i4", 1, what="rows")
-        vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
-        if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-            raise ValueError(f"push_rows {name}: a row outside [0, {n_rows})")
+        idx, vals = decode_rows(rows, values, self.shapes[name][0][0], self.dim,
+                                f"push_rows {name}")
         self.rebase(name, idx, vals)
 
     def rebase(self, name: str, idx: np.ndarray, vals: np.ndarray) -> None:
@@ -266,14 +225,7 @@ class NodeJob(CallGuard):
         if not isinstance(chunks, list):
             raise ValueError("chunks: expected a list")
         for item in chunks:
-            if not isinstance(item, dict) or set(item) != {"chunk", "ids"}:
-                raise ValueError("chunks: expected {chunk, ids} items")
-            k = _int(item["chunk"], 0, 1 << 40, "chunk")
-            ids = unpack_array(item["ids"], "<i4", 1, what=f"chunk {k}")
-            if ids.shape[0] > self.max_ids or ids.shape[0] == 0:
-                raise ValueError(f"chunk {k}: {ids.shape[0]} ids (1..{self.max_ids} expected)")
-            if ids.min() < -1 or ids.max() >= self.vocab:
-                raise ValueError(f"chunk {k}: ids outside [-1, {self.vocab})")
+            k, ids = decode_chunk(item, self.max_ids, self.vocab)
             if k in self.chunk_at:
                 continue
             self.ids_fh.write(ids.tobytes())
@@ -284,19 +236,7 @@ class NodeJob(CallGuard):
     def add_tasks(self, tasks) -> None:
         if not isinstance(tasks, list):
             raise ValueError("tasks: expected a list")
-        local = []
-        for t in tasks:
-            if not isinstance(t, list) or len(t) != 6:
-                raise ValueError("tasks: expected [id, chunk, raw, seed, alpha0, alpha1]")
-            tid = _int(t[0], 0, 1 << 62, "task id")
-            k = _int(t[1], 0, 1 << 40, "task chunk")
-            if k not in self.chunk_at:
-                raise ValueError(f"task {tid}: chunk {k} was never sent to this node")
-            off, n = self.chunk_at[k]
-            local.append(Task(tid, off, off + n, _int(t[2], 0, 1 << 40, "raw words"),
-                              _int(t[3], 0, (1 << 64) - 1, "seed"),
-                              _num(t[4], 0.0, 10.0, "alpha0"), _num(t[5], 0.0, 10.0, "alpha1"),
-                              k))
+        local = [decode_task(t, self.chunk_at) for t in tasks]
         with self.lock:
             self.fed += len(local)
         self.feed.feed(local)
@@ -344,8 +284,7 @@ class NodeJob(CallGuard):
         self.out_pieces = []
         for name, idx, vals in pieces:
             for lo, hi in row_pieces(idx.shape[0], 4 * self.dim + 4):
-                self.out_pieces.append({"matrix": name, "rows": pack_array(idx[lo:hi]),
-                                        "values": pack_array(vals[lo:hi])})
+                self.out_pieces.append(encode_piece(name, idx[lo:hi], vals[lo:hi]))
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "trained_words": trained, "queued": self.fed - self.finished,
                 "memory_mb": round(tree_pss_mb(), 1),
@@ -463,7 +402,7 @@ class NodeJob(CallGuard):
 
     def shard_put(self, j: int, client: str, name: str, rows, values) -> None:
         shard = self._shard(j)
-        if name not in WEIGHTS or not isinstance(client, str) or not _ID.match(client):
+        if name not in WEIGHTS or not is_name(client):
             raise ValueError("shard_put: bad matrix or client")
         idx = unpack_array(rows, "<i4", 1, what="rows")
         vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
@@ -476,7 +415,7 @@ class NodeJob(CallGuard):
         """Merge the client's delta, then hand it the rows merged since its last ack
         (pieces to pull, or the list itself for this node's own client)."""
         shard = self._shard(j)
-        if not isinstance(cold, bool) or not isinstance(client, str) or not _ID.match(client):
+        if not isinstance(cold, bool) or not is_name(client):
             raise ValueError("shard_sync: bad arguments")
         scale = _num(scale, 0.0, 1.0, "scale")
         m = shard.master
@@ -556,240 +495,3 @@ class NodeJob(CallGuard):
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.snapshot = {}
         self.out_pieces = []
-
-
-class WorkerService:
-    """What a dispatcher may call. One job at a time."""
-
-    def __init__(self, workers: int, name: str, key: bytes | None = None):
-        self.key = key
-        self.workers = max(1, workers)
-        self.name = name
-        self.job: NodeJob | None = None
-        self.lock = threading.RLock()
-        self.started = time.time()
-        self.worker_id = secrets.token_hex(8)   # one worker listed under two addresses
-        self.jobs_done = 0
-        self._stop = threading.Event()
-        self._watchdog = threading.Thread(target=self._watch, name="node-watchdog", daemon=True)
-        self._watchdog.start()
-
-    def _job(self, job_id) -> NodeJob:
-        job = self.job
-        if job is None or job_id != job.job_id:
-            raise ValueError(f"no open job {job_id!r} on this worker")
-        job.last_call = time.monotonic()
-        return job
-
-    @contextmanager
-    def _using(self, job_id):
-        job = self._job(job_id)
-        with job.call():
-            yield job
-
-    def _watch(self) -> None:
-        while not self._stop.wait(1.0):
-            with self.lock:
-                job = self.job
-                if job is not None and time.monotonic() - job.last_call > job.timeout:
-                    log.warning("job %s: no call from its dispatcher for %.0f s; dropping it",
-                                job.job_id, job.timeout)
-                    self._close_job()
-
-    def _close_job(self) -> None:
-        if self.job is not None:
-            self.job.close()
-            self.job = None
-
-    @expose
-    def info(self) -> dict:
-        vm = psutil.virtual_memory()
-        return {"engine": transport.engine_version(), "protocol": transport.PROTOCOL,
-                "name": self.name, "workers": self.workers,
-                "cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
-                "free_mb": round(vm.available / 2**20), "pid": os.getpid(),
-                "busy": self.job.job_id if self.job else "", "jobs_done": self.jobs_done,
-                "worker_id": self.worker_id}
-
-    @expose
-    def ping(self, job_id=None) -> float:
-        """Alive? With a job id, also the dispatcher's heartbeat for that job."""
-        if job_id is not None:
-            self._job(job_id)
-        return time.time()
-
-    @expose
-    def open_job(self, spec: dict) -> dict:
-        if not isinstance(spec, dict) or not isinstance(spec.get("job"), str) or \
-                not _ID.match(spec["job"]):
-            raise ValueError("open_job: expected a spec with a job id")
-        with self.lock:
-            if self.job is not None:
-                if self.job.job_id != spec["job"]:
-                    raise RuntimeError(f"busy with job {self.job.job_id}")
-                self._close_job()                # the same dispatcher starts again
-            kind = spec.get("kind", "word2vec")
-            try:
-                if kind == "lsi":
-                    self.job = LsiNodeJob(spec, self.workers)
-                elif kind == "word2vec":
-                    self.job = NodeJob(spec, self.workers, self.key)
-                else:
-                    raise ValueError(f"open_job: unknown kind {kind!r} (word2vec, lsi)")
-            except KeyError as exc:
-                raise ValueError(f"open_job: missing field {exc}") from None
-            if kind == "lsi":
-                log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
-                         self.job.n_terms, self.job.workers)
-            else:
-                words, sync, tiers = self.job.local_hot
-                log.info("job %s opened: %d processes, vocabulary %d, dim %d%s", spec["job"],
-                         self.job.workers, self.job.vocab, self.job.dim,
-                         f"; hot rows: {words} words on each process's own copy, merged "
-                         f"every {sync} trained words" + (f" in {tiers} tiers" if tiers else "")
-                         if words else "")
-            if kind == "lsi":
-                return {"workers": self.job.workers}
-            return {"workers": self.job.workers,
-                    "hot": list(self.job.local_hot) if words else [0, 0, 0]}
-
-    @expose
-    def put_array(self, job_id, name, start, packed) -> None:
-        with self._using(job_id) as job:
-            job.put_array(name, start, packed)
-
-    @expose
-    def start(self, job_id) -> None:
-        with self.lock, self._using(job_id) as job:
-            job.start()
-
-    @expose
-    def push_rows(self, job_id, name, rows, values) -> None:
-        with self._using(job_id) as job:
-            job.push_rows(name, rows, values)
-
-    @expose
-    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
-        if not isinstance(cold, bool):
-            raise ValueError("cold: expected true or false")
-        with self._using(job_id) as job:
-            job.add_chunks(chunks)
-            job.add_tasks(tasks)
-            job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
-                           _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
-            if job.stop.is_set():
-                raise ValueError(f"job {job_id} was closed")
-            reply = job.take_delta(cold)
-            job.last_call = time.monotonic()
-            return reply
-
-    @expose
-    def own_shard(self, job_id, index, count, generation) -> None:
-        with self._using(job_id) as job:
-            job.own_shard(index, count, generation)
-
-    @expose
-    def set_peers(self, job_id, peers, scale) -> None:
-        with self._using(job_id) as job:
-            job.set_peers(peers, scale)
-
-    @expose
-    def shard_put(self, job_id, shard, client, name, rows, values) -> None:
-        with self._using(job_id) as job:
-            job.shard_put(shard, client, name, rows, values)
-
-    @expose
-    def shard_sync(self, job_id, shard, client, cold, scale, ack) -> dict:
-        with self._using(job_id) as job:
-            return job.shard_sync(shard, client, cold, scale, ack)
-
-    @expose
-    def shard_pull(self, job_id, shard, client, piece) -> dict:
-        with self._using(job_id) as job:
-            return job.shard_pull(shard, client, piece)
-
-    @expose
-    def shard_read(self, job_id, shard, name, start, count) -> dict:
-        with self._using(job_id) as job:
-            return job.shard_read(shard, name, start, count)
-
-    @expose
-    def pull(self, job_id, piece) -> dict:
-        with self._using(job_id) as job:
-            return job.out_pieces[_int(piece, 0, len(job.out_pieces) - 1, "piece")]
-
-    # ---- LSI jobs (engine.cluster.lsi_node) ----------------------------------------------------
-    @contextmanager
-    def _lsi(self, job_id):
-        with self._using(job_id) as job:
-            if not isinstance(job, LsiNodeJob):
-                raise ValueError(f"job {job_id} is not an LSI job")
-            yield job
-
-    @expose
-    def lsi_put(self, job_id, share, first_doc, indptr, indices, data) -> None:
-        with self._lsi(job_id) as job:
-            job.put_block(share, first_doc, indptr, indices, data)
-
-    @expose
-    def lsi_decompose(self, job_id, share) -> None:
-        with self._lsi(job_id) as job:
-            job.decompose(share)
-
-    @expose
-    def lsi_result(self, job_id, share, wait_seconds) -> dict:
-        with self._lsi(job_id) as job:
-            reply = job.result(share, wait_seconds)
-            job.last_call = time.monotonic()
-            return reply
-
-    @expose
-    def lsi_pull(self, job_id, share, piece) -> dict:
-        with self._lsi(job_id) as job:
-            return job.pull(share, piece)
-
-    @expose
-    def lsi_forget(self, job_id, share) -> None:
-        with self._lsi(job_id) as job:
-            job.forget(share)
-
-    @expose
-    def close_job(self, job_id) -> dict:
-        with self.lock:
-            job = self._job(job_id)
-            self._close_job()
-            self.jobs_done += 1
-            if isinstance(job, LsiNodeJob):
-                log.info("job %s closed: %d documents decomposed here", job_id, job.documents)
-                return {"documents": job.documents}
-            log.info("job %s closed: %d words trained here", job_id, job.total_words)
-            return {"trained_words": job.total_words}
-
-    def shutdown(self) -> None:
-        self._stop.set()
-        with self.lock:
-            self._close_job()
-
-
-def serve(host: str, port: int, workers: int, name: str, nameserver: str = "",
-          key: bytes | None = None, ready=None) -> None:
-    """Run a worker until SIGINT/SIGTERM (the caller turns those into exceptions)."""
-    sweep_scratch()
-    sweep_orphans()
-    service = WorkerService(workers, name, key)
-    server = transport.Server(service, host, port, key)
-    try:
-        server.start()
-        if nameserver:
-            server.register(nameserver, name, key)
-        log.info("engine worker %s listening on %s:%s (%d processes, key %s)%s", name,
-                 server.host, server.port, workers, "set" if key else "none (loopback only)",
-                 f", registered in {nameserver}" if nameserver else "")
-        print(f"engine worker {name} ready on {server.host}:{server.port}", flush=True)
-        if ready is not None:
-            ready(server)
-        while True:          # short naps: a signal caught by another thread runs its Python
-            time.sleep(0.5)  # handler only when this (the main) thread runs again
-    finally:
-        service.shutdown()
-        server.close()

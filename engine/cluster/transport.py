@@ -17,15 +17,13 @@ import os
 import socket
 import threading
 
-import numpy as np
 import Pyro4
 import Pyro4.errors
 import Pyro4.naming
-
 import Pyro4.util
 
-from ..version import __version__
 from ..errors import ClusterError, ConfigError, InvalidArgumentError
+from ..version import __version__
 
 log = logging.getLogger("engine")
 
@@ -35,8 +33,6 @@ NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
 MAX_MESSAGE_BYTES = 256 << 20           # a daemon refuses anything larger
 SERVER_IDLE_SECONDS = 120.0             # a worker closes a connection silent this long
-PIECE_BYTES = 8 << 20                   # arrays are sent in pieces of at most this (each is
-                                        # copied a few times on its way: keep them small)
 
 Pyro4.config.SERIALIZER = "msgpack"
 Pyro4.config.SERIALIZERS_ACCEPTED = {"msgpack"}
@@ -167,43 +163,6 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
     if not host or not 0 <= port_n < 65536:
         raise ConfigError(f"{text!r}: expected host:port")
     return host, port_n
-
-
-# ---- arrays on the wire ------------------------------------------------------------------
-
-def pack_array(arr: np.ndarray) -> dict:
-    arr = np.ascontiguousarray(arr)
-    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
-
-
-def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
-                 what: str = "array") -> np.ndarray:
-    """Check a packed array against what is expected (dtype, rank or shape, byte size)."""
-    if not isinstance(msg, dict) or set(msg) != {"dtype", "shape", "data"}:
-        raise ValueError(f"{what}: expected a packed array")
-    if msg["dtype"] != np.dtype(dtype).str:
-        raise ValueError(f"{what}: expected dtype {np.dtype(dtype).str}, got {msg['dtype']!r}")
-    got_shape = msg["shape"]
-    if (not isinstance(got_shape, (list, tuple)) or
-            not all(isinstance(n, int) and n >= 0 for n in got_shape)):
-        raise ValueError(f"{what}: bad shape {got_shape!r}")
-    if ndim is not None and len(got_shape) != ndim:
-        raise ValueError(f"{what}: expected {ndim} dimensions, got {len(got_shape)}")
-    if shape is not None and any(want is not None and want != n
-                                 for want, n in zip(shape, got_shape)):
-        raise ValueError(f"{what}: expected shape {shape}, got {got_shape}")
-    data = msg["data"]
-    itemsize = np.dtype(dtype).itemsize
-    if not isinstance(data, bytes) or len(data) != int(np.prod(got_shape)) * itemsize:
-        raise ValueError(f"{what}: {len(data) if isinstance(data, bytes) else '?'} bytes do not "
-                         f"match shape {got_shape}")
-    return np.frombuffer(data, dtype=dtype).reshape(got_shape)
-
-
-def row_pieces(n_rows: int, row_bytes: int, piece_bytes: int = PIECE_BYTES):
-    """(start, end) row ranges of at most piece_bytes each."""
-    step = max(1, piece_bytes // max(row_bytes, 1))
-    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)] or [(0, 0)]
 
 
 # ---- the worker's side ----------------------------------------------------------------------

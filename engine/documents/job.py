@@ -62,8 +62,8 @@ class LsiConfig:
     method: str = "auto"
     processes: int = 0
     blas_threads: int = 0
-    dtype: str = "float32"         # measured on the documents corpus: the same triplet
-                                   # accuracy as float64, half the time and memory
+    dtype: str = "float32"         # the same triplet accuracy as float64 for less time and
+                                   # memory (docs/benchmarks.md, "What was tried and rejected")
     smartirs: str | None = None
     ids: str = "auto"
     encoding_errors: str = "strict"

@@ -5,10 +5,9 @@ The corpus is read once: it is written as CSR blocks into a temporary BlockCache
 SVD runs over that cache (engine.documents.svd, engine.documents.parallel). Two algorithms:
 
 * "stochastic": the randomized range finder in 2 + power_iters passes over the cache, the
-  products split across processes x threads. "auto" picks it: on the shared documents
-  corpus (tools/lsi_bench.py) it took 3.6 s against 9.9 s for "merge" and gensim's 9.4 s
-  (float64, 2 threads), with gensim's triplet accuracy (95.85% vs 96.00%; across random
-  seeds both range over 95.75-96.25%).
+  products split across processes x threads. "auto" picks it: it is faster than "merge"
+  and than gensim, at gensim's triplet accuracy (see docs/benchmarks.md, "LSI" and "What
+  was tried and rejected").
 * "merge": one pass; chunks of `chunksize` documents are decomposed independently (one
   chunk per process or thread at a time) and merged pairwise in a fixed tree (Rehurek's
   one-pass algorithm, the scheme a cluster distributes). Every part is cut to num_topics
@@ -185,9 +184,9 @@ def decompose_share(share: Share, n_terms: int, settings: SvdSettings, threads: 
 
 def share_rank(settings: SvdSettings, n_terms: int) -> int:
     """Factors each share's decomposition keeps for the merge: num_topics plus
-    extra_samples (measured on the documents corpus, 2 shares of 200 topics: the merged
-    singular values within 4.5% of the whole corpus' stochastic SVD when each share keeps
-    200 factors, 2.1% with 300; the triplet accuracy equal either way)."""
+    extra_samples. A share cut to num_topics before the merge loses its small singular
+    values; the extra factors keep the merged values closer to those of a stochastic SVD
+    of the whole corpus."""
     return max(1, min(settings.num_topics + settings.extra_samples, n_terms))
 
 

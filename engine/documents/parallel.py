@@ -42,10 +42,9 @@ except ImportError:                           # pragma: no cover (a future scipy
 
 PIECE_NNZ = 250_000          # nonzeros per piece (~2-3 MB). Products add in place, so
                              # small pieces cost no extra terms x width arrays; and they
-                             # keep memory flat: with 1M-nonzero pieces the whole corpus
-                             # peaked at 1.13x its tenth (freed buffers stay resident),
-                             # with 250K at 1.04x, at the same speed
-PRODUCT_RATE = 1.0e9         # measured: multiply-adds per second of one core, sparse x dense
+                             # keep memory flat as the corpus grows (the buffers of large
+                             # pieces stay resident once freed), at the same speed
+PRODUCT_RATE = 1.0e9         # about one core's multiply-adds per second, sparse x dense
 
 
 def cpu_count() -> int:
@@ -72,8 +71,8 @@ class Split:
 def free_cores(cores: int, interval: float = 0.25) -> int:
     """Cores not busy with other processes right now: system-wide CPU use over a short
     sleep, while this job is idle. On a shared machine, lanes beyond the free cores only
-    add switching (measured here with both cores taken by another job: the SVD of the
-    documents corpus 3.7 s on 1 thread, 4.6 s on 2, 6.0 s on 2 processes)."""
+    add switching: with every core taken by another job, one thread is faster than two
+    threads or two processes."""
     busy = psutil.cpu_percent(interval=interval) / 100 * cores
     return max(1, min(cores, cores - int(busy + 0.3)))
 
@@ -82,11 +81,9 @@ def choose_split(processes: int, threads: int, nnz: int, width: int, passes: int
                  cores: int | None = None, free: int | None = None) -> Split:
     """Processes x threads for the SVD (0 = choose; `free`: cores idle now, measured when
     not given). The products need ~nnz x width multiply-adds a pass; below half a second
-    of them, one thread. Otherwise one thread per free core in this process: measured on
-    the documents corpus (float64, 2 cores, the SVD from the cache) 1 x 2 took 2.7 s,
-    2 x 1 4.2 s (starting the processes, shipping Q and the partial sums through shared
-    memory), 1 x 1 5.4 s; in the whole job (float32) 2.1 s against 3.0 s, and a peak of
-    343 MB against 571 MB."""
+    of them, one thread. Otherwise one thread per free core in this process: threads are
+    faster than processes, which pay for starting and for shipping Q and the partial sums
+    through shared memory, and they use less memory (see docs/benchmarks.md, "LSI")."""
     cores = cores or cpu_count()
     if processes < 0 or threads < 0:
         raise ConfigError(f"processes = {processes}, blas_threads = {threads}: must be 0 "
@@ -188,7 +185,7 @@ class LocalPasses:
 
 def _transposed(m):
     """m.T as CSR (terms x documents): X @ Z then writes each output row once, reading
-    the small Z; measured 2.5x faster than scipy's CSC product of m.T, for a 3% copy."""
+    the small Z; faster than scipy's CSC product of m.T, for a small copy."""
     return m.T.tocsr()
 
 

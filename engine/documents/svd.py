@@ -21,8 +21,8 @@ and everything dense and small enough to sit in one place is done here:
 
 Orthonormalization is Cholesky QR (a Gram product and a triangular multiply, split by rows
 over our threads), repeated where R's condition calls for it (CholeskyQR2), Householder QR
-where Cholesky breaks down; on the documents corpus' 47,895 x 300 basis it measured 3-6x
-faster than Householder QR.
+where Cholesky breaks down: on a tall, thin basis Cholesky QR is the faster of the two, its
+work being matrix products that split by rows.
 """
 from __future__ import annotations
 
@@ -97,8 +97,7 @@ def _in_row_blocks(n_rows: int, threads: int, fn) -> list:
     """fn(rows) for row ranges covering 0..n_rows, on `threads` threads, each with
     single-threaded BLAS. Splitting a terms x width product by rows ourselves, rather
     than letting BLAS thread it, keeps working when another process holds a core: BLAS
-    threads then spin on each other (measured here: Cholesky QR of 47,895 x 300 2.1 s
-    on two contended BLAS threads, 0.33 s on one)."""
+    threads then spin on each other and run slower than one thread would."""
     parts = _row_parts(n_rows, threads)
     if len(parts) == 1:
         return [fn(parts[0])]
@@ -146,9 +145,9 @@ def _triangular_rcond(r: np.ndarray) -> float:
 
 def one_blas_thread():
     """BLAS on one thread inside the block. All of the LSI's parallelism is its own
-    threads' and processes': threaded BLAS spins on a core another process holds (on this
-    shared machine: a 120 x 120 eigh took 0.5 s on two contended threads, milliseconds
-    on one)."""
+    threads' and processes': threaded BLAS spins on a core another process holds, so on a
+    shared machine even a small dense step can take far longer on contended BLAS threads
+    than on one."""
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -237,8 +236,9 @@ def merge(a: Decomposition, b: Decomposition, k: int, decay: float = 1.0,
     """The rank-k decomposition of two parts' decompositions side by side: SVD of
     M = [U_a (decay S_a), U_b S_b]. Both u's must have orthonormal columns over the same
     terms. Computed through the eigendecomposition of M^T M, which needs only
-    C = U_a^T U_b (the rest is small): measured 6-20x faster than the QR form of
-    Rehurek's merge at equal accuracy. A pure function: inputs are not modified."""
+    C = U_a^T U_b (the rest is small): cheaper than the QR form of Rehurek's merge, which
+    factors a terms x k matrix, at equal accuracy. A pure function: inputs are not
+    modified."""
     if a.u.shape[0] != b.u.shape[0]:
         raise ValueError(f"merge: parts over different terms ({a.u.shape[0]} vs "
                          f"{b.u.shape[0]})")

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 
+from ..runtime.progress import Progress
+from ..runtime.signals import signals_as_interrupt
 from ..word2vec.checks import check_arrays, check_stream
 from ..word2vec.idstream import ChunkReader, IdStream
-from ..runtime.progress import Progress
 from ..word2vec.schedule import KernelSettings, Task, TrainStats, by_epoch
-from ..runtime.signals import signals_as_interrupt
 from .kernel import WEIGHTS, limit_blas, make_trainer
 from .session import LocalSession
 from .sources import ListSource

@@ -6,14 +6,11 @@ import logging
 
 import numpy as np
 
-
 log = logging.getLogger("engine")
 
-MAX_OUTSTANDING = 2
-# Hot rows merged this often (trained words per process): 79,587 cost a 5M-word, 1-epoch
-# skip-gram run a point of analogy accuracy (0.0301 against 0.0405 without hot rows, 2 seeds),
-# 16,384 kept it (0.0399). Through copies it does not need, one process runs 0.97-0.99x
-# (README, "Tiered hot rows").
+# Hot rows are merged this often (trained words per process): copies trained apart for
+# much longer cost analogy accuracy, and merging more often costs time for nothing (see
+# docs/benchmarks.md, "Hot rows: why they exist and how they are sized")
 SYNC_WORDS = 16384
 # ... the most frequent 1/2^HOT_TIERS of them, that is; all of them every 2^HOT_TIERS merges
 HOT_TIERS = 3
@@ -21,15 +18,14 @@ HOT_TIERS = 3
 
 HOT_MAX = 16384            # at most this many hot rows
 # a row one process draws this often between two merges is hot whatever its share: left
-# shared, it would move between cores at nearly every draw (a 512-word vocabulary: two CBOW
-# processes 1.29x one with 312 of its rows hot, 1.76x with all 512; README, "Where the
-# second core goes; small vocabularies"). 32 leaves the shared corpus's choices as they were
-# (the first row past the share rule's is drawn 5 times between merges by a CBOW process,
-# 13 by a skip-gram one at window 5, 24 at window 10) and takes every row of a vocabulary
-# of a few thousand words. The draws are estimated: a row's share
-# is hot_draw_shares' (kept words twice an update, noise words `negative` times), times the
-# rows an update draws (row_draws); CBOW draws more kept words an update than that mix
-# says, so its tail rows read up to 1.7x busier than they are
+# shared, it would move between cores at nearly every draw, which is what makes a small
+# vocabulary scale badly. The bound is above what the share rule's last rows are drawn
+# on a large vocabulary, so it changes nothing there, and takes every row of a vocabulary
+# of a few thousand words (see docs/benchmarks.md, "Hot rows: why they exist and how they
+# are sized"). The draws are estimated: a row's share is hot_draw_shares' (kept words
+# twice an update, noise words `negative` times), times the rows an update draws
+# (row_draws); CBOW draws more kept words an update than that mix says, so its tail rows
+# read busier than they are
 HOT_TOUCHES = 32
 
 
@@ -70,7 +66,7 @@ def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_wo
     between 256 and HOT_MAX rows (fewer for a smaller vocabulary; capped so the copies take
     at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
     epoch of `epoch_words` per process (copies trained apart for long and then summed lose
-    accuracy early in training: README, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
+    accuracy early in training: docs/design.md, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
     instead; fewer where a full merge would come less than 8 times an epoch): the first
     1/2^L of the rows at every merge, all of them every 2^L-th, so a merge moves
     first * (1 + L/2) rows on average. That may be at most 1/8 of a row per update the
@@ -120,7 +116,7 @@ def row_draws(sg: int, window: int, shrink_windows: int, negative: int) -> float
 def choose_hot_rows(spec: dict, processes: int, vocab: int, vector_size: int,
                     epoch_words: int, kernel) -> tuple[int, int, int]:
     """(hot_words, sync_words, tiers) for `processes` processes from a job's hot-row
-    settings (engine.jobs.run.hot_rows_spec: `words` fixed, or the vocabulary's cumulative draw
+    settings (engine.jobs.train.hot_rows_spec: `words` fixed, or the vocabulary's cumulative draw
     `shares` for "auto"; `sync_words` 0 = sized; `tiers` -1 = "auto"), over an epoch of
     `epoch_words` per these processes, for `kernel` (its sg, window, shrink_windows and
     negative: a ModelConfig or KernelSettings). The local engine and each cluster node (for

@@ -5,12 +5,11 @@ the Trainer built from those settings and the weights. The job (engine.jobs.run)
 engine and every cluster node call it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import numpy as np
-
-import dataclasses
 
 from ..errors import ConfigError
 from ..runtime.blas import blas_products, sgemm_capsule

@@ -7,10 +7,9 @@ import time
 from collections import deque
 from multiprocessing import connection
 
-
 from ..errors import WorkerError
-from ..word2vec.schedule import KernelSettings, Task
 from ..runtime.shm import SharedArrays, sweep_orphans
+from ..word2vec.schedule import KernelSettings, Task
 from .kernel import TABLES, WEIGHTS
 from .workers import Standby, spawn_trainer, stop_all, stop_pairs, worker_main
 

@@ -7,7 +7,6 @@ import os
 import threading
 from collections import deque
 
-
 from ..word2vec.idstream import IdStream
 from ..word2vec.schedule import Task
 

@@ -9,11 +9,10 @@ import time
 import traceback
 from multiprocessing import get_context
 
-
-from ..word2vec.idstream import ChunkReader
 from ..runtime.procs import sigint_ignored_in_children
-from ..word2vec.schedule import KernelSettings, Task
 from ..runtime.shm import SharedArrays
+from ..word2vec.idstream import ChunkReader
+from ..word2vec.schedule import KernelSettings, Task
 from .kernel import limit_blas, make_trainer
 
 log = logging.getLogger("engine")

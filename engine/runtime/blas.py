@@ -34,7 +34,7 @@ def cython_blas():
     except Exception:       # a layout this does not know (DLL paths set up by scipy, ...)
         sys.modules.pop(_CYTHON_BLAS, None)
     try:
-        from scipy.linalg import cython_blas as mod     # the usual way
+        from scipy.linalg import cython_blas as mod  # the usual way
         return mod
     except Exception:                 # no scipy, or a build without its Cython BLAS
         return None

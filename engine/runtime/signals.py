@@ -6,7 +6,6 @@ import logging
 import signal
 import threading
 
-
 from ..errors import Interrupted
 
 log = logging.getLogger("engine")

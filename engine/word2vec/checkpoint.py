@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from ..runtime.atomic import atomic_dir
 from ..errors import ConfigError, EngineError
+from ..runtime.atomic import atomic_dir
 
 log = logging.getLogger("engine")
 

@@ -11,12 +11,26 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .checks import check_disk_room
-from ..text.corpus import MAX_SENTENCE_WORDS, Block, CorpusSource, decode, iter_token_batches
+from .._text import TokenTable
 from ..errors import EngineError, ResourceError
 from ..runtime.procs import ProcessPool
-from .idstream import CHUNKS_FILE, EOS, IDS_FILE, META_FILE, OOV, IdStream, IdStreamWriter
-from .._text import TokenTable
+from ..text.corpus import (
+    MAX_SENTENCE_WORDS,
+    Block,
+    CorpusSource,
+    decode,
+    iter_token_batches,
+)
+from .checks import check_disk_room
+from .idstream import (
+    CHUNKS_FILE,
+    EOS,
+    IDS_FILE,
+    META_FILE,
+    OOV,
+    IdStream,
+    IdStreamWriter,
+)
 from .vocab import Vocab, prune_counts
 
 _INDEX = None                        # (vocab folder, TokenTable word -> id) of this process

@@ -9,12 +9,12 @@ import os
 import numpy as np
 from numpy.lib import format as npformat
 
-from ..runtime.atomic import atomic_dir, leftover_dirs
 from ..config import ModelConfig, make_section
 from ..errors import EngineError
+from ..runtime.atomic import atomic_dir, leftover_dirs
 from ..runtime.integrity import check_file, file_record, read_manifest, seal
-from .schedule import KernelSettings
 from ..vectors.keyedvectors import KeyedVectors
+from .schedule import KernelSettings
 from .vocab import Vocab
 
 FORMAT_VERSION = 2                   # 2: model.json lists every file's size and checksum

@@ -10,8 +10,8 @@ from collections import Counter
 
 import numpy as np
 
-from ..runtime.atomic import atomic_file
 from ..errors import CorpusError, EngineError
+from ..runtime.atomic import atomic_file
 from ..runtime.integrity import check_file, file_record, read_manifest, seal
 
 KEEP_ALWAYS = (1 << 32) - 1

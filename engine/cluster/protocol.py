@@ -1,0 +1,310 @@
+"""The cluster's messages, defined once: each one an encode function for the side that
+sends it and a decode function for the side that receives it, which checks everything
+(types, ranges, shapes, ids inside the vocabulary) before anything is used. Only plain
+values travel (msgpack: ints, floats, str, bytes, lists, dicts); arrays go as raw bytes with
+their dtype and shape beside them. transport.py carries the messages; this module knows
+nothing of the network.
+
+word2vec's exchange, dispatcher -> node: the job spec (`open_job`), the sampling tables and
+weights in row pieces (`put_array`), id-stream chunks and tasks (`exchange`), merged rows
+(`push_rows`); node -> dispatcher: the finished tasks and the delta's row pieces (`pull`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..local.hotrows import HOT_MAX
+from ..word2vec.schedule import KernelSettings, Task
+
+PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
+                                # a few times on its way: keep them small)
+MAX_DIM = 100_000
+WEIGHTS = ("syn0", "syn1neg", "syn1")
+TABLE_DTYPES = {"keep": "<u4", "noise": "<u8", "codes": "|u1", "points": "<i4",
+                "code_lens": "<i4"}
+PRODUCTS = ("auto", "blas", "loops")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+
+
+# ---- scalars -------------------------------------------------------------------------------
+
+def check_int(value, lo, hi, what):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what}: expected an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def check_num(value, lo, hi, what):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{what}: expected a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def is_name(value) -> bool:
+    """A job id, member or client name: short, letters, digits and _.:-"""
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+def check_name(value, what: str) -> str:
+    if not is_name(value):
+        raise ValueError(f"{what}: expected a short name")
+    return value
+
+
+# ---- arrays --------------------------------------------------------------------------------
+
+def pack_array(arr: np.ndarray) -> dict:
+    arr = np.ascontiguousarray(arr)
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+
+
+def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
+                 what: str = "array") -> np.ndarray:
+    """Check a packed array against what is expected (dtype, rank or shape, byte size)."""
+    if not isinstance(msg, dict) or set(msg) != {"dtype", "shape", "data"}:
+        raise ValueError(f"{what}: expected a packed array")
+    if msg["dtype"] != np.dtype(dtype).str:
+        raise ValueError(f"{what}: expected dtype {np.dtype(dtype).str}, got {msg['dtype']!r}")
+    got_shape = msg["shape"]
+    if (not isinstance(got_shape, (list, tuple)) or
+            not all(isinstance(n, int) and n >= 0 for n in got_shape)):
+        raise ValueError(f"{what}: bad shape {got_shape!r}")
+    if ndim is not None and len(got_shape) != ndim:
+        raise ValueError(f"{what}: expected {ndim} dimensions, got {len(got_shape)}")
+    if shape is not None and any(want is not None and want != n
+                                 for want, n in zip(shape, got_shape)):
+        raise ValueError(f"{what}: expected shape {shape}, got {got_shape}")
+    data = msg["data"]
+    itemsize = np.dtype(dtype).itemsize
+    if not isinstance(data, bytes) or len(data) != int(np.prod(got_shape)) * itemsize:
+        raise ValueError(f"{what}: {len(data) if isinstance(data, bytes) else '?'} bytes do not "
+                         f"match shape {got_shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(got_shape)
+
+
+def row_pieces(n_rows: int, row_bytes: int, piece_bytes: int = PIECE_BYTES):
+    """(start, end) row ranges of at most piece_bytes each."""
+    step = max(1, piece_bytes // max(row_bytes, 1))
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)] or [(0, 0)]
+
+
+# ---- kernel settings ---------------------------------------------------------------------
+
+def encode_settings(s: KernelSettings, products: str) -> dict:
+    return {"sg": s.sg, "hs": s.hs, "negative": s.negative, "window": s.window,
+            "cbow_mean": s.cbow_mean, "compute_loss": s.compute_loss,
+            "shrink_windows": s.shrink_windows, "batched": s.batched,
+            "two_pass": s.two_pass, "blas": s.blas, "products": products,
+            "cbow_batch": s.cbow_batch}
+
+
+def decode_settings(s) -> tuple[KernelSettings, str]:
+    """(settings, products): blas 1 asks for BLAS products, which the receiving node then
+    settles for itself (products "auto": where they measure faster there)."""
+    if not isinstance(s, dict):
+        raise ValueError("settings: expected a dict")
+    settings = KernelSettings(check_int(s["sg"], 0, 1, "sg"), check_int(s["hs"], 0, 1, "hs"),
+                              check_int(s["negative"], 0, 1000, "negative"),
+                              check_int(s["window"], 1, 1000, "window"),
+                              check_int(s["cbow_mean"], 0, 1, "cbow_mean"),
+                              check_int(s.get("compute_loss", 0), 0, 1, "compute_loss"),
+                              check_int(s.get("shrink_windows", 1), 0, 1, "shrink_windows"),
+                              batched=check_int(s.get("batched", 0), 0, 1, "batched"),
+                              cbow_batch=check_int(s.get("cbow_batch", 4), 1, 16, "cbow_batch"),
+                              two_pass=check_int(s.get("two_pass", 0), 0, 1, "two_pass"),
+                              blas=check_int(s.get("blas", 0), 0, 1, "blas"))
+    if settings.blas and not (settings.batched and settings.sg):
+        raise ValueError("settings.blas: expected 0 unless batched skip-gram")
+    products = s.get("products", "auto")
+    if products not in PRODUCTS:
+        raise ValueError("settings.products: expected auto, blas or loops")
+    return settings, products
+
+
+# ---- the job spec (open_job) -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a node needs to open a word2vec job, checked."""
+    job: str
+    member: str                     # this node's name in the job (its shard client id)
+    dim: int
+    vocab: int
+    settings: KernelSettings        # as sent: blas 1 still to be settled on the node
+    products: str
+    max_chunk_ids: int
+    timeout_seconds: float
+    peer_timeout: float
+    workers: int                    # processes asked for (0: the worker's own count)
+    hot_rows: int                   # rows of each matrix exchanged every round
+    local_hot: dict | None          # the job's hot-row settings for the node's processes
+    shapes: dict                    # array name -> (shape, dtype): weights and tables
+
+
+def encode_job_spec(spec: JobSpec) -> dict:
+    out = {"job": spec.job, "member": spec.member, "dim": spec.dim, "vocab": spec.vocab,
+           "settings": encode_settings(spec.settings, spec.products),
+           "max_chunk_ids": spec.max_chunk_ids, "timeout_seconds": spec.timeout_seconds,
+           "peer_timeout": spec.peer_timeout, "workers": spec.workers,
+           "hot_rows": spec.hot_rows,
+           "weights": {k: int(spec.shapes[k][0][0]) for k in WEIGHTS},
+           "tables": {k: list(spec.shapes[k][0]) for k in TABLE_DTYPES}}
+    if spec.local_hot is not None:
+        local = {k: v for k, v in spec.local_hot.items() if k != "shares"}
+        if "shares" in spec.local_hot:
+            local["shares"] = pack_array(np.asarray(spec.local_hot["shares"], "<f4"))
+        out["local_hot"] = local
+    return out
+
+
+def decode_job_spec(spec) -> JobSpec:
+    if not isinstance(spec, dict):
+        raise ValueError("open_job: expected a dict")
+    job = check_name(spec.get("job"), "job")
+    dim = check_int(spec["dim"], 1, MAX_DIM, "dim")
+    shapes = {}
+    for name in WEIGHTS:
+        rows = check_int(spec["weights"][name], 0, (1 << 31) - 1, f"weights {name}")
+        shapes[name] = ((rows, dim), "<f4")
+    for name, dtype in TABLE_DTYPES.items():
+        shape = spec["tables"][name]
+        if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 2:
+            raise ValueError(f"tables {name}: bad shape {shape!r}")
+        shapes[name] = (tuple(check_int(n, 1, 1 << 34, f"tables {name}") for n in shape),
+                        dtype)
+    settings, products = decode_settings(spec["settings"])
+    local_hot = spec.get("local_hot")
+    if local_hot is not None and not isinstance(local_hot, dict):
+        raise ValueError("local_hot: expected a dict")
+    return JobSpec(
+        job=job, member=check_name(spec.get("member") or "node", "member"), dim=dim,
+        vocab=check_int(spec["vocab"], 1, (1 << 31) - 1, "vocab"), settings=settings,
+        products=products,
+        max_chunk_ids=check_int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids"),
+        timeout_seconds=check_num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds"),
+        peer_timeout=check_num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout"),
+        workers=check_int(spec.get("workers") or 0, 0, 4096, "workers"),
+        hot_rows=check_int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows"),
+        local_hot=local_hot, shapes=shapes)
+
+
+def decode_local_hot(spec, vocab: int) -> tuple[dict, int] | None:
+    """The job's hot-row settings for a node's own processes (as choose_hot_rows takes
+    them) and the words of an epoch per node, checked; None when the job sent none."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ValueError("local_hot: expected a dict")
+    checked = {"sync_words": check_int(spec.get("sync_words", 0), 0, 1 << 30,
+                                       "local_hot sync_words"),
+               "tiers": check_int(spec.get("tiers", -1), -1, 8, "local_hot tiers")}
+    epoch_words = check_int(spec.get("epoch_words", 0), 0, 1 << 50, "local_hot epoch_words")
+    if "shares" in spec:
+        shares = unpack_array(spec["shares"], "<f4", 1, what="local_hot shares")
+        if shares.shape[0] > min(vocab, HOT_MAX) or not np.isfinite(shares).all() or \
+                (shares.size and (shares.min() < 0 or shares.max() > 1.0001 or
+                                  (np.diff(shares) < 0).any())):
+            raise ValueError("local_hot shares: expected at most one cumulative share in "
+                             "[0, 1] per word, nondecreasing")
+        checked["shares"] = shares
+    else:
+        checked["words"] = check_int(spec.get("words", 0), 0, (1 << 31) - 1, "local_hot words")
+    return checked, epoch_words
+
+
+def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
+    """The rows of a matrix exchanged every round (both sides agree on them): the most frequent words (the vocabulary is sorted by count)
+    of syn0/syn1neg, the top of the Huffman tree (its last rows) of syn1."""
+    hot = min(hot, rows)
+    return (rows - hot, rows) if name == "syn1" else (0, hot)
+
+
+# ---- chunks and tasks (exchange) --------------------------------------------------------
+
+def encode_chunk(chunk: int, ids: np.ndarray) -> dict:
+    return {"chunk": int(chunk), "ids": pack_array(ids)}
+
+
+def decode_chunk(item, max_ids: int, vocab: int) -> tuple[int, np.ndarray]:
+    if not isinstance(item, dict) or set(item) != {"chunk", "ids"}:
+        raise ValueError("chunks: expected {chunk, ids} items")
+    k = check_int(item["chunk"], 0, 1 << 40, "chunk")
+    ids = unpack_array(item["ids"], "<i4", 1, what=f"chunk {k}")
+    if ids.shape[0] > max_ids or ids.shape[0] == 0:
+        raise ValueError(f"chunk {k}: {ids.shape[0]} ids (1..{max_ids} expected)")
+    if ids.min() < -1 or ids.max() >= vocab:
+        raise ValueError(f"chunk {k}: ids outside [-1, {vocab})")
+    return k, ids
+
+
+def encode_task(t: Task) -> list:
+    return [t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1]
+
+
+def decode_task(t, chunk_at: dict) -> Task:
+    """A task of a chunk this node holds (`chunk_at`: chunk -> (offset, ids) in its id
+    file): its ids are that span of the file."""
+    if not isinstance(t, list) or len(t) != 6:
+        raise ValueError("tasks: expected [id, chunk, raw, seed, alpha0, alpha1]")
+    tid = check_int(t[0], 0, 1 << 62, "task id")
+    k = check_int(t[1], 0, 1 << 40, "task chunk")
+    if k not in chunk_at:
+        raise ValueError(f"task {tid}: chunk {k} was never sent to this node")
+    off, n = chunk_at[k]
+    return Task(tid, off, off + n, check_int(t[2], 0, 1 << 40, "raw words"),
+                check_int(t[3], 0, (1 << 64) - 1, "seed"),
+                check_num(t[4], 0.0, 10.0, "alpha0"), check_num(t[5], 0.0, 10.0, "alpha1"), k)
+
+
+def encode_done(task_id: int, effective: int, loss: float, examples: int) -> list:
+    return [int(task_id), int(effective), float(loss), int(examples)]
+
+
+def decode_done(done, held) -> list[tuple[int, tuple[int, float, int]]]:
+    """[(task id, (effective words, loss, examples))], every item a task in `held`."""
+    if not isinstance(done, list):
+        raise ValueError("exchange: malformed reply")
+    out = []
+    for item in done:
+        if (not isinstance(item, list) or len(item) != 4 or
+                not all(isinstance(x, int) for x in item[:2] + item[3:]) or
+                not isinstance(item[2], float) or item[0] not in held):
+            raise ValueError(f"exchange: done item {item!r} is not a task this node held")
+        out.append((item[0], (item[1], item[2], item[3])))
+    return out
+
+
+# ---- rows (push_rows, pull) -------------------------------------------------------------
+
+def encode_rows(rows: np.ndarray, values: np.ndarray) -> tuple[dict, dict]:
+    return pack_array(rows), pack_array(values)
+
+
+def decode_rows(rows, values, n_rows: int, dim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices inside [0, n_rows) and their values (len(rows) x dim float32)."""
+    idx = unpack_array(rows, "<i4", 1, what=f"{what} rows")
+    vals = unpack_array(values, "<f4", 2, (idx.shape[0], dim), what)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+        raise ValueError(f"{what}: a row outside [0, {n_rows})")
+    return idx, vals
+
+
+def encode_piece(matrix: str, rows: np.ndarray, values: np.ndarray) -> dict:
+    r, v = encode_rows(rows, values)
+    return {"matrix": matrix, "rows": r, "values": v}
+
+
+def decode_piece(p, arrays: dict) -> tuple[str, np.ndarray, np.ndarray]:
+    """One piece of a node's delta: (matrix, rows, values), checked against `arrays`."""
+    if not isinstance(p, dict) or set(p) != {"matrix", "rows", "values"}:
+        raise ValueError("pull: expected {matrix, rows, values}")
+    name = p["matrix"]
+    if name not in WEIGHTS:
+        raise ValueError(f"pull: unknown matrix {name!r}")
+    rows, vals = decode_rows(p["rows"], p["values"], arrays[name].shape[0],
+                             arrays[name].shape[1], f"delta {name}")
+    return name, rows, vals
+
