@@ -33,7 +33,9 @@ from ..word2vec.checks import check_arrays, check_stream
 from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
+from .discovery import close_remote_job, find_nodes
 from .merge import RowMaster
+from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
     JobSpec,
@@ -46,52 +48,11 @@ from .protocol import (
     hot_range,
     pack_array,
     row_pieces,
-    unpack_array,
 )
-from .transport import CommError
 
 log = logging.getLogger("engine")
 
-# what a node's failure looks like from here (it is dropped; anything else is a bug)
-_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError)
 CHUNK_BYTES_PER_EXCHANGE = 4 * PIECE_BYTES   # new id chunks sent in one call
-
-
-def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
-    """{name: address} of the nodes the job lists or the name server knows (asked in a
-    thread with a deadline: a name server that stops answering cannot hang the job)."""
-    found = {a: a for a in cfg.nodes}
-    if cfg.nameserver:
-        box: list = []
-
-        def ask():
-            try:
-                box.append(transport.discover(cfg.nameserver, key))
-            except BaseException as exc:     # noqa: BLE001 (handed to the caller)
-                box.append(exc)
-
-        asker = threading.Thread(target=ask, name="ns-discover", daemon=True)
-        asker.start()
-        asker.join(cfg.timeout_seconds)
-        if not box:
-            raise ClusterError(f"name server {cfg.nameserver}: no answer in "
-                               f"{cfg.timeout_seconds:.0f} s")
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        found.update(box[0])
-    return found
-
-
-def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> None:
-    """Close the job on a node still in use (None: a dropped node, only released); the
-    job is over either way, so a failure is logged, not raised."""
-    if proxy is not None:
-        try:
-            transport.set_timeout(proxy, min(timeout, 10))
-            proxy.close_job(job_id)
-        except Exception as exc:                 # noqa: BLE001 (the job is over anyway)
-            log.warning("node %s: close failed (%s)", name, exc)
-    transport.release(proxy)
 
 
 class _Node:
@@ -125,7 +86,7 @@ class _Node:
         return sum(t.raw_words for t in self.held.values())
 
 
-class ClusterEngine:
+class ClusterEngine(ShardPlacement):
     def __init__(self, cfg, key: bytes | None, progress_seconds: float = 5.0,
                  show_progress: bool = True, on_tick=None, counts=None,
                  node_hot: dict | None = None, products: str = "auto"):
@@ -310,7 +271,7 @@ class ClusterEngine:
             node = _Node(address, name)
             try:
                 self._open(node)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self._not_used(node, exc, first)
                 continue
             opened.append(node)
@@ -325,7 +286,7 @@ class ClusterEngine:
         for node in opened:                      # (owners are told at each first exchange)
             try:
                 node.proxy.start(self.job_id)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self._not_used(node, exc, first)
                 failed.append((node, f"{type(exc).__name__}: {exc}"))
                 continue
@@ -356,116 +317,9 @@ class ClusterEngine:
         if first:
             log.warning("node %s: not used (%s)", node.address, exc)
 
-    # ---- merging at the nodes (sharded) ------------------------------------------------------
-    def _place_shards(self, nodes: list[_Node], first: bool) -> list[_Node]:
-        """Shard j (rows r % n == j) is merged on the j-th node that opened (or on another,
-        if that one fails now). Returns the nodes still usable."""
-        self.n_shards = n = len(nodes)
-        usable = list(nodes)
-        for j in range(n):
-            for node in [nodes[j]] + usable:
-                if node not in usable:
-                    continue
-                try:
-                    node.proxy.own_shard(self.job_id, j, n, 0)
-                except _FAILURES as exc:
-                    usable.remove(node)
-                    self._not_used(node, exc, first)
-                    continue
-                self.owners[j] = node
-                break
-            else:
-                raise ClusterError("no node could take a shard of the weights: " +
-                                   self._why_none())
-        log.info("cluster: merging spread over %d nodes (each owns every %d-th row)",
-                 self.n_shards, self.n_shards)
-        return usable
-
-    def _send_peers(self, node: _Node) -> None:
-        with self.shard_lock:
-            version = self.peers_version
-            peers = [[j, self.owners[j].address] for j in range(self.n_shards)]
-        scale = 1.0 if self.cfg.merge == "sum" else 1.0 / max(len(self._active()), 1)
-        node.proxy.set_peers(self.job_id, peers, scale)
-        node.peers_version = version
-
     def _control(self, node: _Node):
         """A fresh proxy for one call (the node's own may be busy in a long exchange)."""
         return transport.connect(node.address, self.key, self.cfg.timeout_seconds)
-
-    def _suspect(self, j, address: str, reporter: _Node, why: str) -> None:
-        """A node could not reach the owner of shard j: drop whichever does not answer."""
-        with self.shard_lock:
-            owner = self.owners.get(int(j)) if str(j).isdigit() else None
-        if owner is None or not owner.active or owner.address != address:
-            return                               # gone already, or moved since: told next time
-        proxy = None
-        try:
-            proxy = self._control(owner)
-            proxy.ping()
-        except _FAILURES as exc:
-            self._drop(owner, f"shard owner unreachable from {reporter.name} ({why}); "
-                              f"{type(exc).__name__}: {exc}")
-            return
-        finally:
-            transport.release(proxy)
-        raise CommError(f"cannot reach shard {j}'s owner {owner.name}, which answers here "
-                        f"({why})")
-
-    def _move_shard(self, j: int, why: str) -> None:
-        """Shard j's owner is gone: another node rebuilds it from its own last view of
-        those rows (the merges it had not received yet are lost: at most a round of hot
-        rows, `cold_every` rounds of the others, of 1/n of the rows)."""
-        old = self.owners.get(j)
-        self.generation += 1
-        for node in sorted(self._active(), key=lambda n: sum(o is n for o in self.owners.values())):
-            proxy = None
-            try:
-                proxy = self._control(node)
-                proxy.own_shard(self.job_id, j, self.n_shards, self.generation)
-            except _FAILURES as exc:
-                log.warning("node %s could not take shard %d (%s)", node.name, j, exc)
-                continue
-            finally:
-                transport.release(proxy)
-            self.owners[j] = node
-            self.peers_version += 1
-            self.shard_moves.append({"shard": j, "from": old.name if old else "",
-                                     "to": node.name, "why": why})
-            log.warning("shard %d moved from %s to %s (rebuilt from its copy)", j,
-                        old.name if old else "?", node.name)
-            return
-        self.failure = ClusterError(f"shard {j} was lost and no node could take it")
-
-    def _collect(self) -> None:
-        """The merged weights from the shards' owners into the master arrays."""
-        n = self.n_shards
-        for j in range(n):
-            for attempt in range(3):
-                with self.shard_lock:
-                    owner = self.owners[j]
-                proxy = None
-                try:
-                    proxy = self._control(owner)
-                    for name in WEIGHTS:
-                        view = self.arrays[name][j::n]
-                        row_bytes = 4 * view.shape[1]
-                        for a, b in row_pieces(view.shape[0], row_bytes):
-                            if a == b:
-                                continue
-                            msg = proxy.shard_read(self.job_id, j, name, a, b - a)
-                            view[a:b] = unpack_array(msg, "<f4", 2, (b - a, view.shape[1]),
-                                                     f"shard {j} {name}")
-                            self.bytes_in += (b - a) * row_bytes
-                    break
-                except _FAILURES as exc:
-                    self._drop(owner, f"{type(exc).__name__}: {exc}")
-                    if self.failure is not None:
-                        raise self.failure
-                finally:
-                    transport.release(proxy)
-            else:
-                raise ClusterError(f"could not read shard {j} from any node")
 
     def _open(self, node: _Node) -> None:
         t = self.cfg.timeout_seconds
@@ -532,7 +386,7 @@ class ClusterEngine:
                     continue
                 self._exchange(node, new, chunks)
                 last_heard = time.monotonic()
-        except _FAILURES + (KeyError, TypeError) as exc:
+        except FAILURES + (KeyError, TypeError) as exc:
             if self.stop.is_set():               # the job is over: nothing to hand back
                 return
             self._drop(node, f"{type(exc).__name__}: {exc}")

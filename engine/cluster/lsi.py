@@ -34,7 +34,7 @@ from ..documents.svd import Decomposition, merge_all
 from ..errors import ClusterError
 from ..runtime.signals import signals_as_interrupt
 from . import transport
-from .dispatcher import close_remote_job, find_nodes
+from .discovery import close_remote_job, find_nodes
 from .protocol import PIECE_BYTES, pack_array, unpack_array
 from .transport import CommError
 
