@@ -16,7 +16,6 @@ from ..runtime.atomic import atomic_file, fsync_dir
 from ..word2vec.state import ModelState
 
 log = logging.getLogger("engine")
-IDS_PREFIX = "engine-ids-"
 
 
 def check_output(out: str) -> None:

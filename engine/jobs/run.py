@@ -39,7 +39,6 @@ from .outputs import (
 from .train import EpochCurve, live_probe, train_state
 
 log = logging.getLogger("engine")
-IDS_PREFIX = "engine-ids-"
 
 
 def run_lsi(job: JobConfig) -> dict:

@@ -21,7 +21,6 @@ from ..word2vec.schedule import KernelSettings, TrainStats, by_epoch
 from ..word2vec.state import ModelState
 
 log = logging.getLogger("engine")
-IDS_PREFIX = "engine-ids-"
 
 
 def make_runner(engine: EngineConfig, cluster: ClusterConfig | None = None,

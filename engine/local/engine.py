@@ -2,7 +2,6 @@
 machine (in-process with one)."""
 from __future__ import annotations
 
-import logging
 import time
 
 import numpy as np
@@ -17,7 +16,6 @@ from .session import LocalSession
 from .sources import ListSource
 from .workers import Standby
 
-log = logging.getLogger("engine")
 
 class LocalEngine:
     """Trains the weights in `arrays` (numpy, updated in place) on an id stream."""

@@ -2,11 +2,7 @@
 shared weights every few thousand words, and how often."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger("engine")
 
 # Hot rows are merged this often (trained words per process): copies trained apart for
 # much longer cost analogy accuracy, and merging more often costs time for nothing (see
@@ -27,7 +23,6 @@ HOT_MAX = 16384            # at most this many hot rows
 # (row_draws); CBOW draws more kept words an update than that mix says, so its tail rows
 # read busier than they are
 HOT_TOUCHES = 32
-
 
 
 def hot_draw_shares(counts, keep, negative: int, ns_exponent: float) -> np.ndarray:

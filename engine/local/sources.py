@@ -2,7 +2,6 @@
 runs (FeedSource, the cluster node's)."""
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections import deque
@@ -10,7 +9,6 @@ from collections import deque
 from ..word2vec.idstream import IdStream
 from ..word2vec.schedule import Task
 
-log = logging.getLogger("engine")
 
 def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, seed: int,
                first_epoch: int = 0, total_epochs: int | None = None) -> list[Task]:
@@ -19,7 +17,6 @@ def plan_tasks(stream: IdStream, epochs: int, alpha: float, min_alpha: float, se
 
     return plan(stream.chunks, stream.raw_words, epochs, alpha, min_alpha, seed,
                 first_epoch, total_epochs)
-
 
 
 class ListSource:

@@ -2,7 +2,6 @@
 the parent) and stopped, and Standby, processes started before their work is known."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -15,7 +14,6 @@ from ..word2vec.idstream import ChunkReader
 from ..word2vec.schedule import KernelSettings, Task
 from .kernel import limit_blas, make_trainer
 
-log = logging.getLogger("engine")
 
 def _standby_main(slot: int, conn) -> None:
     """Entry point of a process started ahead of its work (Standby): its imports done, it
@@ -130,7 +128,6 @@ class Standby:
 
     def __exit__(self, *exc):
         self.close()
-
 
 
 def stop_all(procs: dict, conns: dict, grace: float = 3.0) -> None:

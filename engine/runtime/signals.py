@@ -2,13 +2,11 @@
 stop processes and release shared memory always run."""
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 from ..errors import Interrupted
 
-log = logging.getLogger("engine")
 
 class _StopRequested(BaseException):
     pass
