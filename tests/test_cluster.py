@@ -161,6 +161,22 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert c["bytes_between_nodes"] > 0
     assert all(n["trained_words"] > 0 for n in c["per_node"])      # all three took part
     assert c["exchanges"] > 3 and c["bytes_from_nodes"] > 0
+    # the costs, counted at the transport: every byte sent (frames, both directions, node to
+    # node) is at least the payload the dispatcher and the shard owners count
+    w = c["wire"]
+    assert w["total_bytes"] == w["dispatcher_sent"] + w["nodes_sent"]
+    assert w["total_bytes"] >= c["bytes_to_nodes"] + c["bytes_from_nodes"] + \
+        c["bytes_between_nodes"]
+    assert w["bytes_per_trained_word"] == pytest.approx(w["total_bytes"] / c["trained_words"],
+                                                        abs=0.01)
+    assert all(n["wire_sent"] > 0 and n["wire_received"] > 0 for n in c["per_node"])
+    assert all(n["exchange_cpu_seconds"] > 0 and n["training_cpu_seconds"] > 0
+               for n in c["per_node"])
+    cpu = c["cpu"]
+    assert cpu["training_seconds"] == pytest.approx(
+        sum(n["training_cpu_seconds"] for n in c["per_node"]), abs=0.01)
+    assert cpu["exchange_share"] == pytest.approx(
+        cpu["exchange_seconds"] / cpu["training_seconds"], rel=1e-3)
     kv = state.keyed_vectors()
     assert topic_precision(kv, topics) >= 0.9
     assert topic_separation(kv, topics) > 0.3

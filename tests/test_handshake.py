@@ -168,3 +168,47 @@ def test_gensim_style_distributed_lsi_without_a_key_is_refused(no_traffic, monke
     monkeypatch.delenv("ENGINE_CLUSTER_KEY", raising=False)
     with pytest.raises(ConfigError, match="broadcast without a key"):
         LsiModel([[(0, 1.0), (1, 2.0)], [(1, 1.0)]], num_topics=1, distributed=True)
+
+
+_ECHO = """
+import json, time, Pyro4.message
+from engine.cluster import transport
+
+class Echo:
+    @transport.expose
+    def echo(self, data):
+        return data
+
+key = b"k"
+server = transport.Server(Echo(), "127.0.0.1", 0, key)
+server.start()
+proxy = transport.connect(f"127.0.0.1:{server.port}", key, 5)
+proxy._pyroBind()
+sent0, received0 = transport.WIRE.snapshot()
+ok = proxy.echo(b"x" * 100_000) == b"x" * 100_000
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:    # the server thread counts its reply once it is sent
+    sent, received = transport.WIRE.snapshot()
+    if min(sent - sent0, received - received0) >= 200_000:
+        break
+    time.sleep(0.01)
+transport.release(proxy)
+server.close()
+print(json.dumps([ok, sent - sent0, received - received0, Pyro4.message.Message.header_size]))
+"""
+
+
+def test_every_byte_through_the_sockets_is_counted():
+    """Counted at the transport: a call and its reply, frames and payload, both ways: with
+    both ends in one process, the request and the reply are each counted once as sent and
+    once as received. (In a process of its own: the count is per process.)"""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ECHO], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    ok, sent, received, header = json.loads(out.strip().splitlines()[-1])
+    assert ok
+    for counted in (sent, received):                      # both ends are in that process
+        assert 2 * (100_000 + header) <= counted < 2 * 100_000 + 4096   # frames, no copies

@@ -37,13 +37,15 @@ def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
     return found
 
 
-def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> None:
-    """Close the job on a node still in use (None: a dropped node, only released); the
-    job is over either way, so a failure is logged, not raised."""
+def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> dict | None:
+    """Close the job on a node still in use (None: a dropped node, only released) and
+    return its reply; the job is over either way, so a failure is logged, not raised."""
+    reply = None
     if proxy is not None:
         try:
             transport.set_timeout(proxy, min(timeout, 10))
-            proxy.close_job(job_id)
+            reply = proxy.close_job(job_id)
         except Exception as exc:                 # noqa: BLE001 (the job is over anyway)
             log.warning("node %s: close failed (%s)", name, exc)
     transport.release(proxy)
+    return reply if isinstance(reply, dict) else None

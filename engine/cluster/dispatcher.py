@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import ClusterError
 from ..local.kernel import TABLES, WEIGHTS
+from ..runtime.cpu import own_cpu_seconds
 from ..runtime.progress import Progress
 from ..runtime.signals import signals_as_interrupt
 from ..word2vec.checks import check_arrays, check_stream
@@ -39,6 +40,7 @@ from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
     JobSpec,
+    decode_costs,
     decode_done,
     decode_piece,
     encode_chunk,
@@ -76,6 +78,8 @@ class _Node:
         self.exchanges = 0
         self.busy_seconds = 0.0
         self.peak_mb = 0.0
+        self.wire = [0, 0]              # bytes its process sent / received since it opened
+        self.cpu = [0.0, 0.0]           # its exchange CPU seconds / its trainers' CPU seconds
         self.joined_at = 0.0
         self.dropped = ""
         self.thread = None
@@ -128,6 +132,7 @@ class ClusterEngine(ShardPlacement):
         self.provisional_words = 0
         self.stats = TrainStats()
         self.bytes_out = self.bytes_in = 0
+        self.wire, self.exchange_cpu = [0, 0], 0.0
         self.nodes: dict[str, _Node] = {}
         self.retired: list[_Node] = []
         self.alpha = tasks[0].alpha0 if tasks else 0.0
@@ -154,6 +159,7 @@ class ClusterEngine(ShardPlacement):
                  "words' rows; all rows every %d exchanges (merge: %s)", self.cfg.round_words,
                  self.hot_rows, self.cfg.cold_every, self.cfg.merge)
         t0 = time.perf_counter()
+        wire0, cpu0 = transport.WIRE.snapshot(), own_cpu_seconds()
         try:
             with signals_as_interrupt():
                 self._run()
@@ -171,6 +177,9 @@ class ClusterEngine(ShardPlacement):
             with self.read_lock:
                 self.reader.close()
         self.stats.seconds = time.perf_counter() - t0
+        sent, received = transport.WIRE.snapshot()
+        self.wire = [sent - wire0[0], received - wire0[1]]
+        self.exchange_cpu = own_cpu_seconds() - cpu0       # all the dispatcher does
         self.progress.finish()
         self.stats.workers = self.workers
         self.stats.cluster = self._report()
@@ -490,6 +499,7 @@ class ClusterEngine(ShardPlacement):
             node.rate = 0.7 * node.rate + 0.3 * rate if node.rate else rate
         node.last_reply = now
         node.peak_mb = max(node.peak_mb, float(reply.get("memory_mb") or 0.0))
+        node.wire, node.cpu = decode_costs(reply)
         node.busy_seconds += time.monotonic() - t0
 
     def _stall_limit(self, node: _Node) -> float:
@@ -576,8 +586,13 @@ class ClusterEngine(ShardPlacement):
         transport.release(node.proxy)
 
     def _close_node(self, node: _Node) -> None:
-        close_remote_job(node.proxy if node.active else None, self.job_id,
-                         self.cfg.timeout_seconds, node.name)
+        reply = close_remote_job(node.proxy if node.active else None, self.job_id,
+                                 self.cfg.timeout_seconds, node.name)
+        if reply is not None:                    # its final costs (an exchange's lag one)
+            try:
+                node.wire, node.cpu = decode_costs(reply)
+            except ValueError as exc:
+                log.warning("node %s: %s", node.name, exc)
 
     def _report(self) -> dict:
         per_epoch: dict[int, int] = {}
@@ -585,7 +600,22 @@ class ClusterEngine(ShardPlacement):
             per_epoch[tid // max(self.n_chunks, 1)] = per_epoch.get(tid // max(self.n_chunks, 1), 0) + 1
         nodes = self._all_nodes()
         exchanges = sum(n.exchanges for n in nodes)
+        words = max(self.stats.raw_words, 1)
+        wire_total = self.wire[0] + sum(n.wire[0] for n in nodes)   # every byte sent, once
+        exchange_cpu = self.exchange_cpu + sum(n.cpu[0] for n in nodes)
+        training_cpu = sum(n.cpu[1] for n in nodes)
         return {
+            "wire": {"total_bytes": wire_total,
+                     "bytes_per_trained_word": round(wire_total / words, 2),
+                     "dispatcher_sent": self.wire[0], "dispatcher_received": self.wire[1],
+                     "nodes_sent": sum(n.wire[0] for n in nodes),
+                     "nodes_received": sum(n.wire[1] for n in nodes)},
+            "cpu": {"exchange_seconds": round(exchange_cpu, 3),
+                    "dispatcher_seconds": round(self.exchange_cpu, 3),
+                    "nodes_exchange_seconds": round(sum(n.cpu[0] for n in nodes), 3),
+                    "training_seconds": round(training_cpu, 3),
+                    "exchange_share": round(exchange_cpu / training_cpu, 4)
+                    if training_cpu else None},
             "nodes_used": len(nodes), "merge": self.cfg.merge, "hot_rows": self.hot_rows,
             "merge_at": "nodes" if self.sharded else "dispatcher", "shards": self.n_shards,
             "shard_moves": self.shard_moves,
@@ -605,6 +635,8 @@ class ClusterEngine(ShardPlacement):
                           "words_per_sec": round(n.words / max(time.monotonic() - n.joined_at, 1e-9)
                                                  if n.joined_at else 0.0, 1),
                           "peak_mb": n.peak_mb, "dropped": n.dropped,
+                          "wire_sent": n.wire[0], "wire_received": n.wire[1],
+                          "exchange_cpu_seconds": n.cpu[0], "training_cpu_seconds": n.cpu[1],
                           "hot_rows": dict(zip(("words", "sync_words", "tiers"),
                                                n.local_hot))}
                          for n in nodes],

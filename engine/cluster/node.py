@@ -31,6 +31,7 @@ from ..local.kernel import WEIGHTS, settle_products
 from ..local.session import LocalSession
 from ..local.sources import FeedSource
 from ..local.workers import Standby
+from ..runtime.cpu import CpuTally, own_cpu_seconds
 from ..runtime.memory import tree_pss_mb
 from ..runtime.shm import SharedArrays, sweep_temp_dirs
 from ..word2vec.checks import check_arrays
@@ -106,6 +107,11 @@ class NodeJob(CallGuard):
         self.pool = None
         self.peer_bytes = [0, 0]
         self.shard_lock = threading.Lock()
+        # what the exchange costs here: bytes through this process's sockets, and its own
+        # CPU (every exchange, merge and rebase runs in it) against its trainers'
+        self.wire0 = transport.WIRE.snapshot()
+        self.cpu0 = own_cpu_seconds()
+        self.train_cpu = CpuTally()
         self.dim, self.vocab = js.dim, js.vocab
         self.settings = settle_products(js.settings, js.products, js.dim, js.vocab,
                                         f"job {js.job} products", strict=False)
@@ -289,7 +295,20 @@ class NodeJob(CallGuard):
                 "trained_words": trained, "queued": self.fed - self.finished,
                 "memory_mb": round(tree_pss_mb(), 1),
                 "failed_shards": [[j, self.peers.get(j, ""), why] for j, why in failed.items()],
-                "peer_bytes": list(self.peer_bytes)}
+                "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
+                "cpu": self.cpu()}
+
+    def wire(self) -> list[int]:
+        """[sent, received]: bytes through this process's sockets since the job opened."""
+        sent, received = transport.WIRE.snapshot()
+        return [sent - self.wire0[0], received - self.wire0[1]]
+
+    def cpu(self) -> list[float]:
+        """[exchange, training]: CPU seconds of this process (exchanges, merges, rebases)
+        and of its training processes since the job opened."""
+        procs = self.session.procs.values() if self.session is not None else ()
+        return [round(own_cpu_seconds() - self.cpu0, 3),
+                round(self.train_cpu.read(p.pid for p in procs), 3)]
 
     # ---- merging spread over the nodes -------------------------------------------------
     def own_shard(self, index: int, count: int, generation: int) -> None:

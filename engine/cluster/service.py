@@ -224,13 +224,16 @@ class WorkerService:
     def close_job(self, job_id) -> dict:
         with self.lock:
             job = self._job(job_id)
-            self._close_job()
-            self.jobs_done += 1
             if isinstance(job, LsiNodeJob):
+                self._close_job()
+                self.jobs_done += 1
                 log.info("job %s closed: %d documents decomposed here", job_id, job.documents)
                 return {"documents": job.documents}
+            wire, cpu = job.wire(), job.cpu()        # final, while its processes are up
+            self._close_job()
+            self.jobs_done += 1
             log.info("job %s closed: %d words trained here", job_id, job.total_words)
-            return {"trained_words": job.total_words}
+            return {"trained_words": job.total_words, "wire": wire, "cpu": cpu}
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -20,6 +20,7 @@ import threading
 import Pyro4
 import Pyro4.errors
 import Pyro4.naming
+import Pyro4.socketutil
 import Pyro4.util
 
 from ..errors import ClusterError, ConfigError, InvalidArgumentError
@@ -27,7 +28,7 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 2        # 2: done items carry the loss and examples
+PROTOCOL = 3        # 2: done items carry the loss and examples; 3: replies carry wire and cpu
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
@@ -64,6 +65,48 @@ def _msgpack_only() -> None:
 
 
 _msgpack_only()
+
+
+class WireCount:
+    """Bytes this process sent and received through Pyro4's sockets: every frame, header
+    and payload, of every connection (calls, replies, handshakes, node to node)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.received = 0
+
+    def snapshot(self) -> tuple[int, int]:
+        with self.lock:
+            return self.sent, self.received
+
+
+WIRE = WireCount()
+
+
+def _count_socket_bytes() -> None:
+    """Count at the transport: wrap Pyro4's socket connection's send and receive once."""
+    conn = Pyro4.socketutil.SocketConnection
+    if getattr(conn, "_engine_counted", False):
+        return
+    send, recv = conn.send, conn.recv
+
+    def counted_send(self, data):
+        send(self, data)
+        with WIRE.lock:
+            WIRE.sent += len(data)
+
+    def counted_recv(self, size):
+        data = recv(self, size)
+        with WIRE.lock:
+            WIRE.received += len(data)
+        return data
+
+    conn.send, conn.recv = counted_send, counted_recv
+    conn._engine_counted = True
+
+
+_count_socket_bytes()
 
 expose = Pyro4.expose
 CommError = Pyro4.errors.CommunicationError       # lost, refused, timed out, closed
