@@ -177,6 +177,11 @@ class ClusterConfig:
     # round whatever the node count), or "auto": at the nodes from 3 nodes on
     merge_at: str = _f("auto", str, choices=("auto", "dispatcher", "nodes"))
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
+    # a node's delta: rows whose change is under this fraction of their norm wait (their
+    # change stays for a later delta; 0 = every changed row goes), values as float32 or
+    # float16 (the rounding stays on the node and goes with a later delta)
+    delta_threshold: float = _f(0.0, float, 0.0, 10.0)
+    delta_dtype: str = _f("float32", str, choices=("float32", "float16"))
 
     @property
     def enabled(self) -> bool:

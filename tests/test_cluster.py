@@ -182,6 +182,55 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert topic_separation(kv, topics) > 0.3
 
 
+def test_a_float16_thresholded_delta_sends_less_and_still_learns(tmp_path, workers):
+    """A node's delta in float16, rows changed by less than 5% of their norm held back
+    (their change, and the float16 rounding, stay on the node for a later delta): fewer
+    bytes from the node than the default exchange, every task still merged once, and the
+    model still learns."""
+    (w,) = workers(1)
+    sent = {}
+    for label, extra in (("default", {}),
+                         ("lean", {"delta_dtype": "float16", "delta_threshold": 0.05})):
+        topics, state, stream = _job(tmp_path / label)
+        cluster = ClusterConfig(nodes=[w.address], round_words=6000, round_seconds=2, **extra)
+        stats = _train(state, stream, cluster)
+        _exact(stats, stream, 4)
+        sent[label] = stats.cluster["wire"]["nodes_sent"]
+    assert sent["lean"] < 0.6 * sent["default"], sent
+    kv = state.keyed_vectors()                   # the lean run's
+    assert topic_precision(kv, topics) >= 0.9
+    assert topic_separation(kv, topics) > 0.3
+
+
+def test_the_delta_settings_travel_checked():
+    import numpy as np
+
+    from engine.cluster.protocol import (JobSpec, decode_job_spec, decode_piece,
+                                         encode_job_spec, encode_piece)
+    from engine.word2vec.schedule import KernelSettings
+
+    shapes = {"syn0": ((4, 3), "<f4"), "syn1neg": ((4, 3), "<f4"), "syn1": ((0, 3), "<f4"),
+              "keep": ((4,), "<u4"), "noise": ((8,), "<u8"), "codes": ((1, 1), "|u1"),
+              "points": ((1, 1), "<i4"), "code_lens": ((1,), "<i4")}
+    spec = JobSpec(job="j1", member="n1", dim=3, vocab=4,
+                   settings=KernelSettings(1, 0, 5, 5, 1), products="loops", max_chunk_ids=10,
+                   timeout_seconds=5.0, peer_timeout=5.0, workers=1, hot_rows=2,
+                   local_hot=None, shapes=shapes, delta_threshold=0.05, delta_dtype="<f2")
+    got = decode_job_spec(encode_job_spec(spec))
+    assert (got.delta_threshold, got.delta_dtype) == (0.05, "<f2")
+    assert decode_job_spec(dict(encode_job_spec(spec), delta_threshold=0.0,
+                                delta_dtype="<f4")).delta_dtype == "<f4"
+    for bad in ({"delta_dtype": "<f8"}, {"delta_threshold": -1.0}, {"delta_threshold": "x"}):
+        with pytest.raises(ValueError, match="delta_"):
+            decode_job_spec(dict(encode_job_spec(spec), **bad))
+    arrays = {"syn0": np.zeros((4, 3), np.float32)}
+    vals = np.array([[0.5, -0.25, 1e-3]], np.float16)
+    name, rows, got_vals = decode_piece(encode_piece("syn0", np.array([2], np.int32), vals),
+                                        arrays)
+    assert name == "syn0" and rows.tolist() == [2] and got_vals.dtype == np.float32
+    assert np.array_equal(got_vals, vals.astype(np.float32))
+
+
 @pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
 def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, merge_at):
     """One node with one process, hot rows every exchange and the rest every third: the

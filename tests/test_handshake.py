@@ -198,7 +198,7 @@ print(json.dumps([ok, sent - sent0, received - received0, Pyro4.message.Message.
 """
 
 
-def test_every_byte_through_the_sockets_is_counted():
+def test_every_byte_through_the_sockets_is_counted(tmp_path):
     """Counted at the transport: a call and its reply, frames and payload, both ways: with
     both ends in one process, the request and the reply are each counted once as sent and
     once as received. (In a process of its own: the count is per process.)"""
@@ -206,9 +206,11 @@ def test_every_byte_through_the_sockets_is_counted():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _ECHO], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    ok, sent, received, header = json.loads(out.strip().splitlines()[-1])
+    # -P, and away from the checkout: the engine this test imports, not the source folder
+    proc = subprocess.run([sys.executable, "-P", "-c", _ECHO], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ok, sent, received, header = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ok
     for counted in (sent, received):                      # both ends are in that process
         assert 2 * (100_000 + header) <= counted < 2 * 100_000 + 4096   # frames, no copies

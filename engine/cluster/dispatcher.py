@@ -350,6 +350,8 @@ class ClusterEngine(ShardPlacement):
             max_chunk_ids=int(self.stream.max_chunk_ids),
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
+            delta_threshold=float(self.cfg.delta_threshold),
+            delta_dtype="<f2" if self.cfg.delta_dtype == "float16" else "<f4",
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]

@@ -119,6 +119,7 @@ class NodeJob(CallGuard):
         self.timeout = js.timeout_seconds
         self.workers = min(workers, js.workers or workers)
         self.hot_rows = js.hot_rows
+        self.delta_threshold, self.delta_dtype = js.delta_threshold, js.delta_dtype
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
                                     self.settings)
         shapes = js.shapes
@@ -276,12 +277,17 @@ class NodeJob(CallGuard):
                 b = min(a + block_rows, hi)
                 now = live[a:b].copy()
                 d = now - snap[a:b]
-                changed = np.flatnonzero(d.any(axis=1))
+                changed = self._due_rows(d, now, snap[a:b])
                 if changed.size == 0:
                     continue
-                snap[a:b][changed] = now[changed]
+                vals = d[changed]
+                if self.delta_dtype == "<f4":
+                    snap[a:b][changed] = now[changed]
+                else:                            # what travels; the rounding stays here
+                    vals = vals.astype(self.delta_dtype).astype(np.float32)
+                    snap[a:b][changed] += vals
                 rows_total += changed.size
-                pieces.append((name, (changed + a).astype(np.int32), d[changed]))
+                pieces.append((name, (changed + a).astype(np.int32), vals))
         failed = {}
         if self.n_shards:                        # merged at the shards' owners, not here
             failed = self.sync_shards(pieces, cold)
@@ -290,13 +296,25 @@ class NodeJob(CallGuard):
         self.out_pieces = []
         for name, idx, vals in pieces:
             for lo, hi in row_pieces(idx.shape[0], 4 * self.dim + 4):
-                self.out_pieces.append(encode_piece(name, idx[lo:hi], vals[lo:hi]))
+                self.out_pieces.append(encode_piece(name, idx[lo:hi],
+                                                    vals[lo:hi].astype(self.delta_dtype)))
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "trained_words": trained, "queued": self.fed - self.finished,
                 "memory_mb": round(tree_pss_mb(), 1),
                 "failed_shards": [[j, self.peers.get(j, ""), why] for j, why in failed.items()],
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
+
+    def _due_rows(self, d: np.ndarray, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """The rows of a block whose change goes with this delta: every changed row, or
+        with a threshold those whose change is at least that fraction of the row's norm
+        (before or after, the larger); the others' changes wait in live - snapshot."""
+        if not self.delta_threshold:
+            return np.flatnonzero(d.any(axis=1))
+        change = np.einsum("ij,ij->i", d, d)
+        norm = np.maximum(np.einsum("ij,ij->i", now, now),
+                          np.einsum("ij,ij->i", before, before))
+        return np.flatnonzero((change > 0) & (change >= self.delta_threshold ** 2 * norm))
 
     def wire(self) -> list[int]:
         """[sent, received]: bytes through this process's sockets since the job opened."""

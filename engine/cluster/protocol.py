@@ -142,6 +142,8 @@ class JobSpec:
     hot_rows: int                   # rows of each matrix exchanged every round
     local_hot: dict | None          # the job's hot-row settings for the node's processes
     shapes: dict                    # array name -> (shape, dtype): weights and tables
+    delta_threshold: float = 0.0    # rows changed by less (relative to their norm) wait
+    delta_dtype: str = "<f4"        # the delta's values on the wire: "<f4" or "<f2"
 
 
 def encode_job_spec(spec: JobSpec) -> dict:
@@ -149,7 +151,8 @@ def encode_job_spec(spec: JobSpec) -> dict:
            "settings": encode_settings(spec.settings, spec.products),
            "max_chunk_ids": spec.max_chunk_ids, "timeout_seconds": spec.timeout_seconds,
            "peer_timeout": spec.peer_timeout, "workers": spec.workers,
-           "hot_rows": spec.hot_rows,
+           "hot_rows": spec.hot_rows, "delta_threshold": spec.delta_threshold,
+           "delta_dtype": spec.delta_dtype,
            "weights": {k: int(spec.shapes[k][0][0]) for k in WEIGHTS},
            "tables": {k: list(spec.shapes[k][0]) for k in TABLE_DTYPES}}
     if spec.local_hot is not None:
@@ -188,7 +191,19 @@ def decode_job_spec(spec) -> JobSpec:
         peer_timeout=check_num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout"),
         workers=check_int(spec.get("workers") or 0, 0, 4096, "workers"),
         hot_rows=check_int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows"),
-        local_hot=local_hot, shapes=shapes)
+        local_hot=local_hot, shapes=shapes,
+        delta_threshold=check_num(spec.get("delta_threshold", 0.0), 0.0, 10.0,
+                                  "delta_threshold"),
+        delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")))
+
+
+DELTA_DTYPES = ("<f4", "<f2")
+
+
+def _delta_dtype(value) -> str:
+    if value not in DELTA_DTYPES:
+        raise ValueError(f"delta_dtype: expected one of {', '.join(DELTA_DTYPES)}")
+    return value
 
 
 def decode_local_hot(spec, vocab: int) -> tuple[dict, int] | None:
@@ -283,10 +298,11 @@ def encode_rows(rows: np.ndarray, values: np.ndarray) -> tuple[dict, dict]:
     return pack_array(rows), pack_array(values)
 
 
-def decode_rows(rows, values, n_rows: int, dim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices inside [0, n_rows) and their values (len(rows) x dim float32)."""
+def decode_rows(rows, values, n_rows: int, dim: int, what: str,
+                dtype: str = "<f4") -> tuple[np.ndarray, np.ndarray]:
+    """Row indices inside [0, n_rows) and their values (len(rows) x dim, of `dtype`)."""
     idx = unpack_array(rows, "<i4", 1, what=f"{what} rows")
-    vals = unpack_array(values, "<f4", 2, (idx.shape[0], dim), what)
+    vals = unpack_array(values, dtype, 2, (idx.shape[0], dim), what)
     if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
         raise ValueError(f"{what}: a row outside [0, {n_rows})")
     return idx, vals
@@ -317,7 +333,10 @@ def decode_piece(p, arrays: dict) -> tuple[str, np.ndarray, np.ndarray]:
     name = p["matrix"]
     if name not in WEIGHTS:
         raise ValueError(f"pull: unknown matrix {name!r}")
-    rows, vals = decode_rows(p["rows"], p["values"], arrays[name].shape[0],
-                             arrays[name].shape[1], f"delta {name}")
-    return name, rows, vals
+    values = p["values"]
+    dtype = values.get("dtype") if isinstance(values, dict) else None
+    rows, vals = decode_rows(p["rows"], values, arrays[name].shape[0],
+                             arrays[name].shape[1], f"delta {name}",
+                             dtype if dtype in DELTA_DTYPES else "<f4")
+    return name, rows, vals.astype(np.float32, copy=False)
 
