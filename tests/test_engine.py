@@ -93,6 +93,23 @@ def test_worker_exception_reaches_user_with_traceback(tmp_path, planted, monkeyp
     assert _segments() == before and _no_children()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ids_outside_the_vocabulary_never_reach_the_kernel(tmp_path, planted, monkeypatch,
+                                                          workers):
+    """The id stream rewritten under a running job (another job on the same cache folder):
+    each chunk is checked where it is read, so the kernels never index past the weights."""
+    state, stream, tasks = _setup(tmp_path, planted, epochs=1)
+    ids = np.fromfile(stream.path, dtype=np.int32)
+    ids[ids >= 0] = len(state.vocab) + 7                  # a bigger vocabulary's ids
+    ids.tofile(stream.path)
+    monkeypatch.setattr("engine.local.engine.check_stream", lambda *a: None)  # (up front)
+    error = ValueError if workers == 1 else WorkerError
+    with pytest.raises(error, match=r"outside \[-1, \d+\).*cache_dir"):
+        LocalEngine(workers=workers, show_progress=False).train(
+            state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    assert _no_children()
+
+
 def test_killed_worker_its_chunks_go_to_another(tmp_path, planted, caplog):
     before = _segments()
     state, stream, tasks = _setup(tmp_path, planted, epochs=20)

@@ -3,6 +3,7 @@ vocabulary (pass 1), the id stream (pass 2, or reused from a cache folder) and t
 folder that holds it."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -10,7 +11,7 @@ import tempfile
 import time
 
 from ..config import CorpusConfig, EngineConfig, ModelConfig
-from ..errors import EngineError
+from ..errors import ConfigError, EngineError
 from ..runtime.shm import sweep_temp_dirs
 from ..text.corpus import CorpusSource
 from ..word2vec.idstream import IdStream
@@ -63,6 +64,7 @@ class scratch_folder:
     def __enter__(self) -> str:
         if self.configured:
             check_writable(self.configured, "[engine] cache_dir")
+            self.lock = lock_folder(self.configured, "[engine] cache_dir")
             return self.configured
         sweep_temp_dirs(IDS_PREFIX)           # left by runs that were killed
         try:
@@ -76,6 +78,37 @@ class scratch_folder:
     def __exit__(self, *exc):
         if not self.configured:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            os.close(self.lock)                  # the lock goes with the descriptor
+
+
+LOCK_FILE = ".engine.lock"
+
+
+def lock_folder(folder: str, what: str) -> int:
+    """Hold `folder` for this job alone: an exclusive lock on folder/.engine.lock, which the
+    kernel frees when the process ends, however it ends (a SIGKILLed job does not leave the
+    folder locked). A second job is refused in one line naming the holder. Returns the
+    descriptor to close when done."""
+    path = os.path.join(folder, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{what} {folder}: cannot create {LOCK_FILE} "
+                          f"({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another job"
+        finally:
+            os.close(fd)
+        raise ConfigError(f"{what} {folder} is in use by {holder}; give each job that runs "
+                          f"at the same time a cache_dir of its own") from None
+    os.ftruncate(fd, 0)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.pwrite(fd, f"the job of process {os.getpid()} (started {started})".encode(), 0)
+    return fd
 
 
 def stream_for(source: CorpusSource, vocab: Vocab, folder: str, e: EngineConfig,

@@ -85,7 +85,8 @@ class LocalEngine:
                 trainer = make_trainer(arrays, settings)
                 for epoch_tasks in by_epoch(tasks):
                     live["epoch"] = epoch_tasks
-                    self._train_inprocess(trainer, stream, epoch_tasks, done, tick)
+                    self._train_inprocess(trainer, stream, epoch_tasks, done, tick,
+                                          arrays["syn0"].shape[0])
                     if epoch_over(epoch_tasks, arrays):
                         stats.stopped_early = True
                         break
@@ -115,8 +116,8 @@ class LocalEngine:
         return stats
 
     @staticmethod
-    def _train_inprocess(trainer, stream, tasks, done, tick):
-        reader = ChunkReader(stream.path, stream.max_chunk_ids)
+    def _train_inprocess(trainer, stream, tasks, done, tick, vocab: int):
+        reader = ChunkReader(stream.path, stream.max_chunk_ids, vocab=vocab)
         try:
             with limit_blas():
                 for task in tasks:

@@ -42,7 +42,7 @@ def worker_main(slot: int, spec: dict, settings: KernelSettings, hot: tuple, ids
         trainer = make_trainer(shared.arrays, settings, hot_words, sync_words, hot_tiers)
         limit_blas()           # after the trainer, which may load scipy's BLAS (threadpoolctl
         #                         limits only the libraries loaded when it is called)
-        reader = ChunkReader(ids_path, max_ids)
+        reader = ChunkReader(ids_path, max_ids, vocab=shared.arrays["syn0"].shape[0])
         conn.send(("ready", slot, os.getpid()))
         unsynced = []           # (merges done when it finished, its report): hot rows only
         while True:

@@ -145,11 +145,15 @@ class IdStream:
 
 
 class ChunkReader:
-    """Reads chunks of an id stream into one reusable buffer (one per process)."""
+    """Reads chunks of an id stream into one reusable buffer (one per process). With
+    `vocab`, every chunk's ids are checked to lie in [-1, vocab) before anyone sees them:
+    the kernels index the weights with them unchecked, and the file can change under a
+    running job (another job writing the same cache folder, a damaged disk)."""
 
-    def __init__(self, path: str, max_ids: int):
+    def __init__(self, path: str, max_ids: int, vocab: int | None = None):
         self._fd = os.open(path, os.O_RDONLY)
         self._buf = np.empty(max(max_ids, 1), dtype=np.int32)
+        self.path, self.vocab = path, vocab
 
     def read(self, start: int, end: int) -> np.ndarray:
         n = end - start
@@ -157,6 +161,11 @@ class ChunkReader:
         got = os.preadv(self._fd, [memoryview(view).cast("B")], start * 4)
         if got != n * 4:
             raise OSError(f"id stream truncated: wanted {n * 4} bytes at {start * 4}, got {got}")
+        if self.vocab is not None and n and (view.min() < EOS or view.max() >= self.vocab):
+            raise ValueError(f"{self.path}: ids {start}..{end} hold values outside "
+                             f"[-1, {self.vocab}), the vocabulary this job trains; the id "
+                             f"stream changed under the job (another job writing the same "
+                             f"[engine] cache_dir?)")
         return view
 
     def close(self) -> None:
