@@ -622,3 +622,80 @@ def _huffman_cost(counts):
         cost += s
         heapq.heappush(h, s)
     return cost
+
+
+# ---- hostile vector files ----------------------------------------------------------------
+
+def test_a_binary_header_with_a_huge_dimension_is_refused(tmp_path):
+    from engine.errors import FormatError
+    from engine.vectors.keyedvectors import KeyedVectors
+
+    path = tmp_path / "huge.bin"
+    path.write_bytes(b"3 1000000000\nword " + b"\0" * 64)
+    with pytest.raises(FormatError, match=r"line 1: 1000000000 dimensions, expected 1 to "
+                                          r"100,000 \(max_dim="):
+        KeyedVectors.load_word2vec_format(str(path), binary=True)
+    fine = tmp_path / "wide.bin"                         # the largest allowed reads as usual
+    dim = 100_000
+    vecs = np.arange(2 * dim, dtype=np.float32).reshape(2, dim)
+    fine.write_bytes(b"2 %d\n" % dim + b"a " + vecs[0].tobytes() + b"\nb " + vecs[1].tobytes()
+                     + b"\n")
+    kv = KeyedVectors.load_word2vec_format(str(fine), binary=True)
+    assert np.array_equal(kv["b"], vecs[1])
+    wider = tmp_path / "wider.bin"
+    wider.write_bytes(b"1 100001\nc " + np.ones(100_001, np.float32).tobytes())
+    with pytest.raises(FormatError, match="100001 dimensions"):
+        KeyedVectors.load_word2vec_format(str(wider), binary=True)
+    assert KeyedVectors.load_word2vec_format(str(wider), binary=True,
+                                             max_dim=200_000)["c"].shape == (100_001,)
+
+
+def test_a_binary_record_without_its_space_is_refused_in_bounded_memory(tmp_path):
+    import gzip
+
+    from engine.errors import FormatError
+    from engine.vectors.keyedvectors import KeyedVectors
+
+    path = tmp_path / "bomb.bin.gz"
+    with gzip.open(path, "wb", compresslevel=1) as fh:    # ~30 MB of one word, unpacked
+        fh.write(b"1 100000\n")
+        for _ in range(30):
+            fh.write(b"w" * (1 << 20))
+    with pytest.raises(FormatError, match=r"no space in 1,048,576 bytes"):
+        KeyedVectors.load_word2vec_format(str(path), binary=True)
+
+
+def test_a_one_line_compressed_bomb_is_refused_at_the_line_limit(tmp_path):
+    import gzip
+
+    from engine.errors import FormatError
+    from engine.vectors.keyedvectors import KeyedVectors
+    from engine.vectors.w2vformat import MAX_LINE
+
+    path = tmp_path / "line.txt.gz"
+    with gzip.open(path, "wb", compresslevel=1) as fh:     # 65 MB without a newline
+        for _ in range(MAX_LINE // (1 << 20) + 1):
+            fh.write(b"1" * (1 << 20))
+    t0 = time.monotonic()
+    with pytest.raises(FormatError, match=r"a line longer than 67,108,864 bytes"):
+        KeyedVectors.load_word2vec_format(str(path))
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize("attr,message", [
+    ({"dtype": "(536870911,)f4", "values": [1.0, 2.0]}, "expected a plain number"),
+    ({"dtype": "<f4", "values": [1.0]}, "1 values for 2 keys"),
+    ({"dtype": "<i8", "values": [[1, 2], [3, 4]]}, "one value per key"),
+    ({"dtype": "O", "values": [1, 2]}, "expected a plain number"),
+])
+def test_a_saved_attribute_must_be_one_scalar_per_key(tmp_path, attr, message):
+    from engine.errors import FormatError
+    from engine.vectors.keyedvectors import KeyedVectors
+
+    kv = KeyedVectors.from_arrays(["a", "b"], np.ones((2, 3), np.float32), [5, 4])
+    kv.save(str(tmp_path / "kv"))
+    meta = json.loads((tmp_path / "kv").read_text())
+    meta["vecattrs"]["hostile"] = attr
+    (tmp_path / "kv").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match=message):
+        KeyedVectors.load(str(tmp_path / "kv"))

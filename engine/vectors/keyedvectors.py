@@ -595,16 +595,17 @@ class KeyedVectors:
     @classmethod
     def load_word2vec_format(cls, fname, fvocab=None, binary=False, encoding="utf8",
                              unicode_errors="strict", limit=None, datatype=np.float32,
-                             no_header=False) -> "KeyedVectors":
+                             no_header=False, max_dim=w2vformat.MAX_DIM) -> "KeyedVectors":
         """Read the original word2vec format (text by default, as gensim; binary=True for
         the C tool's binary), compressed by suffix; limit: the first N vectors; no_header:
-        a text file without the 'COUNT DIMENSIONS' line (GloVe). Counts come from fvocab
+        a text file without the 'COUNT DIMENSIONS' line (GloVe); max_dim: the largest
+        dimension a header may declare (a file you trust may need more). Counts come from fvocab
         ('WORD COUNT' lines) if given, else are made up, descending. A truncated or damaged
         file is refused (FormatError / TruncatedFileError naming the line or byte offset);
         a repeated word keeps its first vector."""
         counts = w2vformat.read_counts(fvocab, unicode_errors) if fvocab is not None else None
         keys, vectors, declared = w2vformat.read_word2vec(
-            fname, binary, encoding, unicode_errors, limit, datatype, no_header)
+            fname, binary, encoding, unicode_errors, limit, datatype, no_header, max_dim)
         if counts is None:
             made_up = np.arange(declared, declared - len(keys), -1)
         else:
@@ -670,6 +671,9 @@ class KeyedVectors:
         except (ValueError, EOFError, OSError) as exc:
             raise FormatError(f"{path}: not a readable .npy file ({exc})") from None
         keys = meta["keys"]
+        if vectors.ndim != 2 or vectors.dtype.kind != "f":
+            raise FormatError(f"{path}: expected a matrix of floats, got {vectors.dtype} "
+                              f"of shape {vectors.shape}")
         if list(vectors.shape) != meta["shape"] or len(keys) != len(vectors):
             raise FormatError(f"{path}: vectors of shape {vectors.shape}, {fname} expects "
                               f"{tuple(meta['shape'])} for {len(keys)} keys")
@@ -678,9 +682,32 @@ class KeyedVectors:
         kv.key_to_index = {k: i for i, k in enumerate(keys) if k is not None}
         kv.vectors = vectors
         kv.next_index = meta["next_index"]
-        try:
-            kv.expandos = {a: np.array(v["values"], dtype=np.dtype(v["dtype"]))
-                           for a, v in meta["vecattrs"].items()}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{fname}: a damaged attribute ({exc})") from None
+        kv.expandos = {a: _attribute(fname, a, v, len(keys))
+                       for a, v in meta["vecattrs"].items()}
         return kv
+
+
+def _attribute(fname: str, name: str, saved, n_keys: int) -> np.ndarray:
+    """A saved per-key attribute (get_vecattr's): one scalar value per key, of a plain
+    numeric, boolean or string dtype; anything else is refused before it is built (a
+    subarray dtype such as '(536870911,)f4' would ask for gigabytes a value)."""
+    try:
+        dtype = np.dtype(saved["dtype"])
+        values = saved["values"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{fname}: attribute {name!r} is damaged ({exc})") from None
+    if dtype.subdtype is not None or dtype.fields is not None or dtype.kind not in "biufUb":
+        raise FormatError(f"{fname}: attribute {name!r}: dtype {dtype.str!r}, expected a "
+                          f"plain number, boolean or string")
+    if not isinstance(values, list) or len(values) != n_keys:
+        raise FormatError(f"{fname}: attribute {name!r}: "
+                          f"{len(values) if isinstance(values, list) else 'no list of'} "
+                          f"values for {n_keys} keys")
+    try:
+        out = np.array(values, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise FormatError(f"{fname}: attribute {name!r} is damaged ({exc})") from None
+    if out.shape != (n_keys,):
+        raise FormatError(f"{fname}: attribute {name!r}: one value per key expected, got "
+                          f"shape {out.shape}")
+    return out

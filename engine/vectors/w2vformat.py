@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 _COMPRESSED = {".gz": gzip, ".bz2": bz2, ".xz": lzma}
 _DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _CHUNK = 1 << 20
+MAX_LINE = 64 << 20         # a longer line is refused (a text line of 100,000 numbers is ~1.5 MB)
+MAX_DIM = 100_000           # a larger dimension in a header is refused unless the caller allows it
+MAX_WORD = 1 << 20          # a binary record's word: at most this many bytes before its space
 _WHITESPACE = re.compile(r"[ \t\n\r\x0b\x0c]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _ASCII_SPACE = b" \t\n\r\x0b\x0c"
@@ -78,8 +81,15 @@ class Reader:
     def read(self, size: int) -> bytes:
         return self._call(self._fh.read, size)
 
-    def readline(self) -> bytes:
-        return self._call(self._fh.readline)
+    def readline(self, limit: int = MAX_LINE) -> bytes:
+        """One line; a line longer than `limit` bytes is refused (a one-line file of
+        gigabytes, or a compressed one that unpacks to that, cannot exhaust memory)."""
+        line = self._call(self._fh.readline, limit + 1)
+        if len(line) > limit:
+            raise FormatError(f"{self.path}: byte offset {self.offset - len(line)}: a line "
+                              f"longer than {limit:,} bytes (not a word2vec or vocabulary "
+                              f"file?)")
+        return line
 
     def close(self) -> None:
         self._fh.close()
@@ -188,7 +198,8 @@ class _Collector:
         self.rows.append(vector)
 
 
-def _header(reader: Reader, encoding: str, binary: bool) -> tuple[int, int]:
+def _header(reader: Reader, encoding: str, binary: bool,
+            max_dim: int = MAX_DIM) -> tuple[int, int]:
     line = reader.readline()
     path = reader.path
     if not line.endswith(b"\n"):
@@ -203,40 +214,57 @@ def _header(reader: Reader, encoding: str, binary: bool) -> tuple[int, int]:
         hint = "" if binary else "; a file without one: no_header=True"
         raise FormatError(f"{path}: line 1: expected a header 'COUNT DIMENSIONS', got "
                           f"{line[:60]!r}{hint}")
-    return int(fields[0]), int(fields[1])
+    n, dim = int(fields[0]), int(fields[1])
+    if not 0 < dim <= max_dim:
+        raise FormatError(f"{path}: line 1: {dim} dimensions, expected 1 to {max_dim:,} "
+                          f"(max_dim= raises the limit for a file you trust)")
+    return n, dim
 
 
 def _read_binary(reader: Reader, rows: _Collector, n: int, dim: int, encoding: str,
                  unicode_errors: str, whole: bool) -> None:
     """n binary records 'WORD ' + dim little-endian float32; with whole (every declared
-    vector read), only whitespace may follow."""
+    vector read), only whitespace may follow. The buffer holds one record and what follows
+    it: what is consumed is dropped before more is read, and a record that needs more is
+    read up to its end at once, so no byte is copied more than twice."""
     path, vec_bytes = reader.path, 4 * dim
-    buf, start, base = b"", 0, reader.offset          # base: file offset of buf[0]
+    buf, start, base = bytearray(), 0, reader.offset     # base: file offset of buf[0]
     for i in range(n):
         while True:
             space = buf.find(b" ", start)
             if space >= 0 and len(buf) - space - 1 >= vec_bytes:
                 break
-            more = reader.read(_CHUNK)
+            if space < 0 and len(buf) - start > MAX_WORD:
+                raise FormatError(f"{path}: byte offset {base + start}: no space in "
+                                  f"{MAX_WORD:,} bytes where a word should end (not a "
+                                  f"word2vec binary file?)")
+            need = space + 1 + vec_bytes - len(buf) if space >= 0 else 0
+            if start:                                # drop what was consumed
+                del buf[:start]
+                base, start = base + start, 0
+            more = reader.read(max(_CHUNK, need))
             if not more:
                 raise TruncatedFileError(
                     f"{path}: byte offset {base + len(buf)}: the file ends after {i} of the "
                     f"{n} vectors its header declares (truncated?)")
-            buf, base, start = buf[start:] + more, base + start, 0
+            buf += more
         where = f"byte offset {base + start}"
         try:
             word = buf[start:space].decode(encoding, unicode_errors).lstrip("\n")
         except UnicodeDecodeError as exc:
             raise FormatError(f"{path}: byte offset {base + start + exc.start}: a word that "
                               f"is not valid {encoding} ({exc.reason})") from None
-        first = buf[space + 1:space + 1 + vec_bytes]
-        if i == 0 and first and not first.strip(_TEXT_BYTES):
-            raise FormatError(f"{path}: {where}: the first vector's bytes are digits and "
-                              f"spaces: a text file? binary=False")
-        rows.add(word, np.frombuffer(buf, "<f4", dim, space + 1), where)
+        if i == 0:
+            first = bytes(buf[space + 1:space + 1 + vec_bytes])
+            if first and not first.strip(_TEXT_BYTES):
+                raise FormatError(f"{path}: {where}: the first vector's bytes are digits "
+                                  f"and spaces: a text file? binary=False")
+        vector = np.frombuffer(buf, "<f4", dim, space + 1)
+        rows.add(word, vector, where)                # copied into the matrix
+        del vector                                   # (a view would pin the buffer's size)
         start = space + 1 + vec_bytes
     if whole:
-        _only_whitespace_left(reader, buf[start:], base + start, n)
+        _only_whitespace_left(reader, bytes(buf[start:]), base + start, n)
 
 
 def _only_whitespace_left(reader: Reader, rest: bytes, offset: int, n: int) -> None:
@@ -335,7 +363,7 @@ def _count_text(path: str, limit: int | None, encoding: str,
 
 def read_word2vec(path: str, binary: bool = False, encoding: str = "utf8",
                   unicode_errors: str = "strict", limit: int | None = None,
-                  datatype=np.float32, no_header: bool = False
+                  datatype=np.float32, no_header: bool = False, max_dim: int = MAX_DIM
                   ) -> tuple[list[str], np.ndarray, int]:
     """(keys, vectors, declared count after limit) of a word2vec file; see the module
     docstring for what is refused."""
@@ -346,7 +374,7 @@ def read_word2vec(path: str, binary: bool = False, encoding: str = "utf8",
         n, dim = _count_text(path, limit, encoding, unicode_errors)
     with Reader(path) as reader:
         if not no_header:
-            n, dim = _header(reader, encoding, binary)
+            n, dim = _header(reader, encoding, binary, max_dim)
         declared = n
         if limit:
             n = min(n, limit)
