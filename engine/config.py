@@ -43,6 +43,11 @@ class AutoInt:
     """The kind of a field that takes "auto" or an integer in its bounds."""
 
 
+class TimeOrWords:
+    """The kind of a field that takes a time ("10m") or a word count, as a string or an
+    integer (kept as its string; engine.word2vec.checkpoint.parse_every reads it)."""
+
+
 def _spec(kind: type, lo: float | None = None, hi: float | None = None,
           choices: tuple | None = None, lo_open: bool = False) -> dict:
     return {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open}
@@ -142,7 +147,7 @@ class OutputConfig:
     progress_seconds: float = _f(5.0, float, 0.0, 86400.0, lo_open=True)
     # a checkpoint (OUT/checkpoints) every so long ("10m", "90s", "2h") or every so many
     # trained words ("5000000"); "" = none. `engine run JOB --resume` continues from it.
-    checkpoint_every: str = _f("", str)
+    checkpoint_every: str = _f("", TimeOrWords)
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,8 @@ class ClusterConfig:
     nodes: list = _f([], list)                      # ["host:port", ...]
     nameserver: str = _f("", str)                   # "host[:port]", or "auto" (broadcast)
     key_file: str = _f("", str)                     # else $ENGINE_CLUSTER_KEY
-    round_words: int = _f(200_000, int, 1, INT64_MAX)  # words a node trains between exchanges
+    # words a node trains between exchanges (at most what a node accepts: 2**50)
+    round_words: int = _f(200_000, int, 1, 1 << 50)
     # Exchanges carry the rows of frequent words (hot: the `hot_rows` most frequent words'
     # syn0/syn1neg rows and as many top Huffman nodes; 0 = the words a node meets about twice
     # or more per round); all rows travel every `cold_every` exchanges.
@@ -234,7 +240,8 @@ def _describe(chk: dict) -> str:
     if choices:
         return "one of " + ", ".join(repr(c) for c in choices)
     name = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            list: "a list of strings", AutoInt: "\"auto\" or an integer"}[kind]
+            list: "a list of strings", AutoInt: "\"auto\" or an integer",
+            TimeOrWords: "a time such as \"10m\" or a word count"}[kind]
     if lo is not None and hi is not None:
         top = "2**63 - 1" if hi == INT64_MAX else hi
         return f"{name} in {'(' if chk['lo_open'] else '['}{lo}, {top}]"
@@ -284,6 +291,10 @@ def check_value(where: str, value: Any, chk: dict) -> Any:
             except OverflowError:               # an integer beyond any float
                 ok = False
             ok = ok and math.isfinite(value)
+    elif kind is TimeOrWords:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        ok = isinstance(value, str)
     elif kind is list:
         if isinstance(value, str):
             value = [value]

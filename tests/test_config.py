@@ -48,3 +48,32 @@ def test_bad_override():
         parse_override("window=3")
     with pytest.raises(ConfigError, match="missing.toml: job file not found"):
         load_job("missing.toml")
+
+
+def test_checkpoint_every_takes_a_word_count_written_as_an_integer(tmp_path):
+    from engine.word2vec.checkpoint import parse_every
+
+    job = tmp_path / "job.toml"
+    job.write_text("[output]\ncheckpoint_every = 1000000\n")
+    cfg = load_job(str(job))
+    assert cfg.output.checkpoint_every == "1000000"
+    assert parse_every(cfg.output.checkpoint_every) == ("words", 1_000_000)
+    assert load_job(str(job), ["output.checkpoint_every=5000"]).output.checkpoint_every == "5000"
+    assert load_job(str(job), ["output.checkpoint_every=10m"]).output.checkpoint_every == "10m"
+    with pytest.raises(ConfigError, match=r"checkpoint_every: expected a time such as "
+                                          r"\"10m\" or a word count, got True"):
+        load_job(str(job), ["output.checkpoint_every=true"])
+
+
+def test_every_valid_cluster_setting_is_one_a_node_accepts():
+    """The dispatcher sends timeout_seconds + round_seconds + 30 and round_words: at the
+    configuration's largest values, a node must still take the job."""
+    from engine.cluster.protocol import MAX_JOB_TIMEOUT, MAX_ROUND_WORDS
+    from engine.config import ClusterConfig, make_section
+
+    top = make_section(ClusterConfig, {"timeout_seconds": 86400.0, "round_seconds": 600.0,
+                                       "round_words": 2**50}, "[cluster]")
+    assert top.timeout_seconds + top.round_seconds + 30 <= MAX_JOB_TIMEOUT
+    assert top.round_words <= MAX_ROUND_WORDS
+    with pytest.raises(ConfigError, match="round_words"):
+        make_section(ClusterConfig, {"round_words": 2**50 + 1}, "[cluster]")

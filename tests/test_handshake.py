@@ -68,8 +68,8 @@ class FakeServer:
                     reply = Pyro4.message.Message(self.reply_type, self.payload,
                                                   self.serializer_id, 0, msg.seq,
                                                   hmac_key=self.key)
-                    csock.sendall(reply.to_bytes())
-                    self.answered += 1
+                    self.answered += 1          # before the send: the caller may raise
+                    csock.sendall(reply.to_bytes())   # as soon as the reply reaches it
                 except (OSError, Pyro4.errors.PyroError):
                     pass
 

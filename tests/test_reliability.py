@@ -178,26 +178,35 @@ def test_a_run_killed_whole_resumes_from_its_checkpoint(tmp_path, planted_file):
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     ckpts = tmp_path / "out" / "checkpoints"
     deadline = time.monotonic() + 120
-    while not glob.glob(str(ckpts / "ckpt-*" / "progress.json")):
-        assert proc.poll() is None, "the run ended before its first checkpoint"
+    while len(glob.glob(str(ckpts / "ckpt-*" / "progress.json"))) < 2:
+        assert proc.poll() is None, "the run ended before its second checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out" / "report.json").exists(), "the run finished before the kill"
+    older, newest = sorted(glob.glob(str(ckpts / "ckpt-[0-9]*")),
+                           key=lambda p: int(p.rsplit("-", 1)[1]))[-2:]
+    # the newest is damaged (a bit flipped in its weights): --resume takes the older one
+    weights = sorted(glob.glob(os.path.join(newest, "model", "*.npy")))[0]
+    with open(weights, "r+b") as fh:
+        fh.seek(-8, os.SEEK_END)
+        byte = fh.read(1)
+        fh.seek(-8, os.SEEK_END)
+        fh.write(bytes([byte[0] ^ 0x10]))
     # from Python: a checkpoint's model loads and trains on
     from engine import Word2Vec
 
-    newest = max(glob.glob(str(ckpts / "ckpt-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
-    m = Word2Vec.load(os.path.join(newest, "model"), workers=1)
+    m = Word2Vec.load(os.path.join(older, "model"), workers=1)
     assert m.train(corpus_file=corpus, epochs=1)[1] == m.corpus_total_words
 
     r = subprocess.run(cmd + ["run", str(job), "--resume"], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert f"checkpoint skipped, {newest}" in r.stderr and f"the older {older}" in r.stderr
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     res = rep["resumed"]
+    assert res["from"] == older and len(res["skipped"]) == 1 and newest in res["skipped"][0]
     assert res["words_done_before"] > 0 and res["tasks_done_before"] > 0
     planned = 60 * rep["corpus_words"]
     assert rep["trained_words_total"] == planned                  # every task trained once
@@ -254,3 +263,66 @@ def test_checkpoint_every_is_checked(tmp_path):
     for bad in ("ten minutes", "-5", "0", "5x"):
         with pytest.raises(ConfigError, match="checkpoint_every"):
             parse_every(bad)
+
+
+def _checkpointer(tmp_path, folder):
+    from engine.word2vec.checkpoint import Checkpointer, job_identity, parse_every
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b\n" * 5)
+    state = ModelState(ModelConfig(min_count=1, vector_size=4),
+                       build_vocab_iterable([["a", "b"]] * 5, min_count=1))
+    cp = Checkpointer(str(folder), parse_every("1"), state, {"chunks": 1},
+                      job_identity(state.config, 1000, [str(corpus)]))
+    weights = {k: getattr(state, k) for k in ("syn0", "syn1neg", "syn1")}
+    return cp, weights
+
+
+def test_progress_is_sealed_and_a_damaged_one_falls_back_to_the_older(tmp_path):
+    import json
+
+    from engine.word2vec.checkpoint import resume_point
+    from engine.word2vec.state import ModelState as State
+
+    folder = tmp_path / "checkpoints"
+    cp, weights = _checkpointer(tmp_path, folder)
+    for words in (10, 20):
+        cp.save(weights, {0}, words, 0.0)
+        cp.close()
+    newest = folder / "ckpt-000002" / "progress.json"
+    progress = json.loads(newest.read_text())
+    assert progress["checksum"]
+    path, got, state, skipped = resume_point(str(folder), State.load)
+    assert path.endswith("ckpt-000002") and got["words_done"] == 20 and not skipped
+    newest.write_text(json.dumps(dict(progress, words_done=999)))      # edited
+    path, got, state, skipped = resume_point(str(folder), State.load)
+    assert path.endswith("ckpt-000001") and got["words_done"] == 10
+    assert len(skipped) == 1 and "checksum" in skipped[0]
+    (folder / "ckpt-000001" / "progress.json").write_text("{")             # both damaged
+    with pytest.raises(EngineError, match="no checkpoint to resume from.*checksum"):
+        resume_point(str(folder), State.load)
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_training(tmp_path, monkeypatch,
+                                                                     caplog):
+    from engine.word2vec import state as state_module
+
+    folder = tmp_path / "checkpoints"
+    cp, weights = _checkpointer(tmp_path, folder)
+    real = state_module.ModelState.save
+    calls = []
+
+    def full_disk_once(self, path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(self, path)
+
+    monkeypatch.setattr(state_module.ModelState, "save", full_disk_once)
+    cp.save(weights, {0}, 10, 0.0)                  # fails in the background
+    cp.close()
+    cp.save(weights, {0, 1}, 20, 0.0)               # no error raised: the next one is tried
+    cp.close()
+    assert "No space left" in cp.written[0]["failed"] and "failed" not in cp.written[1]
+    assert [p.name for p in sorted(folder.glob("ckpt-*"))] == ["ckpt-000002"]
+    assert "training goes on" in caplog.text

@@ -22,7 +22,14 @@ from ..documents.blocks import BlockCache
 from ..documents.lsi import SvdSettings, decompose_part
 from ..documents.svd import Decomposition
 from .jobs import CallGuard
-from .protocol import check_int as _int, check_num as _num, pack_array, row_pieces, unpack_array
+from .protocol import (
+    MAX_JOB_TIMEOUT,
+    check_int as _int,
+    check_num as _num,
+    pack_array,
+    row_pieces,
+    unpack_array,
+)
 
 log = logging.getLogger("engine")
 
@@ -60,7 +67,7 @@ class LsiNodeJob(CallGuard):
             extra_samples=_int(s["extra_samples"], 0, 100_000, "extra_samples"),
             dtype=dtype, seed=_int(s["seed"], 0, (1 << 63) - 1, "seed"),
             method="stochastic")
-        self.timeout = _num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds")
+        self.timeout = _num(spec["timeout_seconds"], 0.5, MAX_JOB_TIMEOUT, "timeout_seconds")
         self.workers = min(workers, _int(spec.get("workers") or workers, 1, 4096, "workers"))
         self.cache = BlockCache()
         self.shares: dict[int, _Share] = {}

@@ -1,12 +1,12 @@
 """A word2vec job on one node of the cluster (NodeJob; engine.cluster.service serves it).
 
-A dispatcher opens the job (settings, table and weight shapes), uploads the sampling tables and the current weights (straight into
-shared memory), then calls `exchange` again and again: each call brings tasks (and the
-id-stream chunks this node has not cached yet), and returns the tasks finished since the
-last call with the weights' delta (rows changed since then). A LocalSession trains the
-queued tasks continuously in the background, so the node keeps training while deltas and
-merged rows are in flight. Merged rows from the dispatcher (`push_rows`) are rebased onto
-the live weights: the node's own unsent changes are kept.
+A dispatcher opens the job (settings, table and weight shapes), uploads the sampling tables
+and the current weights (straight into shared memory), then calls `exchange` again and
+again: each call brings tasks (and the id-stream chunks this node has not cached yet), and
+returns the tasks finished since the last call with the weights' delta (rows changed since
+then). A LocalSession trains the queued tasks continuously in the background, so the node
+keeps training while deltas and merged rows are in flight. Merged rows from the dispatcher
+(`push_rows`) are rebased onto the live weights: the node's own unsent changes are kept.
 
 When merging is spread over the nodes, the job also owns shards of the rows (their merge
 point) and syncs its delta with the other shards' owners. Every argument is checked

@@ -22,6 +22,10 @@ from ..word2vec.schedule import KernelSettings, Task
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
                                 # a few times on its way: keep them small)
 MAX_DIM = 100_000
+# a job's silence limit as the dispatcher sends it: [cluster] timeout_seconds + round_seconds
+# + 30 at their largest (config.py), so that no valid job is refused by its nodes
+MAX_JOB_TIMEOUT = 86_400 + 600 + 30
+MAX_ROUND_WORDS = 1 << 50       # [cluster] round_words at its largest
 WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLE_DTYPES = {"keep": "<u4", "noise": "<u8", "codes": "|u1", "points": "<i4",
                 "code_lens": "<i4"}
@@ -187,7 +191,8 @@ def decode_job_spec(spec) -> JobSpec:
         vocab=check_int(spec["vocab"], 1, (1 << 31) - 1, "vocab"), settings=settings,
         products=products,
         max_chunk_ids=check_int(spec["max_chunk_ids"], 1, 1 << 28, "max_chunk_ids"),
-        timeout_seconds=check_num(spec["timeout_seconds"], 0.5, 86400, "timeout_seconds"),
+        timeout_seconds=check_num(spec["timeout_seconds"], 0.5, MAX_JOB_TIMEOUT,
+                                  "timeout_seconds"),
         peer_timeout=check_num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout"),
         workers=check_int(spec.get("workers") or 0, 0, 4096, "workers"),
         hot_rows=check_int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows"),
@@ -231,8 +236,9 @@ def decode_local_hot(spec, vocab: int) -> tuple[dict, int] | None:
 
 
 def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
-    """The rows of a matrix exchanged every round (both sides agree on them): the most frequent words (the vocabulary is sorted by count)
-    of syn0/syn1neg, the top of the Huffman tree (its last rows) of syn1."""
+    """The rows of a matrix exchanged every round (both sides agree on them): the most
+    frequent words (the vocabulary is sorted by count) of syn0/syn1neg, the top of the
+    Huffman tree (its last rows) of syn1."""
     hot = min(hot, rows)
     return (rows - hot, rows) if name == "syn1" else (0, hot)
 

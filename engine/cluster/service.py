@@ -17,7 +17,7 @@ from ..runtime.shm import sweep_orphans
 from . import transport
 from .lsi_node import LsiNodeJob
 from .node import NodeJob, sweep_scratch
-from .protocol import check_int as _int, check_name, check_num as _num
+from .protocol import MAX_ROUND_WORDS, check_int as _int, check_name, check_num as _num
 from .transport import expose
 
 log = logging.getLogger("engine")
@@ -142,7 +142,7 @@ class WorkerService:
         with self._using(job_id) as job:
             job.add_chunks(chunks)
             job.add_tasks(tasks)
-            job.wait_round(_int(round_words, 0, 1 << 50, "round_words"),
+            job.wait_round(_int(round_words, 0, MAX_ROUND_WORDS, "round_words"),
                            _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
             if job.stop.is_set():
                 raise ValueError(f"job {job_id} was closed")

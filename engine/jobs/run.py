@@ -19,9 +19,9 @@ from ..runtime.memory import PeakMemory, self_peak_rss_mb
 from ..word2vec.checkpoint import (
     Checkpointer,
     job_identity,
-    latest as latest_checkpoint,
     parse_every,
     refuse_other_job,
+    resume_point,
 )
 from ..word2vec.prepare import prepare_corpus
 from ..word2vec.state import ModelState
@@ -89,7 +89,8 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     identity = job_identity(m, e.chunk_words, source.files)
     resume_from = None
     if resume:
-        resume_from = latest_checkpoint(ckpt_dir)
+        # the newest checkpoint that reads back whole (a damaged one is skipped, logged)
+        resume_from = resume_point(ckpt_dir, ModelState.load)
         refuse_other_job(resume_from[1], identity, resume_from[0])
     # the training processes start now and wait while the corpus is counted and encoded
     local_procs = e.processes if e.processes > 1 and not job.cluster.enabled else 0
@@ -176,19 +177,19 @@ def _check_job(job: JobConfig) -> int:
 
 def _prepare(job: JobConfig, source, folder: str, resume_from):
     """(state, stream, times, resumed): a new model's vocabulary and id stream from the
-    corpus, or the checkpoint's model (`resume_from`: its path and progress) with the
+    corpus, or the checkpoint's model (`resume_from`: resume_point's) with the
     corpus encoded in its vocabulary; `resumed` says what was done before (None: new)."""
     m, e = job.model, job.engine
     resumed = None
     if resume_from is not None:
-        ckpt_path, progress = resume_from
-        state = ModelState.load(os.path.join(ckpt_path, "model"))
+        ckpt_path, progress, state, skipped = resume_from
         stream, times = stream_for(source, state.vocab, folder, e, reuse=bool(e.cache_dir))
         if len(stream.chunks) != progress["plan"]["chunks"]:
             raise EngineError(f"{ckpt_path}: the corpus now cuts into {len(stream.chunks)} "
                               f"chunks, the checkpoint's plan has "
                               f"{progress['plan']['chunks']}")
-        resumed = {"from": ckpt_path, "words_done_before": int(progress["words_done"]),
+        resumed = {"from": ckpt_path, "skipped": skipped,
+                   "words_done_before": int(progress["words_done"]),
                    "tasks_done_before": len(progress["done_tasks"]),
                    "skip": progress["done_tasks"],
                    "retrained_words": retrained_words(stream,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from ..runtime.atomic import atomic_dir
 
 log = logging.getLogger("engine")
 
-FORMAT = 1
+FORMAT = 2          # 2: progress.json sealed with its checksum (1: unsealed, still read)
 KEEP = 2
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|)\s*$")
 
@@ -72,7 +73,6 @@ class Checkpointer:
         self.last_time = time.monotonic()
         self.last_words = 0
         self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
         self.written: list[dict] = []
         os.makedirs(folder, exist_ok=True)
         for stale in glob.glob(os.path.join(folder, ".ckpt-*.tmp*")):   # a crash mid-write
@@ -88,9 +88,9 @@ class Checkpointer:
 
     def save(self, weights: dict, done: set, words: int, copy_seconds: float,
              running: set = frozenset()) -> None:
-        """Write a checkpoint of these (already copied) weights in a background thread."""
-        if self.error is not None:
-            raise EngineError(f"{self.folder}: writing a checkpoint failed ({self.error})")
+        """Write a checkpoint of these (already copied) weights in a background thread. One
+        that cannot be written (a full disk, say) is logged and recorded, and training goes
+        on: the older checkpoints stay, and the next one is tried when it is due."""
         self.last_time, self.last_words = time.monotonic(), words
         self.seq += 1
         record = {"seq": self.seq, "words": words, "copy_ms": round(1000 * copy_seconds, 1)}
@@ -112,19 +112,20 @@ class Checkpointer:
             with atomic_dir(path) as tmp:
                 snap.save(os.path.join(tmp, "model"))
                 with open(os.path.join(tmp, "progress.json"), "w") as fh:
-                    json.dump({"format": FORMAT, "plan": self.plan, "job": self.job,
-                               "done_tasks": done, "running_tasks": running,
-                               "words_done": self.words_before + words,
-                               "written_at": time.time()}, fh)
+                    json.dump(seal({"format": FORMAT, "plan": self.plan, "job": self.job,
+                                    "done_tasks": done, "running_tasks": running,
+                                    "words_done": self.words_before + words,
+                                    "written_at": time.time()}), fh)
             for old in _complete(self.folder)[:-KEEP]:
                 shutil.rmtree(old, ignore_errors=True)
             record["write_seconds"] = round(time.perf_counter() - t0, 3)
             record["path"] = path
             log.info("checkpoint %s: %d words done (copy %.0f ms, written in %.1f s)", path,
                      self.words_before + words, record["copy_ms"], record["write_seconds"])
-        except BaseException as exc:             # noqa: BLE001 (reported at the next one)
-            self.error = exc
-            log.warning("checkpoint not written: %s", exc)
+        except BaseException as exc:             # noqa: BLE001 (recorded; training goes on)
+            record["failed"] = f"{type(exc).__name__}: {exc}"
+            log.warning("checkpoint %d not written (%s); training goes on, the older "
+                        "checkpoints are kept", self.seq, exc)
 
     def close(self) -> None:
         """Let a checkpoint being written finish (a run that ends keeps it whole)."""
@@ -142,18 +143,46 @@ def _complete(folder: str) -> list[str]:
     return sorted(found, key=_seq)
 
 
-def latest(folder: str) -> tuple[str, dict]:
-    """The newest checkpoint that reads back, with its progress; EngineError if none."""
+def _digest(progress: dict) -> str:
+    body = {k: v for k, v in progress.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def seal(progress: dict) -> dict:
+    """progress.json's content with its checksum (of everything else in it)."""
+    return dict(progress, checksum=_digest(progress))
+
+
+def read_progress(path: str) -> dict:
+    """A checkpoint's progress.json, checked: its format, and its checksum when sealed."""
+    with open(os.path.join(path, "progress.json")) as fh:
+        progress = json.load(fh)
+    if not isinstance(progress, dict):
+        raise ValueError("progress.json is not an object")
+    if progress.get("format") not in (1, FORMAT):
+        raise ValueError(f"format {progress.get('format')!r}")
+    if progress["format"] >= 2 and progress.get("checksum") != _digest(progress):
+        raise ValueError("progress.json does not match its checksum (damaged or edited)")
+    return progress
+
+
+def resume_point(folder: str, load=None) -> tuple[str, dict, object, list[str]]:
+    """The newest checkpoint that reads back whole, newest first: its progress checked and,
+    with `load`, its model loaded by load(path/model) (which checks the files' checksums).
+    Returns (path, progress, what load returned or None, [why each newer one was
+    skipped]); EngineError if none is whole."""
     bad = []
     for path in reversed(_complete(folder)):
         try:
-            with open(os.path.join(path, "progress.json")) as fh:
-                progress = json.load(fh)
-            if progress.get("format") != FORMAT:
-                raise ValueError(f"format {progress.get('format')!r}")
-            return path, progress
-        except (OSError, ValueError) as exc:
+            progress = read_progress(path)
+            loaded = load(os.path.join(path, "model")) if load is not None else None
+        except (OSError, ValueError, KeyError, EngineError) as exc:
             bad.append(f"{path}: {exc}")
+            continue
+        for why in bad:
+            log.warning("checkpoint skipped, %s; resuming from the older %s", why, path)
+        return path, progress, loaded, bad
     raise EngineError(f"{folder}: no checkpoint to resume from" +
                       (f" ({'; '.join(bad)})" if bad else ""))
 
