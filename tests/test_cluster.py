@@ -248,7 +248,9 @@ def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, mer
     stats = _train(remote, stream, cluster)
     _exact(stats, stream, 3)
     assert stats.cluster["merge_at"] == merge_at
-    assert stats.cluster["exchanges"] >= 6
+    # cold (0 and 3) and hot (1 and 2) exchanges at least; how many more depends on how
+    # fast the node trains between them (fewer on a loaded machine)
+    assert stats.cluster["exchanges"] >= 4
     for name in ("syn0", "syn1neg"):
         a, b = getattr(local, name), getattr(remote, name)
         assert np.abs(a - b).max() < 1e-5, name
