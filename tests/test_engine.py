@@ -10,17 +10,17 @@ import time
 import numpy as np
 import psutil
 import pytest
-
-from engine.runtime.procs import engine_command
-from engine.errors import WorkerError
-from engine.word2vec.idstream import ChunkReader
-from engine.local.engine import LocalEngine
-from engine.local.workers import Standby
-from engine.local.sources import plan_tasks
-from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
 from conftest import segments_of
-from engine.word2vec.state import ModelState
+
 from engine.config import ModelConfig
+from engine.errors import WorkerError
+from engine.local.engine import LocalEngine
+from engine.local.sources import plan_tasks
+from engine.local.workers import Standby
+from engine.runtime.procs import engine_command
+from engine.word2vec.idstream import ChunkReader
+from engine.word2vec.prepare import build_vocab_iterable, encode_iterable
+from engine.word2vec.state import ModelState
 
 
 def _segments(*pids):
@@ -350,8 +350,8 @@ def test_an_error_sent_just_before_exit_reaches_the_user(tmp_path, planted):
 
 
 def test_a_trainer_that_fails_to_build_shows_its_own_error(tmp_path, planted):
-    from engine.local.sources import ListSource
     from engine.local.session import LocalSession
+    from engine.local.sources import ListSource
     from engine.word2vec.schedule import KernelSettings
 
     state, stream, tasks = _setup(tmp_path, planted)
@@ -493,8 +493,13 @@ def test_hot_rows_take_every_row_a_process_draws_often_between_merges():
     """Past the share rule: a row one process draws HOT_TOUCHES times or more between two
     merges is hot too (a small vocabulary's every row), and the rows after the busy ones are
     left shared; where the share rule covers more, its choice stands."""
-    from engine.local.hotrows import (HOT_TOUCHES, SYNC_WORDS, hot_draw_shares, row_draws,
-                                      size_hot_rows)
+    from engine.local.hotrows import (
+        HOT_TOUCHES,
+        SYNC_WORDS,
+        hot_draw_shares,
+        row_draws,
+        size_hot_rows,
+    )
 
     assert row_draws(1, 5, 1, 5) == 7 and row_draws(0, 5, 1, 5) == 12     # SG 2, CBOW 1 + 6
     assert row_draws(0, 5, 0, 0) == 11 and row_draws(1, 3, 1, 0) == 2
@@ -601,7 +606,12 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
     (products "auto"), or wherever it loads (products "blas"); else the loops, logged."""
     import logging
 
-    import engine.cluster.node as node
+    from engine.cluster.protocol import decode_settings
+    from engine.local.kernel import settle_products
+
+    def node_settings(spec, job, dim, vocab):      # as a node settles a job's settings
+        return settle_products(*decode_settings(spec), dim, vocab, f"job {job} products",
+                               strict=False)
 
     monkeypatch.setattr("engine.local.kernel.blas_products", lambda: lib)
     asked = []
@@ -610,14 +620,14 @@ def test_a_cluster_node_takes_blas_products_where_they_measure_faster_there(
     spec = {"sg": 1, "hs": 0, "negative": 5, "window": 5, "cbow_mean": 1, "batched": 1,
             "blas": 1, "products": products}
     with caplog.at_level(logging.INFO, logger="engine"):
-        assert node._job_settings(spec, "j1", 100, 5000).blas == want
+        assert node_settings(spec, "j1", 100, 5000).blas == want
     assert ("run in loops" in caplog.text or "products: loops" in caplog.text) == (not want)
     assert asked == ([(100, 5000)] if lib and products == "auto" else [])   # the job's shape
-    assert node._job_settings(dict(spec, blas=0), "j1", 100, 5000).blas == 0
+    assert node_settings(dict(spec, blas=0), "j1", 100, 5000).blas == 0
     for bad in (dict(spec, batched=0), dict(spec, sg=0), dict(spec, blas=2),
                 dict(spec, products="fast")):
         with pytest.raises(ValueError, match="blas|products"):
-            node._job_settings(bad, "j1", 100, 5000)
+            node_settings(bad, "j1", 100, 5000)
 
 
 def test_a_cluster_job_leaves_products_auto_to_its_nodes(monkeypatch):
@@ -656,7 +666,7 @@ def test_measure_products_times_both_ways_once(monkeypatch):
     assert [(m.blas, m.batched, m.sg) for m in made] == [(0, 1, 1), (1, 1, 1)]
     assert len(rates) == 2 and all(np.isfinite(r) and r > 1e4 for r in rates)
     assert local.measure_products(settings, 24, 300, words=3000) is rates
-    import dataclasses                      # the chosen settings (blas set) find the same
+    import dataclasses  # the chosen settings (blas set) find the same
     assert local.measure_products(dataclasses.replace(settings, batched=1, blas=1), 24, 300,
                                   words=3000) is rates     # rates: what report.json records
     assert len(made) == 2
@@ -714,9 +724,9 @@ def test_hot_rows_a_chunk_is_in_the_shared_weights_when_it_is_reported(tmp_path,
     # shared weights hold each reported chunk's updates (a report sent before, or after a
     # merge of the first tiers only, would find rows it trained untouched); one process
     # trains in order, so the end result is the direct training's, up to rounding
-    from engine.local.sources import ListSource
-    from engine.local.session import LocalSession
     from engine.local.kernel import make_trainer
+    from engine.local.session import LocalSession
+    from engine.local.sources import ListSource
 
     state, stream, tasks = _setup(tmp_path, planted, epochs=1)
     arrays, settings = state.kernel_arrays(), state.kernel_settings

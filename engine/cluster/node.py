@@ -46,7 +46,6 @@ from .protocol import (
     decode_job_spec,
     decode_local_hot,
     decode_rows,
-    decode_settings,
     decode_task,
     encode_done,
     encode_piece,
@@ -77,15 +76,6 @@ def _local_hot(spec, processes: int, vocab: int, dim: int,
     if hot is None:
         return 0, 1024, 0
     return choose_hot_rows(hot[0], processes, vocab, dim, hot[1], settings)
-
-
-def _job_settings(s: dict, job, vector_size: int, vocab_words: int) -> KernelSettings:
-    """The job's kernel settings as sent (checked), with batched skip-gram's products
-    settled for this node (settle_products: BLAS only where it loads and, for "auto",
-    measures faster than the loops here)."""
-    settings, products = decode_settings(s)
-    return settle_products(settings, products, vector_size, vocab_words,
-                           f"job {job} products", strict=False)
 
 
 class NodeJob(CallGuard):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..local.hotrows import HOT_MAX
+from ..local.kernel import PRODUCTS, WEIGHTS
 from ..word2vec.schedule import KernelSettings, Task
 
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
@@ -26,10 +27,8 @@ MAX_DIM = 100_000
 # + 30 at their largest (config.py), so that no valid job is refused by its nodes
 MAX_JOB_TIMEOUT = 86_400 + 600 + 30
 MAX_ROUND_WORDS = 1 << 50       # [cluster] round_words at its largest
-WEIGHTS = ("syn0", "syn1neg", "syn1")
 TABLE_DTYPES = {"keep": "<u4", "noise": "<u8", "codes": "|u1", "points": "<i4",
                 "code_lens": "<i4"}
-PRODUCTS = ("auto", "blas", "loops")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 
 
