@@ -177,17 +177,20 @@ class ClusterConfig:
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
     queue_seconds: float = _f(2.0, float, 0.0, 3600.0)  # work a node holds ahead (its rate)
-    merge: str = _f("sum", str, choices=("sum", "average"))
+    # "auto": hot rows averaged over the nodes, the others summed (see merge_scale)
+    merge: str = _f("sum", str, choices=("sum", "average", "auto"))
     # where deltas are merged: at the dispatcher (its link carries every node's traffic),
     # at the nodes (each owns a shard of the rows; every link carries about two deltas per
     # round whatever the node count), or "auto": at the nodes from 3 nodes on
     merge_at: str = _f("auto", str, choices=("auto", "dispatcher", "nodes"))
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
-    # a node's delta: rows whose change is under this fraction of their norm wait (their
-    # change stays for a later delta; 0 = every changed row goes), values as float32 or
-    # float16 (the rounding stays on the node and goes with a later delta)
+    # a node's delta: with a threshold, any row whose change reaches this fraction of its
+    # norm goes at every exchange and the others wait (their change stays for a later
+    # delta); 0 = hot rows every exchange, every changed row on cold ones. Rows travel as
+    # int8 with a scale per row (a node's rounding stays on it and goes with a later delta;
+    # the last flush is float32), float16 (deltas only) or float32
     delta_threshold: float = _f(0.0, float, 0.0, 10.0)
-    delta_dtype: str = _f("float32", str, choices=("float32", "float16"))
+    delta_dtype: str = _f("int8", str, choices=("float32", "float16", "int8"))
 
     @property
     def enabled(self) -> bool:

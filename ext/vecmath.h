@@ -742,4 +742,68 @@ static int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t pati
     return rounds;
 }
 
+/* ---- the cluster's exchange: rows as int8 times a per-row scale (largest magnitude / 127) */
+
+/* The largest |x[j]|. */
+static EW_CLONES float ew_absmax(int dim, const float *EW_RESTRICT x) {
+    float m = 0.0f;
+    for (int j = 0; j < dim; j++) {
+        float a = x[j] < 0.0f ? -x[j] : x[j];
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+/* q = x * 127 / m rounded to nearest (|x| <= m); returns the scale m / 127. Adding and
+ * taking away 1.5 * 2**23 rounds a float of magnitude below 2**22 to an integer. */
+static EW_CLONES float ew_to_int8(int dim, const float *EW_RESTRICT x, float m,
+                                  int8_t *EW_RESTRICT q) {
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f, magic = 12582912.0f;
+    for (int j = 0; j < dim; j++)
+        q[j] = (int8_t)(int32_t)((x[j] * inv + magic) - magic);
+    return m / 127.0f;
+}
+
+/* One row's delta (live - snap) as int8 (buf: dim floats of scratch); snap += what is
+ * sent, so the rounding stays in live - snap. Returns the scale. */
+static EW_CLONES float ew_quantize_delta(int dim, const float *EW_RESTRICT live,
+                                         float *EW_RESTRICT snap, int8_t *EW_RESTRICT q,
+                                         float *EW_RESTRICT buf) {
+    for (int j = 0; j < dim; j++)        /* one read of live: what it is now */
+        buf[j] = live[j] - snap[j];
+    float s = ew_to_int8(dim, buf, ew_absmax(dim, buf), q);
+    for (int j = 0; j < dim; j++)
+        snap[j] += s * (float)q[j];
+    return s;
+}
+
+/* y += s * q */
+static EW_CLONES void ew_add_int8(int dim, float s, const int8_t *EW_RESTRICT q,
+                                  float *EW_RESTRICT y) {
+    for (int j = 0; j < dim; j++)
+        y[j] += s * (float)q[j];
+}
+
+/* Merged values v = s * q arrive: live += v - snap; snap = v. */
+static EW_CLONES void ew_rebase_int8(int dim, float s, const int8_t *EW_RESTRICT q,
+                                     float *EW_RESTRICT live, float *EW_RESTRICT snap) {
+    for (int j = 0; j < dim; j++) {
+        float v = s * (float)q[j];
+        live[j] += v - snap[j];
+        snap[j] = v;
+    }
+}
+
+/* |live - snap|^2 >= t2 * |snap|^2 and nonzero */
+static EW_CLONES int ew_row_moved(int dim, const float *EW_RESTRICT live,
+                                  const float *EW_RESTRICT snap, float t2) {
+    float c = 0.0f, n = 0.0f;
+    for (int j = 0; j < dim; j++) {
+        float d = live[j] - snap[j];
+        c += d * d;
+        n += snap[j] * snap[j];
+    }
+    return c > 0.0f && c >= t2 * n;
+}
+
 #endif

@@ -35,7 +35,7 @@ from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import RowMaster
+from .merge import RowMaster, merge_scale
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
@@ -51,6 +51,7 @@ from .protocol import (
     pack_array,
     row_pieces,
 )
+from .rows import payload_bytes, row_bytes
 
 log = logging.getLogger("engine")
 
@@ -118,6 +119,7 @@ class ClusterEngine(ShardPlacement):
         check_stream(stream, check_arrays(arrays, settings))   # before any node trains
         self.checkpoint = checkpoint
         self.arrays = arrays
+        self.shapes = {k: arrays[k].shape for k in WEIGHTS}
         self.settings = settings
         self.stream = stream
         self.reader = ChunkReader(stream.path, stream.max_chunk_ids)
@@ -351,7 +353,7 @@ class ClusterEngine(ShardPlacement):
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
             delta_threshold=float(self.cfg.delta_threshold),
-            delta_dtype="<f2" if self.cfg.delta_dtype == "float16" else "<f4",
+            delta_dtype={"float16": "<f2", "int8": "|i1"}.get(self.cfg.delta_dtype, "<f4"),
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
@@ -459,8 +461,9 @@ class ClusterEngine(ShardPlacement):
                 msg = encode_chunk(k, self.reader.read(s, e))
             chunk_msgs.append(msg)
             self.bytes_out += len(msg["ids"]["data"])
-        with self.lock:     # all rows now and then, and every time once the queue is empty
-            cold = node.exchanges % self.cfg.cold_every == 0 or not self.pending
+        with self.lock:     # all rows now and then; once the queue is empty, the node's
+            # last flush (every change, exactly) as soon as it has finished its tasks
+            cold = 2 if not self.pending else int(node.exchanges % self.cfg.cold_every == 0)
         if self.sharded:
             if node.peers_version != self.peers_version:
                 self._send_peers(node)
@@ -474,8 +477,10 @@ class ClusterEngine(ShardPlacement):
         node.cached.update(chunks)
         done = reply["done"]
         failed = reply.get("failed_shards") or []
+        flushed = reply.get("flushed")
         if not isinstance(done, list) or not isinstance(reply.get("pieces"), int) or \
-                not isinstance(failed, list):
+                not isinstance(failed, list) or flushed not in (0, 1, 2) or \
+                (flushed and flushed != cold):
             raise ValueError("exchange: malformed reply")
         if self.sharded:
             node.peer_bytes = [int(b) for b in reply.get("peer_bytes") or (0, 0)][:2]
@@ -484,10 +489,10 @@ class ClusterEngine(ShardPlacement):
         with self.transfer:
             delta = []
             for i in range(reply["pieces"]):
-                name, rows, vals = decode_piece(node.proxy.pull(job, i), self.arrays)
+                name, rows, vals = decode_piece(node.proxy.pull(job, i), self.shapes)
                 delta.append((name, rows, vals))
-                self.bytes_in += rows.nbytes + vals.nbytes
-            self._merge(node, delta, done, cold and not failed)
+                self.bytes_in += rows.nbytes + payload_bytes(vals)
+            self._merge(node, delta, done, bool(flushed) and not failed)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
@@ -516,23 +521,25 @@ class ClusterEngine(ShardPlacement):
         """Send the master rows changed since this node last received them (hot rows every
         exchange, the others on cold ones), skipping rows whose master value already equals
         this node's snapshot."""
+        # with a threshold, every row merged since goes (only rows that moved are merged);
+        # the rows of rare words are not needed for a node's last flush
+        cold = cold == 1 or self.cfg.delta_threshold > 0
+        dtype = "|i1" if self.cfg.delta_dtype == "int8" else "<f4"
         seen, changed = self.master.due(node.slot, cold)   # later merges: next time
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]
-            for a, b in row_pieces(rows.shape[0], 4 * dim + 4):
+            for a, b in row_pieces(rows.shape[0], row_bytes(dim, dtype)):
                 if a == b:
                     continue
                 idx = rows[a:b]
-                vals = self.master.read(name, idx)
+                vals = self.master.read(name, idx, dtype)
                 node.proxy.push_rows(self.job_id, name, *encode_rows(idx, vals))
-                self.bytes_out += idx.nbytes + vals.nbytes
+                self.bytes_out += idx.nbytes + payload_bytes(vals)
         self.master.seen(node.slot, seen, cold)
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
         done = decode_done(done, node.held)      # all checked before anything is merged
-        scale = 1.0
-        if self.cfg.merge == "average":
-            scale = 1.0 / max(len(self._active()), 1)
+        scale = merge_scale(self.cfg.merge, len(self._active()))
         with self.master.lock:
             if self.closed:                      # train() has returned (Ctrl-C, an error)
                 raise RuntimeError("the job is over")

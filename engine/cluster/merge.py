@@ -18,6 +18,17 @@ import threading
 
 import numpy as np
 
+from .rows import Payload, add_into, quantize_values, take
+
+
+def merge_scale(merge: str, nodes: int) -> tuple[float, float]:
+    """The factors deltas are merged with: (hot rows, the others). "sum": what one
+    shared-memory run does; "average": every row over the nodes; "auto": the hot rows (which
+    every node changes every round, each towards the same place) averaged, the others
+    (changed by one node or a few) summed."""
+    avg = 1.0 / max(nodes, 1)
+    return {"sum": (1.0, 1.0), "average": (avg, avg), "auto": (avg, 1.0)}[merge]
+
 
 class RowMaster:
     def __init__(self, arrays: dict[str, np.ndarray], hot: dict[str, np.ndarray],
@@ -59,8 +70,11 @@ class RowMaster:
                                            ).astype(np.int32)
             return self.version, out
 
-    def read(self, name: str, rows: np.ndarray) -> np.ndarray:
+    def read(self, name: str, rows: np.ndarray, dtype: str = "<f4") -> Payload:
+        """Master rows as float32, or as int8 values (dtype "|i1")."""
         with self.lock:
+            if dtype == "|i1":
+                return quantize_values(self.arrays[name], rows)
             return self.arrays[name][rows]
 
     def seen(self, slot: int, version: int, cold: bool) -> None:
@@ -71,8 +85,10 @@ class RowMaster:
             if cold:
                 s[1] = max(s[1], version)
 
-    def merge(self, slot: int, delta: list, scale: float = 1.0) -> None:
-        """Add a client's delta [(name, rows, values)] (scaled) to the master."""
+    def merge(self, slot: int, delta: list, scale=1.0) -> None:
+        """Add a client's delta [(name, rows, values)] to the master, scaled (a factor, or
+        (factor of the hot rows, factor of the others)); the rows of each piece distinct,
+        values float32 or int8 with scales."""
         with self.lock:
             self.version += 1
             v = self.version
@@ -85,11 +101,15 @@ class RowMaster:
                 # rows nobody else changed since this client's last sync now equal its
                 # snapshot (under a plain sum): they need not be sent back to it
                 clean = versions[rows] <= np.where(self.hot[name][rows], hot_v, cold_v)
-                if scale == 1.0:
-                    m[rows] += vals
+                hot_f, cold_f = scale if isinstance(scale, tuple) else (scale, scale)
+                if hot_f == cold_f:
+                    add_into(m, rows, vals, cold_f)
+                    clean &= cold_f == 1.0
                 else:
-                    m[rows] += np.float32(scale) * vals
-                    clean[:] = False
+                    hot = self.hot[name][rows]
+                    add_into(m, rows[hot], take(vals, hot), hot_f)
+                    add_into(m, rows[~hot], take(vals, ~hot), cold_f)
+                    clean &= np.where(hot, hot_f == 1.0, cold_f == 1.0)
                 versions[rows] = v
                 self.clean_for[name][rows] = np.where(clean, slot, -1)
 

@@ -45,15 +45,27 @@ from .protocol import (
     decode_chunk,
     decode_job_spec,
     decode_local_hot,
+    decode_piece,
     decode_rows,
     decode_task,
     encode_done,
     encode_piece,
+    encode_rows,
     hot_range,
     is_name,
     pack_array,
     row_pieces,
     unpack_array,
+)
+from .rows import (
+    Quantized,
+    changed_rows,
+    payload_bytes,
+    quantize_delta,
+    rebase as rebase_rows,
+    row_bytes,
+    take,
+    to_float,
 )
 from .transport import CommError
 
@@ -93,7 +105,7 @@ class NodeJob(CallGuard):
         self.peers: dict[int, str] = {}
         self.peer_proxies: dict[int, object] = {}
         self.acks: dict[int, list] = {}
-        self.scale = 1.0
+        self.scale = (1.0, 1.0)
         self.pool = None
         self.peer_bytes = [0, 0]
         self.shard_lock = threading.Lock()
@@ -102,6 +114,7 @@ class NodeJob(CallGuard):
         self.wire0 = transport.WIRE.snapshot()
         self.cpu0 = own_cpu_seconds()
         self.train_cpu = CpuTally()
+        self.memory_at, self.memory_last = -1e9, 0.0
         self.dim, self.vocab = js.dim, js.vocab
         self.settings = settle_products(js.settings, js.products, js.dim, js.vocab,
                                         f"job {js.job} products", strict=False)
@@ -208,15 +221,8 @@ class NodeJob(CallGuard):
                                 f"push_rows {name}")
         self.rebase(name, idx, vals)
 
-    def rebase(self, name: str, idx: np.ndarray, vals: np.ndarray) -> None:
-        live, snap = self.shared[name], self.snapshot[name]
-        # in small blocks: live[idx] += x reads all rows, then writes them back, and whatever
-        # the training processes wrote to those rows in between would be lost
-        for a in range(0, idx.shape[0], 512):
-            i = idx[a:a + 512]
-            v = vals[a:a + 512]
-            live[i] += v - snap[i]
-            snap[i] = v
+    def rebase(self, name: str, idx: np.ndarray, vals) -> None:
+        rebase_rows(self.shared[name], self.snapshot[name], idx, vals)
 
     def add_chunks(self, chunks) -> None:
         if not isinstance(chunks, list):
@@ -248,16 +254,67 @@ class NodeJob(CallGuard):
                     break
                 self.wake.wait(min(left, 1.0))
 
-    def take_delta(self, cold: bool, block_rows: int = 16384) -> dict:
+    def take_delta(self, cold: int, block_rows: int = 16384) -> dict:
         """Rows changed since the last delta: (live - snapshot); the snapshot catches up.
-        Only the hot rows unless `cold` (the others' changes wait in live - snapshot)."""
+        Only the hot rows (or, with a threshold, the rows that changed by at least that
+        fraction of their norm) unless `cold` is 1 (then every changed row); the others'
+        changes wait in live - snapshot. With int8 rows, their rounding stays there too.
+        `cold` 2 asks for the last flush: every change, exactly (float32), once every task
+        sent here is done (until then, a hot exchange). The reply's `flushed` says which
+        was made: the tasks it reports are complete only when it is 1 or 2."""
         # the done list first: every update of a task reported done is in this delta
         with self.lock:
             done, self.done = self.done, []
             trained, self.trained_words = self.trained_words, 0
             error = self.error
+            drained = self.finished >= self.fed
         if error:
             raise RuntimeError(f"training on this node failed: {error}")
+        if cold == 2 and not drained:            # the last flush waits for the last task
+            cold = 0
+        if self.delta_dtype == "|i1" and cold != 2:
+            pieces, rows_total = self._quantized_delta(bool(cold))
+        else:
+            pieces, rows_total = self._float_delta(bool(cold), block_rows)
+        failed = {}
+        if self.n_shards:                        # merged at the shards' owners, not here
+            failed = self.sync_shards(pieces, cold)
+            pieces = []
+        # regroup into messages of at most PIECE_BYTES
+        self.out_pieces = []
+        for name, idx, vals in pieces:
+            dtype = "|i1" if isinstance(vals, Quantized) else \
+                "<f4" if self.delta_dtype == "|i1" else self.delta_dtype
+            for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype)):
+                part = take(vals, slice(lo, hi))
+                if not isinstance(part, Quantized):
+                    part = part.astype(dtype)
+                self.out_pieces.append(encode_piece(name, idx[lo:hi], part))
+        return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
+                "flushed": cold,
+                "trained_words": trained, "queued": self.fed - self.finished,
+                "memory_mb": self.memory_mb(),
+                "failed_shards": [[j, self.peers.get(j, ""), why] for j, why in failed.items()],
+                "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
+                "cpu": self.cpu()}
+
+    def _quantized_delta(self, cold: bool) -> tuple[list, int]:
+        """int8 rows, chosen and rounded in one compiled pass each."""
+        pieces, rows_total = [], 0
+        theta = 0.0 if cold else self.delta_threshold
+        for name in WEIGHTS:
+            live, snap = self.shared[name], self.snapshot[name]
+            if live.shape[0] == 0:
+                continue
+            lo, hi = (0, live.shape[0]) if cold or theta else \
+                hot_range(name, live.shape[0], self.hot_rows)
+            rows = changed_rows(live[lo:hi], snap[lo:hi], theta) + lo
+            if rows.size:
+                pieces.append((name, rows, quantize_delta(live, snap, rows)))
+                rows_total += rows.size
+        return pieces, rows_total
+
+    def _float_delta(self, cold: bool, block_rows: int) -> tuple[list, int]:
         pieces, rows_total = [], 0
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
@@ -271,29 +328,14 @@ class NodeJob(CallGuard):
                 if changed.size == 0:
                     continue
                 vals = d[changed]
-                if self.delta_dtype == "<f4":
+                if self.delta_dtype in ("<f4", "|i1"):
                     snap[a:b][changed] = now[changed]
                 else:                            # what travels; the rounding stays here
                     vals = vals.astype(self.delta_dtype).astype(np.float32)
                     snap[a:b][changed] += vals
                 rows_total += changed.size
                 pieces.append((name, (changed + a).astype(np.int32), vals))
-        failed = {}
-        if self.n_shards:                        # merged at the shards' owners, not here
-            failed = self.sync_shards(pieces, cold)
-            pieces = []
-        # regroup into messages of at most PIECE_BYTES
-        self.out_pieces = []
-        for name, idx, vals in pieces:
-            for lo, hi in row_pieces(idx.shape[0], 4 * self.dim + 4):
-                self.out_pieces.append(encode_piece(name, idx[lo:hi],
-                                                    vals[lo:hi].astype(self.delta_dtype)))
-        return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
-                "trained_words": trained, "queued": self.fed - self.finished,
-                "memory_mb": round(tree_pss_mb(), 1),
-                "failed_shards": [[j, self.peers.get(j, ""), why] for j, why in failed.items()],
-                "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
-                "cpu": self.cpu()}
+        return pieces, rows_total
 
     def _due_rows(self, d: np.ndarray, now: np.ndarray, before: np.ndarray) -> np.ndarray:
         """The rows of a block whose change goes with this delta: every changed row, or
@@ -305,6 +347,14 @@ class NodeJob(CallGuard):
         norm = np.maximum(np.einsum("ij,ij->i", now, now),
                           np.einsum("ij,ij->i", before, before))
         return np.flatnonzero((change > 0) & (change >= self.delta_threshold ** 2 * norm))
+
+    def memory_mb(self) -> float:
+        """This node's memory (PSS of its process tree), measured at most every 2 s: reading
+        it walks the page tables of every process, weights included."""
+        now = time.monotonic()
+        if now - self.memory_at >= 2.0:
+            self.memory_at, self.memory_last = now, round(tree_pss_mb(), 1)
+        return self.memory_last
 
     def wire(self) -> list[int]:
         """[sent, received]: bytes through this process's sockets since the job opened."""
@@ -345,7 +395,9 @@ class NodeJob(CallGuard):
             found[_int(item[0], 0, 1 << 16, "shard")] = item[1][:300]
         if not found or sorted(found) != list(range(len(found))):
             raise ValueError("peers: every shard 0..n-1 needs an owner")
-        self.scale = _num(scale, 0.0, 1.0, "scale")
+        if not isinstance(scale, list) or len(scale) != 2:
+            raise ValueError("scale: expected [hot rows, others]")
+        self.scale = tuple(_num(x, 0.0, 1.0, "scale") for x in scale)
         with self.shard_lock:
             for j, address in found.items():
                 if self.peers.get(j) != address:     # a new owner: a new master, new marks
@@ -374,7 +426,7 @@ class NodeJob(CallGuard):
             for j in range(n):
                 sel = owner == j
                 if sel.any():
-                    parts[j].append((name, idx[sel], vals[sel]))
+                    parts[j].append((name, idx[sel], take(vals, sel)))
         futures = {j: self.pool.submit(self._sync_one, j, parts[j], cold) for j in range(n)}
         failed = {}
         for j, fut in futures.items():
@@ -400,39 +452,35 @@ class NodeJob(CallGuard):
                 return
             proxy = self._peer(j)
             for name, idx, vals in parts:
-                for a, b in row_pieces(idx.shape[0], 4 * self.dim + 4):
+                size = row_bytes(self.dim, "|i1" if isinstance(vals, Quantized) else "<f4")
+                for a, b in row_pieces(idx.shape[0], size):
                     if a == b:
                         continue
-                    proxy.shard_put(self.job_id, j, self.member, name, pack_array(idx[a:b]),
-                                    pack_array(vals[a:b]))
-                    self.peer_bytes[0] += (b - a) * (4 * self.dim + 4)
+                    proxy.shard_put(self.job_id, j, self.member, name,
+                                    *encode_rows(idx[a:b], take(vals, slice(a, b))))
+                    self.peer_bytes[0] += (b - a) * size
             handed = True                        # merged from here on, even if the reply is lost
             reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.scale,
                                      self.acks.get(j))
+            shapes = {n: self.shapes[n][0] for n in WEIGHTS}
             for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):
-                p = proxy.shard_pull(self.job_id, j, self.member, i)
-                name = p["matrix"]
-                if name not in WEIGHTS:
-                    raise ValueError(f"shard {j}: unknown matrix {name!r}")
-                idx = unpack_array(p["rows"], "<i4", 1, what="rows")
-                vals = unpack_array(p["values"], "<f4", 2, (idx.shape[0], self.dim), "values")
-                if idx.size and (idx.min() < 0 or idx.max() >= self.shapes[name][0][0]):
-                    raise ValueError(f"shard {j}: rows outside {name}")
+                name, idx, vals = decode_piece(proxy.shard_pull(self.job_id, j, self.member,
+                                                                i), shapes)
                 self.rebase(name, idx, vals)
-                self.peer_bytes[1] += idx.nbytes + vals.nbytes
+                self.peer_bytes[1] += idx.nbytes + payload_bytes(vals)
             self.acks[j] = [reply["generation"], reply["version"], cold]
         except BaseException:
             if not handed:                       # the owner never merged it: send it again
                 for name, idx, vals in parts:
-                    self.snapshot[name][idx] -= vals
+                    self.snapshot[name][idx] -= to_float(vals)
             raise
 
     def shard_put(self, j: int, client: str, name: str, rows, values) -> None:
         shard = self._shard(j)
         if name not in WEIGHTS or not is_name(client):
             raise ValueError("shard_put: bad matrix or client")
-        idx = unpack_array(rows, "<i4", 1, what="rows")
-        vals = unpack_array(values, "<f4", 2, (idx.shape[0], self.dim), "values")
+        idx, vals = decode_rows(rows, values, self.shapes[name][0][0], self.dim,
+                                f"shard_put {name}")
         local = shard.to_local(name, idx)
         with shard.master.lock:
             slot = shard.slot(client)
@@ -442,9 +490,11 @@ class NodeJob(CallGuard):
         """Merge the client's delta, then hand it the rows merged since its last ack
         (pieces to pull, or the list itself for this node's own client)."""
         shard = self._shard(j)
-        if not isinstance(cold, bool) or not is_name(client):
+        if cold not in (0, 1, 2) or not is_name(client):
             raise ValueError("shard_sync: bad arguments")
-        scale = _num(scale, 0.0, 1.0, "scale")
+        if not isinstance(scale, (list, tuple)) or len(scale) != 2:
+            raise ValueError("scale: expected [hot rows, others]")
+        scale = tuple(_num(x, 0.0, 1.0, "scale") for x in scale)
         m = shard.master
         with m.lock:
             slot = shard.slot(client)
@@ -452,23 +502,26 @@ class NodeJob(CallGuard):
         if delta is not None:                    # this node's own delta, global rows
             inbox += [(name, shard.to_local(name, idx), vals) for name, idx, vals in delta]
         if ack is not None:
-            if not isinstance(ack, list) or len(ack) != 3 or not isinstance(ack[2], bool):
+            if not isinstance(ack, list) or len(ack) != 3 or ack[2] not in (0, 1, 2):
                 raise ValueError("shard_sync: bad ack")
             if ack[0] == shard.generation:       # marks of an older master mean nothing here
-                m.seen(slot, _int(ack[1], 0, 1 << 62, "ack"), ack[2])
+                m.seen(slot, _int(ack[1], 0, 1 << 62, "ack"),
+                       ack[2] == 1 or self.delta_threshold > 0)
         m.merge(slot, inbox, scale)
-        version, due = m.due(slot, cold)
+        # every due row on a cold exchange, or always with a threshold (only rows that
+        # moved are merged); the rows of rare words are not needed for a last flush (2)
+        version, due = m.due(slot, cold == 1 or self.delta_threshold > 0)
+        dtype = "|i1" if self.delta_dtype == "|i1" else "<f4"
         out = []
         for name, rows in due.items():
             if rows.size:
-                out.append((name, shard.to_global(rows), m.read(name, rows)))
+                out.append((name, shard.to_global(rows), m.read(name, rows, dtype)))
         if delta is not None:
             return out
         pieces = []
         for name, idx, vals in out:
-            for a, b in row_pieces(idx.shape[0], 4 * self.dim + 4):
-                pieces.append({"matrix": name, "rows": pack_array(idx[a:b]),
-                               "values": pack_array(vals[a:b])})
+            for a, b in row_pieces(idx.shape[0], row_bytes(self.dim, dtype)):
+                pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b))))
         shard.outbox[slot] = pieces
         return {"pieces": len(pieces), "version": version, "generation": shard.generation}
 

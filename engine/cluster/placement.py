@@ -10,6 +10,7 @@ import logging
 from ..errors import ClusterError
 from ..local.kernel import WEIGHTS
 from . import transport
+from .merge import merge_scale
 from .protocol import row_pieces, unpack_array
 from .transport import CommError
 
@@ -48,8 +49,8 @@ class ShardPlacement:
         with self.shard_lock:
             version = self.peers_version
             peers = [[j, self.owners[j].address] for j in range(self.n_shards)]
-        scale = 1.0 if self.cfg.merge == "sum" else 1.0 / max(len(self._active()), 1)
-        node.proxy.set_peers(self.job_id, peers, scale)
+        scale = merge_scale(self.cfg.merge, len(self._active()))
+        node.proxy.set_peers(self.job_id, peers, list(scale))
         node.peers_version = version
 
     def _suspect(self, j, address: str, reporter, why: str) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from ..local.hotrows import HOT_MAX
 from ..local.kernel import PRODUCTS, WEIGHTS
 from ..word2vec.schedule import KernelSettings, Task
+from .rows import Payload, Quantized
 
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
                                 # a few times on its way: keep them small)
@@ -146,7 +147,7 @@ class JobSpec:
     local_hot: dict | None          # the job's hot-row settings for the node's processes
     shapes: dict                    # array name -> (shape, dtype): weights and tables
     delta_threshold: float = 0.0    # rows changed by less (relative to their norm) wait
-    delta_dtype: str = "<f4"        # the delta's values on the wire: "<f4" or "<f2"
+    delta_dtype: str = "<f4"        # rows on the wire: "<f4", "<f2" or "|i1" (int8)
 
 
 def encode_job_spec(spec: JobSpec) -> dict:
@@ -201,7 +202,7 @@ def decode_job_spec(spec) -> JobSpec:
         delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")))
 
 
-DELTA_DTYPES = ("<f4", "<f2")
+DELTA_DTYPES = ("<f4", "<f2", "|i1")
 
 
 def _delta_dtype(value) -> str:
@@ -297,20 +298,42 @@ def decode_done(done, held) -> list[tuple[int, tuple[int, float, int]]]:
     return out
 
 
-# ---- rows (push_rows, pull) -------------------------------------------------------------
+# ---- rows (push_rows, pull, shard_put, shard_pull) ---------------------------------------
 
-def encode_rows(rows: np.ndarray, values: np.ndarray) -> tuple[dict, dict]:
-    return pack_array(rows), pack_array(values)
+def encode_values(payload: Payload) -> dict:
+    """float32/float16 values as one packed array, int8 ones as {q, scale}."""
+    if isinstance(payload, Quantized):
+        return {"q": pack_array(payload.q), "scale": pack_array(payload.scale)}
+    return pack_array(payload)
 
 
-def decode_rows(rows, values, n_rows: int, dim: int, what: str,
-                dtype: str = "<f4") -> tuple[np.ndarray, np.ndarray]:
-    """Row indices inside [0, n_rows) and their values (len(rows) x dim, of `dtype`)."""
+def decode_values(values, n: int, dim: int, what: str) -> Payload:
+    """n rows of values (float32, float16 or int8 with scales), checked: shapes, dtypes, and
+    every value finite (one node's NaN would spread to every node)."""
+    if isinstance(values, dict) and set(values) == {"q", "scale"}:
+        q = unpack_array(values["q"], "|i1", 2, (n, dim), what)
+        scale = unpack_array(values["scale"], "<f4", 1, (n,), f"{what} scales")
+        if scale.size and not (np.isfinite(scale).all() and scale.min() >= 0):
+            raise ValueError(f"{what}: scales must be finite and >= 0")
+        return Quantized(q, scale)
+    dtype = values.get("dtype") if isinstance(values, dict) else None
+    vals = unpack_array(values, dtype if dtype in ("<f4", "<f2") else "<f4", 2, (n, dim), what)
+    if vals.size and not np.isfinite(vals).all():
+        raise ValueError(f"{what}: values must be finite")
+    return vals.astype(np.float32, copy=False)
+
+
+def encode_rows(rows: np.ndarray, payload: Payload) -> tuple[dict, dict]:
+    return pack_array(rows), encode_values(payload)
+
+
+def decode_rows(rows, values, n_rows: int, dim: int,
+                what: str) -> tuple[np.ndarray, Payload]:
+    """Row indices inside [0, n_rows) and their values (len(rows) x dim)."""
     idx = unpack_array(rows, "<i4", 1, what=f"{what} rows")
-    vals = unpack_array(values, dtype, 2, (idx.shape[0], dim), what)
     if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
         raise ValueError(f"{what}: a row outside [0, {n_rows})")
-    return idx, vals
+    return idx, decode_values(values, idx.shape[0], dim, what)
 
 
 def decode_costs(reply) -> tuple[list[int], list[float]]:
@@ -326,22 +349,19 @@ def decode_costs(reply) -> tuple[list[int], list[float]]:
     return [int(x) for x in wire], [float(x) for x in cpu]
 
 
-def encode_piece(matrix: str, rows: np.ndarray, values: np.ndarray) -> dict:
-    r, v = encode_rows(rows, values)
+def encode_piece(matrix: str, rows: np.ndarray, payload: Payload) -> dict:
+    r, v = encode_rows(rows, payload)
     return {"matrix": matrix, "rows": r, "values": v}
 
 
-def decode_piece(p, arrays: dict) -> tuple[str, np.ndarray, np.ndarray]:
-    """One piece of a node's delta: (matrix, rows, values), checked against `arrays`."""
+def decode_piece(p, shapes: dict) -> tuple[str, np.ndarray, Payload]:
+    """One piece of rows of a matrix: (matrix, rows, values), checked against `shapes`
+    ({name: (rows, dim)})."""
     if not isinstance(p, dict) or set(p) != {"matrix", "rows", "values"}:
-        raise ValueError("pull: expected {matrix, rows, values}")
+        raise ValueError("rows: expected {matrix, rows, values}")
     name = p["matrix"]
     if name not in WEIGHTS:
-        raise ValueError(f"pull: unknown matrix {name!r}")
-    values = p["values"]
-    dtype = values.get("dtype") if isinstance(values, dict) else None
-    rows, vals = decode_rows(p["rows"], values, arrays[name].shape[0],
-                             arrays[name].shape[1], f"delta {name}",
-                             dtype if dtype in DELTA_DTYPES else "<f4")
-    return name, rows, vals.astype(np.float32, copy=False)
-
+        raise ValueError(f"rows: unknown matrix {name!r}")
+    n_rows, dim = shapes[name]
+    rows, vals = decode_rows(p["rows"], p["values"], n_rows, dim, f"rows of {name}")
+    return name, rows, vals

@@ -137,8 +137,9 @@ class WorkerService:
 
     @expose
     def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
-        if not isinstance(cold, bool):
-            raise ValueError("cold: expected true or false")
+        if cold not in (0, 1, 2):
+            raise ValueError("cold: expected 0 (hot rows), 1 (every row) or 2 (every row, "
+                             "exactly)")
         with self._using(job_id) as job:
             job.add_chunks(chunks)
             job.add_tasks(tasks)

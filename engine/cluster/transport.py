@@ -28,7 +28,8 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 3        # 2: done items carry the loss and examples; 3: replies carry wire and cpu
+PROTOCOL = 4        # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
+                    # 4: int8 rows, the last flush (cold 2) and `flushed` in replies
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
