@@ -35,11 +35,12 @@ from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import RowMaster, merge_scale
+from .merge import RowMaster, every_due_row, merge_scale
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
     JobSpec,
+    check_cold,
     decode_costs,
     decode_done,
     decode_piece,
@@ -51,7 +52,7 @@ from .protocol import (
     pack_array,
     row_pieces,
 )
-from .rows import payload_bytes, row_bytes
+from .rows import WIRE_DTYPES, payload_bytes, row_bytes, values_dtype
 
 log = logging.getLogger("engine")
 
@@ -353,7 +354,7 @@ class ClusterEngine(ShardPlacement):
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
             delta_threshold=float(self.cfg.delta_threshold),
-            delta_dtype={"float16": "<f2", "int8": "|i1"}.get(self.cfg.delta_dtype, "<f4"),
+            delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype],
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
@@ -477,10 +478,9 @@ class ClusterEngine(ShardPlacement):
         node.cached.update(chunks)
         done = reply["done"]
         failed = reply.get("failed_shards") or []
-        flushed = reply.get("flushed")
+        flushed = check_cold(reply.get("flushed"))
         if not isinstance(done, list) or not isinstance(reply.get("pieces"), int) or \
-                not isinstance(failed, list) or flushed not in (0, 1, 2) or \
-                (flushed and flushed != cold):
+                not isinstance(failed, list) or (flushed and flushed != cold):
             raise ValueError("exchange: malformed reply")
         if self.sharded:
             node.peer_bytes = [int(b) for b in reply.get("peer_bytes") or (0, 0)][:2]
@@ -521,10 +521,8 @@ class ClusterEngine(ShardPlacement):
         """Send the master rows changed since this node last received them (hot rows every
         exchange, the others on cold ones), skipping rows whose master value already equals
         this node's snapshot."""
-        # with a threshold, every row merged since goes (only rows that moved are merged);
-        # the rows of rare words are not needed for a node's last flush
-        cold = cold == 1 or self.cfg.delta_threshold > 0
-        dtype = "|i1" if self.cfg.delta_dtype == "int8" else "<f4"
+        cold = every_due_row(cold, self.cfg.delta_threshold)
+        dtype = values_dtype(WIRE_DTYPES[self.cfg.delta_dtype])
         seen, changed = self.master.due(node.slot, cold)   # later merges: next time
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]

@@ -30,6 +30,13 @@ def merge_scale(merge: str, nodes: int) -> tuple[float, float]:
     return {"sum": (1.0, 1.0), "average": (avg, avg), "auto": (avg, 1.0)}[merge]
 
 
+def every_due_row(cold: int, threshold: float) -> bool:
+    """Whether a client gets every row merged since it last synced, not only the hot ones:
+    on a cold exchange (1), and always with a threshold (only rows that moved are merged).
+    A last flush (2) needs no rare rows: the job's weights are the master's."""
+    return cold == 1 or threshold > 0
+
+
 class RowMaster:
     def __init__(self, arrays: dict[str, np.ndarray], hot: dict[str, np.ndarray],
                  version: int = 0):

@@ -38,8 +38,9 @@ from ..word2vec.checks import check_arrays
 from ..word2vec.schedule import KernelSettings
 from . import transport
 from .jobs import CallGuard
-from .merge import Shard
+from .merge import Shard, every_due_row
 from .protocol import (
+    check_cold,
     check_int as _int,
     check_num as _num,
     decode_chunk,
@@ -58,14 +59,15 @@ from .protocol import (
     unpack_array,
 )
 from .rows import (
-    Quantized,
     changed_rows,
+    dtype_of,
     payload_bytes,
     quantize_delta,
     rebase as rebase_rows,
     row_bytes,
     take,
     to_float,
+    values_dtype,
 )
 from .transport import CommError
 
@@ -133,6 +135,7 @@ class NodeJob(CallGuard):
             raise MemoryError(f"this job needs {(need + snap) / 2**20:,.0f} MB (weights, tables "
                               f"and snapshot) but {avail / 2**20:,.0f} MB are available")
         self.shapes = shapes
+        self.weight_shapes = {n: shapes[n][0] for n in WEIGHTS}
         self.shared = SharedArrays.create_empty(shapes)     # (checks /dev/shm first)
         self.scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
         self.ids_path = os.path.join(self.scratch, "ids.i32")
@@ -272,10 +275,7 @@ class NodeJob(CallGuard):
             raise RuntimeError(f"training on this node failed: {error}")
         if cold == 2 and not drained:            # the last flush waits for the last task
             cold = 0
-        if self.delta_dtype == "|i1" and cold != 2:
-            pieces, rows_total = self._quantized_delta(bool(cold))
-        else:
-            pieces, rows_total = self._float_delta(bool(cold), block_rows)
+        pieces, rows_total = self._delta(cold, block_rows)
         failed = {}
         if self.n_shards:                        # merged at the shards' owners, not here
             failed = self.sync_shards(pieces, cold)
@@ -283,13 +283,8 @@ class NodeJob(CallGuard):
         # regroup into messages of at most PIECE_BYTES
         self.out_pieces = []
         for name, idx, vals in pieces:
-            dtype = "|i1" if isinstance(vals, Quantized) else \
-                "<f4" if self.delta_dtype == "|i1" else self.delta_dtype
-            for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype)):
-                part = take(vals, slice(lo, hi))
-                if not isinstance(part, Quantized):
-                    part = part.astype(dtype)
-                self.out_pieces.append(encode_piece(name, idx[lo:hi], part))
+            for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
+                self.out_pieces.append(encode_piece(name, idx[lo:hi], take(vals, slice(lo, hi))))
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "flushed": cold,
                 "trained_words": trained, "queued": self.fed - self.finished,
@@ -298,55 +293,34 @@ class NodeJob(CallGuard):
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
 
-    def _quantized_delta(self, cold: bool) -> tuple[list, int]:
-        """int8 rows, chosen and rounded in one compiled pass each."""
+    def _delta(self, cold: int, block_rows: int) -> tuple[list, int]:
+        """[(matrix, rows, values)] of this delta, the snapshot caught up: int8 (rounded
+        in one compiled pass; the rounding stays in live - snapshot), float16 (the same), or
+        float32 (also the last flush, whatever the dtype)."""
         pieces, rows_total = [], 0
         theta = 0.0 if cold else self.delta_threshold
+        dtype = "<f4" if cold == 2 else self.delta_dtype
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
-            if live.shape[0] == 0:
-                continue
             lo, hi = (0, live.shape[0]) if cold or theta else \
                 hot_range(name, live.shape[0], self.hot_rows)
-            rows = changed_rows(live[lo:hi], snap[lo:hi], theta) + lo
-            if rows.size:
-                pieces.append((name, rows, quantize_delta(live, snap, rows)))
-                rows_total += rows.size
-        return pieces, rows_total
-
-    def _float_delta(self, cold: bool, block_rows: int) -> tuple[list, int]:
-        pieces, rows_total = [], 0
-        for name in WEIGHTS:
-            live, snap = self.shared[name], self.snapshot[name]
-            lo, hi = (0, live.shape[0]) if cold else hot_range(name, live.shape[0],
-                                                               self.hot_rows)
-            for a in range(lo, hi, block_rows):
+            for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
-                now = live[a:b].copy()
-                d = now - snap[a:b]
-                changed = self._due_rows(d, now, snap[a:b])
-                if changed.size == 0:
+                rows = changed_rows(live[a:b], snap[a:b], theta) + a
+                if rows.size == 0:
                     continue
-                vals = d[changed]
-                if self.delta_dtype in ("<f4", "|i1"):
-                    snap[a:b][changed] = now[changed]
-                else:                            # what travels; the rounding stays here
-                    vals = vals.astype(self.delta_dtype).astype(np.float32)
-                    snap[a:b][changed] += vals
-                rows_total += changed.size
-                pieces.append((name, (changed + a).astype(np.int32), vals))
+                if dtype == "|i1":
+                    vals = quantize_delta(live, snap, rows)
+                else:
+                    now = live[rows]             # one read: what the snapshot takes
+                    vals = (now - snap[rows]).astype(dtype)
+                    if dtype == "<f4":
+                        snap[rows] = now
+                    else:                        # what travels; the rounding stays here
+                        snap[rows] += vals
+                rows_total += rows.size
+                pieces.append((name, rows, vals))
         return pieces, rows_total
-
-    def _due_rows(self, d: np.ndarray, now: np.ndarray, before: np.ndarray) -> np.ndarray:
-        """The rows of a block whose change goes with this delta: every changed row, or
-        with a threshold those whose change is at least that fraction of the row's norm
-        (before or after, the larger); the others' changes wait in live - snapshot."""
-        if not self.delta_threshold:
-            return np.flatnonzero(d.any(axis=1))
-        change = np.einsum("ij,ij->i", d, d)
-        norm = np.maximum(np.einsum("ij,ij->i", now, now),
-                          np.einsum("ij,ij->i", before, before))
-        return np.flatnonzero((change > 0) & (change >= self.delta_threshold ** 2 * norm))
 
     def memory_mb(self) -> float:
         """This node's memory (PSS of its process tree), measured at most every 2 s: reading
@@ -452,7 +426,7 @@ class NodeJob(CallGuard):
                 return
             proxy = self._peer(j)
             for name, idx, vals in parts:
-                size = row_bytes(self.dim, "|i1" if isinstance(vals, Quantized) else "<f4")
+                size = row_bytes(self.dim, dtype_of(vals))
                 for a, b in row_pieces(idx.shape[0], size):
                     if a == b:
                         continue
@@ -462,10 +436,9 @@ class NodeJob(CallGuard):
             handed = True                        # merged from here on, even if the reply is lost
             reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.scale,
                                      self.acks.get(j))
-            shapes = {n: self.shapes[n][0] for n in WEIGHTS}
             for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):
                 name, idx, vals = decode_piece(proxy.shard_pull(self.job_id, j, self.member,
-                                                                i), shapes)
+                                                                i), self.weight_shapes)
                 self.rebase(name, idx, vals)
                 self.peer_bytes[1] += idx.nbytes + payload_bytes(vals)
             self.acks[j] = [reply["generation"], reply["version"], cold]
@@ -490,8 +463,9 @@ class NodeJob(CallGuard):
         """Merge the client's delta, then hand it the rows merged since its last ack
         (pieces to pull, or the list itself for this node's own client)."""
         shard = self._shard(j)
-        if cold not in (0, 1, 2) or not is_name(client):
+        if not is_name(client):
             raise ValueError("shard_sync: bad arguments")
+        check_cold(cold)
         if not isinstance(scale, (list, tuple)) or len(scale) != 2:
             raise ValueError("scale: expected [hot rows, others]")
         scale = tuple(_num(x, 0.0, 1.0, "scale") for x in scale)
@@ -502,16 +476,15 @@ class NodeJob(CallGuard):
         if delta is not None:                    # this node's own delta, global rows
             inbox += [(name, shard.to_local(name, idx), vals) for name, idx, vals in delta]
         if ack is not None:
-            if not isinstance(ack, list) or len(ack) != 3 or ack[2] not in (0, 1, 2):
+            if not isinstance(ack, list) or len(ack) != 3:
                 raise ValueError("shard_sync: bad ack")
+            check_cold(ack[2])
             if ack[0] == shard.generation:       # marks of an older master mean nothing here
                 m.seen(slot, _int(ack[1], 0, 1 << 62, "ack"),
-                       ack[2] == 1 or self.delta_threshold > 0)
+                       every_due_row(ack[2], self.delta_threshold))
         m.merge(slot, inbox, scale)
-        # every due row on a cold exchange, or always with a threshold (only rows that
-        # moved are merged); the rows of rare words are not needed for a last flush (2)
-        version, due = m.due(slot, cold == 1 or self.delta_threshold > 0)
-        dtype = "|i1" if self.delta_dtype == "|i1" else "<f4"
+        version, due = m.due(slot, every_due_row(cold, self.delta_threshold))
+        dtype = values_dtype(self.delta_dtype)
         out = []
         for name, rows in due.items():
             if rows.size:

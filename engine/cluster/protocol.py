@@ -19,7 +19,7 @@ import numpy as np
 from ..local.hotrows import HOT_MAX
 from ..local.kernel import PRODUCTS, WEIGHTS
 from ..word2vec.schedule import KernelSettings, Task
-from .rows import Payload, Quantized
+from .rows import WIRE_DTYPES, Payload, Quantized
 
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
                                 # a few times on its way: keep them small)
@@ -50,6 +50,11 @@ def check_num(value, lo, hi, what):
 def is_name(value) -> bool:
     """A job id, member or client name: short, letters, digits and _.:-"""
     return isinstance(value, str) and bool(_ID.match(value))
+
+
+def check_cold(value) -> int:
+    """An exchange's kind: 0 hot rows, 1 every row (cold), 2 the last flush."""
+    return check_int(value, 0, 2, "cold")
 
 
 def check_name(value, what: str) -> str:
@@ -202,7 +207,7 @@ def decode_job_spec(spec) -> JobSpec:
         delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")))
 
 
-DELTA_DTYPES = ("<f4", "<f2", "|i1")
+DELTA_DTYPES = tuple(WIRE_DTYPES.values())
 
 
 def _delta_dtype(value) -> str:

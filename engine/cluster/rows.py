@@ -13,6 +13,15 @@ from typing import NamedTuple, Union
 import numpy as np
 
 
+# [cluster] delta_dtype -> the dtype a node's delta travels in
+WIRE_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1"}
+
+
+def values_dtype(delta_dtype: str) -> str:
+    """The dtype merged master values travel in: int8 with int8 deltas, else float32."""
+    return "|i1" if delta_dtype == "|i1" else "<f4"
+
+
 class Quantized(NamedTuple):
     q: np.ndarray           # (rows, dim) int8
     scale: np.ndarray       # (rows,) float32
@@ -94,6 +103,10 @@ def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payloa
 def row_bytes(dim: int, dtype: str) -> int:
     """Bytes one row takes on the wire (its index included)."""
     return 4 + (dim + 4 if dtype == "|i1" else dim * np.dtype(dtype).itemsize)
+
+
+def dtype_of(payload: Payload) -> str:
+    return "|i1" if isinstance(payload, Quantized) else payload.dtype.str
 
 
 def payload_bytes(payload: Payload) -> int:

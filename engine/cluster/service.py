@@ -17,7 +17,13 @@ from ..runtime.shm import sweep_orphans
 from . import transport
 from .lsi_node import LsiNodeJob
 from .node import NodeJob, sweep_scratch
-from .protocol import MAX_ROUND_WORDS, check_int as _int, check_name, check_num as _num
+from .protocol import (
+    MAX_ROUND_WORDS,
+    check_cold,
+    check_int as _int,
+    check_name,
+    check_num as _num,
+)
 from .transport import expose
 
 log = logging.getLogger("engine")
@@ -137,9 +143,7 @@ class WorkerService:
 
     @expose
     def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
-        if cold not in (0, 1, 2):
-            raise ValueError("cold: expected 0 (hot rows), 1 (every row) or 2 (every row, "
-                             "exactly)")
+        check_cold(cold)
         with self._using(job_id) as job:
             job.add_chunks(chunks)
             job.add_tasks(tasks)
