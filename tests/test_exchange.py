@@ -1,5 +1,7 @@
 """The cluster's row exchange: the compiled loops that choose, round (int8) and apply rows,
 each against a numpy twin, and the checks every row message passes before it is used."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,78 @@ def test_row_messages_are_checked():
     with pytest.raises(ValueError, match="outside"):
         decode_piece(encode_piece("syn0", np.array([1, len(live)], np.int32), v),
                      {"syn0": live.shape})
+
+
+def test_damped_merge_factors():
+    from engine.cluster.merge import MergeRule, damped_factors
+
+    k = np.array([0.0, 1e-3, 0.1, 1.0, 10.0, 100.0, 1e4])
+    for n in (3, 4, 8, 64):
+        f = damped_factors(k, n, 0.1)
+        assert f[0] == 1.0 and f[1] > 0.999            # rows updated rarely: the sum
+        assert abs(f[-1] - 2.0 / n) < 1e-6             # rows every node settles: 2/N
+        assert (np.diff(f) <= 1e-7).all()              # more updates, more damping
+        # the formula: twice (1 - e^(-r n k)) / (n (1 - e^(-r k))), at most 1
+        x = 0.1 * k[1:]
+        ref = np.minimum(1, 2 * (1 - np.exp(-n * x)) / (n * (1 - np.exp(-x))))
+        assert np.allclose(f[1:], ref, rtol=1e-5)
+    assert (damped_factors(k, 2, 0.1) == 1.0).all()    # at 2 nodes: the sum
+    rule = MergeRule("damped", 0.1, k.astype(np.float32))
+    assert rule.factors(2) == 1.0
+    full = rule.factors(4)
+    assert set(full) == {"syn0", "syn1neg"} and full["syn0"][0] == 1.0
+    assert np.array_equal(rule.factors(4, slice(1, None, 3))["syn0"], full["syn0"][1::3])
+    assert MergeRule("sum", 0.1, k).factors(8) == 1.0
+    assert MergeRule("average", 0.1, k).factors(4) == 0.25
+    with pytest.raises(ValueError, match="merge"):
+        MergeRule("median")
+
+
+def test_a_merge_with_a_factor_per_row_matches_numpy():
+    from engine.cluster.merge import RowMaster
+
+    rng = np.random.default_rng(2)
+    master = rng.standard_normal((6, 4)).astype(np.float32)
+    ref = master.copy()
+    rm = RowMaster({"syn0": master}, {"syn0": np.zeros(6, bool)})
+    a, b = rm.add_client(), rm.add_client()
+    rows = np.array([0, 2, 5], np.int32)
+    delta = rng.standard_normal((3, 4)).astype(np.float32)
+    f = np.array([1.0, 0.5, 1.0, 1.0, 1.0, 0.25], np.float32)
+    rm.merge(a, [("syn0", rows, R.quantize_values(delta, np.arange(3, dtype=np.int32)))],
+             {"syn0": f})
+    q = R.quantize_values(delta, np.arange(3, dtype=np.int32))
+    ref[rows] += f[rows][:, None] * R.to_float(q)
+    assert np.allclose(master, ref, atol=1e-6)
+    # a row merged with its factor 1 equals the client's own snapshot: not sent back to
+    # it; rows scaled are; the other client gets every row merged
+    _, due = rm.due(a, cold=True)
+    assert due["syn0"].tolist() == [5]
+    _, due = rm.due(b, cold=True)
+    assert due["syn0"].tolist() == [0, 2, 5]
+
+
+def test_the_merge_rule_travels_checked():
+    from engine.cluster.protocol import JobSpec, decode_job_spec, encode_job_spec
+    from engine.word2vec.schedule import KernelSettings
+
+    shapes = {"syn0": ((4, 3), "<f4"), "syn1neg": ((4, 3), "<f4"), "syn1": ((0, 3), "<f4"),
+              "keep": ((4,), "<u4"), "noise": ((8,), "<u8"), "codes": ((1, 1), "|u1"),
+              "points": ((1, 1), "<i4"), "code_lens": ((1,), "<i4")}
+    per_round = np.array([40, 3, 0.5, 0.1], np.float32)
+    spec = JobSpec(job="j1", member="n1", dim=3, vocab=4,
+                   settings=KernelSettings(1, 0, 5, 5, 1), products="loops", max_chunk_ids=10,
+                   timeout_seconds=5.0, peer_timeout=5.0, workers=1, hot_rows=2,
+                   local_hot=None, shapes=shapes, merge="damped", merge_rate=0.2,
+                   per_round=per_round)
+    got = decode_job_spec(encode_job_spec(spec))
+    assert (got.merge, got.merge_rate) == ("damped", 0.2)
+    assert np.array_equal(got.per_round, per_round)
+    sent = encode_job_spec(spec)
+    short = encode_job_spec(replace(spec, per_round=per_round[:3]))["per_round"]
+    nan = encode_job_spec(replace(spec, per_round=np.array([1, np.nan, 0, 0], np.float32)))
+    for bad, match in (({"merge": "median"}, "merge"), ({"merge_rate": -1.0}, "merge_rate"),
+                       ({"per_round": short}, "per_round"),
+                       ({"per_round": nan["per_round"]}, "per_round")):
+        with pytest.raises(ValueError, match=match):
+            decode_job_spec(dict(sent, **bad))

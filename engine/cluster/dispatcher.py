@@ -5,8 +5,8 @@ hold the master weights, updated in place. Each node gets the sampling tables an
 weights once, then a thread per node runs exchanges with it: tasks out (with any id-stream
 chunks it has not cached; a node is handed its own chunks again in later epochs), the rows
 of the master changed since its last exchange out, and back the tasks it finished with its
-delta (the rows it changed). Deltas are merged into the master as they arrive ("sum":
-what one shared-memory run would do; "average": scaled by 1/nodes). Training never waits on
+delta (the rows it changed). Deltas are merged into the master as they arrive (summed,
+frequent rows damped from 3 nodes on: engine.cluster.merge.MergeRule). Training never waits on
 the network: a node holds about two rounds of tasks, so it trains on while an exchange is
 in flight.
 
@@ -35,7 +35,7 @@ from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import RowMaster, every_due_row, merge_scale
+from .merge import MergeRule, RowMaster, every_due_row
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
@@ -149,6 +149,9 @@ class ClusterEngine(ShardPlacement):
         self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         self.n_chunks = len(stream.chunks)
         self.hot_rows = self._hot_rows(arrays["syn0"].shape[0], stream.raw_words)
+        self.per_round = None if self.counts is None else \
+            (self.counts * (self.cfg.round_words / max(stream.raw_words, 1))).astype(np.float32)
+        self.rule = MergeRule(self.cfg.merge, self.cfg.merge_rate, self.per_round)
         self.master = RowMaster({k: arrays[k] for k in WEIGHTS},
                                 {k: self._hot_mask(k) for k in WEIGHTS})
         self.sharded = None             # decided when the first nodes are open
@@ -310,7 +313,7 @@ class ClusterEngine(ShardPlacement):
             if not first:
                 log.info("node %s joined the running job", node.name)
             with self.shard_lock:
-                self.peers_version += 1          # the average's scale changes
+                self.peers_version += 1          # the node count merges are made for changes
             address = node.address
             if address in self.nodes:
                 self.retired.append(self.nodes[address])
@@ -354,7 +357,8 @@ class ClusterEngine(ShardPlacement):
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
             delta_threshold=float(self.cfg.delta_threshold),
-            delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype],
+            delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype], merge=self.cfg.merge,
+            merge_rate=float(self.cfg.merge_rate), per_round=self.per_round,
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         node.workers = reply["workers"]
@@ -537,7 +541,7 @@ class ClusterEngine(ShardPlacement):
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
         done = decode_done(done, node.held)      # all checked before anything is merged
-        scale = merge_scale(self.cfg.merge, len(self._active()))
+        scale = self.rule.factors(len(self._active()))
         with self.master.lock:
             if self.closed:                      # train() has returned (Ctrl-C, an error)
                 raise RuntimeError("the job is over")

@@ -18,16 +18,53 @@ import threading
 
 import numpy as np
 
-from .rows import Payload, add_into, quantize_values, take
+from .rows import Payload, add_into, quantize_values, scaled
 
 
-def merge_scale(merge: str, nodes: int) -> tuple[float, float]:
-    """The factors deltas are merged with: (hot rows, the others). "sum": what one
-    shared-memory run does; "average": every row over the nodes; "auto": the hot rows (which
-    every node changes every round, each towards the same place) averaged, the others
-    (changed by one node or a few) summed."""
-    avg = 1.0 / max(nodes, 1)
-    return {"sum": (1.0, 1.0), "average": (avg, avg), "auto": (avg, 1.0)}[merge]
+MERGES = ("damped", "sum", "average")
+
+
+def damped_factors(per_round: np.ndarray, nodes: int, rate: float) -> np.ndarray:
+    """Per-row merge factors from how often a node updates each row in a round (k, in
+    updates of the word: its share of the corpus times the round's words). A row whose
+    updates pull it towards one place, closing exp(-rate) of the gap each, goes
+    1 - exp(-rate N k) of the way after N nodes' k updates each, where the sum of their
+    deltas goes N (1 - exp(-rate k)): the sum overshoots rows every node moves all the way,
+    and N such deltas summed swing the row N - 1 times past its place, each round further.
+    The factor is twice the ratio of the two, at most 1: the sum for rows updated rarely, and
+    for frequent rows the swing two nodes' sum makes (measured best at 2 nodes), whatever N;
+    at 2 nodes it is the sum."""
+    x = rate * np.asarray(per_round, np.float64)
+    den = -nodes * np.expm1(-x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(den > 0, -np.expm1(-nodes * x) / den, 1.0)
+    return np.minimum(1.0, 2.0 * ratio).astype(np.float32)
+
+
+class MergeRule:
+    """How nodes' deltas are merged: "damped" (see damped_factors), "sum" (what one
+    shared-memory run does) or "average" (every row over the nodes). Factors are computed
+    once per node count (and shard: `part` picks a shard's rows)."""
+
+    def __init__(self, merge: str, rate: float = 0.1, per_round: np.ndarray | None = None):
+        if merge not in MERGES:
+            raise ValueError(f"merge: expected one of {', '.join(MERGES)}, got {merge!r}")
+        self.merge, self.rate, self.per_round = merge, rate, per_round
+        self._cache: dict = {}
+
+    def factors(self, nodes: int, part: slice = slice(None)):
+        """A factor for every row (a float), or {matrix: factor per row} for the rows of
+        syn0 and syn1neg (word rows; syn1's Huffman nodes are summed)."""
+        nodes = max(nodes, 1)
+        if self.merge == "average":
+            return 1.0 / nodes
+        if self.merge == "sum" or nodes <= 2 or self.per_round is None:
+            return 1.0
+        key = (nodes, part.start, part.step)
+        if key not in self._cache:
+            f = damped_factors(self.per_round[part], nodes, self.rate)
+            self._cache[key] = {"syn0": f, "syn1neg": f}
+        return self._cache[key]
 
 
 def every_due_row(cold: int, threshold: float) -> bool:
@@ -94,8 +131,8 @@ class RowMaster:
 
     def merge(self, slot: int, delta: list, scale=1.0) -> None:
         """Add a client's delta [(name, rows, values)] to the master, scaled (a factor, or
-        (factor of the hot rows, factor of the others)); the rows of each piece distinct,
-        values float32 or int8 with scales."""
+        {matrix: factor per row}, as MergeRule.factors gives); the rows of each piece
+        distinct, values float32 or int8 with scales."""
         with self.lock:
             self.version += 1
             v = self.version
@@ -108,15 +145,13 @@ class RowMaster:
                 # rows nobody else changed since this client's last sync now equal its
                 # snapshot (under a plain sum): they need not be sent back to it
                 clean = versions[rows] <= np.where(self.hot[name][rows], hot_v, cold_v)
-                hot_f, cold_f = scale if isinstance(scale, tuple) else (scale, scale)
-                if hot_f == cold_f:
-                    add_into(m, rows, vals, cold_f)
-                    clean &= cold_f == 1.0
-                else:
-                    hot = self.hot[name][rows]
-                    add_into(m, rows[hot], take(vals, hot), hot_f)
-                    add_into(m, rows[~hot], take(vals, ~hot), cold_f)
-                    clean &= np.where(hot, hot_f == 1.0, cold_f == 1.0)
+                f = scale.get(name, 1.0) if isinstance(scale, dict) else scale
+                if np.isscalar(f):
+                    add_into(m, rows, vals, f)
+                else:                            # a factor per row
+                    f = f[rows]
+                    add_into(m, rows, scaled(vals, f))
+                clean &= f == 1.0
                 versions[rows] = v
                 self.clean_for[name][rows] = np.where(clean, slot, -1)
 

@@ -38,11 +38,10 @@ from ..word2vec.checks import check_arrays
 from ..word2vec.schedule import KernelSettings
 from . import transport
 from .jobs import CallGuard
-from .merge import Shard, every_due_row
+from .merge import MergeRule, Shard, every_due_row
 from .protocol import (
     check_cold,
     check_int as _int,
-    check_num as _num,
     decode_chunk,
     decode_job_spec,
     decode_local_hot,
@@ -107,7 +106,7 @@ class NodeJob(CallGuard):
         self.peers: dict[int, str] = {}
         self.peer_proxies: dict[int, object] = {}
         self.acks: dict[int, list] = {}
-        self.scale = (1.0, 1.0)
+        self.merge_nodes = 1                    # the node count the shards merge for
         self.pool = None
         self.peer_bytes = [0, 0]
         self.shard_lock = threading.Lock()
@@ -125,6 +124,7 @@ class NodeJob(CallGuard):
         self.workers = min(workers, js.workers or workers)
         self.hot_rows = js.hot_rows
         self.delta_threshold, self.delta_dtype = js.delta_threshold, js.delta_dtype
+        self.rule = MergeRule(js.merge, js.merge_rate, js.per_round)
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
                                     self.settings)
         shapes = js.shapes
@@ -359,7 +359,7 @@ class NodeJob(CallGuard):
             self.shards[index] = shard
             self.n_shards = count
 
-    def set_peers(self, peers, scale) -> None:
+    def set_peers(self, peers, nodes) -> None:
         if not isinstance(peers, list):
             raise ValueError("peers: expected [[shard, address], ...]")
         found = {}
@@ -369,9 +369,7 @@ class NodeJob(CallGuard):
             found[_int(item[0], 0, 1 << 16, "shard")] = item[1][:300]
         if not found or sorted(found) != list(range(len(found))):
             raise ValueError("peers: every shard 0..n-1 needs an owner")
-        if not isinstance(scale, list) or len(scale) != 2:
-            raise ValueError("scale: expected [hot rows, others]")
-        self.scale = tuple(_num(x, 0.0, 1.0, "scale") for x in scale)
+        self.merge_nodes = _int(nodes, 1, 1 << 16, "nodes")
         with self.shard_lock:
             for j, address in found.items():
                 if self.peers.get(j) != address:     # a new owner: a new master, new marks
@@ -418,7 +416,7 @@ class NodeJob(CallGuard):
         try:
             if local is not None:
                 handed = True
-                got = self.shard_sync(j, self.member, cold, self.scale, self.acks.get(j),
+                got = self.shard_sync(j, self.member, cold, self.merge_nodes, self.acks.get(j),
                                       delta=parts)
                 for p in got:
                     self.rebase(p[0], p[1], p[2])
@@ -434,7 +432,7 @@ class NodeJob(CallGuard):
                                     *encode_rows(idx[a:b], take(vals, slice(a, b))))
                     self.peer_bytes[0] += (b - a) * size
             handed = True                        # merged from here on, even if the reply is lost
-            reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.scale,
+            reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.merge_nodes,
                                      self.acks.get(j))
             for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):
                 name, idx, vals = decode_piece(proxy.shard_pull(self.job_id, j, self.member,
@@ -459,16 +457,15 @@ class NodeJob(CallGuard):
             slot = shard.slot(client)
             shard.inbox.setdefault(slot, []).append((name, local, vals))
 
-    def shard_sync(self, j: int, client: str, cold, scale, ack, delta=None):
+    def shard_sync(self, j: int, client: str, cold, nodes, ack, delta=None):
         """Merge the client's delta, then hand it the rows merged since its last ack
         (pieces to pull, or the list itself for this node's own client)."""
         shard = self._shard(j)
         if not is_name(client):
             raise ValueError("shard_sync: bad arguments")
         check_cold(cold)
-        if not isinstance(scale, (list, tuple)) or len(scale) != 2:
-            raise ValueError("scale: expected [hot rows, others]")
-        scale = tuple(_num(x, 0.0, 1.0, "scale") for x in scale)
+        scale = self.rule.factors(_int(nodes, 1, 1 << 16, "nodes"),
+                                  slice(shard.index, None, shard.count))
         m = shard.master
         with m.lock:
             slot = shard.slot(client)

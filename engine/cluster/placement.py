@@ -10,7 +10,6 @@ import logging
 from ..errors import ClusterError
 from ..local.kernel import WEIGHTS
 from . import transport
-from .merge import merge_scale
 from .protocol import row_pieces, unpack_array
 from .transport import CommError
 
@@ -49,8 +48,7 @@ class ShardPlacement:
         with self.shard_lock:
             version = self.peers_version
             peers = [[j, self.owners[j].address] for j in range(self.n_shards)]
-        scale = merge_scale(self.cfg.merge, len(self._active()))
-        node.proxy.set_peers(self.job_id, peers, list(scale))
+        node.proxy.set_peers(self.job_id, peers, max(1, len(self._active())))
         node.peers_version = version
 
     def _suspect(self, j, address: str, reporter, why: str) -> None:

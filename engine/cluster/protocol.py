@@ -19,6 +19,7 @@ import numpy as np
 from ..local.hotrows import HOT_MAX
 from ..local.kernel import PRODUCTS, WEIGHTS
 from ..word2vec.schedule import KernelSettings, Task
+from .merge import MERGES
 from .rows import WIRE_DTYPES, Payload, Quantized
 
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
@@ -153,6 +154,9 @@ class JobSpec:
     shapes: dict                    # array name -> (shape, dtype): weights and tables
     delta_threshold: float = 0.0    # rows changed by less (relative to their norm) wait
     delta_dtype: str = "<f4"        # rows on the wire: "<f4", "<f2" or "|i1" (int8)
+    merge: str = "sum"              # how the shards' owners merge (MergeRule)
+    merge_rate: float = 0.1
+    per_round: np.ndarray | None = None     # updates of each word per round (for "damped")
 
 
 def encode_job_spec(spec: JobSpec) -> dict:
@@ -161,9 +165,11 @@ def encode_job_spec(spec: JobSpec) -> dict:
            "max_chunk_ids": spec.max_chunk_ids, "timeout_seconds": spec.timeout_seconds,
            "peer_timeout": spec.peer_timeout, "workers": spec.workers,
            "hot_rows": spec.hot_rows, "delta_threshold": spec.delta_threshold,
-           "delta_dtype": spec.delta_dtype,
+           "delta_dtype": spec.delta_dtype, "merge": spec.merge, "merge_rate": spec.merge_rate,
            "weights": {k: int(spec.shapes[k][0][0]) for k in WEIGHTS},
            "tables": {k: list(spec.shapes[k][0]) for k in TABLE_DTYPES}}
+    if spec.per_round is not None:
+        out["per_round"] = pack_array(np.asarray(spec.per_round, "<f4"))
     if spec.local_hot is not None:
         local = {k: v for k, v in spec.local_hot.items() if k != "shares"}
         if "shares" in spec.local_hot:
@@ -204,7 +210,26 @@ def decode_job_spec(spec) -> JobSpec:
         local_hot=local_hot, shapes=shapes,
         delta_threshold=check_num(spec.get("delta_threshold", 0.0), 0.0, 10.0,
                                   "delta_threshold"),
-        delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")))
+        delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")),
+        merge=_merge(spec.get("merge", "sum")),
+        merge_rate=check_num(spec.get("merge_rate", 0.1), 0.0, 1000.0, "merge_rate"),
+        per_round=_per_round(spec.get("per_round"), spec["vocab"]))
+
+
+def _merge(value) -> str:
+    if value not in MERGES:
+        raise ValueError(f"merge: expected one of {', '.join(MERGES)}")
+    return value
+
+
+def _per_round(value, vocab) -> np.ndarray | None:
+    """Each word's updates per round: one finite number >= 0 per word, or none."""
+    if value is None:
+        return None
+    per_round = unpack_array(value, "<f4", 1, (vocab,), "per_round")
+    if per_round.size and not (np.isfinite(per_round).all() and per_round.min() >= 0):
+        raise ValueError("per_round: expected finite numbers >= 0")
+    return per_round
 
 
 DELTA_DTYPES = tuple(WIRE_DTYPES.values())

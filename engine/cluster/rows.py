@@ -71,6 +71,13 @@ def take(payload: Payload, sel) -> Payload:
     return payload[sel]
 
 
+def scaled(payload: Payload, factors: np.ndarray) -> Payload:
+    """Each row times its factor."""
+    if isinstance(payload, Quantized):
+        return Quantized(payload.q, payload.scale * factors)
+    return payload * factors[:, None]
+
+
 def add_into(dst: np.ndarray, rows: np.ndarray, payload: Payload, factor: float = 1.0) -> None:
     """dst[rows] += factor * payload (rows distinct, inside dst)."""
     if isinstance(payload, Quantized):

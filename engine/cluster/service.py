@@ -161,9 +161,9 @@ class WorkerService:
             job.own_shard(index, count, generation)
 
     @expose
-    def set_peers(self, job_id, peers, scale) -> None:
+    def set_peers(self, job_id, peers, nodes) -> None:
         with self._using(job_id) as job:
-            job.set_peers(peers, scale)
+            job.set_peers(peers, nodes)
 
     @expose
     def shard_put(self, job_id, shard, client, name, rows, values) -> None:
@@ -171,9 +171,9 @@ class WorkerService:
             job.shard_put(shard, client, name, rows, values)
 
     @expose
-    def shard_sync(self, job_id, shard, client, cold, scale, ack) -> dict:
+    def shard_sync(self, job_id, shard, client, cold, nodes, ack) -> dict:
         with self._using(job_id) as job:
-            return job.shard_sync(shard, client, cold, scale, ack)
+            return job.shard_sync(shard, client, cold, nodes, ack)
 
     @expose
     def shard_pull(self, job_id, shard, client, piece) -> dict:
