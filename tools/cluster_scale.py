@@ -2,13 +2,16 @@
 """Scale on paper: predicted cluster speedup for 2..64 nodes from measured numbers.
 
 usage: python tools/cluster_scale.py [--report report.json] [--rate W/S] [--round-words N]
-           [--up-bytes B] [--down-bytes B] [--n-measured N] [--full-bytes B] [--json F]
+           [--up-bytes B] [--down-bytes B] [--n-measured N] [--full-bytes B]
+           [--exchange-share S] [--json F]
 
 Model. N worker nodes each train at `rate` words/s and, every `round_words`
 words, exchange with the merge point(s): upload their delta (`up` bytes) and
 download the rows changed since their last exchange (`down(N)` bytes).
   down(N) = min(full_bytes, down_measured * N / n_measured)   (more nodes, more rows)
-  compute = round_words / rate
+  compute = round_words / rate * (1 + exchange_share)   (the exchange's CPU, packing,
+           merging and rebasing on every node and the dispatcher, per unit of training
+           CPU: taken from the node's cores, not overlapped)
   star:    one dispatcher, its link carries every node's traffic (full duplex):
            transfer = N * max(up, down(N)) / link
   sharded: rows split in N shards, each node is the merge point of one shard
@@ -21,8 +24,10 @@ download the rows changed since their last exchange (`down(N)` bytes).
   speedup = cluster words/s / rate; efficiency = speedup / N.
 Assumptions: training overlaps the exchange completely, so latency costs nothing
 unless transfer > compute; links reach their nominal rate (no protocol overhead,
-no contention elsewhere); up bytes do not depend on N; merge CPU is free; the
-dispatcher/merge nodes are not otherwise busy. Link speeds: 1 Gbit/s = 125e6 B/s.
+no contention elsewhere); up bytes do not depend on N; the exchange's CPU share does not
+depend on N; the dispatcher/merge nodes are not otherwise busy. Speedup is over one node
+training alone (no exchange). From a report, bytes are the nodes' own socket counts (frames
+and payload, node to node included) per node and exchange. Link speeds: 1 Gbit/s = 125e6 B/s.
 """
 import argparse
 import json
@@ -42,7 +47,7 @@ def down_bytes(n, p):
 def round_times(design, n, link_gbit, p):
     """(compute seconds, transfer seconds on the busiest link) for one round."""
     link = link_gbit * 1e9 / 8.0
-    compute = p["round_words"] / p["rate"]
+    compute = p["round_words"] / p["rate"] * (1.0 + p.get("exchange_share", 0.0))
     per = max(p["up_bytes"], down_bytes(n, p))
     if design == "star":
         transfer = n * per / link
@@ -92,6 +97,14 @@ def from_report(path):
     p = {"rate": rate, "round_words": c["trained_words"] / ex,
          "up_bytes": c["bytes_from_nodes"] / ex, "down_bytes": c["bytes_to_nodes"] / ex,
          "n_measured": c["nodes_used"], "full_bytes": c["weights_bytes"]}
+    nodes = c.get("per_node") or []
+    node_ex = sum(int(d.get("exchanges") or 0) for d in nodes)
+    if node_ex and all("wire_sent" in d for d in nodes):    # every byte through the sockets
+        p["up_bytes"] = sum(d["wire_sent"] for d in nodes) / node_ex
+        p["down_bytes"] = sum(d["wire_received"] for d in nodes) / node_ex
+        p["round_words"] = c["trained_words"] / node_ex
+    if "cpu" in c:
+        p["exchange_share"] = float(c["cpu"]["exchange_share"])
     if c.get("seconds"):
         notes.append(f"measured cluster: {c['nodes_used']} nodes, "
                      f"{c['trained_words'] / c['seconds']:,.0f} words/s overall "
@@ -115,7 +128,8 @@ def render(result):
         f"rate {p['rate']:,.0f} words/s/node, round {p['round_words']:,.0f} words "
         f"({p['round_words'] / p['rate']:.3f} s compute), up {p['up_bytes'] / 1e6:.2f} MB, "
         f"down {p['down_bytes'] / 1e6:.2f} MB at {p['n_measured']:g} nodes, "
-        f"full {p['full_bytes'] / 1e6:.2f} MB",
+        f"full {p['full_bytes'] / 1e6:.2f} MB, exchange CPU "
+        f"{p.get('exchange_share', 0.0):.2f} of training",
         "predicted speedup over one node (efficiency = speedup / nodes)", ""]
     heads = [f"{d} {g:g} Gbit/s" for d, g in cols]
     lines.append(f"{'nodes':>5}  " + "  ".join(f"{h:>20}" for h in heads))
@@ -144,11 +158,14 @@ def main(argv=None):
     ap.add_argument("--down-bytes", type=float, help="bytes a node downloads per exchange")
     ap.add_argument("--n-measured", type=float, help="node count at which down-bytes was measured")
     ap.add_argument("--full-bytes", type=float, help="bytes of the whole trainable weights")
+    ap.add_argument("--exchange-share", type=float,
+                    help="the exchange's CPU over the training's (report: cluster.cpu)")
     ap.add_argument("--json", metavar="F", help="also write the numbers as JSON to F")
     args = ap.parse_args(argv)
 
     p, notes = (from_report(args.report) if args.report else ({}, []))
-    for key in ("rate", "round_words", "up_bytes", "down_bytes", "n_measured", "full_bytes"):
+    for key in ("rate", "round_words", "up_bytes", "down_bytes", "n_measured", "full_bytes",
+                "exchange_share"):
         if getattr(args, key) is not None:
             p[key] = getattr(args, key)
     missing = [k for k in ("rate", "round_words", "up_bytes", "down_bytes", "n_measured",
