@@ -41,6 +41,7 @@ from .protocol import (
     PIECE_BYTES,
     JobSpec,
     check_cold,
+    check_int,
     decode_costs,
     decode_done,
     decode_piece,
@@ -53,10 +54,12 @@ from .protocol import (
     row_pieces,
 )
 from .rows import WIRE_DTYPES, payload_bytes, row_bytes, values_dtype
+from .transport import CommError
 
 log = logging.getLogger("engine")
 
 CHUNK_BYTES_PER_EXCHANGE = 4 * PIECE_BYTES   # new id chunks sent in one call
+MAX_STRIKES = 3     # a node dropped this often for answers refused is not taken back
 
 
 class _Node:
@@ -145,6 +148,7 @@ class ClusterEngine(ShardPlacement):
         self.all_done = threading.Event()
         self.closed = False
         self.worker_ids: dict[str, str] = {}   # a worker's id -> the address it is used at
+        self.strikes: dict[str, int] = {}      # address -> times dropped for a wrong answer
         total = sum(t.raw_words for t in tasks)
         self.progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
         self.n_chunks = len(stream.chunks)
@@ -278,6 +282,10 @@ class ClusterEngine(ShardPlacement):
             return
         opened = []
         for name, address in found.items():
+            if self.strikes.get(address, 0) >= MAX_STRIKES:
+                self._unreachable[address] = (f"not taken back: its answers were refused "
+                                              f"{MAX_STRIKES} times")
+                continue
             node = self.nodes.get(address)
             if node is not None and node.active:
                 continue
@@ -287,6 +295,8 @@ class ClusterEngine(ShardPlacement):
             try:
                 self._open(node)
             except FAILURES as exc:
+                if not isinstance(exc, (CommError, OSError)):
+                    self.strikes[address] = self.strikes.get(address, 0) + 1
                 self._not_used(node, exc, first)
                 continue
             opened.append(node)
@@ -340,6 +350,8 @@ class ClusterEngine(ShardPlacement):
         t = self.cfg.timeout_seconds
         node.proxy = transport.connect(node.address, self.key, t)
         node.info = node.proxy.info()
+        if not isinstance(node.info, dict):
+            raise ValueError("info: expected a dict")
         wid = str(node.info.get("worker_id") or node.address)
         seen_at = self.worker_ids.setdefault(wid, node.address)
         if seen_at != node.address:
@@ -361,7 +373,9 @@ class ClusterEngine(ShardPlacement):
             merge_rate=float(self.cfg.merge_rate), per_round=self.per_round,
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
-        node.workers = reply["workers"]
+        if not isinstance(reply, dict):
+            raise ValueError("open_job: expected a dict")
+        node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
         hot = reply.get("hot")
         if isinstance(hot, list) and len(hot) == 3 and all(isinstance(x, int) for x in hot) \
                 and hot[0] > 0:
@@ -407,6 +421,8 @@ class ClusterEngine(ShardPlacement):
         except FAILURES + (KeyError, TypeError) as exc:
             if self.stop.is_set():               # the job is over: nothing to hand back
                 return
+            if not isinstance(exc, (CommError, OSError)):    # it answered, wrongly
+                self.strikes[node.address] = self.strikes.get(node.address, 0) + 1
             self._drop(node, f"{type(exc).__name__}: {exc}")
         except BaseException as exc:             # a bug: stop the job with it
             self.failure = exc

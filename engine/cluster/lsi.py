@@ -35,7 +35,7 @@ from ..errors import ClusterError
 from ..runtime.signals import signals_as_interrupt
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .protocol import PIECE_BYTES, pack_array, unpack_array
+from .protocol import PIECE_BYTES, check_int, pack_array, unpack_array
 from .transport import CommError
 
 log = logging.getLogger("engine")
@@ -201,14 +201,18 @@ class ClusterLsi:
                     return
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
-        rank = int(reply["rank"])
+        rank = check_int(reply.get("rank"), 1, self.rank, f"share {index} rank")
         s = unpack_array(reply["s"], dtype.str, 1, (rank,), "s").copy()
+        if not np.isfinite(s).all():
+            raise ValueError(f"share {index}: S is not finite")
         u = np.empty((self.n_terms, rank), dtype)
         covered = 0
         for piece in range(int(reply["pieces"])):
             got = proxy.lsi_pull(self.job_id, index, piece)
             rows = unpack_array(got["u"], dtype.str, 2, (None, rank), "u")
-            a = int(got["start"])
+            if not np.isfinite(rows).all():
+                raise ValueError(f"share {index}: U is not finite")
+            a = check_int(got.get("start"), 0, self.n_terms, f"share {index} U start")
             if a != covered or a + rows.shape[0] > self.n_terms:
                 raise ValueError(f"share {index}: U piece {piece} at row {a}, expected {covered}")
             u[a:a + rows.shape[0]] = rows

@@ -20,7 +20,6 @@ import numpy as np
 
 from .rows import Payload, add_into, quantize_values, scaled
 
-
 MERGES = ("damped", "sum", "average")
 
 

@@ -15,6 +15,7 @@ point) and syncs its delta with the other shards' owners. Every argument is chec
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -128,8 +129,8 @@ class NodeJob(CallGuard):
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
                                     self.settings)
         shapes = js.shapes
-        need = sum(int(np.prod(sh)) * np.dtype(dt).itemsize for sh, dt in shapes.values())
-        snap = sum(int(np.prod(shapes[n][0])) * 4 for n in WEIGHTS)
+        need = sum(math.prod(sh) * np.dtype(dt).itemsize for sh, dt in shapes.values())
+        snap = sum(math.prod(shapes[n][0]) * 4 for n in WEIGHTS)
         avail = psutil.virtual_memory().available
         if need + snap > 0.9 * avail:
             raise MemoryError(f"this job needs {(need + snap) / 2**20:,.0f} MB (weights, tables "
@@ -137,6 +138,19 @@ class NodeJob(CallGuard):
         self.shapes = shapes
         self.weight_shapes = {n: shapes[n][0] for n in WEIGHTS}
         self.shared = SharedArrays.create_empty(shapes)     # (checks /dev/shm first)
+        self.scratch = None
+        try:
+            self._setup(shapes)
+        except BaseException:                   # nothing of a job that did not open stays
+            self.shared.unlink()
+            if getattr(self, "ids_fh", None) is not None:
+                self.ids_fh.close()
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
+
+    def _setup(self, shapes: dict) -> None:
+        """The job's id file, snapshot, counters and standby processes."""
         self.scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
         self.ids_path = os.path.join(self.scratch, "ids.i32")
         self.ids_fh = open(self.ids_path, "wb")
@@ -144,6 +158,7 @@ class NodeJob(CallGuard):
         self.chunk_at: dict[int, tuple[int, int]] = {}
         self.snapshot = {n: np.zeros(shapes[n][0], np.float32) for n in WEIGHTS}
         self.lock = threading.Lock()            # done list, counters
+        self.setup_lock = threading.Lock()      # put_array against start
         self.done: list = []
         self.fed = self.finished = 0
         self.trained_words = 0                  # raw words trained since the last exchange
@@ -162,8 +177,6 @@ class NodeJob(CallGuard):
 
     # ---- setup --------------------------------------------------------------------------
     def put_array(self, name: str, start: int, packed: dict) -> None:
-        if self.session is not None:
-            raise ValueError("put_array: the job has started (its weights are live)")
         if name not in self.shapes:
             raise ValueError(f"put_array: unknown array {name!r}")
         shape, dtype = self.shapes[name]
@@ -172,9 +185,12 @@ class NodeJob(CallGuard):
         if start + arr.shape[0] > shape[0]:
             raise ValueError(f"put_array {name}: rows {start}..{start + arr.shape[0]} past "
                              f"{shape[0]}")
-        self.shared[name][start:start + arr.shape[0]] = arr
-        if name in self.snapshot:
-            self.snapshot[name][start:start + arr.shape[0]] = arr
+        with self.setup_lock:                    # never after start has checked the tables
+            if self.session is not None:
+                raise ValueError("put_array: the job has started (its weights are live)")
+            self.shared[name][start:start + arr.shape[0]] = arr
+            if name in self.snapshot:
+                self.snapshot[name][start:start + arr.shape[0]] = arr
 
     def _check_tables(self) -> None:
         """The kernels index with these: every entry must stay inside the weights."""
@@ -188,14 +204,15 @@ class NodeJob(CallGuard):
             raise ValueError(str(exc)) from None
 
     def start(self) -> None:
-        if self.session is not None:
-            raise ValueError("start: the job has started already")
-        self._check_tables()
-        words, sync, tiers = self.local_hot
-        self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
-                                    self.workers, hot_words=words, sync_words=sync,
-                                    hot_tiers=tiers, shared=self.shared,
-                                    standby=self.standby)
+        with self.setup_lock:
+            if self.session is not None:
+                raise ValueError("start: the job has started already")
+            self._check_tables()
+            words, sync, tiers = self.local_hot
+            self.session = LocalSession({}, self.settings, self.ids_path, self.max_ids,
+                                        self.workers, hot_words=words, sync_words=sync,
+                                        hot_tiers=tiers, shared=self.shared,
+                                        standby=self.standby)
         self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
         self.thread.start()
 

@@ -11,6 +11,7 @@ weights in row pieces (`put_array`), id-stream chunks and tasks (`exchange`), me
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -89,7 +90,7 @@ def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
         raise ValueError(f"{what}: expected shape {shape}, got {got_shape}")
     data = msg["data"]
     itemsize = np.dtype(dtype).itemsize
-    if not isinstance(data, bytes) or len(data) != int(np.prod(got_shape)) * itemsize:
+    if not isinstance(data, bytes) or len(data) != math.prod(got_shape) * itemsize:
         raise ValueError(f"{what}: {len(data) if isinstance(data, bytes) else '?'} bytes do not "
                          f"match shape {got_shape}")
     return np.frombuffer(data, dtype=dtype).reshape(got_shape)

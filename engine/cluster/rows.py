@@ -12,7 +12,6 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-
 # [cluster] delta_dtype -> the dtype a node's delta travels in
 WIRE_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1"}
 

@@ -9,6 +9,7 @@ if the parent itself is killed, its resource tracker unlinks the segments it lef
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import secrets
@@ -134,13 +135,13 @@ class SharedArrays:
     def create_empty(cls, shapes: dict[str, tuple]) -> "SharedArrays":
         """Zero-filled arrays {key: (shape, dtype)} in shared memory (filled later in place,
         so nothing is held twice)."""
-        check_room(sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+        check_room(sum(math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
                        for shape, dtype in shapes.values()))
         spec, segments = {}, {}
         tag = _tag()
         try:
             for key, (shape, dtype) in shapes.items():
-                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                nbytes = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
                 seg = shared_memory.SharedMemory(name=f"{PREFIX}{tag}_{key}", create=True,
                                                  size=max(nbytes, 1))
                 segments[key] = seg

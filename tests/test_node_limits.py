@@ -1,0 +1,147 @@
+"""A node's job against the limits and races of the exchange: a job that cannot open leaves
+nothing, table shapes whose size overflows are refused before any segment, the weights
+cannot change after the tables were checked, and a node that answers wrongly is dropped
+(not the job) and taken back a bounded number of times."""
+import glob
+import os
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+from conftest import segments_of
+from test_cluster import KEY, _exact, _job, _train, workers  # noqa: F401 (the fixture)
+
+from engine.cluster import transport
+from engine.cluster.node import _SCRATCH_PREFIX, NodeJob
+from engine.cluster.protocol import JobSpec, encode_job_spec, pack_array
+from engine.cluster.service import WorkerService
+from engine.config import ClusterConfig
+from engine.word2vec.schedule import KernelSettings
+
+
+def _spec(**tables):
+    shapes = {"syn0": ((4, 3), "<f4"), "syn1neg": ((4, 3), "<f4"), "syn1": ((0, 3), "<f4"),
+              "keep": ((4,), "<u4"), "noise": ((8,), "<u8"), "codes": ((1, 1), "|u1"),
+              "points": ((1, 1), "<i4"), "code_lens": ((1,), "<i4")}
+    for name, shape in tables.items():
+        shapes[name] = (shape, shapes[name][1])
+    return encode_job_spec(JobSpec(
+        job="j1", member="n1", dim=3, vocab=4, settings=KernelSettings(1, 0, 5, 5, 1),
+        products="loops", max_chunk_ids=10, timeout_seconds=5.0, peer_timeout=5.0, workers=1,
+        hot_rows=2, local_hot=None, shapes=shapes))
+
+
+def _scratch_dirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(),
+                                      f"{_SCRATCH_PREFIX}{os.getpid()}-*")))
+
+
+def test_a_job_that_cannot_open_leaves_nothing(monkeypatch):
+    import engine.cluster.node as node
+
+    def fail(workers):
+        raise RuntimeError("no process could start")
+
+    before = (segments_of(), _scratch_dirs())
+    monkeypatch.setattr(node, "Standby", fail)
+    with pytest.raises(RuntimeError, match="no process"):
+        NodeJob(_spec(), workers=1)
+    assert (segments_of(), _scratch_dirs()) == before
+
+
+def test_table_sizes_that_overflow_are_refused_before_any_segment():
+    before = segments_of()
+    # 2**33 x 2**33 entries: np.prod wraps to 0 in int64, which would pass the room checks
+    with pytest.raises(MemoryError, match="MB"):
+        NodeJob(_spec(noise=(1 << 33, 1 << 33)), workers=1)
+    assert segments_of() == before
+
+
+def test_weights_cannot_land_after_start_checked_the_tables(monkeypatch):
+    job = NodeJob(_spec(), workers=1)
+    checking, go_on = threading.Event(), threading.Event()
+    real_check = job._check_tables
+
+    def slow_check():
+        checking.set()
+        assert go_on.wait(10)
+        real_check()
+
+    job.shared["keep"][...] = np.uint32(0xFFFFFFFF)     # valid tables
+    job.shared["noise"][...] = np.arange(8, dtype=np.uint64) % 4
+    monkeypatch.setattr(job, "_check_tables", slow_check)
+    started = threading.Thread(target=job.start)
+    try:
+        started.start()
+        assert checking.wait(10)
+        got = []
+
+        def put():
+            try:
+                job.put_array("syn0", 0, pack_array(np.full((4, 3), 7, np.float32)))
+                got.append("written")
+            except ValueError as exc:
+                got.append(str(exc))
+
+        putter = threading.Thread(target=put)
+        putter.start()
+        putter.join(0.5)                          # it waits for start, not writes beside it
+        assert got == []
+        go_on.set()
+        started.join(10)
+        putter.join(10)
+        assert got and "has started" in got[0]
+        assert not (job.shared["syn0"] == 7).any()
+    finally:
+        go_on.set()
+        started.join(10)
+        job.close()
+
+
+class _WrongExchange(WorkerService):
+    """A worker whose exchange replies name a kind of exchange that was not asked for."""
+
+    @transport.expose
+    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
+        reply = super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold)
+        return dict(reply, flushed=1 if cold != 1 else 0)
+
+
+class _WrongInfo(WorkerService):
+    @transport.expose
+    def info(self):
+        return ["not", "a", "dict"]
+
+
+def test_nodes_that_answer_wrongly_are_dropped_and_taken_back_a_bounded_number_of_times(
+        tmp_path, workers, monkeypatch):
+    from engine.cluster.dispatcher import MAX_STRIKES
+
+    (good,) = workers(1)
+    key = KEY.encode()
+    services = [cls(1, name, key) for cls, name in ((_WrongExchange, "wrong-exchange"),
+                                                    (_WrongInfo, "wrong-info"))]
+    servers = [transport.Server(svc, "127.0.0.1", 0, key) for svc in services]
+    for s in servers:
+        s.start()
+    before = segments_of()
+    try:
+        _, state, stream = _job(tmp_path, epochs=EPOCHS)
+        bad = [f"127.0.0.1:{s.port}" for s in servers]
+        cluster = ClusterConfig(nodes=[good.address] + bad, round_words=3000,
+                                round_seconds=1, rejoin_seconds=0.1, queue_seconds=0.05)
+        stats = _train(state, stream, cluster)
+        _exact(stats, stream, EPOCHS)             # the job ends, every chunk once
+        dropped = [d["address"] for d in stats.cluster["dropped"]]
+        # taken back after each drop, but not more than MAX_STRIKES times
+        assert 1 <= dropped.count(bad[0]) <= MAX_STRIKES, dropped
+        assert bad[1] not in dropped              # never opened: its info was refused
+    finally:
+        for s, svc in zip(servers, services):
+            s.close()
+            svc.shutdown()
+    assert segments_of() == before
+
+
+EPOCHS = 120
