@@ -222,3 +222,48 @@ def test_a_node_checks_everything_it_is_sent():
                        (dict(spec, settings=dict(spec["settings"], dtype="int8")), "dtype")):
         with pytest.raises(ValueError, match=match):
             LsiNodeJob(bad, workers=1)
+
+
+def _lying_service():
+    from engine.cluster import transport
+    from engine.cluster.service import WorkerService
+
+    class Lying(WorkerService):
+        @transport.expose
+        def lsi_result(self, job_id, index, wait):
+            reply = super().lsi_result(job_id, index, wait)
+            if reply.get("state") != "done":
+                return reply
+            s = np.frombuffer(reply["s"]["data"], reply["s"]["dtype"]).copy()
+            s[0] = np.nan                         # one NaN singular value
+            return dict(reply, s=dict(reply["s"], data=s.tobytes()))
+    return Lying
+
+
+def test_a_share_with_a_nan_drops_its_node(tmp_path, workers):
+    """A node whose share comes back with a NaN in S is dropped and its share recomputed by
+    another node (one NaN would spread to every topic); the merged topics are those of the
+    same shares decomposed here."""
+    from engine.cluster import transport
+
+    (good,) = workers(1)
+    key = KEY.encode()
+    service = _lying_service()(1, "liar", key)
+    server = transport.Server(service, "127.0.0.1", 0, key)
+    server.start()
+    try:
+        m = _planted(seed=6, docs=600)
+        with BlockCache(str(tmp_path)) as cache:
+            cache.add_matrix(m, 100)
+            liar = f"127.0.0.1:{server.port}"
+            cfg = ClusterConfig(nodes=[liar, good.address], timeout_seconds=5,
+                                round_seconds=0.5, rejoin_seconds=600)
+            d, report = ClusterLsi(cfg, read_key(), shares=4).decompose(
+                cache.blocks, m.shape[1], SETTINGS)
+            local = _local_merge(cache.blocks, m.shape[1], 4)
+        assert liar in {x["address"] for x in report.cluster["dropped"]}
+        assert np.isfinite(d.s).all() and np.isfinite(d.u).all()
+        _same(d, local, 1e-6)
+    finally:
+        server.close()
+        service.shutdown()
