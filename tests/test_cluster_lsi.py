@@ -267,3 +267,52 @@ def test_a_share_with_a_nan_drops_its_node(tmp_path, workers):
     finally:
         server.close()
         service.shutdown()
+
+
+def test_a_node_that_answers_running_forever_is_dropped(tmp_path, workers):
+    """A node that keeps saying its share is running is given ten times what the finished
+    shares took (at least the call timeout and two rounds), then dropped; its share is
+    recomputed and the job ends with the same topics."""
+    import threading
+    import time
+
+    from engine.cluster import transport
+    from engine.cluster.service import WorkerService
+
+    class Stuck(WorkerService):
+        @transport.expose
+        def lsi_result(self, job_id, index, wait):
+            time.sleep(min(float(wait), 0.5))
+            return {"state": "running"}
+
+    (good,) = workers(1)
+    key = KEY.encode()
+    service = Stuck(1, "stuck", key)
+    server = transport.Server(service, "127.0.0.1", 0, key)
+    server.start()
+    out = {}
+    try:
+        m = _planted(seed=7, docs=600)
+        with BlockCache(str(tmp_path)) as cache:
+            cache.add_matrix(m, 100)
+            stuck = f"127.0.0.1:{server.port}"
+            cfg = ClusterConfig(nodes=[stuck, good.address], timeout_seconds=2,
+                                round_seconds=0.5, rejoin_seconds=600)
+
+            def run():
+                out["result"] = ClusterLsi(cfg, read_key(), shares=4).decompose(
+                    cache.blocks, m.shape[1], SETTINGS)
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(60)
+            assert not t.is_alive(), "the job still waits on the stuck node"
+            local = _local_merge(cache.blocks, m.shape[1], 4)
+        d, report = out["result"]
+        dropped = report.cluster["dropped"]
+        assert [x["address"] for x in dropped] == [stuck]
+        assert "still running" in dropped[0]["why"]
+        _same(d, local, 1e-6)
+    finally:
+        server.close()
+        service.shutdown()

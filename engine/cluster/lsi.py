@@ -87,6 +87,7 @@ class ClusterLsi:
         self.results: dict[int, Decomposition] = {}
         self.done_by: dict[int, str] = {}
         self.recomputed: list[dict] = []
+        self.seconds_per_nnz = 0.0               # the slowest finished share's
         n_docs = sum(b.n_docs for b in blocks)
         nnz = sum(b.nnz for b in blocks)
         self.nodes = self._open_nodes()
@@ -138,11 +139,16 @@ class ClusterLsi:
             try:
                 node.proxy = transport.connect(address, self.key, self.cfg.timeout_seconds)
                 info = node.proxy.info()
+                if not isinstance(info, dict):
+                    raise ValueError("info: expected a dict")
                 wid = str(info.get("worker_id") or address)
                 if wid in seen:
                     raise ValueError(f"the same worker as {seen[wid]} (listed twice)")
                 seen[wid] = address
-                node.workers = int(node.proxy.open_job(spec)["workers"])
+                reply = node.proxy.open_job(spec)
+                if not isinstance(reply, dict):
+                    raise ValueError("open_job: expected a dict")
+                node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
                 nodes.append(node)
                 log.info("node %s (%s): %d thread(s), %s MB free", name, address,
                          node.workers, info.get("free_mb"))
@@ -199,6 +205,10 @@ class ClusterLsi:
                     break
                 if self.stop.is_set():
                     return
+                limit = self._share_limit(share.nnz)
+                if time.monotonic() - t0 > limit:
+                    raise RuntimeError(f"share {index} still running after {limit:.0f} s "
+                                       f"(ten times what the other shares took)")
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
         rank = check_int(reply.get("rank"), 1, self.rank, f"share {index} rank")
@@ -223,11 +233,23 @@ class ClusterLsi:
         proxy.lsi_forget(self.job_id, index)
         with self.lock:
             self.results[index] = Decomposition(u, s)
+            self.seconds_per_nnz = max(self.seconds_per_nnz,
+                                       (time.monotonic() - t0) / max(share.nnz, 1))
             self.done_by[index] = node.name
             node.shares_done.append(index)
             node.busy_seconds += time.monotonic() - t0
             self.ready.notify_all()
         self._event("done", node, index)
+
+    def _share_limit(self, nnz: int) -> float:
+        """How long a share may run: ten times what the slowest finished share took for its
+        nonzeros, and not under the call timeout plus two rounds; none until one finished
+        (a node that answers "running" forever is dropped, its share given to another)."""
+        with self.lock:
+            rate = self.seconds_per_nnz
+        if not rate:
+            return float("inf")
+        return max(10 * rate * nnz, self.cfg.timeout_seconds + 2 * self.cfg.round_seconds)
 
     def _event(self, what: str, node: _LsiNode, index: int) -> None:
         if self.on_event is not None:
