@@ -214,3 +214,38 @@ def test_every_byte_through_the_sockets_is_counted(tmp_path):
     assert ok
     for counted in (sent, received):                      # both ends are in that process
         assert 2 * (100_000 + header) <= counted < 2 * 100_000 + 4096   # frames, no copies
+
+
+def test_a_name_server_that_never_answers_does_not_hang_the_caller():
+    """A name server that accepts connections and then says nothing (stopped, or a squatted
+    port): asking it fails within its timeout, it does not block `engine run`, `engine
+    nodes` or a rejoin forever."""
+    import socket
+    import threading
+    import time
+
+    from engine.errors import ClusterError
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    out = []
+
+    def ask():
+        t0 = time.monotonic()
+        try:
+            transport.discover(f"127.0.0.1:{port}", None, timeout=1.0)
+            out.append("answered")
+        except ClusterError as exc:
+            out.append((time.monotonic() - t0, str(exc)))
+
+    t = threading.Thread(target=ask, daemon=True)
+    try:
+        t.start()
+        t.join(20)
+        assert out, "the caller still waits on a silent name server"
+        seconds, why = out[0]
+        assert seconds < 10 and f"127.0.0.1:{port}" in why
+    finally:
+        silent.close()

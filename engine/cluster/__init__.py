@@ -24,7 +24,7 @@ def probe_nodes(cfg, key: bytes | None = None, timeout: float = 5.0) -> list[dic
     rows = []
     if cfg.nameserver:
         try:
-            found.update(transport.discover(cfg.nameserver, key))
+            found.update(transport.discover(cfg.nameserver, key, timeout))
         except ClusterError as exc:
             rows.append({"name": f"name server {cfg.nameserver}", "address": cfg.nameserver,
                          "ok": False, "why": str(exc)})

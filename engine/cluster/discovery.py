@@ -21,7 +21,7 @@ def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
 
         def ask():
             try:
-                box.append(transport.discover(cfg.nameserver, key))
+                box.append(transport.discover(cfg.nameserver, key, cfg.timeout_seconds))
             except BaseException as exc:     # noqa: BLE001 (handed to the caller)
                 box.append(exc)
 

@@ -309,23 +309,32 @@ def release(proxy) -> None:
         pass
 
 
-def locate_ns(nameserver: str, key: bytes | None):
-    """The name server at 'host[:port]', or found by broadcast for 'auto' (keyed only)."""
+def locate_ns(nameserver: str, key: bytes | None, timeout: float = 10.0):
+    """The name server at 'host[:port]', or found by broadcast for 'auto' (keyed only);
+    connecting and every call bounded by `timeout` (a stopped name server that still accepts
+    connections must not hang the caller)."""
     check_keyed((), nameserver or "auto", key)
     try:
         if nameserver in ("", "auto"):
-            return Pyro4.locateNS(hmac_key=key)
-        host, port = parse_address(nameserver, Pyro4.config.NS_PORT)
-        return Pyro4.locateNS(host, port, broadcast=False, hmac_key=key)
+            found = Pyro4.locateNS(hmac_key=key)    # the broadcast has its own timeout
+            uri = found._pyroUri
+            found._pyroRelease()
+        else:
+            host, port = parse_address(nameserver, Pyro4.config.NS_PORT)
+            uri = f"PYRO:{Pyro4.constants.NAMESERVER_NAME}@{host}:{port}"
+        ns = Pyro4.core.Proxy(uri)
+        ns._pyroHmacKey = key
+        ns._pyroTimeout = timeout
+        ns._pyroBind()
+        return ns
     except Pyro4.errors.PyroError as exc:
         raise ClusterError(f"name server {nameserver or 'auto'}: {exc}") from None
 
 
-def discover(nameserver: str, key: bytes | None) -> dict[str, str]:
+def discover(nameserver: str, key: bytes | None, timeout: float = 10.0) -> dict[str, str]:
     """Workers registered in the name server: {name: PYRO URI}."""
-    ns = locate_ns(nameserver, key)
+    ns = locate_ns(nameserver, key, timeout)
     try:
-        ns._pyroTimeout = 10
         found = ns.list(prefix=NS_PREFIX)
     except Pyro4.errors.PyroError as exc:
         raise ClusterError(f"name server {nameserver or 'auto'}: {exc}") from None
