@@ -295,8 +295,7 @@ class ClusterEngine(ShardPlacement):
             try:
                 self._open(node)
             except FAILURES as exc:
-                if not isinstance(exc, (CommError, OSError)):
-                    self.strikes[address] = self.strikes.get(address, 0) + 1
+                self._strike(address, exc)
                 self._not_used(node, exc, first)
                 continue
             opened.append(node)
@@ -335,6 +334,12 @@ class ClusterEngine(ShardPlacement):
             with self.shard_lock:
                 for j in [j for j, o in self.owners.items() if o is node]:
                     self._move_shard(j, why)
+
+    def _strike(self, address: str, exc: BaseException) -> None:
+        """Count a failure that was an answer refused, not a lost connection: a node
+        refused MAX_STRIKES times is not taken back."""
+        if not isinstance(exc, (CommError, OSError)):
+            self.strikes[address] = self.strikes.get(address, 0) + 1
 
     def _not_used(self, node: _Node, exc: BaseException, first: bool) -> None:
         self._unreachable[node.address] = f"{type(exc).__name__}: {exc}"
@@ -421,8 +426,7 @@ class ClusterEngine(ShardPlacement):
         except FAILURES + (KeyError, TypeError) as exc:
             if self.stop.is_set():               # the job is over: nothing to hand back
                 return
-            if not isinstance(exc, (CommError, OSError)):    # it answered, wrongly
-                self.strikes[node.address] = self.strikes.get(node.address, 0) + 1
+            self._strike(node.address, exc)
             self._drop(node, f"{type(exc).__name__}: {exc}")
         except BaseException as exc:             # a bug: stop the job with it
             self.failure = exc
