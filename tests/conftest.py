@@ -1,3 +1,4 @@
+import contextlib
 import glob
 import gzip
 import os
@@ -18,6 +19,22 @@ def segments_of(*pids):
 
     return {path for pid in (pids or (os.getpid(),))
             for path in glob.glob(f"/dev/shm/{PREFIX}{int(pid)}_*")}
+
+
+@contextlib.contextmanager
+def in_process_worker(service_class, name: str, key: bytes):
+    """An `engine worker` served from this process (a WorkerService subclass that answers
+    some calls wrongly, say): yields its address; stopped, its job closed, on exit."""
+    from engine.cluster import transport
+
+    service = service_class(1, name, key)
+    server = transport.Server(service, "127.0.0.1", 0, key)
+    server.start()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.close()
+        service.shutdown()
 
 
 def pytest_configure(config):

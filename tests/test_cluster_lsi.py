@@ -19,6 +19,7 @@ from engine.documents.svd import merge_all
 from engine.errors import ClusterError
 from engine.jobs.run import run_job
 
+from conftest import in_process_worker
 from test_cluster import KEY, workers  # noqa: F401 (the fixture)
 
 RANK = 12
@@ -244,18 +245,11 @@ def test_a_share_with_a_nan_drops_its_node(tmp_path, workers):
     """A node whose share comes back with a NaN in S is dropped and its share recomputed by
     another node (one NaN would spread to every topic); the merged topics are those of the
     same shares decomposed here."""
-    from engine.cluster import transport
-
     (good,) = workers(1)
-    key = KEY.encode()
-    service = _lying_service()(1, "liar", key)
-    server = transport.Server(service, "127.0.0.1", 0, key)
-    server.start()
-    try:
+    with in_process_worker(_lying_service(), "liar", KEY.encode()) as liar:
         m = _planted(seed=6, docs=600)
         with BlockCache(str(tmp_path)) as cache:
             cache.add_matrix(m, 100)
-            liar = f"127.0.0.1:{server.port}"
             cfg = ClusterConfig(nodes=[liar, good.address], timeout_seconds=5,
                                 round_seconds=0.5, rejoin_seconds=600)
             d, report = ClusterLsi(cfg, read_key(), shares=4).decompose(
@@ -264,9 +258,6 @@ def test_a_share_with_a_nan_drops_its_node(tmp_path, workers):
         assert liar in {x["address"] for x in report.cluster["dropped"]}
         assert np.isfinite(d.s).all() and np.isfinite(d.u).all()
         _same(d, local, 1e-6)
-    finally:
-        server.close()
-        service.shutdown()
 
 
 def test_a_node_that_answers_running_forever_is_dropped(tmp_path, workers):
@@ -286,16 +277,11 @@ def test_a_node_that_answers_running_forever_is_dropped(tmp_path, workers):
             return {"state": "running"}
 
     (good,) = workers(1)
-    key = KEY.encode()
-    service = Stuck(1, "stuck", key)
-    server = transport.Server(service, "127.0.0.1", 0, key)
-    server.start()
     out = {}
-    try:
+    with in_process_worker(Stuck, "stuck", KEY.encode()) as stuck:
         m = _planted(seed=7, docs=600)
         with BlockCache(str(tmp_path)) as cache:
             cache.add_matrix(m, 100)
-            stuck = f"127.0.0.1:{server.port}"
             cfg = ClusterConfig(nodes=[stuck, good.address], timeout_seconds=2,
                                 round_seconds=0.5, rejoin_seconds=600)
 
@@ -313,6 +299,3 @@ def test_a_node_that_answers_running_forever_is_dropped(tmp_path, workers):
         assert [x["address"] for x in dropped] == [stuck]
         assert "still running" in dropped[0]["why"]
         _same(d, local, 1e-6)
-    finally:
-        server.close()
-        service.shutdown()

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import segments_of
+from conftest import in_process_worker, segments_of
 from test_cluster import KEY, _exact, _job, _train, workers  # noqa: F401 (the fixture)
 
 from engine.cluster import transport
@@ -40,7 +40,7 @@ def _scratch_dirs():
 def test_a_job_that_cannot_open_leaves_nothing(monkeypatch):
     import engine.cluster.node as node
 
-    def fail(workers):
+    def fail(count):
         raise RuntimeError("no process could start")
 
     before = (segments_of(), _scratch_dirs())
@@ -120,27 +120,19 @@ def test_nodes_that_answer_wrongly_are_dropped_and_taken_back_a_bounded_number_o
 
     (good,) = workers(1)
     key = KEY.encode()
-    services = [cls(1, name, key) for cls, name in ((_WrongExchange, "wrong-exchange"),
-                                                    (_WrongInfo, "wrong-info"))]
-    servers = [transport.Server(svc, "127.0.0.1", 0, key) for svc in services]
-    for s in servers:
-        s.start()
     before = segments_of()
-    try:
+    with in_process_worker(_WrongExchange, "wrong-exchange", key) as wrong_exchange, \
+            in_process_worker(_WrongInfo, "wrong-info", key) as wrong_info:
         _, state, stream = _job(tmp_path, epochs=EPOCHS)
-        bad = [f"127.0.0.1:{s.port}" for s in servers]
-        cluster = ClusterConfig(nodes=[good.address] + bad, round_words=3000,
-                                round_seconds=1, rejoin_seconds=0.1, queue_seconds=0.05)
+        cluster = ClusterConfig(nodes=[good.address, wrong_exchange, wrong_info],
+                                round_words=3000, round_seconds=1, rejoin_seconds=0.1,
+                                queue_seconds=0.05)
         stats = _train(state, stream, cluster)
         _exact(stats, stream, EPOCHS)             # the job ends, every chunk once
         dropped = [d["address"] for d in stats.cluster["dropped"]]
         # taken back after each drop, but not more than MAX_STRIKES times
-        assert 1 <= dropped.count(bad[0]) <= MAX_STRIKES, dropped
-        assert bad[1] not in dropped              # never opened: its info was refused
-    finally:
-        for s, svc in zip(servers, services):
-            s.close()
-            svc.shutdown()
+        assert 1 <= dropped.count(wrong_exchange) <= MAX_STRIKES, dropped
+        assert wrong_info not in dropped          # never opened: its info was refused
     assert segments_of() == before
 
 
