@@ -173,6 +173,9 @@ class ClusterConfig:
     # or more per round); all rows travel every `cold_every` exchanges.
     hot_rows: int = _f(0, int, 0, INT64_MAX)
     cold_every: int = _f(8, int, 1, 1_000_000)
+    # T > 0: the hot rows in tiers: the most frequent 1/2^T at every exchange, twice as many
+    # at every second, ..., all at every 2^T-th
+    tiers: int = _f(0, int, 0, 8)
     round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes

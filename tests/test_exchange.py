@@ -203,3 +203,17 @@ def test_the_merge_rule_travels_checked():
                        ({"per_round": nan["per_round"]}, "per_round")):
         with pytest.raises(ValueError, match=match):
             decode_job_spec(dict(sent, **bad))
+
+
+def test_hot_rows_in_tiers():
+    """With tiers T the most frequent 1/2^T of the hot rows go with every delta, twice as
+    many with every second, all with every 2^T-th (and the first); without, all each time."""
+    from types import SimpleNamespace
+
+    from engine.cluster.node import NodeJob
+
+    job = SimpleNamespace(deltas=0, tiers=2, hot_rows=400)
+    assert [NodeJob.hot_now(job) for _ in range(9)] == [400, 100, 200, 100, 400, 100, 200,
+                                                        100, 400]
+    job = SimpleNamespace(deltas=0, tiers=0, hot_rows=400)
+    assert [NodeJob.hot_now(job) for _ in range(3)] == [400, 400, 400]

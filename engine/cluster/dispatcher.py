@@ -373,6 +373,7 @@ class ClusterEngine(ShardPlacement):
             max_chunk_ids=int(self.stream.max_chunk_ids),
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
+            tiers=int(self.cfg.tiers),
             delta_threshold=float(self.cfg.delta_threshold),
             delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype], merge=self.cfg.merge,
             merge_rate=float(self.cfg.merge_rate), per_round=self.per_round,

@@ -123,7 +123,8 @@ class NodeJob(CallGuard):
         self.max_ids = js.max_chunk_ids
         self.timeout = js.timeout_seconds
         self.workers = min(workers, js.workers or workers)
-        self.hot_rows = js.hot_rows
+        self.hot_rows, self.tiers = js.hot_rows, js.tiers
+        self.deltas = 0                         # deltas taken (their count picks the tier)
         self.delta_threshold, self.delta_dtype = js.delta_threshold, js.delta_dtype
         self.rule = MergeRule(js.merge, js.merge_rate, js.per_round)
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
@@ -317,10 +318,11 @@ class NodeJob(CallGuard):
         pieces, rows_total = [], 0
         theta = 0.0 if cold else self.delta_threshold
         dtype = "<f4" if cold == 2 else self.delta_dtype
+        hot = self.hot_now()
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
             lo, hi = (0, live.shape[0]) if cold or theta else \
-                hot_range(name, live.shape[0], self.hot_rows)
+                hot_range(name, live.shape[0], hot)
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
                 rows = changed_rows(live[a:b], snap[a:b], theta) + a
@@ -338,6 +340,16 @@ class NodeJob(CallGuard):
                 rows_total += rows.size
                 pieces.append((name, rows, vals))
         return pieces, rows_total
+
+    def hot_now(self) -> int:
+        """The hot rows this delta carries. With tiers T, the most frequent 1/2^T of them go
+        with every delta, twice as many with every second, ... all with every 2^T-th: a
+        row waits at most as many rounds as it is frequent words' times rarer."""
+        k, self.deltas = self.deltas, self.deltas + 1
+        if not self.tiers or k == 0:
+            return self.hot_rows
+        level = min((k & -k).bit_length() - 1, self.tiers)
+        return self.hot_rows >> (self.tiers - level)
 
     def memory_mb(self) -> float:
         """This node's memory (PSS of its process tree), measured at most every 2 s: reading

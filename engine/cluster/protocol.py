@@ -156,6 +156,7 @@ class JobSpec:
     delta_threshold: float = 0.0    # rows changed by less (relative to their norm) wait
     delta_dtype: str = "<f4"        # rows on the wire: "<f4", "<f2" or "|i1" (int8)
     merge: str = "sum"              # how the shards' owners merge (MergeRule)
+    tiers: int = 0                  # hot rows in tiers (see NodeJob.hot_now)
     merge_rate: float = 0.1
     per_round: np.ndarray | None = None     # updates of each word per round (for "damped")
 
@@ -165,7 +166,8 @@ def encode_job_spec(spec: JobSpec) -> dict:
            "settings": encode_settings(spec.settings, spec.products),
            "max_chunk_ids": spec.max_chunk_ids, "timeout_seconds": spec.timeout_seconds,
            "peer_timeout": spec.peer_timeout, "workers": spec.workers,
-           "hot_rows": spec.hot_rows, "delta_threshold": spec.delta_threshold,
+           "hot_rows": spec.hot_rows, "tiers": spec.tiers,
+           "delta_threshold": spec.delta_threshold,
            "delta_dtype": spec.delta_dtype, "merge": spec.merge, "merge_rate": spec.merge_rate,
            "weights": {k: int(spec.shapes[k][0][0]) for k in WEIGHTS},
            "tables": {k: list(spec.shapes[k][0]) for k in TABLE_DTYPES}}
@@ -208,6 +210,7 @@ def decode_job_spec(spec) -> JobSpec:
         peer_timeout=check_num(spec.get("peer_timeout", 30.0), 0.5, 86400, "peer_timeout"),
         workers=check_int(spec.get("workers") or 0, 0, 4096, "workers"),
         hot_rows=check_int(spec.get("hot_rows", 0), 0, (1 << 31) - 1, "hot_rows"),
+        tiers=check_int(spec.get("tiers", 0), 0, 8, "tiers"),
         local_hot=local_hot, shapes=shapes,
         delta_threshold=check_num(spec.get("delta_threshold", 0.0), 0.0, 10.0,
                                   "delta_threshold"),
