@@ -137,3 +137,60 @@ def test_nodes_that_answer_wrongly_are_dropped_and_taken_back_a_bounded_number_o
 
 
 EPOCHS = 120
+
+
+def _announcing_header(size: int) -> bytes:
+    """A Pyro4 CONNECT header announcing `size` bytes of message (none of them follow)."""
+    import struct
+
+    import Pyro4.constants
+    import Pyro4.message as pm
+
+    msg_type, ver, ser, flags, seq, anns = pm.MSG_CONNECT, Pyro4.constants.PROTOCOL_VERSION, 0, \
+        0, 1, 0
+    checksum = (msg_type + ver + size + anns + flags + ser + seq + pm.Message.checksum_magic) \
+        & 0xffff
+    return struct.pack(pm.Message.header_format, b"PYRO", ver, msg_type, flags, seq, size,
+                       ser, anns, 0, checksum)
+
+
+def test_a_flood_that_never_authenticates_leaves_the_job_and_new_callers_served(
+        tmp_path, workers):
+    """300 connections that never send their handshake and 5 that announce a 200 MB one,
+    against a node while a 2-node job runs: a new caller with the key is still served
+    within seconds, and the job ends with every chunk trained once."""
+    import socket
+    import time
+
+    from engine.cluster import read_key
+
+    ws = workers(2)
+    _, state, stream = _job(tmp_path, epochs=40)
+    cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=4000,
+                            round_seconds=1, rejoin_seconds=600)
+    out = {}
+    job = threading.Thread(target=lambda: out.update(stats=_train(state, stream, cluster)))
+    flood = []
+    host, port = ws[0].address.rsplit(":", 1)
+    try:
+        job.start()
+        for i in range(305):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            if i >= 300:
+                s.sendall(_announcing_header(200 << 20))
+            flood.append(s)
+        t0 = time.monotonic()
+        proxy = transport.connect(ws[0].address, read_key(), 10)
+        try:
+            assert proxy.info()["name"]               # handshake and a call, while flooded
+        finally:
+            transport.release(proxy)
+        assert time.monotonic() - t0 < 10
+        job.join(120)
+        assert not job.is_alive(), "the job did not end"
+    finally:
+        for s in flood:
+            s.close()
+        job.join(120)
+    _exact(out["stats"], stream, 40)
+    assert out["stats"].cluster["dropped"] == []

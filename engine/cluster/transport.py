@@ -16,9 +16,11 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import Pyro4
 import Pyro4.errors
+import Pyro4.message
 import Pyro4.naming
 import Pyro4.socketutil
 import Pyro4.util
@@ -35,6 +37,13 @@ NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
 MAX_MESSAGE_BYTES = 256 << 20           # a daemon refuses anything larger
 SERVER_IDLE_SECONDS = 120.0             # a worker closes a connection silent this long
+# before a caller has proven it holds the key (its handshake), it gets little: a few
+# seconds (a moment when many wait), and a small message, so that connections that never
+# authenticate cannot hold the server threads the dispatcher and the other nodes need
+HANDSHAKE_SECONDS = 5.0
+CROWDED_HANDSHAKE_SECONDS = 0.5
+MAX_HANDSHAKE_BYTES = 64 << 10
+MAX_PENDING_HANDSHAKES = 32
 
 Pyro4.config.SERIALIZER = "msgpack"
 Pyro4.config.SERIALIZERS_ACCEPTED = {"msgpack"}
@@ -227,6 +236,56 @@ _pyro_log.propagate = False
 
 
 class _Daemon(Pyro4.Daemon):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._refused_logged = 0.0
+
+    def _handshake(self, conn, denied_reason=None):
+        """Pyro4's handshake, bounded before authentication: HANDSHAKE_SECONDS to send it
+        (CROWDED_HANDSHAKE_SECONDS while MAX_PENDING_HANDSHAKES others wait), and a message
+        of at most MAX_HANDSHAKE_BYTES (its size read from the header before any of it)."""
+        if denied_reason:         # Pyro4's pool is full: closed at once, never read (this
+            self._refused(denied_reason)     # runs in the thread that accepts connections)
+            return False
+        with self._pending_lock:
+            crowded = self._pending >= MAX_PENDING_HANDSHAKES
+            self._pending += 1
+        before = conn.timeout
+        try:
+            # a caller with the key sends its handshake as soon as it connects: when many
+            # others wait, one that does not within a moment is closed
+            conn.timeout = CROWDED_HANDSHAKE_SECONDS if crowded else HANDSHAKE_SECONDS
+            size = self._announced_size(conn)
+            if size is None or size > MAX_HANDSHAKE_BYTES:
+                self._refused(f"a handshake of {size} bytes (at most {MAX_HANDSHAKE_BYTES})"
+                              if size else "no handshake in time")
+                return False
+            return super()._handshake(conn, denied_reason)
+        finally:
+            conn.timeout = before
+            with self._pending_lock:
+                self._pending -= 1
+
+    @staticmethod
+    def _announced_size(conn) -> int | None:
+        """The size the first message's header announces (peeked: the message stays
+        unread), or None when no header came in time or it is not Pyro's."""
+        n = Pyro4.message.Message.header_size
+        try:
+            head = conn.sock.recv(n, socket.MSG_PEEK | socket.MSG_WAITALL)
+            msg = Pyro4.message.Message.from_header(head)
+        except (OSError, Pyro4.errors.ProtocolError):
+            return None
+        return msg.data_size + msg.annotations_size
+
+    def _refused(self, why: str) -> None:
+        now = time.monotonic()                   # at most one line every 10 s
+        if now - self._refused_logged >= 10.0:
+            self._refused_logged = now
+            log.warning("worker: a connection refused before its handshake (%s)", why)
+
     def validateHandshake(self, conn, data):
         want = handshake_data()
         if not isinstance(data, dict) or data.get("protocol") != PROTOCOL:
