@@ -141,6 +141,13 @@ def _train(state, stream, cluster, on_tick=None):
     return engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
 
 
+def _cmdline(proc) -> list:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
 def _exact(stats, stream, epochs):
     c = stats.cluster
     assert c["tasks_completed"] == c["tasks_planned"] == epochs * len(stream.chunks)
@@ -320,7 +327,10 @@ def test_a_node_whose_training_process_hangs_is_dropped(tmp_path, workers):
         node = engine.nodes.get(ws[0].address)
         if not stopped and node is not None and node.words > 0 and node.held:
             kids = ws[0].ps.children(recursive=True)
-            trainers = [k for k in kids if "python" in k.name().lower()]
+            # the training processes (multiprocessing's resource tracker is a python child
+            # too: stopping it alone stops no training)
+            trainers = [k for k in kids if "python" in k.name().lower()
+                        and "resource_tracker" not in " ".join(_cmdline(k))]
             if trainers:
                 for k in trainers:
                     k.send_signal(signal.SIGSTOP)
