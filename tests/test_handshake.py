@@ -249,3 +249,168 @@ def test_a_name_server_that_never_answers_does_not_hang_the_caller():
         assert seconds < 10 and f"127.0.0.1:{port}" in why
     finally:
         silent.close()
+
+
+class _Counter:
+    """A served object whose every call leaves a mark: a replay that got through shows."""
+
+    def __init__(self):
+        self.calls = []
+
+    @transport.expose
+    def add(self, item):
+        self.calls.append(item)
+        return len(self.calls)
+
+
+class _StubJob:
+    def __init__(self, job_id):
+        self.job_id, self.closed, self.last_call, self.total_words = job_id, False, 0.0, 7
+
+    def close(self):
+        self.closed = True
+
+    def wire(self):
+        return [0, 0]
+
+    def cpu(self):
+        return 0.0
+
+
+def _read_reply(conn):
+    return Pyro4.message.Message.recv(conn, [Pyro4.message.MSG_RESULT, Pyro4.message.MSG_CONNECTOK,
+                                             Pyro4.message.MSG_CONNECTFAIL], hmac_key=KEY)
+
+
+def _recorded(monkeypatch):
+    """Every frame sent through a Pyro4 socket of this process: (connection, bytes)."""
+    frames = []
+    send = Pyro4.socketutil.SocketConnection.send
+
+    def recording(self, data):
+        frames.append((self, bytes(data)))
+        return send(self, data)
+
+    monkeypatch.setattr(Pyro4.socketutil.SocketConnection, "send", recording)
+    return frames
+
+
+def _replay_on_a_new_connection(port, handshake, call):
+    """What someone who captured the frames can do without the key: open a connection, send
+    the captured handshake (accepted: it proves nothing and gets a fresh nonce), then the
+    captured call. Returns the reply to the call, or None if the connection was closed."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn = Pyro4.socketutil.SocketConnection(sock)
+    try:
+        conn.send(handshake)
+        assert _read_reply(conn).type == Pyro4.message.MSG_CONNECTOK
+        conn.send(call)
+        try:
+            return _read_reply(conn)
+        except Pyro4.errors.ConnectionClosedError:
+            return None
+    finally:
+        conn.close()
+
+
+def _refused(reply) -> bool:
+    return reply is None or bool(reply.flags & Pyro4.message.FLAGS_EXCEPTION)
+
+
+def test_a_captured_call_replayed_is_refused_on_a_new_connection_and_on_its_own(monkeypatch):
+    """Calls carry their connection's nonce (the worker's, from the handshake) and a rising
+    number under the HMAC: a captured call sent again, on a new connection or duplicated in
+    its own stream, is refused and has no effect; the next genuine call still works."""
+    counter = _Counter()
+    server = transport.Server(counter, "127.0.0.1", 0, KEY)
+    server.start()
+    frames = _recorded(monkeypatch)
+    proxy = transport.connect(f"127.0.0.1:{server.port}", KEY, 5)
+    try:
+        assert proxy.add("first") == 1
+        mine = [data for conn, data in frames if conn is proxy._pyroConnection]
+        assert len(mine) == 2, "expected the handshake and one call"
+        handshake, call = mine
+
+        for _ in range(2):
+            assert _refused(_replay_on_a_new_connection(server.port, handshake, call))
+        # duplicated in its own connection (a man in the middle repeating a frame)
+        proxy._pyroConnection.send(call)
+        assert _refused(_read_reply(proxy._pyroConnection))
+        assert counter.calls == ["first"], "a replayed call ran"
+        transport.release(proxy)
+        assert proxy.add("second") == 2          # a new connection, a new nonce: works
+        assert counter.calls == ["first", "second"]
+    finally:
+        transport.release(proxy)
+        server.close()
+
+
+def test_a_replayed_close_job_leaves_the_workers_job_open(monkeypatch):
+    """The worker's own methods are checked: a captured `close_job` sent again, once the
+    dispatcher has opened another job of the same id, does not close it."""
+    from engine.cluster.service import WorkerService
+
+    service = WorkerService(1, "replayed", KEY)
+    server = transport.Server(service, "127.0.0.1", 0, KEY)
+    server.start()
+    frames = _recorded(monkeypatch)
+    proxy = transport.connect(f"127.0.0.1:{server.port}", KEY, 5)
+    try:
+        first = service.job = _StubJob("job-1")
+        assert proxy.close_job("job-1")["trained_words"] == 7
+        assert first.closed and service.job is None
+        handshake, call = [data for conn, data in frames if conn is proxy._pyroConnection][:2]
+        second = service.job = _StubJob("job-1")
+        assert _refused(_replay_on_a_new_connection(server.port, handshake, call))
+        assert not second.closed and service.job is second
+        for name in ("open_job", "put_array", "start", "push_rows", "exchange", "close_job",
+                     "shard_put", "shard_sync", "lsi_put", "info", "ping"):
+            assert getattr(WorkerService, name).__wrapped__, f"{name} is not checked"
+    finally:
+        service.job = None
+        transport.release(proxy)
+        server.close()
+        service.shutdown()
+
+
+def test_a_reply_that_does_not_echo_its_call_is_refused():
+    """The caller takes only the reply that echoes its call's nonce and number: an old reply
+    (a man in the middle answering with a recorded one) is refused."""
+    proxy = transport._Proxy("PYRO:x@127.0.0.1:1")
+    proxy._pyroValidateHandshake({"nonce": b"n" * transport.NONCE_BYTES})
+    sent = proxy._pyroAnnotations()[transport.FRESH]
+    proxy._pyroResponseAnnotations({transport.FRESH: sent}, Pyro4.message.MSG_RESULT)
+    older = sent
+    sent = proxy._pyroAnnotations()[transport.FRESH]
+    assert sent != older
+    for annotations in ({transport.FRESH: older}, {}):
+        with pytest.raises(Pyro4.errors.ProtocolError, match="does not answer this call"):
+            proxy._pyroResponseAnnotations(annotations, Pyro4.message.MSG_RESULT)
+    with pytest.raises(Pyro4.errors.ProtocolError, match="no nonce"):
+        proxy._pyroValidateHandshake({"engine": "x"})
+
+
+def test_the_bench_runs_gensims_pickle_cluster_under_a_random_key():
+    """gensim's distributed LSI needs pickle: `engine bench` runs its name server, worker and
+    dispatcher on loopback under an HMAC key made for the run, so a local caller without
+    the key is refused before anything it sends is decoded; the bench's own calls work."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("gensim")
+    from engine.bench.lsi import GensimCluster
+
+    code = "import Pyro4; print(sorted(Pyro4.locateNS().list(prefix='gensim.')))"
+    cluster = GensimCluster(sys.executable, 1)
+    try:
+        key = cluster.env["ENGINE_PEER_PYRO_KEY"]
+        assert len(key) >= 32
+        keyed = subprocess.run(cluster.command("-c", code), env=cluster.env,
+                               capture_output=True, text=True, timeout=60)
+        assert keyed.returncode == 0 and "gensim.lsi_dispatcher" in keyed.stdout, keyed.stderr
+        keyless = subprocess.run([sys.executable, "-c", code], env=cluster.env,
+                                 capture_output=True, text=True, timeout=60)
+        assert keyless.returncode != 0 and "gensim" not in keyless.stdout
+    finally:
+        cluster.close()

@@ -12,6 +12,7 @@ from ..runtime.procs import engine_command
 from ..errors import ConfigError, EngineError
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers_runner.py")
+KEYED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keyed_pyro.py")
 SHARE_NOTHING = "engine, nothing shared"
 PEER_MODULES = {"gensim": "gensim", "gensim-corpusfile": "gensim", "fasttext": "fasttext"}
 

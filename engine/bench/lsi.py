@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from .common import RUNNER, LocalWorkers, parse_threads, peer_available, run_job_process
+from .common import KEYED, RUNNER, LocalWorkers, parse_threads, peer_available, run_job_process
 from ..errors import ConfigError, EngineError
 
 LSI_PEERS = {"gensim": "gensim-lsi", "gensim-distributed": "gensim-lsi-distributed"}
@@ -61,27 +62,35 @@ def _free_port() -> int:
 class GensimCluster:
     """gensim's distributed LSI on loopback: a Pyro4 name server, `n` lsi_worker processes
     and the lsi_dispatcher, under the peer's Python (pickle, as gensim needs: only ever on
-    loopback here). Everything it starts is stopped by close()."""
+    loopback here, and every message under a random HMAC key made for this run, so that
+    no other local user can send these processes a pickle). Everything it starts is stopped
+    by close(); `command` runs a peer program keyed the same way."""
 
     def __init__(self, python: str, n: int):
         self.port = _free_port()
+        self.python = python
         # one BLAS thread per process: workers each running threaded BLAS on the same cores
         # spin on each other (see docs/benchmarks.md, "What was tried and rejected", LSI)
         self.env = dict(os.environ, PYRO_NS_HOST="127.0.0.1", PYRO_NS_PORT=str(self.port),
                         PYRO_HOST="127.0.0.1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                        MKL_NUM_THREADS="1", **PYRO_ENV)
+                        MKL_NUM_THREADS="1", ENGINE_PEER_PYRO_KEY=secrets.token_hex(32),
+                        **PYRO_ENV)
         self.procs: list[subprocess.Popen] = []
         try:
-            self._start([python, "-m", "Pyro4.naming", "-n", "127.0.0.1", "-p",
-                         str(self.port)])
+            self._start(self.command("-m", "Pyro4.naming", "-n", "127.0.0.1", "-p",
+                                     str(self.port)))
             self._wait_ns(python)
             for _ in range(n):
-                self._start([python, "-m", "gensim.models.lsi_worker"])
-            self._start([python, "-m", "gensim.models.lsi_dispatcher"])
+                self._start(self.command("-m", "gensim.models.lsi_worker"))
+            self._start(self.command("-m", "gensim.models.lsi_dispatcher"))
             self._wait_names(python, n)
         except BaseException:
             self.close()
             raise
+
+    def command(self, *args: str) -> list[str]:
+        """The peer's Python running `args` (a script, or -m MODULE) with the run's key."""
+        return [self.python, KEYED, *args]
 
     def _start(self, cmd: list[str]) -> None:
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
@@ -90,7 +99,7 @@ class GensimCluster:
     def _names(self, python: str) -> list[str]:
         code = ("import Pyro4, json; ns = Pyro4.locateNS(); "
                 "print(json.dumps(sorted(ns.list(prefix='gensim.lsi_'))))")
-        out = subprocess.run([python, "-c", code], env=self.env, capture_output=True,
+        out = subprocess.run(self.command("-c", code), env=self.env, capture_output=True,
                              text=True, timeout=30)
         return json.loads(out.stdout) if out.returncode == 0 else []
 
@@ -132,13 +141,18 @@ def run_lsi_peer(python: str, peer: str, corpus: str, settings: dict, workers: i
                  ) -> dict:
     env = dict(os.environ)
     cluster = None
+    cmd = [python, RUNNER]
     try:
         if peer == "gensim-distributed":
             cluster = GensimCluster(python, workers)
-            env = cluster.env
-        proc = subprocess.run([python, RUNNER, LSI_PEERS[peer], corpus, json.dumps(settings),
-                               str(workers or 1), os.devnull], capture_output=True, text=True,
-                              env=env)
+            env, cmd = cluster.env, cluster.command(RUNNER)
+            print(f"gensim's distributed LSI: {workers} worker(s), a name server and a "
+                  f"dispatcher on 127.0.0.1, pickle on the wire (gensim needs it; engine's "
+                  f"processes never decode it) under a random HMAC key made for this run",
+                  flush=True)
+        proc = subprocess.run(cmd + [LSI_PEERS[peer], corpus, json.dumps(settings),
+                                     str(workers or 1), os.devnull], capture_output=True,
+                              text=True, env=env)
     finally:
         if cluster is not None:
             cluster.close()

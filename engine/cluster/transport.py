@@ -8,12 +8,21 @@ dialled, and the name server is never looked for by broadcast. A handshake check
 and protocol versions before any call. Arrays travel as raw bytes with their dtype and shape
 beside them, checked on arrival (`unpack_array`), in pieces far below Pyro4's 2 GB message
 limit. Refused connections are logged on the worker's side too.
+
+No message can be replayed: a worker answers each handshake with a fresh random nonce for
+that connection, and every call then carries the nonce and a sequence number one higher
+than the last, in an annotation the HMAC covers; the worker refuses a call with another
+connection's nonce or a number it has seen (a captured `open_job`, `push_rows` or
+`close_job` sent again, on a new connection or the same one), and echoes both in its
+reply, which the caller checks (an old reply cannot stand in for a new one).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -30,8 +39,9 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 4        # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
-                    # 4: int8 rows, the last flush (cold 2) and `flushed` in replies
+PROTOCOL = 5        # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
+                    # 4: int8 rows, the last flush (cold 2) and `flushed` in replies;
+                    # 5: a connection's nonce and each call's sequence number (no replay)
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
@@ -118,9 +128,48 @@ def _count_socket_bytes() -> None:
 
 _count_socket_bytes()
 
-expose = Pyro4.expose
 CommError = Pyro4.errors.CommunicationError       # lost, refused, timed out, closed
 TimeoutError_ = Pyro4.errors.TimeoutError
+
+
+# ---- no replay -------------------------------------------------------------------------
+# a call's annotation: the connection's nonce (NONCE_BYTES) and the call's number (8 bytes,
+# big-endian), covered by the message's HMAC (Pyro4 signs annotation values with the data)
+FRESH = "ENCS"
+NONCE_BYTES = 16
+
+
+class ReplayError(Pyro4.errors.SecurityError):
+    """A call (or reply) that is not the next one of its connection."""
+
+
+def _check_fresh() -> None:
+    """On the worker, before an exposed method runs: the call carries its connection's nonce
+    and a number above every one seen on that connection. Echoed in the reply."""
+    ctx = Pyro4.current_context
+    if getattr(ctx, "engine_checked", None) is ctx.annotations:
+        return                         # this call, checked already (a method calling its base)
+    conn = getattr(ctx, "client", None)
+    nonce = getattr(conn, "engine_nonce", None)
+    tag = ctx.annotations.get(FRESH) if isinstance(ctx.annotations, dict) else None
+    if nonce is None or tag is None or len(tag) != NONCE_BYTES + 8:
+        raise ReplayError("a call without its connection's nonce and sequence number")
+    tag = bytes(tag)
+    number = int.from_bytes(tag[NONCE_BYTES:], "big")
+    if not secrets.compare_digest(tag[:NONCE_BYTES], nonce) or number <= conn.engine_seq:
+        raise ReplayError("a replayed call (another connection's nonce, or a sequence "
+                          "number already used) refused")
+    conn.engine_seq = number
+    ctx.engine_checked, ctx.engine_tag = ctx.annotations, tag    # echoed by _Daemon.annotations
+
+
+def expose(method):
+    """Pyro4's expose, and the call refused unless it is fresh (`_check_fresh`)."""
+    @functools.wraps(method)
+    def fresh(*args, **kwargs):
+        _check_fresh()
+        return method(*args, **kwargs)
+    return Pyro4.expose(fresh)
 
 
 def engine_version() -> str:
@@ -286,6 +335,14 @@ class _Daemon(Pyro4.Daemon):
             self._refused_logged = now
             log.warning("worker: a connection refused before its handshake (%s)", why)
 
+    def annotations(self):
+        """Every reply to a call, its exceptions included, echoes the call's nonce and number
+        once `_check_fresh` has accepted them."""
+        ctx = Pyro4.current_context
+        if getattr(ctx, "engine_checked", None) is ctx.annotations:
+            return {FRESH: ctx.engine_tag}
+        return {}
+
     def validateHandshake(self, conn, data):
         want = handshake_data()
         if not isinstance(data, dict) or data.get("protocol") != PROTOCOL:
@@ -294,7 +351,9 @@ class _Daemon(Pyro4.Daemon):
         if data.get("engine") != want["engine"]:
             raise Pyro4.errors.SecurityError(
                 f"engine version mismatch: worker {want['engine']}, caller {data.get('engine')}")
-        return want
+        conn.engine_nonce = secrets.token_bytes(NONCE_BYTES)   # this connection's calls
+        conn.engine_seq = 0                                      # carry it, numbered
+        return dict(want, nonce=conn.engine_nonce)
 
 
 class Server:
@@ -345,12 +404,46 @@ class Server:
 
 # ---- the dispatcher's side -------------------------------------------------------------------
 
+class _Proxy(Pyro4.Proxy):
+    """A proxy whose calls carry the connection's nonce (from the worker's handshake reply)
+    and a rising number, and which takes only the reply that echoes them."""
+
+    _engine_nonce = None
+    _engine_seq = 0
+    _engine_sent = None
+
+    def _pyroValidateHandshake(self, response):
+        nonce = response.get("nonce") if isinstance(response, dict) else None
+        if not isinstance(nonce, bytes) or len(nonce) != NONCE_BYTES:
+            raise Pyro4.errors.ProtocolError(
+                f"the worker's handshake reply carries no nonce (protocol {PROTOCOL} "
+                f"expected): {response!r:.200}")
+        self._set(_engine_nonce=nonce, _engine_seq=0)
+
+    def _set(self, **values):                   # Pyro4's __setattr__ would look for
+        for name, value in values.items():      # a remote attribute
+            object.__setattr__(self, name, value)
+
+    def _pyroAnnotations(self):
+        if self._engine_nonce is None:           # the handshake itself
+            return {}
+        seq = self._engine_seq + 1
+        self._set(_engine_seq=seq, _engine_sent=self._engine_nonce + seq.to_bytes(8, "big"))
+        return {FRESH: self._engine_sent}
+
+    def _pyroResponseAnnotations(self, annotations, msgtype):
+        if msgtype == Pyro4.message.MSG_RESULT and (
+                self._engine_sent is None or bytes(annotations.get(FRESH, b"")) != self._engine_sent):
+            raise Pyro4.errors.ProtocolError("a reply that does not answer this call (replayed "
+                                             "or out of order) refused")
+
+
 def connect(address: str, key: bytes | None, timeout: float) -> Pyro4.Proxy:
     """A proxy to the worker at 'host:port' (or a PYRO: URI), calls bounded by `timeout`."""
     require_key(address_host(address), key, "to connect to the node at")
     uri = address if address.startswith("PYRO:") else \
         "PYRO:%s@%s:%d" % ((OBJECT_ID,) + parse_address(address))
-    proxy = Pyro4.Proxy(uri)
+    proxy = _Proxy(uri)
     proxy._pyroHmacKey = key
     proxy._pyroHandshake = handshake_data()
     proxy._pyroTimeout = timeout
