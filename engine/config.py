@@ -196,7 +196,7 @@ class ClusterConfig:
     # int8 with a scale per row (a node's rounding stays on it and goes with a later delta;
     # the last flush is float32), float16 (deltas only) or float32
     delta_threshold: float = _f(0.0, float, 0.0, 10.0)
-    delta_dtype: str = _f("int8", str, choices=("float32", "float16", "int8"))
+    delta_dtype: str = _f("int8", str, choices=("float32", "float16", "int8", "int4"))
 
     @property
     def enabled(self) -> bool:

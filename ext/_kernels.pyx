@@ -51,7 +51,10 @@ cdef extern from "vecmath.h" nogil:
     int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t patience)
     float ew_absmax(int dim, const float *x)
     float ew_to_int8(int dim, const float *x, float m, signed char *q)
-    float ew_quantize_delta(int dim, const float *live, float *snap, signed char *q, float *buf)
+    float ew_quantize_delta(int dim, const float *live, float *snap, signed char *q, float *buf,
+                            float levels)
+    void ew_pack4(int dim, const signed char *q, unsigned char *p)
+    void ew_unpack4(int dim, const unsigned char *p, signed char *q)
     void ew_add_int8(int dim, float s, const signed char *q, float *y)
     void ew_rebase_int8(int dim, float s, const signed char *q, float *live, float *snap)
     int ew_row_moved(int dim, const float *live, const float *snap, float t2)
@@ -835,9 +838,46 @@ def quantize_delta(const float[:, ::1] live, float[:, ::1] snap, const int32_t[:
         with nogil:
             for k in range(rows.shape[0]):
                 scale[k] = ew_quantize_delta(dim, &live[rows[k], 0], &snap[rows[k], 0],
-                                             &q[k, 0], buf)
+                                             &q[k, 0], buf, 127.0)
     finally:
         free(buf)
+
+
+def quantize_delta4(const float[:, ::1] live, float[:, ::1] snap, const int32_t[::1] rows,
+                    unsigned char[:, ::1] p, float[::1] scale):
+    """As quantize_delta, in four bits a value (-7..7 times a per-row scale, the largest
+    magnitude / 7), two values a byte (ew_pack4): snap takes what is sent."""
+    cdef Py_ssize_t k
+    cdef int dim = live.shape[1]
+    cdef float *buf = <float *>malloc(dim * sizeof(float) + dim)
+    if buf == NULL:
+        raise MemoryError()
+    cdef signed char *q = <signed char *>(buf + dim)
+    try:
+        with nogil:
+            for k in range(rows.shape[0]):
+                scale[k] = ew_quantize_delta(dim, &live[rows[k], 0], &snap[rows[k], 0],
+                                             q, buf, 7.0)
+                ew_pack4(dim, q, &p[k, 0])
+    finally:
+        free(buf)
+
+
+def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned char[:, ::1] p,
+                   const float[::1] scale, float factor):
+    """dst[rows] += factor * scale * q, q four bits a value (quantize_delta4)."""
+    cdef Py_ssize_t k
+    cdef int dim = dst.shape[1]
+    cdef signed char *q = <signed char *>malloc(dim)
+    if q == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(rows.shape[0]):
+                ew_unpack4(dim, &p[k, 0], q)
+                ew_add_int8(dim, factor * scale[k], q, &dst[rows[k], 0])
+    finally:
+        free(q)
 
 
 def quantize_values(const float[:, ::1] src, const int32_t[::1] rows, signed char[:, ::1] q,

@@ -754,27 +754,55 @@ static EW_CLONES float ew_absmax(int dim, const float *EW_RESTRICT x) {
     return m;
 }
 
-/* q = x * 127 / m rounded to nearest (|x| <= m); returns the scale m / 127. Adding and
- * taking away 1.5 * 2**23 rounds a float of magnitude below 2**22 to an integer. */
-static EW_CLONES float ew_to_int8(int dim, const float *EW_RESTRICT x, float m,
-                                  int8_t *EW_RESTRICT q) {
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f, magic = 12582912.0f;
+/* q = x * levels / m rounded to nearest (|x| <= m, so |q| <= levels <= 127); returns the
+ * scale m / levels. Adding and taking away 1.5 * 2**23 rounds a float of magnitude below
+ * 2**22 to an integer. */
+static EW_CLONES float ew_to_levels(int dim, const float *EW_RESTRICT x, float m,
+                                    float levels, int8_t *EW_RESTRICT q) {
+    const float inv = m > 0.0f ? levels / m : 0.0f, magic = 12582912.0f;
     for (int j = 0; j < dim; j++)
         q[j] = (int8_t)(int32_t)((x[j] * inv + magic) - magic);
-    return m / 127.0f;
+    return m / levels;
 }
 
-/* One row's delta (live - snap) as int8 (buf: dim floats of scratch); snap += what is
- * sent, so the rounding stays in live - snap. Returns the scale. */
+/* int8: q = x * 127 / m; returns m / 127 */
+static EW_CLONES float ew_to_int8(int dim, const float *EW_RESTRICT x, float m,
+                                  int8_t *EW_RESTRICT q) {
+    return ew_to_levels(dim, x, m, 127.0f, q);
+}
+
+/* One row's delta (live - snap) as integers of at most `levels` in magnitude (127: int8,
+ * 7: four bits), buf: dim floats of scratch; snap += what is sent, so the rounding stays
+ * in live - snap. Returns the scale. */
 static EW_CLONES float ew_quantize_delta(int dim, const float *EW_RESTRICT live,
                                          float *EW_RESTRICT snap, int8_t *EW_RESTRICT q,
-                                         float *EW_RESTRICT buf) {
+                                         float *EW_RESTRICT buf, float levels) {
     for (int j = 0; j < dim; j++)        /* one read of live: what it is now */
         buf[j] = live[j] - snap[j];
-    float s = ew_to_int8(dim, buf, ew_absmax(dim, buf), q);
+    float s = ew_to_levels(dim, buf, ew_absmax(dim, buf), levels, q);
     for (int j = 0; j < dim; j++)
         snap[j] += s * (float)q[j];
     return s;
+}
+
+/* Four bits a value (-7..7, two's complement), two a byte: value 2j in byte j's low
+ * nibble, 2j + 1 in its high one (an odd dim leaves the last high nibble 0). */
+static EW_CLONES void ew_pack4(int dim, const int8_t *EW_RESTRICT q, uint8_t *EW_RESTRICT p) {
+    int half = dim / 2;
+    for (int j = 0; j < half; j++)
+        p[j] = (uint8_t)(((uint8_t)q[2 * j] & 15u) | ((uint8_t)q[2 * j + 1] << 4));
+    if (dim & 1)
+        p[half] = (uint8_t)((uint8_t)q[dim - 1] & 15u);
+}
+
+static EW_CLONES void ew_unpack4(int dim, const uint8_t *EW_RESTRICT p, int8_t *EW_RESTRICT q) {
+    int half = dim / 2;
+    for (int j = 0; j < half; j++) {
+        q[2 * j] = (int8_t)((int8_t)(uint8_t)(p[j] << 4) >> 4);    /* sign from bit 3 */
+        q[2 * j + 1] = (int8_t)((int8_t)p[j] >> 4);
+    }
+    if (dim & 1)
+        q[dim - 1] = (int8_t)((int8_t)(uint8_t)(p[half] << 4) >> 4);
 }
 
 /* y += s * q */

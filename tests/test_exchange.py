@@ -41,25 +41,47 @@ def test_changed_rows_matches_numpy(theta):
         assert np.array_equal(got, np.flatnonzero((live != snap).any(1)))
 
 
-def _ref_int8(x):
+def _ref_int8(x, levels=127):
     m = np.abs(x).max(1)
-    scale = (m / 127).astype(np.float32)
+    scale = (m / levels).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(m[:, None] > 0, np.rint(x * (127 / m)[:, None]), 0)
+        q = np.where(m[:, None] > 0, np.rint(x * (levels / m)[:, None]), 0)
     return q, scale
 
 
-def test_quantize_delta_matches_numpy_and_keeps_the_rounding():
+def _ref_pack4(q):
+    """Four bits a value, two's complement, two a byte, the even value in the low nibble:
+    written out bit by bit."""
+    rows, dim = q.shape
+    out = np.zeros((rows, (dim + 1) // 2), np.uint8)
+    for r in range(rows):
+        for j in range(dim):
+            nibble = int(q[r, j]) & 0xF
+            out[r, j // 2] |= nibble << (4 * (j % 2))
+    return out
+
+
+def _ints(payload, dim):
+    return R.unpack4(payload.q, dim) if payload.q.dtype == np.uint8 else payload.q
+
+
+@pytest.mark.parametrize("dtype,levels", [("|i1", 127), ("|u1", 7)], ids=["int8", "int4"])
+def test_quantize_delta_matches_numpy_and_keeps_the_rounding(dtype, levels):
     live, snap = _pair()
     rows = np.flatnonzero((live != snap).any(1)).astype(np.int32)
     before = snap.copy()
-    got = R.quantize_delta(live, snap, rows)
-    q, scale = _ref_int8(live[rows] - before[rows])
-    assert got.q.dtype == np.int8 and got.scale.dtype == np.float32
-    assert np.abs(got.q.astype(int) - q).max() <= 1        # ties may round either way
+    got = R.quantize_delta(live, snap, rows, dtype)
+    q, scale = _ref_int8(live[rows] - before[rows], levels)
+    assert got.q.dtype == np.dtype(dtype) and got.scale.dtype == np.float32
+    assert got.q.shape == (len(rows), R.q_width(live.shape[1], dtype))
+    ints = _ints(got, live.shape[1])
+    assert np.abs(ints.astype(int) - q).max() <= 1        # ties may round either way
+    assert np.abs(ints).max() <= levels
+    if dtype == "|u1":                                     # the packing, bit for bit
+        assert np.array_equal(got.q, _ref_pack4(ints))
     assert np.allclose(got.scale, scale, rtol=1e-6)
     # the snapshot took exactly what is sent; what is left is at most half a step
-    sent = got.q.astype(np.float32) * got.scale[:, None]
+    sent = ints.astype(np.float32) * got.scale[:, None]
     assert np.allclose(snap[rows], before[rows] + sent, rtol=0, atol=1e-6)
     left = live[rows] - snap[rows]
     assert (np.abs(left) <= 0.51 * got.scale[:, None] + 1e-7).all()
@@ -67,19 +89,56 @@ def test_quantize_delta_matches_numpy_and_keeps_the_rounding():
     assert np.array_equal(snap[untouched], before[untouched])
 
 
-def test_int8_deltas_lose_nothing_over_exchanges():
+@pytest.mark.parametrize("dtype,rounds,shrink", [("|i1", 4, 50), ("|u1", 9, 5)],
+                         ids=["int8", "int4"])
+def test_quantized_deltas_lose_nothing_over_exchanges(dtype, rounds, shrink):
     """Error feedback: the rounding left on the node goes with the next deltas, so the
-    master built from int8 deltas converges to the node's weights."""
+    master built from int8 (or four-bit) deltas converges to the node's weights."""
     live, snap = _pair(seed=3)
     master = snap.copy()
     rows = np.arange(len(live), dtype=np.int32)
     errs = []
-    for _ in range(4):
-        d = R.quantize_delta(live, snap, rows)
+    for _ in range(rounds):
+        d = R.quantize_delta(live, snap, rows, dtype)
         R.add_into(master, rows, d)
         errs.append(np.abs(master - live).max())
     assert errs[-1] < 1e-6 < errs[0]
-    assert all(b < a / 50 for a, b in zip(errs, errs[1:]) if a > 1e-6)
+    assert all(b < a / shrink for a, b in zip(errs, errs[1:]) if a > 1e-6)
+
+
+def test_four_bit_rows_add_as_numpy_does_and_go_down_as_deltas_from_a_shadow():
+    """The dispatcher's side of four-bit rows: merged rows go to a node as a delta from
+    its shadow of the node's snapshot (RowMaster.delta), the node adds it to its weights
+    and its snapshot: the shadow and the snapshot stay equal, and the node's rows reach
+    the master's within a few exchanges, its own unsent changes kept."""
+    from engine.cluster.merge import RowMaster
+
+    live, snap = _pair(seed=7)
+    dim = live.shape[1]
+    rows = np.array([0, 7, 9, 120, 299], np.int32)
+    d = R.quantize_delta(live.copy(), snap.copy(), rows, "|u1")
+    dst = snap.copy()
+    R.add_into(dst, rows, d, 0.5)
+    ref = snap.copy()
+    ref[rows] += 0.5 * _ints(d, dim).astype(np.float32) * d.scale[:, None]
+    assert np.allclose(dst, ref, atol=1e-6)
+    assert np.allclose(R.to_float(d, dim), _ints(d, dim) * d.scale[:, None])
+    with pytest.raises(ValueError, match="four bits"):
+        R.rebase(dst, snap.copy(), rows, d)
+
+    node_snap = snap.copy()
+    node_live = snap + 0.01                      # the node's own unsent change
+    master = RowMaster({"syn0": live.copy()}, {"syn0": np.ones(len(live), bool)})
+    lo, hot = 100, 150                           # the shadowed (hot) rows: 100..249
+    shadow = node_snap[lo:lo + hot].copy()
+    due = np.arange(lo, lo + hot, dtype=np.int32)
+    for _ in range(6):
+        down = master.delta("syn0", due, lo, shadow, "|u1")
+        R.add_into(node_live, due, down)
+        R.add_into(node_snap, due, down)
+        assert np.array_equal(node_snap[lo:lo + hot], shadow)
+    assert np.allclose(node_snap[due], live[due], atol=1e-6)
+    assert np.allclose(node_live[due] - node_snap[due], 0.01, atol=1e-5)
 
 
 def test_int8_values_add_and_rebase_match_numpy():
@@ -89,7 +148,7 @@ def test_int8_values_add_and_rebase_match_numpy():
     q, scale = _ref_int8(live[rows])
     assert np.abs(v.q.astype(int) - q).max() <= 1 and np.allclose(v.scale, scale)
     values = v.q.astype(np.float32) * v.scale[:, None]
-    assert np.allclose(R.to_float(v), values)
+    assert np.allclose(R.to_float(v, live.shape[1]), values)
     assert (np.abs(values - live[rows]) <= 0.51 * v.scale[:, None] + 1e-7).all()
     # add: dst[rows] += factor * values
     dst = snap.copy()
@@ -121,6 +180,12 @@ def test_row_messages_are_checked():
             decode_values(dict(packed, scale=encode_values(s)), 2, live.shape[1], "delta")
     with pytest.raises(ValueError, match="shape"):
         decode_values(packed, 3, live.shape[1], "delta")
+    four = R.quantize_delta(live, live - 1, rows, "|u1")   # four bits: (2, ceil(dim / 2))
+    got = decode_values(encode_values(four), 2, live.shape[1], "delta")
+    assert got.q.dtype == np.uint8 and np.array_equal(got.q, four.q)
+    with pytest.raises(ValueError, match="shape"):
+        decode_values(encode_values(R.Quantized(four.q[:, :-1], four.scale)), 2,
+                      live.shape[1], "delta")
     floats = live[rows].copy()
     floats[1, 2] = np.nan                     # one node's NaN would reach every node
     with pytest.raises(ValueError, match="finite"):
@@ -169,7 +234,7 @@ def test_a_merge_with_a_factor_per_row_matches_numpy():
     rm.merge(a, [("syn0", rows, R.quantize_values(delta, np.arange(3, dtype=np.int32)))],
              {"syn0": f})
     q = R.quantize_values(delta, np.arange(3, dtype=np.int32))
-    ref[rows] += f[rows][:, None] * R.to_float(q)
+    ref[rows] += f[rows][:, None] * R.to_float(q, 4)
     assert np.allclose(master, ref, atol=1e-6)
     # a row merged with its factor 1 equals the client's own snapshot: not sent back to
     # it; rows scaled are; the other client gets every row merged
@@ -217,3 +282,59 @@ def test_hot_rows_in_tiers():
                                                         100, 400]
     job = SimpleNamespace(deltas=0, tiers=0, hot_rows=400)
     assert [NodeJob.hot_now(job) for _ in range(3)] == [400, 400, 400]
+
+
+def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot(
+        tmp_path, monkeypatch):
+    """Two nodes (served from this process, so both sides can be looked at) with four-bit
+    rows, merged at the dispatcher: whenever a node's exchange begins (the dispatcher has
+    pushed its merged rows and waits), the node's snapshot of the hot rows is exactly the
+    dispatcher's shadow of it; the job trains every chunk once and learns."""
+    from conftest import in_process_worker, topic_precision
+    from test_cluster import KEY, _exact, _job, _train
+
+    from engine.cluster import transport
+    from engine.cluster.dispatcher import ClusterEngine
+    from engine.cluster.service import WorkerService
+    from engine.config import ClusterConfig
+
+    nodes_seen: dict[str, list] = {}
+    shadows: dict[str, list] = {}
+
+    class Recording(WorkerService):
+        @transport.expose
+        def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold):
+            job = self.job
+            if job is not None and job.job_id == job_id:
+                nodes_seen.setdefault(self.name, []).append(
+                    {k: job.snapshot[k].copy() for k in ("syn0", "syn1neg")})
+            return super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold)
+
+    push = ClusterEngine._push
+
+    def recording_push(self, node, cold):
+        push(self, node, cold)
+        shadows.setdefault(node.address, []).append(
+            {k: (lo, s.copy()) for k, (lo, s) in node.shadow.items()})
+
+    monkeypatch.setattr(ClusterEngine, "_push", recording_push)
+    monkeypatch.setenv("ENGINE_CLUSTER_KEY", KEY)
+    key = KEY.encode()
+    with in_process_worker(Recording, "a", key) as a, in_process_worker(Recording, "b", key) as b:
+        topics, state, stream = _job(tmp_path, epochs=4)
+        cluster = ClusterConfig(nodes=[a, b], round_words=3000, round_seconds=2,
+                                merge_at="dispatcher", delta_dtype="int4", hot_rows=30)
+        stats = _train(state, stream, cluster)
+    _exact(stats, stream, 4)
+    assert stats.cluster["dropped"] == []
+    compared = 0
+    for name, address in (("a", a), ("b", b)):
+        for snap, shadow in zip(nodes_seen[name], shadows[address]):
+            assert {"syn0", "syn1neg"} <= set(shadow)
+            for k in ("syn0", "syn1neg"):
+                lo, rows = shadow[k]
+                assert rows.shape[0] == 30
+                assert np.array_equal(snap[k][lo:lo + rows.shape[0]], rows), (name, k)
+            compared += 1
+    assert compared >= 6
+    assert topic_precision(state.keyed_vectors(), topics) >= 0.9

@@ -53,7 +53,7 @@ from .protocol import (
     pack_array,
     row_pieces,
 )
-from .rows import WIRE_DTYPES, payload_bytes, row_bytes, values_dtype
+from .rows import WIRE_DTYPES, add_into, payload_bytes, row_bytes, take, values_dtype
 from .transport import CommError
 
 log = logging.getLogger("engine")
@@ -90,6 +90,10 @@ class _Node:
         self.thread = None
         self.info: dict = {}
         self.workers = 0
+        # with four-bit rows, what the node's snapshot holds of the hot rows (name ->
+        # (first row, rows)): merged hot rows go to it as a delta from this, rounded, the
+        # rounding kept here for the next one
+        self.shadow: dict[str, tuple[int, np.ndarray]] = {}
 
     def held_words(self) -> int:
         return sum(t.raw_words for t in self.held.values())
@@ -305,6 +309,8 @@ class ClusterEngine(ShardPlacement):
             self.sharded = self.cfg.merge_at == "nodes" or (
                 self.cfg.merge_at == "auto" and len(opened) >= 3)
             if self.sharded:
+                for node in opened:              # merged rows come from the shards' owners
+                    node.shadow = {}
                 opened = self._place_shards(opened, first)
         failed = []
         for node in opened:                      # (owners are told at each first exchange)
@@ -389,19 +395,32 @@ class ClusterEngine(ShardPlacement):
         for k in TABLES:
             self._upload(node, k, a[k])
         node.slot = self.master.add_client()
+        node.shadow = {}
+        if self.cfg.delta_dtype == "int4" and not self.sharded:
+            for k in WEIGHTS:
+                lo, hi = hot_range(k, a[k].shape[0], self.hot_rows)
+                node.shadow[k] = (lo, np.empty((hi - lo, a[k].shape[1]), np.float32))
         for k in WEIGHTS:                       # rows changed meanwhile are pushed later
-            self._upload(node, k, a[k], self.master.lock)
+            self._upload(node, k, a[k], self.master.lock, node.shadow.get(k))
         log.info("node %s (%s): %d process(es)%s, %s MB free, engine %s", node.name,
                  node.address, node.workers,
                  f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
                  node.info.get("free_mb"), node.info.get("engine"))
 
-    def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None) -> None:
+    def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None,
+                shadow=None) -> None:
+        """arr to the node in pieces (each read under `lock`; the shadow, if any, takes
+        the hot rows' values as sent)."""
         row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         for a, b in row_pieces(arr.shape[0], row_bytes):
             if lock is not None:
                 with lock:
                     piece = pack_array(arr[a:b])
+                    if shadow is not None:
+                        lo, rows = shadow
+                        x, y = max(a, lo), min(b, lo + rows.shape[0])
+                        if x < y:
+                            rows[x - lo:y - lo] = arr[x:y]
             else:
                 piece = pack_array(arr[a:b])
             node.proxy.put_array(self.job_id, name, a, piece)
@@ -516,6 +535,10 @@ class ClusterEngine(ShardPlacement):
             for i in range(reply["pieces"]):
                 name, rows, vals = decode_piece(node.proxy.pull(job, i), self.shapes)
                 delta.append((name, rows, vals))
+                if name in node.shadow:          # its snapshot took what it sent
+                    lo, shadow = node.shadow[name]
+                    inside = (rows >= lo) & (rows < lo + shadow.shape[0])
+                    add_into(shadow, rows[inside] - lo, take(vals, inside))
                 self.bytes_in += rows.nbytes + payload_bytes(vals)
             self._merge(node, delta, done, bool(flushed) and not failed)
         node.exchanges += 1
@@ -551,6 +574,17 @@ class ClusterEngine(ShardPlacement):
         seen, changed = self.master.due(node.slot, cold)   # later merges: next time
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]
+            if name in node.shadow:              # the hot rows: a delta from its snapshot
+                lo, shadow = node.shadow[name]
+                inside = (rows >= lo) & (rows < lo + shadow.shape[0])
+                hot, rows = rows[inside], rows[~inside]
+                for a, b in row_pieces(hot.shape[0], row_bytes(dim, "|u1")):
+                    if a == b:
+                        continue
+                    idx = hot[a:b]
+                    vals = self.master.delta(name, idx, lo, shadow, "|u1")
+                    node.proxy.push_delta(self.job_id, name, *encode_rows(idx, vals))
+                    self.bytes_out += idx.nbytes + payload_bytes(vals)
             for a, b in row_pieces(rows.shape[0], row_bytes(dim, dtype)):
                 if a == b:
                     continue

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .rows import Payload, add_into, quantize_values, scaled
+from .rows import Payload, add_into, quantize_delta, quantize_values, scaled
 
 MERGES = ("damped", "sum", "average")
 
@@ -119,6 +119,15 @@ class RowMaster:
             if dtype == "|i1":
                 return quantize_values(self.arrays[name], rows)
             return self.arrays[name][rows]
+
+    def delta(self, name: str, rows: np.ndarray, lo: int, shadow: np.ndarray,
+              dtype: str) -> Payload:
+        """Master rows minus a client's shadow (its snapshot of rows lo.., as this side
+        knows it), quantized; the shadow takes what is sent (the rounding stays for the
+        next delta)."""
+        with self.lock:
+            m = self.arrays[name]
+            return quantize_delta(m[lo:lo + shadow.shape[0]], shadow, rows - lo, dtype)
 
     def seen(self, slot: int, version: int, cold: bool) -> None:
         """The client now holds every due row as of `version`."""

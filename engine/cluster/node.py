@@ -59,6 +59,8 @@ from .protocol import (
     unpack_array,
 )
 from .rows import (
+    QUANTIZED,
+    add_into,
     changed_rows,
     dtype_of,
     payload_bytes,
@@ -242,6 +244,17 @@ class NodeJob(CallGuard):
                                 f"push_rows {name}")
         self.rebase(name, idx, vals)
 
+    def push_delta(self, name: str, rows: dict, values: dict) -> None:
+        """Merged master rows as a delta from this node's snapshot (the dispatcher keeps a
+        shadow of it): live += delta; snapshot += delta (the node's own unsent changes,
+        live - snapshot, are kept)."""
+        if name not in WEIGHTS:
+            raise ValueError(f"push_delta: unknown matrix {name!r}")
+        idx, vals = decode_rows(rows, values, self.shapes[name][0][0], self.dim,
+                                f"push_delta {name}")
+        add_into(self.shared[name], idx, vals)
+        add_into(self.snapshot[name], idx, vals)
+
     def rebase(self, name: str, idx: np.ndarray, vals) -> None:
         rebase_rows(self.shared[name], self.snapshot[name], idx, vals)
 
@@ -328,8 +341,8 @@ class NodeJob(CallGuard):
                 rows = changed_rows(live[a:b], snap[a:b], theta) + a
                 if rows.size == 0:
                     continue
-                if dtype == "|i1":
-                    vals = quantize_delta(live, snap, rows)
+                if dtype in QUANTIZED:
+                    vals = quantize_delta(live, snap, rows, dtype)
                 else:
                     now = live[rows]             # one read: what the snapshot takes
                     vals = (now - snap[rows]).astype(dtype)
@@ -472,7 +485,7 @@ class NodeJob(CallGuard):
         except BaseException:
             if not handed:                       # the owner never merged it: send it again
                 for name, idx, vals in parts:
-                    self.snapshot[name][idx] -= to_float(vals)
+                    self.snapshot[name][idx] -= to_float(vals, self.dim)
             raise
 
     def shard_put(self, j: int, client: str, name: str, rows, values) -> None:

@@ -21,7 +21,7 @@ from ..local.hotrows import HOT_MAX
 from ..local.kernel import PRODUCTS, WEIGHTS
 from ..word2vec.schedule import KernelSettings, Task
 from .merge import MERGES
-from .rows import WIRE_DTYPES, Payload, Quantized
+from .rows import WIRE_DTYPES, Payload, Quantized, q_width
 
 PIECE_BYTES = 8 << 20           # arrays are sent in pieces of at most this (each is copied
                                 # a few times on its way: keep them small)
@@ -154,7 +154,7 @@ class JobSpec:
     local_hot: dict | None          # the job's hot-row settings for the node's processes
     shapes: dict                    # array name -> (shape, dtype): weights and tables
     delta_threshold: float = 0.0    # rows changed by less (relative to their norm) wait
-    delta_dtype: str = "<f4"        # rows on the wire: "<f4", "<f2" or "|i1" (int8)
+    delta_dtype: str = "<f4"        # rows on the wire: "<f4", "<f2", "|i1" (int8), "|u1" (4 bits)
     merge: str = "sum"              # how the shards' owners merge (MergeRule)
     tiers: int = 0                  # hot rows in tiers (see NodeJob.hot_now)
     merge_rate: float = 0.1
@@ -335,17 +335,20 @@ def decode_done(done, held) -> list[tuple[int, tuple[int, float, int]]]:
 # ---- rows (push_rows, pull, shard_put, shard_pull) ---------------------------------------
 
 def encode_values(payload: Payload) -> dict:
-    """float32/float16 values as one packed array, int8 ones as {q, scale}."""
+    """float32/float16 values as one packed array, quantized ones as {q, scale}."""
     if isinstance(payload, Quantized):
         return {"q": pack_array(payload.q), "scale": pack_array(payload.scale)}
     return pack_array(payload)
 
 
 def decode_values(values, n: int, dim: int, what: str) -> Payload:
-    """n rows of values (float32, float16 or int8 with scales), checked: shapes, dtypes, and
-    every value finite (one node's NaN would spread to every node)."""
+    """n rows of values (float32, float16, or int8 or four-bit values with scales),
+    checked: shapes, dtypes, and every value finite (one node's NaN would spread to every
+    node)."""
     if isinstance(values, dict) and set(values) == {"q", "scale"}:
-        q = unpack_array(values["q"], "|i1", 2, (n, dim), what)
+        packed = isinstance(values["q"], dict) and values["q"].get("dtype") == "|u1"
+        dtype = "|u1" if packed else "|i1"
+        q = unpack_array(values["q"], dtype, 2, (n, q_width(dim, dtype)), what)
         scale = unpack_array(values["scale"], "<f4", 1, (n,), f"{what} scales")
         if scale.size and not (np.isfinite(scale).all() and scale.min() >= 0):
             raise ValueError(f"{what}: scales must be finite and >= 0")

@@ -1,10 +1,13 @@
-"""Rows as they travel in an exchange: float32 values, or int8 values with one float32 scale
-per row (`Quantized`: value = scale * q, the scale being the row's largest magnitude / 127).
+"""Rows as they travel in an exchange: float32 values, or integers with one float32 scale
+per row (`Quantized`: value = scale * q): int8 (the scale being the row's largest magnitude
+/ 127), or four bits a value (-7..7, the scale its largest magnitude / 7), two values a
+byte (q then uint8, (rows, ceil(dim / 2))).
 
-A node's delta in int8 keeps its rounding (the snapshot takes what is sent, so the rest stays
-in live - snapshot and goes with a later delta); merged rows sent to a node in int8 are
-values, so their rounding does not add up from one exchange to the next. The loops are in
-the compiled kernels (engine._kernels), one pass each without the GIL.
+A quantized delta keeps its rounding: the side that sends it holds a copy of what the other
+side has (a node: its snapshot; the dispatcher: a node's shadow), which takes what is sent,
+so the rest stays in the difference and goes with a later delta. Merged rows sent to a node
+as int8 values replace its snapshot, so their rounding does not add up either. The loops
+are in the compiled kernels (engine._kernels), one pass each without the GIL.
 """
 from __future__ import annotations
 
@@ -13,17 +16,23 @@ from typing import NamedTuple, Union
 import numpy as np
 
 # [cluster] delta_dtype -> the dtype a node's delta travels in
-WIRE_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1"}
+WIRE_DTYPES = {"float32": "<f4", "float16": "<f2", "int8": "|i1", "int4": "|u1"}
+QUANTIZED = ("|i1", "|u1")               # int8; four bits a value, packed two a byte
 
 
 def values_dtype(delta_dtype: str) -> str:
-    """The dtype merged master values travel in: int8 with int8 deltas, else float32."""
-    return "|i1" if delta_dtype == "|i1" else "<f4"
+    """The dtype merged master values travel in: int8 with quantized deltas, else float32."""
+    return "|i1" if delta_dtype in QUANTIZED else "<f4"
 
 
 class Quantized(NamedTuple):
-    q: np.ndarray           # (rows, dim) int8
+    q: np.ndarray           # (rows, dim) int8, or (rows, ceil(dim / 2)) uint8: four bits
     scale: np.ndarray       # (rows,) float32
+
+
+def q_width(dim: int, dtype: str) -> int:
+    """Bytes of q per row."""
+    return (dim + 1) // 2 if dtype == "|u1" else dim
 
 
 Payload = Union[np.ndarray, Quantized]
@@ -39,14 +48,26 @@ def quantize_values(src: np.ndarray, rows: np.ndarray) -> Quantized:
     return out
 
 
-def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray) -> Quantized:
-    """live[rows] - snap[rows] as int8; snap[rows] takes the sent (rounded) delta."""
+def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray,
+                   dtype: str = "|i1") -> Quantized:
+    """live[rows] - snap[rows] as int8 (or four bits, dtype "|u1"); snap[rows] takes the
+    sent (rounded) delta."""
     rows = np.ascontiguousarray(rows, np.int32)
-    out = Quantized(np.empty((rows.shape[0], live.shape[1]), np.int8),
+    dim = live.shape[1]
+    out = Quantized(np.empty((rows.shape[0], q_width(dim, dtype)), np.dtype(dtype)),
                     np.empty(rows.shape[0], np.float32))
-    from .._kernels import quantize_delta as kernel
+    from .. import _kernels
+    kernel = _kernels.quantize_delta4 if dtype == "|u1" else _kernels.quantize_delta
     kernel(live, snap, rows, out.q, out.scale)
     return out
+
+
+def unpack4(p: np.ndarray, dim: int) -> np.ndarray:
+    """Four-bit values (two a byte, the even one low) as int8, (rows, dim)."""
+    q = np.empty((p.shape[0], 2 * p.shape[1]), np.int8)
+    q[:, 0::2] = (p << 4).view(np.int8) >> 4
+    q[:, 1::2] = p.view(np.int8) >> 4
+    return q[:, :dim]
 
 
 def changed_rows(live: np.ndarray, snap: np.ndarray, theta: float) -> np.ndarray:
@@ -58,9 +79,10 @@ def changed_rows(live: np.ndarray, snap: np.ndarray, theta: float) -> np.ndarray
     return out[:n]
 
 
-def to_float(payload: Payload) -> np.ndarray:
+def to_float(payload: Payload, dim: int) -> np.ndarray:
     if isinstance(payload, Quantized):
-        return payload.q.astype(np.float32) * payload.scale[:, None]
+        q = unpack4(payload.q, dim) if payload.q.dtype == np.uint8 else payload.q
+        return q.astype(np.float32) * payload.scale[:, None]
     return payload
 
 
@@ -80,9 +102,11 @@ def scaled(payload: Payload, factors: np.ndarray) -> Payload:
 def add_into(dst: np.ndarray, rows: np.ndarray, payload: Payload, factor: float = 1.0) -> None:
     """dst[rows] += factor * payload (rows distinct, inside dst)."""
     if isinstance(payload, Quantized):
-        from .._kernels import add_quantized
-        add_quantized(dst, np.ascontiguousarray(rows, np.int32), payload.q, payload.scale,
-                      float(factor))
+        from .. import _kernels
+        kernel = _kernels.add_quantized4 if payload.q.dtype == np.uint8 else \
+            _kernels.add_quantized
+        kernel(dst, np.ascontiguousarray(rows, np.int32), payload.q, payload.scale,
+               float(factor))
     elif factor == 1.0:
         dst[rows] += payload
     else:
@@ -93,6 +117,8 @@ def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payloa
     """Merged master values arrive: live += value - snap; snap = value (the node's own unsent
     changes, live - snap, are kept)."""
     if isinstance(payload, Quantized):
+        if payload.q.dtype != np.int8:
+            raise ValueError("rows as values travel in int8 or float32, not four bits")
         from .._kernels import rebase_quantized
         rebase_quantized(live, snap, np.ascontiguousarray(rows, np.int32), payload.q,
                          payload.scale)
@@ -108,11 +134,13 @@ def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payloa
 
 def row_bytes(dim: int, dtype: str) -> int:
     """Bytes one row takes on the wire (its index included)."""
-    return 4 + (dim + 4 if dtype == "|i1" else dim * np.dtype(dtype).itemsize)
+    if dtype in QUANTIZED:
+        return 4 + q_width(dim, dtype) + 4
+    return 4 + dim * np.dtype(dtype).itemsize
 
 
 def dtype_of(payload: Payload) -> str:
-    return "|i1" if isinstance(payload, Quantized) else payload.dtype.str
+    return payload.q.dtype.str if isinstance(payload, Quantized) else payload.dtype.str
 
 
 def payload_bytes(payload: Payload) -> int:

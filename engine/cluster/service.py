@@ -142,6 +142,11 @@ class WorkerService:
             job.push_rows(name, rows, values)
 
     @expose
+    def push_delta(self, job_id, name, rows, values) -> None:
+        with self._using(job_id) as job:
+            job.push_delta(name, rows, values)
+
+    @expose
     def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
         check_cold(cold)
         with self._using(job_id) as job:

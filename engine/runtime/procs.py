@@ -3,6 +3,7 @@ user's script never runs again inside them."""
 from __future__ import annotations
 
 import multiprocessing.spawn as mp_spawn
+from multiprocessing import resource_tracker
 import os
 import signal
 import sys
@@ -35,23 +36,32 @@ if not getattr(mp_spawn.get_preparation_data, "engine_wrapped", False):
 
 @contextmanager
 def sigint_ignored_in_children():
-    """Start processes inside this block: they begin life with SIGINT ignored (an ignored
-    signal survives exec), so a Ctrl-C sent to the whole process group reaches only the
-    parent, which then stops them in order; no child dies mid-import with a traceback.
+    """Start processes inside this block: they begin life with SIGINT blocked (a blocked
+    signal mask survives fork and exec; they then ignore it), so a Ctrl-C sent to the whole
+    process group reaches only the parent, which then stops them in order; no child dies
+    mid-import with a traceback. The parent loses nothing: a Ctrl-C that arrives meanwhile
+    is held and raised (KeyboardInterrupt, or whatever handler was set) when the block ends.
     They also start without the parent's __main__ (see _preparation_without_main); this
     thread only, so a user's own processes started meanwhile elsewhere are untouched."""
+    # multiprocessing's resource tracker, started by a first spawn, unblocks SIGINT once it
+    # is up: start it before blocking
+    resource_tracker.ensure_running()
     _starting.depth = getattr(_starting, "depth", 0) + 1
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    old = None
+    main = threading.current_thread() is threading.main_thread()
+    if main:           # another thread may take the signal: its handler holds it too
+        old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
+        yield
     finally:
         _starting.depth -= 1
+        if main:
+            signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)    # one pending here comes now
+        if held and callable(old):
+            old(signal.SIGINT, None)
 
 
 def _pool_worker(conn) -> None:
