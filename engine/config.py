@@ -170,12 +170,14 @@ class ClusterConfig:
     round_words: int = _f(200_000, int, 1, 1 << 50)
     # Exchanges carry the rows of frequent words (hot: the `hot_rows` most frequent words'
     # syn0/syn1neg rows and as many top Huffman nodes; 0 = the words a node meets about twice
-    # or more per round); all rows travel every `cold_every` exchanges.
+    # or more per round); all rows travel every `cold_every` exchanges ("auto": 32 with one
+    # or two nodes, 8 from three on: a node's copy of the rows the others change ages
+    # faster the more of them there are).
     hot_rows: int = _f(0, int, 0, INT64_MAX)
-    cold_every: int = _f(8, int, 1, 1_000_000)
+    cold_every: Any = _f("auto", AutoInt, 1, 1_000_000)
     # T > 0: the hot rows in tiers: the most frequent 1/2^T at every exchange, twice as many
-    # at every second, ..., all at every 2^T-th
-    tiers: int = _f(0, int, 0, 8)
+    # at every second, ..., all at every 2^T-th ("auto": 2 with one or two nodes, else 0)
+    tiers: Any = _f("auto", AutoInt, 0, 8)
     round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
@@ -192,11 +194,12 @@ class ClusterConfig:
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
     # a node's delta: with a threshold, any row whose change reaches this fraction of its
     # norm goes at every exchange and the others wait (their change stays for a later
-    # delta); 0 = hot rows every exchange, every changed row on cold ones. Rows travel as
-    # int8 with a scale per row (a node's rounding stays on it and goes with a later delta;
-    # the last flush is float32), float16 (deltas only) or float32
+    # delta); 0 = hot rows every exchange, every changed row on cold ones. Rows travel in
+    # four bits a value ("int4": deltas both ways, the rounding kept by the side that sends
+    # it for its next delta; the rows that are not hot go down as int8 values), as int8
+    # with a scale per row, float16 (deltas only) or float32; the last flush is float32
     delta_threshold: float = _f(0.0, float, 0.0, 10.0)
-    delta_dtype: str = _f("int8", str, choices=("float32", "float16", "int8", "int4"))
+    delta_dtype: str = _f("int4", str, choices=("float32", "float16", "int8", "int4"))
 
     @property
     def enabled(self) -> bool:

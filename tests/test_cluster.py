@@ -190,18 +190,19 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
 
 
 def test_thinner_rows_send_less_and_still_learn(tmp_path, workers):
-    """Rows in int8 (the default), in four bits, and a float16 delta with rows changed by
+    """Rows in int8, in four bits (the default), and a float16 delta with rows changed by
     less than 5% of their norm held back (their change and the rounding stay on the node
     for a later delta): fewer bytes from the node per exchange than float32 rows (per
     exchange: how many exchanges a job makes depends on how busy the machine is), every
     task still merged once, and the model still learns."""
     (w,) = workers(1)
     sent = {}
-    for label, extra in (("float32", {"delta_dtype": "float32"}), ("int8", {}),
-                         ("int4", {"delta_dtype": "int4"}),
+    for label, extra in (("float32", {"delta_dtype": "float32"}),
+                         ("int8", {"delta_dtype": "int8"}), ("int4", {}),
                          ("lean", {"delta_dtype": "float16", "delta_threshold": 0.05})):
         topics, state, stream = _job(tmp_path / label)
-        cluster = ClusterConfig(nodes=[w.address], round_words=6000, round_seconds=2, **extra)
+        cluster = ClusterConfig(nodes=[w.address], round_words=6000, round_seconds=2,
+                                cold_every=8, tiers=0, **extra)
         stats = _train(state, stream, cluster)
         _exact(stats, stream, 4)
         c = stats.cluster

@@ -338,3 +338,21 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
             compared += 1
     assert compared >= 6
     assert topic_precision(state.keyed_vectors(), topics) >= 0.9
+
+
+def test_auto_cold_every_and_tiers_follow_the_node_count():
+    """"auto": with one or two nodes rare rows wait 32 exchanges and the hot rows go in two
+    tiers; from three nodes on, 8 and no tiers; numbers given are kept."""
+    from engine.cluster.dispatcher import ClusterEngine
+    from engine.config import ClusterConfig
+
+    for nodes, want in ((1, (32, 2)), (2, (32, 2)), (3, (8, 0)), (4, (8, 0))):
+        engine = ClusterEngine(ClusterConfig(), None)
+        engine.hot_rows = 10
+        engine._settle(nodes)
+        assert (engine.cold_every, engine.tiers) == want, nodes
+    engine = ClusterEngine(ClusterConfig(cold_every=5, tiers=1), None)
+    engine.hot_rows = 10
+    engine._settle(2)
+    assert (engine.cold_every, engine.tiers) == (5, 1)
+    assert ClusterConfig().delta_dtype == "int4"

@@ -17,6 +17,8 @@ node that answers later, or a new one found in the name server, joins at its nex
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import secrets
 import threading
@@ -163,15 +165,13 @@ class ClusterEngine(ShardPlacement):
         self.master = RowMaster({k: arrays[k] for k in WEIGHTS},
                                 {k: self._hot_mask(k) for k in WEIGHTS})
         self.sharded = None             # decided when the first nodes are open
+        self.cold_every, self.tiers = self.cfg.cold_every, self.cfg.tiers   # (_settle)
         self.owners: dict[int, _Node] = {}
         self.n_shards = 0
         self.generation = 0
         self.peers_version = 0
         self.shard_lock = threading.RLock()
         self.shard_moves: list[dict] = []
-        log.info("cluster: exchanges every %d words per node with the %d most frequent "
-                 "words' rows; all rows every %d exchanges (merge: %s)", self.cfg.round_words,
-                 self.hot_rows, self.cfg.cold_every, self.cfg.merge)
         t0 = time.perf_counter()
         wire0, cpu0 = transport.WIRE.snapshot(), own_cpu_seconds()
         try:
@@ -284,6 +284,8 @@ class ClusterEngine(ShardPlacement):
                 raise
             log.warning("%s", exc)
             return
+        if first:
+            self._settle(len(found))
         opened = []
         for name, address in found.items():
             if self.strikes.get(address, 0) >= MAX_STRIKES:
@@ -379,7 +381,7 @@ class ClusterEngine(ShardPlacement):
             max_chunk_ids=int(self.stream.max_chunk_ids),
             timeout_seconds=float(t + self.cfg.round_seconds + 30), peer_timeout=float(t),
             workers=int(self.cfg.node_workers), hot_rows=int(self.hot_rows), local_hot=local,
-            tiers=int(self.cfg.tiers),
+            tiers=int(self.tiers),
             delta_threshold=float(self.cfg.delta_threshold),
             delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype], merge=self.cfg.merge,
             merge_rate=float(self.cfg.merge_rate), per_round=self.per_round,
@@ -407,22 +409,38 @@ class ClusterEngine(ShardPlacement):
                  f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
                  node.info.get("free_mb"), node.info.get("engine"))
 
+    def _settle(self, nodes: int) -> None:
+        """`cold_every` and `tiers` set to "auto": chosen for the nodes of the job's start.
+        A node's copy of the rows the others change ages faster the more others there are:
+        with one or two nodes rare rows may wait 32 exchanges and the hot rows go in two
+        tiers; from three on, 8 and none (docs/benchmarks.md: the measurements)."""
+        few = nodes <= 2
+        self.cold_every = self.cfg.cold_every if self.cfg.cold_every != "auto" else \
+            (32 if few else 8)
+        self.tiers = self.cfg.tiers if self.cfg.tiers != "auto" else (2 if few else 0)
+        log.info("cluster: exchanges every %d words per node with the %d most frequent "
+                 "words' rows%s; all rows every %d exchanges (rows: %s; merge: %s)",
+                 self.cfg.round_words, self.hot_rows,
+                 f" (in {self.tiers} tiers)" if self.tiers else "", self.cold_every,
+                 self.cfg.delta_dtype, self.cfg.merge)
+
     def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None,
                 shadow=None) -> None:
         """arr to the node in pieces (each read under `lock`; the shadow, if any, takes
-        the hot rows' values as sent)."""
+        the hot rows' values as sent). A node's arrays start at zero: pieces that are all
+        zero (syn1neg, before training) are not sent."""
         row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         for a, b in row_pieces(arr.shape[0], row_bytes):
-            if lock is not None:
-                with lock:
-                    piece = pack_array(arr[a:b])
-                    if shadow is not None:
-                        lo, rows = shadow
-                        x, y = max(a, lo), min(b, lo + rows.shape[0])
-                        if x < y:
-                            rows[x - lo:y - lo] = arr[x:y]
-            else:
-                piece = pack_array(arr[a:b])
+            with lock if lock is not None else contextlib.nullcontext():
+                part = arr[a:b]
+                piece = pack_array(part) if part.any() else None
+                if shadow is not None:
+                    lo, rows = shadow
+                    x, y = max(a, lo), min(b, lo + rows.shape[0])
+                    if x < y:
+                        rows[x - lo:y - lo] = arr[x:y]
+            if piece is None:
+                continue
             node.proxy.put_array(self.job_id, name, a, piece)
             self.bytes_out += len(piece["data"])
 
@@ -508,7 +526,7 @@ class ClusterEngine(ShardPlacement):
             self.bytes_out += len(msg["ids"]["data"])
         with self.lock:     # all rows now and then; once the queue is empty, the node's
             # last flush (every change, exactly) as soon as it has finished its tasks
-            cold = 2 if not self.pending else int(node.exchanges % self.cfg.cold_every == 0)
+            cold = 2 if not self.pending else int(node.exchanges % self.cold_every == 0)
         if self.sharded:
             if node.peers_version != self.peers_version:
                 self._send_peers(node)
@@ -686,7 +704,7 @@ class ClusterEngine(ShardPlacement):
             "merge_at": "nodes" if self.sharded else "dispatcher", "shards": self.n_shards,
             "shard_moves": self.shard_moves,
             "bytes_between_nodes": sum(n.peer_bytes[0] for n in nodes),
-            "cold_every": self.cfg.cold_every,
+            "cold_every": self.cold_every, "tiers": self.tiers,
             "round_words": self.cfg.round_words, "exchanges": exchanges,
             "bytes_to_nodes": self.bytes_out, "bytes_from_nodes": self.bytes_in,
             "trained_words": self.stats.raw_words, "seconds": round(self.stats.seconds, 3),

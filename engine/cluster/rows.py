@@ -56,9 +56,8 @@ def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray,
     dim = live.shape[1]
     out = Quantized(np.empty((rows.shape[0], q_width(dim, dtype)), np.dtype(dtype)),
                     np.empty(rows.shape[0], np.float32))
-    from .. import _kernels
-    kernel = _kernels.quantize_delta4 if dtype == "|u1" else _kernels.quantize_delta
-    kernel(live, snap, rows, out.q, out.scale)
+    from .._kernels import quantize_delta as int8, quantize_delta4 as four
+    (four if dtype == "|u1" else int8)(live, snap, rows, out.q, out.scale)
     return out
 
 
@@ -102,9 +101,8 @@ def scaled(payload: Payload, factors: np.ndarray) -> Payload:
 def add_into(dst: np.ndarray, rows: np.ndarray, payload: Payload, factor: float = 1.0) -> None:
     """dst[rows] += factor * payload (rows distinct, inside dst)."""
     if isinstance(payload, Quantized):
-        from .. import _kernels
-        kernel = _kernels.add_quantized4 if payload.q.dtype == np.uint8 else \
-            _kernels.add_quantized
+        from .._kernels import add_quantized as int8, add_quantized4 as four
+        kernel = four if payload.q.dtype == np.uint8 else int8
         kernel(dst, np.ascontiguousarray(rows, np.int32), payload.q, payload.scale,
                float(factor))
     elif factor == 1.0:
