@@ -432,8 +432,9 @@ class _Proxy(Pyro4.Proxy):
         return {FRESH: self._engine_sent}
 
     def _pyroResponseAnnotations(self, annotations, msgtype):
+        echoed = bytes(annotations.get(FRESH, b""))
         if msgtype == Pyro4.message.MSG_RESULT and (
-                self._engine_sent is None or bytes(annotations.get(FRESH, b"")) != self._engine_sent):
+                self._engine_sent is None or echoed != self._engine_sent):
             raise Pyro4.errors.ProtocolError("a reply that does not answer this call (replayed "
                                              "or out of order) refused")
 
