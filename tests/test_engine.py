@@ -206,6 +206,10 @@ def _big_corpus(path, words=400_000):
             fh.write(" ".join(rnd.choice(vocab) for _ in range(20)) + "\n")
 
 
+def _sigint_default():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["sigint-group", "sigterm"])
 def test_interrupt_stops_cleanly(tmp_path, how):
     before = _segments()
@@ -215,8 +219,11 @@ def test_interrupt_stops_cleanly(tmp_path, how):
     job.write_text(f'[corpus]\npath = "{corpus}"\n[model]\nepochs = 200\nsg = 1\n'
                    f'[engine]\nworkers = 2\n[output]\ndir = "{tmp_path / "out"}"\n')
     cmd, env = engine_command()
+    # a foreground job in a terminal: SIGINT at its default, whatever this test run
+    # inherited (a shell's background job starts with SIGINT ignored, and so would the run)
     proc = subprocess.Popen(cmd + ["run", str(job)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
+                            preexec_fn=_sigint_default)
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:                 # wait until training processes run
@@ -394,10 +401,10 @@ def _report_sigint_mask(conn):
 
 
 def test_a_ctrl_c_while_children_start_is_held_not_lost():
-    """While engine starts its children, a Ctrl-C is neither lost nor raised halfway
-    through a start: it is raised when the block ends (a Ctrl-C that landed in that
-    moment was once dropped, and the run trained on). The children start with SIGINT
-    blocked, so a Ctrl-C to the whole group does not reach them."""
+    """While engine starts its children, a Ctrl-C is neither lost (as it was while SIGINT
+    was ignored for the children's sake) nor raised halfway through a start: it is raised
+    when the block ends. The children start with SIGINT blocked, so a Ctrl-C to the whole
+    group does not reach them."""
     import multiprocessing as mp
 
     from engine.runtime.procs import sigint_ignored_in_children
@@ -405,19 +412,23 @@ def test_a_ctrl_c_while_children_start_is_held_not_lost():
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     started_after = []
-    with pytest.raises(KeyboardInterrupt):
-        with sigint_ignored_in_children():
-            proc = ctx.Process(target=_report_sigint_mask, args=(child,))
-            proc.start()
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)                      # would have been raised by now
-            started_after.append(True)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)   # as a terminal's
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_ignored_in_children():
+                proc = ctx.Process(target=_report_sigint_mask, args=(child,))
+                proc.start()
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)                  # would have been raised by now
+                started_after.append(True)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert started_after == [True]               # the block ran to its end
     assert parent.recv() is True                 # blocked in the child from birth
     proc.join(10)
     assert proc.exitcode == 0
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("sg,hs,kernel,want", [
