@@ -284,12 +284,14 @@ def test_hot_rows_in_tiers():
     assert [NodeJob.hot_now(job) for _ in range(3)] == [400, 400, 400]
 
 
+@pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
 def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot(
-        tmp_path, monkeypatch):
-    """Two nodes (served from this process, so both sides can be looked at) with four-bit
-    rows, merged at the dispatcher: whenever a node's exchange begins (the dispatcher has
-    pushed its merged rows and waits), the node's snapshot of the hot rows is exactly the
-    dispatcher's shadow of it; the job trains every chunk once and learns."""
+        tmp_path, monkeypatch, merge_at):
+    """Two nodes (served from this process, so every side can be looked at) with four-bit
+    rows: whenever a node's exchange begins (its merged rows have arrived and nothing of it
+    is in flight), its snapshot of the hot rows is exactly the shadow that its merge point
+    keeps of it: the dispatcher's, or, merging at the nodes, each shard owner's (its own
+    shard included); the job trains every chunk once and learns."""
     from conftest import in_process_worker, topic_precision
     from test_cluster import KEY, _exact, _job, _train
 
@@ -298,16 +300,29 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
     from engine.cluster.service import WorkerService
     from engine.config import ClusterConfig
 
+    services: dict[str, WorkerService] = {}
     nodes_seen: dict[str, list] = {}
+    shard_checks = []
     shadows: dict[str, list] = {}
 
     class Recording(WorkerService):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            services[self.name] = self
+
         @transport.expose
         def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold):
             job = self.job
             if job is not None and job.job_id == job_id:
                 nodes_seen.setdefault(self.name, []).append(
                     {k: job.snapshot[k].copy() for k in ("syn0", "syn1neg")})
+                for owner in list(services.values()):       # merging at the nodes
+                    for shard in list(getattr(owner.job, "shards", {}).values()):
+                        slot = shard.clients.get(job.member)
+                        for k, (lo, rows) in shard.shadows.get(slot, {}).items():
+                            mine = job.snapshot[k][shard.to_global(
+                                np.arange(lo, lo + rows.shape[0]))]
+                            shard_checks.append(np.array_equal(mine, rows))
             return super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold)
 
     push = ClusterEngine._push
@@ -323,21 +338,53 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
     with in_process_worker(Recording, "a", key) as a, in_process_worker(Recording, "b", key) as b:
         topics, state, stream = _job(tmp_path, epochs=4)
         cluster = ClusterConfig(nodes=[a, b], round_words=3000, round_seconds=2,
-                                merge_at="dispatcher", delta_dtype="int4", hot_rows=30)
+                                merge_at=merge_at, delta_dtype="int4", hot_rows=30)
         stats = _train(state, stream, cluster)
     _exact(stats, stream, 4)
-    assert stats.cluster["dropped"] == []
+    assert stats.cluster["dropped"] == [] and stats.cluster["merge_at"] == merge_at
     compared = 0
-    for name, address in (("a", a), ("b", b)):
-        for snap, shadow in zip(nodes_seen[name], shadows[address]):
-            assert {"syn0", "syn1neg"} <= set(shadow)
-            for k in ("syn0", "syn1neg"):
-                lo, rows = shadow[k]
-                assert rows.shape[0] == 30
-                assert np.array_equal(snap[k][lo:lo + rows.shape[0]], rows), (name, k)
-            compared += 1
+    if merge_at == "dispatcher":
+        for name, address in (("a", a), ("b", b)):
+            for snap, shadow in zip(nodes_seen[name], shadows[address]):
+                assert {"syn0", "syn1neg"} <= set(shadow)
+                for k in ("syn0", "syn1neg"):
+                    lo, rows = shadow[k]
+                    assert rows.shape[0] == 30
+                    assert np.array_equal(snap[k][lo:lo + rows.shape[0]], rows), (name, k)
+                compared += 1
+    else:
+        assert all(shard_checks)
+        compared = len(shard_checks) // 4            # 2 shards x 2 matrices an exchange
     assert compared >= 6
     assert topic_precision(state.keyed_vectors(), topics) >= 0.9
+
+
+def test_a_shard_takes_back_the_deltas_of_a_reply_that_was_lost():
+    """Merging at the nodes: a shard's owner counts on its client having applied the last
+    reply only once the client acknowledges it; a client that acknowledges an older one
+    never got it, and the deltas sent with it are taken back from its shadow."""
+    from engine.cluster.merge import Shard
+
+    rng = np.random.default_rng(0)
+    source = {"syn0": rng.standard_normal((8, 4)).astype(np.float32)}
+    shard = Shard(0, 2, source, {"syn0": (0, 6)}, generation=0)   # local rows 0..2 hot
+    slot = shard.slot("client")
+    shadow = shard.shadow(slot)
+    lo, rows = shadow["syn0"]
+    assert (lo, rows.shape[0]) == (0, 3) and np.array_equal(rows, source["syn0"][0:6:2])
+    before = rows.copy()
+    shard.master.arrays["syn0"][:3] += 0.5
+    sent = shard.master.delta("syn0", np.arange(3, dtype=np.int32), lo, rows, "|u1")
+    assert not np.array_equal(rows, before)
+    shard.pending[slot] = (7, [("syn0", np.arange(3, dtype=np.int32), sent)])
+    shard.settle(slot, 0, 7)                       # acknowledged: kept
+    assert slot not in shard.pending and not np.array_equal(rows, before)
+    after = rows.copy()
+    shard.master.arrays["syn0"][:3] += 0.25
+    sent = shard.master.delta("syn0", np.arange(3, dtype=np.int32), lo, rows, "|u1")
+    shard.pending[slot] = (8, [("syn0", np.arange(3, dtype=np.int32), sent)])
+    shard.settle(slot, 0, 7)                       # an older reply: the last one was lost
+    assert np.allclose(rows, after, atol=1e-6)
 
 
 def test_auto_cold_every_and_tiers_follow_the_node_count():

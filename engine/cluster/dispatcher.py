@@ -37,7 +37,7 @@ from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import MergeRule, RowMaster, every_due_row
+from .merge import MergeRule, RowMaster, every_due_row, shadowed, track
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
@@ -55,7 +55,7 @@ from .protocol import (
     pack_array,
     row_pieces,
 )
-from .rows import WIRE_DTYPES, add_into, payload_bytes, row_bytes, take, values_dtype
+from .rows import WIRE_DTYPES, payload_bytes, row_bytes, values_dtype
 from .transport import CommError
 
 log = logging.getLogger("engine")
@@ -553,11 +553,8 @@ class ClusterEngine(ShardPlacement):
             for i in range(reply["pieces"]):
                 name, rows, vals = decode_piece(node.proxy.pull(job, i), self.shapes)
                 delta.append((name, rows, vals))
-                if name in node.shadow:          # its snapshot took what it sent
-                    lo, shadow = node.shadow[name]
-                    inside = (rows >= lo) & (rows < lo + shadow.shape[0])
-                    add_into(shadow, rows[inside] - lo, take(vals, inside))
                 self.bytes_in += rows.nbytes + payload_bytes(vals)
+            track(node.shadow, delta)            # its snapshot took what it sent
             self._merge(node, delta, done, bool(flushed) and not failed)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
@@ -592,10 +589,9 @@ class ClusterEngine(ShardPlacement):
         seen, changed = self.master.due(node.slot, cold)   # later merges: next time
         for name, rows in changed.items():
             dim = self.arrays[name].shape[1]
-            if name in node.shadow:              # the hot rows: a delta from its snapshot
+            hot, rows = shadowed(node.shadow, name, rows)
+            if hot.size:                         # the hot rows: a delta from its snapshot
                 lo, shadow = node.shadow[name]
-                inside = (rows >= lo) & (rows < lo + shadow.shape[0])
-                hot, rows = rows[inside], rows[~inside]
                 for a, b in row_pieces(hot.shape[0], row_bytes(dim, "|u1")):
                     if a == b:
                         continue

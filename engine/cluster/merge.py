@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .rows import Payload, add_into, quantize_delta, quantize_values, scaled
+from .rows import Payload, add_into, quantize_delta, quantize_values, scaled, take
 
 MERGES = ("damped", "sum", "average")
 
@@ -71,6 +71,26 @@ def every_due_row(cold: int, threshold: float) -> bool:
     on a cold exchange (1), and always with a threshold (only rows that moved are merged).
     A last flush (2) needs no rare rows: the job's weights are the master's."""
     return cold == 1 or threshold > 0
+
+
+def shadowed(shadow: dict, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows inside the shadow of `name`, the others)."""
+    if name not in shadow:
+        return rows[:0], rows
+    lo, s = shadow[name]
+    inside = (rows >= lo) & (rows < lo + s.shape[0])
+    return rows[inside], rows[~inside]
+
+
+def track(shadow: dict, delta: list, factor: float = 1.0) -> None:
+    """A client's snapshot took these rows [(name, rows, values)] (its own delta, or one
+    sent to it; factor -1 takes a delta back): its shadow takes them too."""
+    for name, rows, vals in delta:
+        if name in shadow and rows.size:
+            lo, s = shadow[name]
+            inside = (rows >= lo) & (rows < lo + s.shape[0])
+            if inside.any():
+                add_into(s, rows[inside] - lo, take(vals, inside), factor)
 
 
 class RowMaster:
@@ -184,6 +204,34 @@ class Shard:
         self.clients: dict[str, int] = {}
         self.inbox: dict[int, list] = {}
         self.outbox: dict[int, list] = {}
+        # four-bit rows: the hot rows go to a client as a delta from a shadow of its
+        # snapshot. A first master (generation 0) starts from the weights every client
+        # started from, so each client's shadow starts as a copy of these; a rebuilt one
+        # does not know its clients' snapshots and sends values.
+        self.initial = {}
+        if generation == 0:
+            for name, mask in masks.items():
+                hot = np.flatnonzero(mask)
+                if hot.size:
+                    lo, hi = int(hot[0]), int(hot[-1]) + 1
+                    self.initial[name] = (lo, arrays[name][lo:hi].copy())
+        self.shadows: dict[int, dict] = {}
+        self.pending: dict[int, tuple[int, list]] = {}    # slot -> (version, deltas sent)
+
+    def shadow(self, slot: int) -> dict:
+        """The client's shadow ({name: (first local row, rows)}; {} when there is none)."""
+        if slot not in self.shadows:
+            self.shadows[slot] = {k: (lo, a.copy()) for k, (lo, a) in self.initial.items()}
+        return self.shadows[slot]
+
+    def settle(self, slot: int, generation, version) -> None:
+        """The client acknowledged the reply of (generation, version): the deltas sent with
+        it are in its snapshot. Any other acknowledgement means that reply never reached
+        it (a lost connection): its deltas are taken back from the shadow, as the rows'
+        marks already make them due again."""
+        sent = self.pending.pop(slot, None)
+        if sent is not None and (generation != self.generation or version != sent[0]):
+            track(self.shadow(slot), sent[1], -1.0)
 
     def to_global(self, local: np.ndarray) -> np.ndarray:
         return (local * self.count + self.index).astype(np.int32)

@@ -39,7 +39,7 @@ from ..word2vec.checks import check_arrays
 from ..word2vec.schedule import KernelSettings
 from . import transport
 from .jobs import CallGuard
-from .merge import MergeRule, Shard, every_due_row
+from .merge import MergeRule, Shard, every_due_row, shadowed, track
 from .protocol import (
     check_cold,
     check_int as _int,
@@ -47,6 +47,7 @@ from .protocol import (
     decode_job_spec,
     decode_local_hot,
     decode_piece,
+    piece_is_delta,
     decode_rows,
     decode_task,
     encode_done,
@@ -252,8 +253,16 @@ class NodeJob(CallGuard):
             raise ValueError(f"push_delta: unknown matrix {name!r}")
         idx, vals = decode_rows(rows, values, self.shapes[name][0][0], self.dim,
                                 f"push_delta {name}")
-        add_into(self.shared[name], idx, vals)
-        add_into(self.snapshot[name], idx, vals)
+        self.take_rows(name, idx, vals, True)
+
+    def take_rows(self, name: str, idx: np.ndarray, vals, is_delta: bool) -> None:
+        """Merged rows from a merge point: a delta from this node's snapshot (added to the
+        weights and the snapshot), or values (rebased onto)."""
+        if is_delta:
+            add_into(self.shared[name], idx, vals)
+            add_into(self.snapshot[name], idx, vals)
+        else:
+            self.rebase(name, idx, vals)
 
     def rebase(self, name: str, idx: np.ndarray, vals) -> None:
         rebase_rows(self.shared[name], self.snapshot[name], idx, vals)
@@ -460,8 +469,8 @@ class NodeJob(CallGuard):
                 handed = True
                 got = self.shard_sync(j, self.member, cold, self.merge_nodes, self.acks.get(j),
                                       delta=parts)
-                for p in got:
-                    self.rebase(p[0], p[1], p[2])
+                for name, idx, vals, is_delta in got:
+                    self.take_rows(name, idx, vals, is_delta)
                 self.acks[j] = [local.generation, local.master.version, cold]
                 return
             proxy = self._peer(j)
@@ -476,11 +485,14 @@ class NodeJob(CallGuard):
             handed = True                        # merged from here on, even if the reply is lost
             reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.merge_nodes,
                                      self.acks.get(j))
-            for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):
-                name, idx, vals = decode_piece(proxy.shard_pull(self.job_id, j, self.member,
-                                                                i), self.weight_shapes)
-                self.rebase(name, idx, vals)
+            got = []                             # all pieces, then applied: the owner's
+            for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):   # shadow of this
+                p = proxy.shard_pull(self.job_id, j, self.member, i)        # node counts on
+                name, idx, vals = decode_piece(p, self.weight_shapes)       # all or none
+                got.append((name, idx, vals, piece_is_delta(p)))
                 self.peer_bytes[1] += idx.nbytes + payload_bytes(vals)
+            for name, idx, vals, is_delta in got:
+                self.take_rows(name, idx, vals, is_delta)
             self.acks[j] = [reply["generation"], reply["version"], cold]
         except BaseException:
             if not handed:                       # the owner never merged it: send it again
@@ -518,22 +530,33 @@ class NodeJob(CallGuard):
             if not isinstance(ack, list) or len(ack) != 3:
                 raise ValueError("shard_sync: bad ack")
             check_cold(ack[2])
+            _int(ack[1], 0, 1 << 62, "ack")
             if ack[0] == shard.generation:       # marks of an older master mean nothing here
-                m.seen(slot, _int(ack[1], 0, 1 << 62, "ack"),
-                       every_due_row(ack[2], self.delta_threshold))
+                m.seen(slot, ack[1], every_due_row(ack[2], self.delta_threshold))
+        shadow = shard.shadow(slot) if self.delta_dtype == "|u1" else {}
+        shard.settle(slot, *(ack[:2] if ack is not None else (None, None)))
         m.merge(slot, inbox, scale)
+        track(shadow, inbox)                     # the client's snapshot took its delta
         version, due = m.due(slot, every_due_row(cold, self.delta_threshold))
         dtype = values_dtype(self.delta_dtype)
-        out = []
+        out, sent = [], []
         for name, rows in due.items():
+            hot, rows = shadowed(shadow, name, rows)
+            if hot.size:                         # a delta from its snapshot (the shadow)
+                lo, s = shadow[name]
+                vals = m.delta(name, hot, lo, s, "|u1")
+                sent.append((name, hot, vals))
+                out.append((name, shard.to_global(hot), vals, True))
             if rows.size:
-                out.append((name, shard.to_global(rows), m.read(name, rows, dtype)))
-        if delta is not None:
+                out.append((name, shard.to_global(rows), m.read(name, rows, dtype), False))
+        if delta is not None:                    # this node's own: applied at once
             return out
+        if sent:
+            shard.pending[slot] = (version, sent)
         pieces = []
-        for name, idx, vals in out:
-            for a, b in row_pieces(idx.shape[0], row_bytes(self.dim, dtype)):
-                pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b))))
+        for name, idx, vals, is_delta in out:
+            for a, b in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
+                pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b)), is_delta))
         shard.outbox[slot] = pieces
         return {"pieces": len(pieces), "version": version, "generation": shard.generation}
 

@@ -386,16 +386,26 @@ def decode_costs(reply) -> tuple[list[int], list[float]]:
     return [int(x) for x in wire], [float(x) for x in cpu]
 
 
-def encode_piece(matrix: str, rows: np.ndarray, payload: Payload) -> dict:
+def encode_piece(matrix: str, rows: np.ndarray, payload: Payload, delta: bool = False) -> dict:
+    """Rows of a matrix; `delta`: from a merge point, a delta from the client's snapshot
+    (else values)."""
     r, v = encode_rows(rows, payload)
-    return {"matrix": matrix, "rows": r, "values": v}
+    out = {"matrix": matrix, "rows": r, "values": v}
+    if delta:
+        out["delta"] = True
+    return out
+
+
+def piece_is_delta(p) -> bool:
+    return isinstance(p, dict) and p.get("delta") is True
 
 
 def decode_piece(p, shapes: dict) -> tuple[str, np.ndarray, Payload]:
     """One piece of rows of a matrix: (matrix, rows, values), checked against `shapes`
-    ({name: (rows, dim)})."""
-    if not isinstance(p, dict) or set(p) != {"matrix", "rows", "values"}:
-        raise ValueError("rows: expected {matrix, rows, values}")
+    ({name: (rows, dim)}); whether they are a delta: piece_is_delta."""
+    if not isinstance(p, dict) or not {"matrix", "rows", "values"} <= set(p) <= \
+            {"matrix", "rows", "values", "delta"} or p.get("delta", True) is not True:
+        raise ValueError("rows: expected {matrix, rows, values[, delta: true]}")
     name = p["matrix"]
     if name not in WEIGHTS:
         raise ValueError(f"rows: unknown matrix {name!r}")

@@ -39,9 +39,10 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 5        # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
+PROTOCOL = 6        # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
                     # 4: int8 rows, the last flush (cold 2) and `flushed` in replies;
-                    # 5: a connection's nonce and each call's sequence number (no replay)
+                    # 5: a connection's nonce and each call's sequence number (no replay);
+                    # 6: shards' owners send hot rows as deltas ("delta" in a piece)
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
