@@ -76,6 +76,8 @@ from .transport import CommError
 
 log = logging.getLogger("engine")
 
+MEMORY_EVERY = 10.0     # seconds between readings of a node's memory (its peak in the report)
+
 _SCRATCH_PREFIX = "engine-node-"
 
 
@@ -117,12 +119,14 @@ class NodeJob(CallGuard):
         # what the exchange costs here: bytes through this process's sockets, and its own
         # CPU (every exchange, merge and rebase runs in it) against its trainers'
         self.wire0 = transport.WIRE.snapshot()
-        self.cpu0 = own_cpu_seconds()
         self.train_cpu = CpuTally()
         self.memory_at, self.memory_last = -1e9, 0.0
         self.dim, self.vocab = js.dim, js.vocab
         self.settings = settle_products(js.settings, js.products, js.dim, js.vocab,
                                         f"job {js.job} products", strict=False)
+        # counted from here: choosing the kernel (timing BLAS against the loops, as a local
+        # run does too) is not the exchange's
+        self.cpu0 = own_cpu_seconds()
         self.max_ids = js.max_chunk_ids
         self.timeout = js.timeout_seconds
         self.workers = min(workers, js.workers or workers)
@@ -374,10 +378,10 @@ class NodeJob(CallGuard):
         return self.hot_rows >> (self.tiers - level)
 
     def memory_mb(self) -> float:
-        """This node's memory (PSS of its process tree), measured at most every 2 s: reading
-        it walks the page tables of every process, weights included."""
+        """This node's memory (PSS of its process tree), measured at most every MEMORY_EVERY
+        seconds: reading it walks the page tables of every process, weights included."""
         now = time.monotonic()
-        if now - self.memory_at >= 2.0:
+        if now - self.memory_at >= MEMORY_EVERY:
             self.memory_at, self.memory_last = now, round(tree_pss_mb(), 1)
         return self.memory_last
 
