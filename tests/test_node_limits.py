@@ -194,3 +194,34 @@ def test_a_flood_that_never_authenticates_leaves_the_job_and_new_callers_served(
         job.join(120)
     _exact(out["stats"], stream, 40)
     assert out["stats"].cluster["dropped"] == []
+
+
+def test_a_nodes_own_shard_acknowledges_the_version_its_rows_were_chosen_at():
+    """Merging at the nodes, a node's own client acknowledges the version at which its
+    shard chose the rows it handed it, not the shard's version when it looks again: a
+    merge by another node in between is still due to it, and reaches it next time."""
+    from engine.cluster.protocol import encode_rows
+
+    job = NodeJob(_spec(), workers=1)
+    try:
+        job.own_shard(0, 1, 0)
+        job.merge_nodes = 2
+        sync = job.shard_sync
+
+        def with_another_merge_meanwhile(*args, **kwargs):
+            out = sync(*args, **kwargs)
+            # another node's delta lands on row 3 while this node applies its rows
+            rows, values = encode_rows(np.array([3], np.int32), np.full((1, 3), 0.5, np.float32))
+            job.shard_put(0, "n2", "syn0", rows, values)
+            sync(0, "n2", 1, 2, None)
+            return out
+
+        job.shard_sync = with_another_merge_meanwhile
+        job._sync_one(0, [], 1)
+        job.shard_sync = sync
+        assert not job.snapshot["syn0"][3].any()        # not seen yet
+        job._sync_one(0, [], 1)
+        assert np.allclose(job.snapshot["syn0"][3], 0.5)
+        assert np.allclose(job.shared["syn0"][3], 0.5)
+    finally:
+        job.close()

@@ -16,7 +16,6 @@ import runpy
 import sys
 
 
-
 def use_key(key: bytes) -> None:
     """Pyro4 4.x has no configuration item for the key: every Daemon and Proxy (the name
     server's, gensim's, locateNS's) reads it through this property; what the programs set

@@ -18,7 +18,6 @@ node that answers later, or a new one found in the name server, joins at its nex
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import secrets
 import threading
@@ -37,7 +36,7 @@ from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import MergeRule, RowMaster, every_due_row, shadowed, track
+from .merge import MergeRule, RowMaster, every_due_row, track
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
@@ -55,7 +54,7 @@ from .protocol import (
     pack_array,
     row_pieces,
 )
-from .rows import WIRE_DTYPES, payload_bytes, row_bytes, values_dtype
+from .rows import WIRE_DTYPES, dtype_of, payload_bytes, row_bytes, take, values_dtype
 from .transport import CommError
 
 log = logging.getLogger("engine")
@@ -587,25 +586,14 @@ class ClusterEngine(ShardPlacement):
         cold = every_due_row(cold, self.cfg.delta_threshold)
         dtype = values_dtype(WIRE_DTYPES[self.cfg.delta_dtype])
         seen, changed = self.master.due(node.slot, cold)   # later merges: next time
-        for name, rows in changed.items():
-            dim = self.arrays[name].shape[1]
-            hot, rows = shadowed(node.shadow, name, rows)
-            if hot.size:                         # the hot rows: a delta from its snapshot
-                lo, shadow = node.shadow[name]
-                for a, b in row_pieces(hot.shape[0], row_bytes(dim, "|u1")):
-                    if a == b:
-                        continue
-                    idx = hot[a:b]
-                    vals = self.master.delta(name, idx, lo, shadow, "|u1")
-                    node.proxy.push_delta(self.job_id, name, *encode_rows(idx, vals))
-                    self.bytes_out += idx.nbytes + payload_bytes(vals)
-            for a, b in row_pieces(rows.shape[0], row_bytes(dim, dtype)):
-                if a == b:
-                    continue
-                idx = rows[a:b]
-                vals = self.master.read(name, idx, dtype)
-                node.proxy.push_rows(self.job_id, name, *encode_rows(idx, vals))
-                self.bytes_out += idx.nbytes + payload_bytes(vals)
+        for name, rows, vals, is_delta in self.master.outgoing(changed, node.shadow, dtype):
+            send = node.proxy.push_delta if is_delta else node.proxy.push_rows
+            size = row_bytes(self.arrays[name].shape[1], dtype_of(vals))
+            for a, b in row_pieces(rows.shape[0], size):
+                if a < b:
+                    part = take(vals, slice(a, b))
+                    send(self.job_id, name, *encode_rows(rows[a:b], part))
+                    self.bytes_out += rows[a:b].nbytes + payload_bytes(part)
         self.master.seen(node.slot, seen, cold)
 
     def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:

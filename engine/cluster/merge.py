@@ -73,24 +73,26 @@ def every_due_row(cold: int, threshold: float) -> bool:
     return cold == 1 or threshold > 0
 
 
-def shadowed(shadow: dict, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows inside the shadow of `name`, the others)."""
+# A shadow: what a merge point knows of a client's snapshot of some rows, {matrix: (first
+# row, those rows)}; merged rows in it go to the client as a delta from it (RowMaster.outgoing)
+
+
+def _inside(shadow: dict, name: str, rows: np.ndarray) -> np.ndarray | None:
+    """Which of `rows` the shadow of `name` holds (None: it holds none of that matrix)."""
     if name not in shadow:
-        return rows[:0], rows
+        return None
     lo, s = shadow[name]
-    inside = (rows >= lo) & (rows < lo + s.shape[0])
-    return rows[inside], rows[~inside]
+    return (rows >= lo) & (rows < lo + s.shape[0])
 
 
 def track(shadow: dict, delta: list, factor: float = 1.0) -> None:
     """A client's snapshot took these rows [(name, rows, values)] (its own delta, or one
     sent to it; factor -1 takes a delta back): its shadow takes them too."""
     for name, rows, vals in delta:
-        if name in shadow and rows.size:
+        inside = _inside(shadow, name, rows)
+        if inside is not None and inside.any():
             lo, s = shadow[name]
-            inside = (rows >= lo) & (rows < lo + s.shape[0])
-            if inside.any():
-                add_into(s, rows[inside] - lo, take(vals, inside), factor)
+            add_into(s, rows[inside] - lo, take(vals, inside), factor)
 
 
 class RowMaster:
@@ -148,6 +150,23 @@ class RowMaster:
         with self.lock:
             m = self.arrays[name]
             return quantize_delta(m[lo:lo + shadow.shape[0]], shadow, rows - lo, dtype)
+
+    def outgoing(self, due: dict[str, np.ndarray], shadow: dict,
+                 dtype: str) -> list[tuple[str, np.ndarray, Payload, bool]]:
+        """The due rows as they go to a client: [(matrix, rows, payload, is_delta)]; those
+        in its shadow as a four-bit delta from it (the shadow takes what is sent), the
+        others as values in `dtype`."""
+        out = []
+        for name, rows in due.items():
+            inside = _inside(shadow, name, rows)
+            if inside is not None:
+                hot, rows = rows[inside], rows[~inside]
+                if hot.size:
+                    lo, s = shadow[name]
+                    out.append((name, hot, self.delta(name, hot, lo, s, "|u1"), True))
+            if rows.size:
+                out.append((name, rows, self.read(name, rows, dtype), False))
+        return out
 
     def seen(self, slot: int, version: int, cold: bool) -> None:
         """The client now holds every due row as of `version`."""

@@ -39,7 +39,7 @@ from ..word2vec.checks import check_arrays
 from ..word2vec.schedule import KernelSettings
 from . import transport
 from .jobs import CallGuard
-from .merge import MergeRule, Shard, every_due_row, shadowed, track
+from .merge import MergeRule, Shard, every_due_row, track
 from .protocol import (
     check_cold,
     check_int as _int,
@@ -471,11 +471,12 @@ class NodeJob(CallGuard):
         try:
             if local is not None:
                 handed = True
-                got = self.shard_sync(j, self.member, cold, self.merge_nodes, self.acks.get(j),
-                                      delta=parts)
+                version, got = self.shard_sync(j, self.member, cold, self.merge_nodes,
+                                               self.acks.get(j), delta=parts)
                 for name, idx, vals, is_delta in got:
                     self.take_rows(name, idx, vals, is_delta)
-                self.acks[j] = [local.generation, local.master.version, cold]
+                # the version its rows were chosen at (later merges by others: next time)
+                self.acks[j] = [local.generation, version, cold]
                 return
             proxy = self._peer(j)
             for name, idx, vals in parts:
@@ -517,7 +518,7 @@ class NodeJob(CallGuard):
 
     def shard_sync(self, j: int, client: str, cold, nodes, ack, delta=None):
         """Merge the client's delta, then hand it the rows merged since its last ack
-        (pieces to pull, or the list itself for this node's own client)."""
+        (pieces to pull; for this node's own client, (version, the rows themselves))."""
         shard = self._shard(j)
         if not is_name(client):
             raise ValueError("shard_sync: bad arguments")
@@ -542,23 +543,16 @@ class NodeJob(CallGuard):
         m.merge(slot, inbox, scale)
         track(shadow, inbox)                     # the client's snapshot took its delta
         version, due = m.due(slot, every_due_row(cold, self.delta_threshold))
-        dtype = values_dtype(self.delta_dtype)
-        out, sent = [], []
-        for name, rows in due.items():
-            hot, rows = shadowed(shadow, name, rows)
-            if hot.size:                         # a delta from its snapshot (the shadow)
-                lo, s = shadow[name]
-                vals = m.delta(name, hot, lo, s, "|u1")
-                sent.append((name, hot, vals))
-                out.append((name, shard.to_global(hot), vals, True))
-            if rows.size:
-                out.append((name, shard.to_global(rows), m.read(name, rows, dtype), False))
+        out = m.outgoing(due, shadow, values_dtype(self.delta_dtype))   # local rows
         if delta is not None:                    # this node's own: applied at once
-            return out
+            return version, [(name, shard.to_global(rows), vals, is_delta)
+                             for name, rows, vals, is_delta in out]
+        sent = [(name, rows, vals) for name, rows, vals, is_delta in out if is_delta]
         if sent:
             shard.pending[slot] = (version, sent)
         pieces = []
-        for name, idx, vals, is_delta in out:
+        for name, rows, vals, is_delta in out:
+            idx = shard.to_global(rows)
             for a, b in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
                 pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b)), is_delta))
         shard.outbox[slot] = pieces

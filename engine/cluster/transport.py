@@ -148,7 +148,7 @@ def _check_fresh() -> None:
     """On the worker, before an exposed method runs: the call carries its connection's nonce
     and a number above every one seen on that connection. Echoed in the reply."""
     ctx = Pyro4.current_context
-    if getattr(ctx, "engine_checked", None) is ctx.annotations:
+    if _checked(ctx):
         return                         # this call, checked already (a method calling its base)
     conn = getattr(ctx, "client", None)
     nonce = getattr(conn, "engine_nonce", None)
@@ -162,6 +162,11 @@ def _check_fresh() -> None:
                           "number already used) refused")
     conn.engine_seq = number
     ctx.engine_checked, ctx.engine_tag = ctx.annotations, tag    # echoed by _Daemon.annotations
+
+
+def _checked(ctx) -> bool:
+    """Whether the call being served (its annotations) passed `_check_fresh`."""
+    return getattr(ctx, "engine_checked", None) is ctx.annotations
 
 
 def expose(method):
@@ -340,7 +345,7 @@ class _Daemon(Pyro4.Daemon):
         """Every reply to a call, its exceptions included, echoes the call's nonce and number
         once `_check_fresh` has accepted them."""
         ctx = Pyro4.current_context
-        if getattr(ctx, "engine_checked", None) is ctx.annotations:
+        if _checked(ctx):
             return {FRESH: ctx.engine_tag}
         return {}
 

@@ -3,12 +3,12 @@ user's script never runs again inside them."""
 from __future__ import annotations
 
 import multiprocessing.spawn as mp_spawn
-from multiprocessing import resource_tracker
 import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _starting = threading.local()           # .depth > 0: this thread is starting engine's children
