@@ -58,6 +58,9 @@ cdef extern from "vecmath.h" nogil:
     void ew_add_int8(int dim, float s, const signed char *q, float *y)
     void ew_rebase_int8(int dim, float s, const signed char *q, float *live, float *snap)
     int ew_row_moved(int dim, const float *live, const float *snap, float t2)
+    int64_t ew_delta_block(int dim, int64_t n, const float *live, float *snap, float levels,
+                           int width, int32_t *rows, unsigned char *q, float *scale,
+                           float *buf)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
@@ -821,6 +824,35 @@ def changed_rows(const float[:, ::1] live, const float[:, ::1] snap, float theta
             if ew_row_moved(dim, &live[r, 0], &snap[r, 0], t2):
                 out[count] = <int32_t>r
                 count += 1
+    return count
+
+
+def delta_block(const float[:, ::1] live, float[:, ::1] snap, float levels,
+                int32_t[::1] rows, unsigned char[:, ::1] q, float[::1] scale):
+    """changed_rows (theta 0) and quantize_delta (levels 127) or quantize_delta4 (levels 7)
+    in one pass over a block: the changed rows' indices go to rows, their rounded deltas to
+    q (int8 viewed as bytes, or four bits packed) and scale; snap takes what is sent.
+    Returns how many rows changed."""
+    cdef int dim = live.shape[1]
+    cdef int64_t n = live.shape[0], count
+    if snap.shape[0] != n or snap.shape[1] != dim or rows.shape[0] < n or \
+            q.shape[0] < n or scale.shape[0] < n:
+        raise ValueError("delta_block: shapes differ")
+    if levels != 7.0 and levels != 127.0:
+        raise ValueError("delta_block: levels must be 7 or 127")
+    if q.shape[1] != (dim + 1) // 2 if levels == 7.0 else q.shape[1] != dim:
+        raise ValueError("delta_block: q's width does not fit the levels")
+    if n == 0:
+        return 0
+    cdef float *buf = <float *>malloc(dim * sizeof(float) + dim)
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            count = ew_delta_block(dim, n, &live[0, 0], &snap[0, 0], levels, q.shape[1],
+                                   &rows[0], &q[0, 0], &scale[0], buf)
+    finally:
+        free(buf)
     return count
 
 

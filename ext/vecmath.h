@@ -49,6 +49,7 @@
 #define EW_SIMD_SUM(var)
 #define EW_SIMD_SUM2(a, b)
 #define EW_SIMD_SUM4(a, b, c, d)
+#define EW_SIMD_MAX(var)
 #else
 #define EW_RESTRICT __restrict__
 #define EW_PRAGMA(x) _Pragma(#x)
@@ -56,6 +57,7 @@
 #define EW_SIMD_SUM(var) EW_PRAGMA(omp simd reduction(+:var))
 #define EW_SIMD_SUM2(a, b) EW_PRAGMA(omp simd reduction(+:a, b))
 #define EW_SIMD_SUM4(a, b, c, d) EW_PRAGMA(omp simd reduction(+:a, b, c, d))
+#define EW_SIMD_MAX(var) EW_PRAGMA(omp simd reduction(max:var))
 #endif
 
 /* Index of f in the sigmoid table, f in (-MAX_EXP, MAX_EXP). In float arithmetic f just
@@ -747,8 +749,23 @@ static int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t pati
 /* The largest |x[j]|. */
 static EW_CLONES float ew_absmax(int dim, const float *EW_RESTRICT x) {
     float m = 0.0f;
+    EW_SIMD_MAX(m)
     for (int j = 0; j < dim; j++) {
         float a = x[j] < 0.0f ? -x[j] : x[j];
+        m = a > m ? a : m;
+    }
+    return m;
+}
+
+/* d = live - snap, returning the largest |d[j]| (one read of live: what it is now). */
+static EW_CLONES float ew_diff_absmax(int dim, const float *EW_RESTRICT live,
+                                     const float *EW_RESTRICT snap, float *EW_RESTRICT d) {
+    float m = 0.0f;
+    EW_SIMD_MAX(m)
+    for (int j = 0; j < dim; j++) {
+        float x = live[j] - snap[j];
+        float a = x < 0.0f ? -x : x;
+        d[j] = x;
         m = a > m ? a : m;
     }
     return m;
@@ -777,9 +794,8 @@ static EW_CLONES float ew_to_int8(int dim, const float *EW_RESTRICT x, float m,
 static EW_CLONES float ew_quantize_delta(int dim, const float *EW_RESTRICT live,
                                          float *EW_RESTRICT snap, int8_t *EW_RESTRICT q,
                                          float *EW_RESTRICT buf, float levels) {
-    for (int j = 0; j < dim; j++)        /* one read of live: what it is now */
-        buf[j] = live[j] - snap[j];
-    float s = ew_to_levels(dim, buf, ew_absmax(dim, buf), levels, q);
+    float s = ew_to_levels(dim, buf, ew_diff_absmax(dim, live, snap, buf), levels, q);
+    EW_SIMD
     for (int j = 0; j < dim; j++)
         snap[j] += s * (float)q[j];
     return s;
@@ -832,6 +848,38 @@ static EW_CLONES int ew_row_moved(int dim, const float *EW_RESTRICT live,
         n += snap[j] * snap[j];
     }
     return c > 0.0f && c >= t2 * n;
+}
+
+/* The rows of [0, n) of a block (row r at live + r * dim) that changed (live != snap),
+ * each as integers of at most `levels` times a scale (q: `width` bytes a row; four bits,
+ * packed two a byte, when levels is 7), snap taking what is sent: choosing and rounding in
+ * one pass over the block. rows[k] gets the k-th changed row's index; returns how many.
+ * buf: dim floats and dim bytes of scratch. */
+static EW_CLONES int64_t ew_delta_block(int dim, int64_t n, const float *EW_RESTRICT live,
+                                        float *EW_RESTRICT snap, float levels, int width,
+                                        int32_t *EW_RESTRICT rows, uint8_t *EW_RESTRICT q,
+                                        float *EW_RESTRICT scale, float *EW_RESTRICT buf) {
+    const int four = levels <= 7.0f;
+    int64_t count = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *l = live + r * (int64_t)dim;
+        float *sn = snap + r * (int64_t)dim;
+        float m = ew_diff_absmax(dim, l, sn, buf);
+        if (!(m > 0.0f))
+            continue;                    /* unchanged (or not a number: left for the checks) */
+        uint8_t *out = q + count * (int64_t)width;
+        int8_t *qq = four ? (int8_t *)(buf + dim) : (int8_t *)out;
+        float s = ew_to_levels(dim, buf, m, levels, qq);
+        if (four)
+            ew_pack4(dim, qq, out);
+        EW_SIMD
+        for (int j = 0; j < dim; j++)
+            sn[j] += s * (float)qq[j];
+        rows[count] = (int32_t)r;
+        scale[count] = s;
+        count++;
+    }
+    return count;
 }
 
 #endif

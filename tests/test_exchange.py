@@ -89,6 +89,27 @@ def test_quantize_delta_matches_numpy_and_keeps_the_rounding(dtype, levels):
     assert np.array_equal(snap[untouched], before[untouched])
 
 
+@pytest.mark.parametrize("dtype", ["|i1", "|u1"], ids=["int8", "int4"])
+@pytest.mark.parametrize("dim", [37, 100])
+def test_choosing_and_rounding_in_one_pass_equals_the_two_passes(dtype, dim):
+    """changed_delta (the node's delta: the changed rows, rounded, in one pass) gives the
+    rows changed_rows gives and, bit for bit, what quantize_delta sends and leaves."""
+    live, snap = _pair(dim=dim, seed=5)
+    live[11] = np.nan                             # not a number: not chosen by either
+    snap_one, snap_two = snap.copy(), snap.copy()
+    rows, got = R.changed_delta(live, snap_one, dtype)
+    ref_rows = R.changed_rows(live, snap_two, 0.0)
+    ref = R.quantize_delta(live, snap_two, ref_rows, dtype)
+    assert rows.dtype == np.int32 and np.array_equal(rows, ref_rows)
+    assert 7 in rows and 11 not in rows and 0 < len(rows) < len(live)
+    assert got.q.dtype == np.dtype(dtype) and np.array_equal(got.q, ref.q)
+    assert np.array_equal(got.scale, ref.scale)
+    assert np.array_equal(snap_one, snap_two)
+    # a block with nothing changed
+    rows, got = R.changed_delta(snap_one[:5], snap_one[:5].copy(), dtype)
+    assert rows.size == 0 and got.q.shape == (0, R.q_width(dim, dtype))
+
+
 @pytest.mark.parametrize("dtype,rounds,shrink", [("|i1", 4, 50), ("|u1", 9, 5)],
                          ids=["int8", "int4"])
 def test_quantized_deltas_lose_nothing_over_exchanges(dtype, rounds, shrink):

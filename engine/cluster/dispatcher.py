@@ -18,6 +18,7 @@ node that answers later, or a new one found in the name server, joins at its nex
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import secrets
 import threading
@@ -173,6 +174,7 @@ class ClusterEngine(ShardPlacement):
         self.shard_moves: list[dict] = []
         t0 = time.perf_counter()
         wire0, cpu0 = transport.WIRE.snapshot(), own_cpu_seconds()
+        gc.freeze()          # the collector scans the exchange's objects, not the whole heap
         try:
             with signals_as_interrupt():
                 self._run()
@@ -189,6 +191,7 @@ class ClusterEngine(ShardPlacement):
                 self._close_node(node)
             with self.read_lock:
                 self.reader.close()
+            gc.unfreeze()
         self.stats.seconds = time.perf_counter() - t0
         sent, received = transport.WIRE.snapshot()
         self.wire = [sent - wire0[0], received - wire0[1]]

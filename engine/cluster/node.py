@@ -62,6 +62,7 @@ from .protocol import (
 from .rows import (
     QUANTIZED,
     add_into,
+    changed_delta,
     changed_rows,
     dtype_of,
     payload_bytes,
@@ -351,6 +352,13 @@ class NodeJob(CallGuard):
                 hot_range(name, live.shape[0], hot)
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
+                if dtype in QUANTIZED and not theta:     # choose and round in one pass
+                    rows, vals = changed_delta(live[a:b], snap[a:b], dtype)
+                    rows += a
+                    if rows.size:
+                        rows_total += rows.size
+                        pieces.append((name, rows, vals))
+                    continue
                 rows = changed_rows(live[a:b], snap[a:b], theta) + a
                 if rows.size == 0:
                     continue

@@ -61,6 +61,20 @@ def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray,
     return out
 
 
+def changed_delta(live: np.ndarray, snap: np.ndarray, dtype: str) -> tuple[np.ndarray, Quantized]:
+    """changed_rows(live, snap, 0) and quantize_delta of them in one pass over the block
+    (live and snap: the same rows, contiguous): (rows, their rounded deltas); snap takes
+    what is sent."""
+    from .._kernels import delta_block
+    n, dim = live.shape
+    rows = np.empty(n, np.int32)
+    q = np.empty((n, q_width(dim, dtype)), np.uint8)
+    scale = np.empty(n, np.float32)
+    k = delta_block(live, snap, 7.0 if dtype == "|u1" else 127.0, rows, q, scale)
+    q = q[:k] if dtype == "|u1" else q[:k].view(np.int8)
+    return rows[:k], Quantized(q, scale[:k])
+
+
 def unpack4(p: np.ndarray, dim: int) -> np.ndarray:
     """Four-bit values (two a byte, the even one low) as int8, (rows, dim)."""
     q = np.empty((p.shape[0], 2 * p.shape[1]), np.int8)

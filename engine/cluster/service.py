@@ -4,6 +4,7 @@ dispatcher that goes silent for its job's timeout loses the job; Ctrl-C, SIGTERM
 crash leave no process, shared memory or cache folder behind."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -73,6 +74,7 @@ class WorkerService:
         if self.job is not None:
             self.job.close()
             self.job = None
+            gc.unfreeze()                        # what the job left is collectable again
 
     @expose
     def info(self) -> dict:
@@ -111,6 +113,9 @@ class WorkerService:
                     raise ValueError(f"open_job: unknown kind {kind!r} (word2vec, lsi)")
             except KeyError as exc:
                 raise ValueError(f"open_job: missing field {exc}") from None
+            # the heap as the job starts (modules, the job's own objects) is not scanned
+            # by every collection of the exchange's short-lived objects
+            gc.freeze()
             if kind == "lsi":
                 log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
                          self.job.n_terms, self.job.workers)
