@@ -56,6 +56,7 @@ cdef extern from "vecmath.h" nogil:
     void ew_pack4(int dim, const signed char *q, unsigned char *p)
     void ew_unpack4(int dim, const unsigned char *p, signed char *q)
     void ew_add_int8(int dim, float s, const signed char *q, float *y)
+    void ew_add_int8_pair(int dim, float s, const signed char *q, float *y, float *z)
     void ew_rebase_int8(int dim, float s, const signed char *q, float *live, float *snap)
     int ew_row_moved(int dim, const float *live, const float *snap, float t2)
     int64_t ew_delta_block(int dim, int64_t n, const float *live, float *snap, float levels,
@@ -831,16 +832,19 @@ def delta_block(const float[:, ::1] live, float[:, ::1] snap, float levels,
                 int32_t[::1] rows, unsigned char[:, ::1] q, float[::1] scale):
     """changed_rows (theta 0) and quantize_delta (levels 127) or quantize_delta4 (levels 7)
     in one pass over a block: the changed rows' indices go to rows, their rounded deltas to
-    q (int8 viewed as bytes, or four bits packed) and scale; snap takes what is sent.
-    Returns how many rows changed."""
+    q (int8 viewed as bytes, or four bits packed) and scale; with levels 0 the deltas
+    themselves, float32 viewed as bytes (scale 1). snap takes what is sent. Returns how
+    many rows changed."""
     cdef int dim = live.shape[1]
     cdef int64_t n = live.shape[0], count
     if snap.shape[0] != n or snap.shape[1] != dim or rows.shape[0] < n or \
             q.shape[0] < n or scale.shape[0] < n:
         raise ValueError("delta_block: shapes differ")
-    if levels != 7.0 and levels != 127.0:
-        raise ValueError("delta_block: levels must be 7 or 127")
-    if q.shape[1] != (dim + 1) // 2 if levels == 7.0 else q.shape[1] != dim:
+    cdef Py_ssize_t width = (dim + 1) // 2 if levels == 7.0 else (
+        dim if levels == 127.0 else 4 * dim)
+    if levels != 0.0 and levels != 7.0 and levels != 127.0:
+        raise ValueError("delta_block: levels must be 0, 7 or 127")
+    if q.shape[1] != width:
         raise ValueError("delta_block: q's width does not fit the levels")
     if n == 0:
         return 0
@@ -921,6 +925,25 @@ def quantize_values(const float[:, ::1] src, const int32_t[::1] rows, signed cha
         for k in range(rows.shape[0]):
             scale[k] = ew_to_int8(dim, &src[rows[k], 0], ew_absmax(dim, &src[rows[k], 0]),
                                   &q[k, 0])
+
+
+def add_quantized4_pair(float[:, ::1] a, float[:, ::1] b, const int32_t[::1] rows,
+                        const unsigned char[:, ::1] p, const float[::1] scale):
+    """a[rows] += scale * q and b[rows] += scale * q, q four bits a value, unpacked once."""
+    cdef Py_ssize_t k
+    cdef int dim = a.shape[1]
+    if b.shape[0] != a.shape[0] or b.shape[1] != dim:
+        raise ValueError("add_quantized4_pair: shapes differ")
+    cdef signed char *q = <signed char *>malloc(dim)
+    if q == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(rows.shape[0]):
+                ew_unpack4(dim, &p[k, 0], q)
+                ew_add_int8_pair(dim, scale[k], q, &a[rows[k], 0], &b[rows[k], 0])
+    finally:
+        free(q)
 
 
 def add_quantized(float[:, ::1] dst, const int32_t[::1] rows, const signed char[:, ::1] q,

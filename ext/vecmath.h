@@ -828,6 +828,17 @@ static EW_CLONES void ew_add_int8(int dim, float s, const int8_t *EW_RESTRICT q,
         y[j] += s * (float)q[j];
 }
 
+/* y += s * q and z += s * q (a delta that both a node's weights and its snapshot take) */
+static EW_CLONES void ew_add_int8_pair(int dim, float s, const int8_t *EW_RESTRICT q,
+                                       float *EW_RESTRICT y, float *EW_RESTRICT z) {
+    EW_SIMD
+    for (int j = 0; j < dim; j++) {
+        float v = s * (float)q[j];
+        y[j] += v;
+        z[j] += v;
+    }
+}
+
 /* Merged values v = s * q arrive: live += v - snap; snap = v. */
 static EW_CLONES void ew_rebase_int8(int dim, float s, const int8_t *EW_RESTRICT q,
                                      float *EW_RESTRICT live, float *EW_RESTRICT snap) {
@@ -852,9 +863,9 @@ static EW_CLONES int ew_row_moved(int dim, const float *EW_RESTRICT live,
 
 /* The rows of [0, n) of a block (row r at live + r * dim) that changed (live != snap),
  * each as integers of at most `levels` times a scale (q: `width` bytes a row; four bits,
- * packed two a byte, when levels is 7), snap taking what is sent: choosing and rounding in
- * one pass over the block. rows[k] gets the k-th changed row's index; returns how many.
- * buf: dim floats and dim bytes of scratch. */
+ * packed two a byte, when levels is 7), or with levels 0 as float32 (scale 1), snap taking
+ * what is sent: choosing and rounding in one pass over the block. rows[k] gets the k-th
+ * changed row's index; returns how many. buf: dim floats and dim bytes of scratch. */
 static EW_CLONES int64_t ew_delta_block(int dim, int64_t n, const float *EW_RESTRICT live,
                                         float *EW_RESTRICT snap, float levels, int width,
                                         int32_t *EW_RESTRICT rows, uint8_t *EW_RESTRICT q,
@@ -868,6 +879,18 @@ static EW_CLONES int64_t ew_delta_block(int dim, int64_t n, const float *EW_REST
         if (!(m > 0.0f))
             continue;                    /* unchanged (or not a number: left for the checks) */
         uint8_t *out = q + count * (int64_t)width;
+        if (levels == 0.0f) {            /* exact: the difference itself */
+            float *f = (float *)out;
+            EW_SIMD
+            for (int j = 0; j < dim; j++) {
+                f[j] = buf[j];
+                sn[j] += buf[j];
+            }
+            rows[count] = (int32_t)r;
+            scale[count] = 1.0f;
+            count++;
+            continue;
+        }
         int8_t *qq = four ? (int8_t *)(buf + dim) : (int8_t *)out;
         float s = ew_to_levels(dim, buf, m, levels, qq);
         if (four)

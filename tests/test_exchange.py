@@ -89,25 +89,45 @@ def test_quantize_delta_matches_numpy_and_keeps_the_rounding(dtype, levels):
     assert np.array_equal(snap[untouched], before[untouched])
 
 
-@pytest.mark.parametrize("dtype", ["|i1", "|u1"], ids=["int8", "int4"])
+@pytest.mark.parametrize("dtype", ["|i1", "|u1", "<f4"], ids=["int8", "int4", "float32"])
 @pytest.mark.parametrize("dim", [37, 100])
 def test_choosing_and_rounding_in_one_pass_equals_the_two_passes(dtype, dim):
     """changed_delta (the node's delta: the changed rows, rounded, in one pass) gives the
-    rows changed_rows gives and, bit for bit, what quantize_delta sends and leaves."""
+    rows changed_rows gives and, bit for bit, what quantize_delta sends and leaves (for
+    float32: the differences themselves, which the snapshot takes)."""
     live, snap = _pair(dim=dim, seed=5)
     live[11] = np.nan                             # not a number: not chosen by either
     snap_one, snap_two = snap.copy(), snap.copy()
     rows, got = R.changed_delta(live, snap_one, dtype)
     ref_rows = R.changed_rows(live, snap_two, 0.0)
-    ref = R.quantize_delta(live, snap_two, ref_rows, dtype)
     assert rows.dtype == np.int32 and np.array_equal(rows, ref_rows)
     assert 7 in rows and 11 not in rows and 0 < len(rows) < len(live)
-    assert got.q.dtype == np.dtype(dtype) and np.array_equal(got.q, ref.q)
-    assert np.array_equal(got.scale, ref.scale)
+    if dtype == "<f4":
+        ref = live[ref_rows] - snap_two[ref_rows]
+        snap_two[ref_rows] += ref
+        assert got.dtype == np.float32 and np.array_equal(got, ref)
+        assert np.abs(live[rows] - snap_one[rows]).max() <= 1e-6   # a rounding at most
+    else:
+        ref = R.quantize_delta(live, snap_two, ref_rows, dtype)
+        assert got.q.dtype == np.dtype(dtype) and np.array_equal(got.q, ref.q)
+        assert np.array_equal(got.scale, ref.scale)
     assert np.array_equal(snap_one, snap_two)
     # a block with nothing changed
     rows, got = R.changed_delta(snap_one[:5], snap_one[:5].copy(), dtype)
-    assert rows.size == 0 and got.q.shape == (0, R.q_width(dim, dtype))
+    assert rows.size == 0 and R.payload_bytes(got) == 0
+
+
+def test_a_delta_added_to_weights_and_snapshot_at_once_equals_two_adds():
+    live, snap = _pair(seed=9)
+    rows = np.array([0, 7, 8, 150, 299], np.int32)
+    d = R.quantize_delta(live.copy(), snap.copy(), rows, "|u1")
+    a, b = live.copy(), snap.copy()
+    R.add_into_both(a, b, rows, d)
+    ref_a, ref_b = live.copy(), snap.copy()
+    R.add_into(ref_a, rows, d)
+    R.add_into(ref_b, rows, d)
+    assert np.array_equal(a, ref_a) and np.array_equal(b, ref_b)
+    assert not np.array_equal(a, live)
 
 
 @pytest.mark.parametrize("dtype,rounds,shrink", [("|i1", 4, 50), ("|u1", 9, 5)],

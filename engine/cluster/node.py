@@ -62,6 +62,7 @@ from .protocol import (
 from .rows import (
     QUANTIZED,
     add_into,
+    add_into_both,
     changed_delta,
     changed_rows,
     dtype_of,
@@ -264,8 +265,7 @@ class NodeJob(CallGuard):
         """Merged rows from a merge point: a delta from this node's snapshot (added to the
         weights and the snapshot), or values (rebased onto)."""
         if is_delta:
-            add_into(self.shared[name], idx, vals)
-            add_into(self.snapshot[name], idx, vals)
+            add_into_both(self.shared[name], self.snapshot[name], idx, vals)
         else:
             self.rebase(name, idx, vals)
 
@@ -339,9 +339,10 @@ class NodeJob(CallGuard):
                 "cpu": self.cpu()}
 
     def _delta(self, cold: int, block_rows: int) -> tuple[list, int]:
-        """[(matrix, rows, values)] of this delta, the snapshot caught up: int8 (rounded
-        in one compiled pass; the rounding stays in live - snapshot), float16 (the same), or
-        float32 (also the last flush, whatever the dtype)."""
+        """[(matrix, rows, values)] of this delta, the snapshot caught up: four bits or
+        int8 (the rows chosen and rounded in one compiled pass; the rounding stays in live -
+        snapshot), float16 (the same), or float32 (also the last flush, whatever the
+        dtype)."""
         pieces, rows_total = [], 0
         theta = 0.0 if cold else self.delta_threshold
         dtype = "<f4" if cold == 2 else self.delta_dtype
@@ -352,7 +353,7 @@ class NodeJob(CallGuard):
                 hot_range(name, live.shape[0], hot)
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
-                if dtype in QUANTIZED and not theta:     # choose and round in one pass
+                if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass
                     rows, vals = changed_delta(live[a:b], snap[a:b], dtype)
                     rows += a
                     if rows.size:

@@ -61,16 +61,20 @@ def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray,
     return out
 
 
-def changed_delta(live: np.ndarray, snap: np.ndarray, dtype: str) -> tuple[np.ndarray, Quantized]:
-    """changed_rows(live, snap, 0) and quantize_delta of them in one pass over the block
-    (live and snap: the same rows, contiguous): (rows, their rounded deltas); snap takes
-    what is sent."""
+def changed_delta(live: np.ndarray, snap: np.ndarray, dtype: str) -> tuple[np.ndarray, Payload]:
+    """changed_rows(live, snap, 0) and their deltas in one pass over the block (live and
+    snap: the same rows, contiguous): (rows, deltas rounded as quantize_delta does, or
+    float32 ones for dtype "<f4"); snap takes what is sent."""
     from .._kernels import delta_block
     n, dim = live.shape
+    levels = {"|u1": 7.0, "|i1": 127.0, "<f4": 0.0}[dtype]
+    width = 4 * dim if dtype == "<f4" else q_width(dim, dtype)
     rows = np.empty(n, np.int32)
-    q = np.empty((n, q_width(dim, dtype)), np.uint8)
+    q = np.empty((n, width), np.uint8)
     scale = np.empty(n, np.float32)
-    k = delta_block(live, snap, 7.0 if dtype == "|u1" else 127.0, rows, q, scale)
+    k = delta_block(live, snap, levels, rows, q, scale)
+    if dtype == "<f4":
+        return rows[:k], q[:k].view(np.float32)
     q = q[:k] if dtype == "|u1" else q[:k].view(np.int8)
     return rows[:k], Quantized(q, scale[:k])
 
@@ -123,6 +127,18 @@ def add_into(dst: np.ndarray, rows: np.ndarray, payload: Payload, factor: float 
         dst[rows] += payload
     else:
         dst[rows] += np.float32(factor) * payload
+
+
+def add_into_both(a: np.ndarray, b: np.ndarray, rows: np.ndarray, payload: Payload) -> None:
+    """a[rows] += payload and b[rows] += payload (a node's weights and its snapshot taking a
+    delta), four-bit rows unpacked once."""
+    if isinstance(payload, Quantized) and payload.q.dtype == np.uint8:
+        from .._kernels import add_quantized4_pair
+        add_quantized4_pair(a, b, np.ascontiguousarray(rows, np.int32), payload.q,
+                            payload.scale)
+    else:
+        add_into(a, rows, payload)
+        add_into(b, rows, payload)
 
 
 def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payload) -> None:
