@@ -75,6 +75,70 @@ def test_normal_run_trains_every_chunk_once(tmp_path, planted):
     assert _segments() == before and _no_children()
 
 
+def test_the_processes_train_the_models_own_shared_arrays_with_no_copy(tmp_path, planted):
+    """A state made in shared memory: the session copies in only the tables, the processes
+    train the very arrays the model holds (they learn), nothing is copied back, and the
+    model keeps its arrays after training; their names go when the state does."""
+    import gc
+
+    from conftest import topic_separation
+    from engine.config import EngineConfig
+    from engine.jobs.train import train_state
+    from engine.local.kernel import TABLES
+
+    before = _segments()
+    _, sents = planted
+    topics, _ = planted
+    cfg = ModelConfig(sg=1, vector_size=16, min_count=1, epochs=3)
+    vocab = build_vocab_iterable(sents, min_count=1)
+    stream = encode_iterable(sents, vocab, str(tmp_path / "ids"), chunk_words=1500)
+    state = ModelState(cfg, vocab, shared=True)
+    names = {name for name, _, _ in state.segments.spec.values()}
+    assert state.syn0 is state.segments["syn0"] and state.syn1neg is state.segments["syn1neg"]
+    ref = np.empty_like(state.syn0)
+    from engine.word2vec.state import init_vectors
+    init_vectors(ref, cfg.seed)
+    assert np.array_equal(state.syn0, ref)            # the same start as an unshared model
+    syn0, start = state.syn0, state.syn0.copy()
+    made = []
+    from engine.local import session as session_module
+    real = session_module.SharedArrays.create
+
+    def create(arrays):
+        made.append(sorted(arrays))
+        return real(arrays)
+
+    session_module.SharedArrays.create = create
+    try:
+        train_state(state, stream, dataclasses.replace(EngineConfig(), workers=2), 3,
+                    cfg.alpha, cfg.min_alpha, show_progress=False)
+    finally:
+        session_module.SharedArrays.create = real
+    assert made == [sorted(TABLES)]                    # the tables only: no weights copied
+    assert state.syn0 is syn0 and not np.array_equal(state.syn0, start)   # trained in place
+    assert topic_separation(state.keyed_vectors(), topics) > 0.2        # and learned
+    assert _no_children()
+    left = {os.path.basename(p) for p in _segments() - before}
+    assert left == {n.lstrip("/") for n in names}      # the model's own, while it lives
+    kept = state.syn0
+    del state, syn0
+    gc.collect()
+    assert _segments() == before                       # names gone with the state ...
+    assert np.isfinite(kept).all()                     # ... the memory with its last view
+
+
+def test_share_moves_a_models_weights_into_shared_memory_once():
+    vocab = build_vocab_iterable([["a", "b", "c"]] * 5, min_count=1)
+    state = ModelState(ModelConfig(vector_size=8, min_count=1), vocab)
+    assert state.segments is None
+    values = state.syn0.copy()
+    spec = state.share()
+    assert set(spec) == {"syn0", "syn1neg", "syn1"}
+    assert state.syn0 is state.segments["syn0"] and np.array_equal(state.syn0, values)
+    assert state.share() is spec                       # once
+    state.segments.unlink()
+
+
 def test_worker_exception_reaches_user_with_traceback(tmp_path, planted, monkeypatch):
     before = _segments()
     state, stream, tasks = _setup(tmp_path, planted)
@@ -321,7 +385,7 @@ def _session_with(*targets):
 
     ctx = get_context("spawn")
     s = LocalSession.__new__(LocalSession)
-    s.workers, s.stall_seconds, s.shared, s.slowest = len(targets), 60.0, None, 0.0
+    s.workers, s.stall_seconds, s.shared, s.own, s.slowest = len(targets), 60.0, None, None, 0.0
     s.ahead_words = 0
     s.procs, s.conns, s.lost_workers = {}, {}, []
     for slot, target in enumerate(targets):
@@ -583,7 +647,10 @@ def test_auto_hot_rows_sizes_from_the_vocabulary_and_process_count():
     assert share[:words[0]].sum() >= 0.75 > share[:words[0] - 1].sum()
     assert all(sync == SYNC_WORDS and tiers == HOT_TIERS for _, sync, tiers in sizes)
     assert auto_hot_rows(counts[:100], keep[:100], 5, 0.75, 2, 100)[0] == 100   # small vocab
-    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # copies within 64 MB
+    assert auto_hot_rows(counts, keep, 5, 0.75, 2, 100_000)[0] == 256  # the fewest
+    from engine.local.hotrows import HOT_BYTES
+    wide = auto_hot_rows(counts, keep, 5, 0.75, 16, 300, updates_per_word=16)[0]
+    assert 16 * 300 * wide <= HOT_BYTES < 16 * 300 * (wide + 1)   # copies and bases: bounded
     # a fast kernel (CBOW: one update a word) merges fewer rows: a merge moves at most 1/8
     # row an update on average, first * (1 + L/2) rows with L tiers
     for tiers in (0, 1, 3):

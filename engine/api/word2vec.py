@@ -282,7 +282,10 @@ class Word2Vec:
                 raise RuntimeError("You cannot do an online vocabulary-update of a model "
                                    "which has no prior vocabulary. First build the vocabulary "
                                    "of your model with a corpus before doing an online update.")
-            self.state = ModelState(self.config, vocab)
+            # trained by processes here: the weights are made in shared memory, once
+            local = self.cluster is None or not self.cluster.enabled
+            self.state = ModelState(self.config, vocab,
+                                    shared=local and self.engine.processes > 1)
             self.__dict__["_wv"] = None
         else:
             self.state = grow(self.state, vocab, self.config)

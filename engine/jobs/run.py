@@ -15,7 +15,7 @@ from ..config import JobConfig
 from ..errors import ConfigError, EngineError
 from ..local.workers import Standby
 from ..runtime.blas import blas_line, blas_summary
-from ..runtime.memory import PeakMemory, self_peak_rss_mb
+from ..runtime.memory import PeakMemory, give_back_free_memory, self_peak_rss_mb
 from ..word2vec.checkpoint import (
     Checkpointer,
     job_identity,
@@ -94,60 +94,66 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         refuse_other_job(resume_from[1], identity, resume_from[0])
     # the training processes start now and wait while the corpus is counted and encoded
     local_procs = e.processes if e.processes > 1 and not job.cluster.enabled else 0
-    with PeakMemory() as mem, scratch_folder(e.cache_dir) as folder, \
-            Standby(local_procs) as standby:
-        state, stream, times, resumed = _prepare(job, source, folder, resume_from)
-        check_output_room(job.output.dir, len(state.vocab), m, job.output.text_vectors)
-        plan = {"epochs": m.epochs, "alpha": m.alpha, "min_alpha": m.min_alpha,
-                "seed": m.seed, "chunks": len(stream.chunks),
-                "first_epoch": state.epochs_trained}
-        words_before = resumed["words_done_before"] if resumed else 0
-        checkpointer = (Checkpointer(ckpt_dir, every, state, plan, identity, words_before)
-                        if every else None)
-        # training memory is steady: sample less often and leave the cores to the trainers
-        prep_peak = mem.new_phase(interval=1.0)
-        ev = job.evaluate
-        curve = EpochCurve(mem, (lambda w: epoch_scores(state.keyed_vectors(w["syn0"]), ev))
-                           if ev.every_epoch else None)
-        train_window = [time.time()]
-        stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
-                            job.output.progress_seconds, show_progress, job.cluster,
-                            checkpoint=checkpointer,
-                            skip=set(resumed["skip"]) if resumed else None,
-                            on_epoch_end=curve,
-                            watch=lambda runner: mem.start_timeline(
-                                live_probe(runner), job.output.progress_seconds),
-                            standby=standby)
-        train_window.append(time.time())
-        mem.probe = None
-        train_peak = mem.new_phase()
-        log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
-                 stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
-    kv = state.keyed_vectors()
-    write_outputs(kv, state, job.output.dir, job.output.text_vectors)
-    if checkpointer is not None or resumed is not None:     # the model is whole: done with them
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    report = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
-    report.update(_training_report(state, stream, times, stats, words_before))
-    report.update({
+    with PeakMemory() as mem:
+        with scratch_folder(e.cache_dir) as folder, Standby(local_procs) as standby:
+            state, stream, times, resumed = _prepare(job, source, folder, resume_from)
+            give_back_free_memory()      # what counting freed, before the processes train
+            check_output_room(job.output.dir, len(state.vocab), m, job.output.text_vectors)
+            plan = {"epochs": m.epochs, "alpha": m.alpha, "min_alpha": m.min_alpha,
+                    "seed": m.seed, "chunks": len(stream.chunks),
+                    "first_epoch": state.epochs_trained}
+            words_before = resumed["words_done_before"] if resumed else 0
+            checkpointer = (Checkpointer(ckpt_dir, every, state, plan, identity, words_before)
+                            if every else None)
+            # training memory is steady: sample less often and leave the cores to the trainers
+            prep_peak = mem.new_phase(interval=1.0)
+            ev = job.evaluate
+            curve = EpochCurve(mem, (lambda w: epoch_scores(state.keyed_vectors(w["syn0"]), ev))
+                               if ev.every_epoch else None)
+            train_window = [time.time()]
+            stats = train_state(state, stream, e, m.epochs, m.alpha, m.min_alpha,
+                                job.output.progress_seconds, show_progress, job.cluster,
+                                checkpoint=checkpointer,
+                                skip=set(resumed["skip"]) if resumed else None,
+                                on_epoch_end=curve,
+                                watch=lambda runner: mem.start_timeline(
+                                    live_probe(runner), job.output.progress_seconds),
+                                standby=standby)
+            train_window.append(time.time())
+            mem.probe = None
+            train_peak = mem.new_phase(interval=0.1)
+            log.info("trained %d corpus words in %.1f s: %.0f words/s (%d processes)",
+                     stats.raw_words, stats.seconds, stats.words_per_sec, stats.workers)
+        kv = state.keyed_vectors()
+        write_outputs(kv, state, job.output.dir, job.output.text_vectors)
+        save_peak = mem.new_phase()
+        if checkpointer is not None or resumed is not None:   # the model is whole: done with them
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        report = {"corpus": source.path, "files": len(source.files), "workers": e.processes}
+        report.update(_training_report(state, stream, times, stats, words_before))
         # when training began and ended (seconds since the epoch, this machine's clock): runs
         # side by side (engine bench --share-nothing) are timed over the union of theirs
-        "training_window": [round(t, 3) for t in train_window],
+        report["training_window"] = [round(t, 3) for t in train_window]
+        report["curve"] = curve.rows
+        report["timeline"] = mem.timeline
+        if checkpointer is not None:
+            report["checkpoints"] = checkpointer.written
+        if resumed is not None:
+            report["resumed"] = {k: v for k, v in resumed.items() if k != "skip"}
+        if stats.cluster is not None:
+            report["workers"] = stats.workers
+            report["cluster"] = stats.cluster
+        evaluate(kv, job.evaluate, report)
+        report["neighbours"] = neighbours(kv, job.evaluate)
+        evaluate_peak = mem.new_phase()
+    # each phase's peak: the PSS of this process and its children, shared memory once
+    report.update({
         "peak_rss_mb": round(mem.peak_mb, 1),
-        "train_peak_rss_mb": round(train_peak, 1),
         "prepare_peak_rss_mb": round(prep_peak, 1),
+        "train_peak_rss_mb": round(train_peak, 1),
+        "save_peak_rss_mb": round(save_peak, 1),
+        "evaluate_peak_rss_mb": round(evaluate_peak, 1),
         "parent_max_rss_mb": round(self_peak_rss_mb(), 1)})
-    report["curve"] = curve.rows
-    report["timeline"] = mem.timeline
-    if checkpointer is not None:
-        report["checkpoints"] = checkpointer.written
-    if resumed is not None:
-        report["resumed"] = {k: v for k, v in resumed.items() if k != "skip"}
-    if stats.cluster is not None:
-        report["workers"] = stats.workers
-        report["cluster"] = stats.cluster
-    evaluate(kv, job.evaluate, report)
-    report["neighbours"] = neighbours(kv, job.evaluate)
     report["settings"] = {name: dataclasses.asdict(getattr(job, name)) for name in
                           ("model", "engine", "corpus", "cluster", "evaluate", "output")}
     report["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
@@ -200,7 +206,8 @@ def _prepare(job: JobConfig, source, folder: str, resume_from):
         vocab, stream, times = prepare_corpus(
             source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size,
             e.processes, e.block_bytes, e.chunk_words)
-        state = ModelState(m, vocab)
+        # trained by processes here: the weights are made in shared memory, once
+        state = ModelState(m, vocab, shared=e.processes > 1 and not job.cluster.enabled)
     log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
              len(state.vocab), m.min_count, state.vocab.raw_words, times["vocab_seconds"])
     log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),

@@ -107,8 +107,11 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
     settings = kernel_settings(state, engine, clustered)
     try:
         if isinstance(runner, LocalEngine):
+            if runner.workers > 1:               # the processes train the model's own arrays
+                state.share()
             stats = runner.train(state.kernel_arrays(), settings, stream, tasks,
-                                 checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+                                 checkpoint=checkpoint, on_epoch_end=on_epoch_end,
+                                 weights=state.segments)
         else:
             stats = _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
                                     settings)

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from ..runtime.progress import Progress
+from ..runtime.shm import SharedArrays
 from ..runtime.signals import signals_as_interrupt
 from ..word2vec.checks import check_arrays, check_stream
 from ..word2vec.idstream import ChunkReader, IdStream
@@ -36,14 +37,16 @@ class LocalEngine:
         self.stats: TrainStats | None = None     # the run in progress (read by samplers)
 
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
-              tasks: list[Task], checkpoint=None, on_epoch_end=None) -> TrainStats:
+              tasks: list[Task], checkpoint=None, on_epoch_end=None,
+              weights: SharedArrays | None = None) -> TrainStats:
         """Train the tasks epoch by epoch (an epoch's tasks all finish before the next
         epoch's start). `checkpoint` (an engine.word2vec.checkpoint.Checkpointer) is handed
         a copy of the weights and the finished task ids whenever it says one is due. After
         each epoch `on_epoch_end(epoch, stats, weights)` is called, `weights` the current
         weights (views of the matrices being trained, valid during the call: nothing trains
         meanwhile); it returns True to stop training there. `self.stats` is the run's live
-        TrainStats."""
+        TrainStats. `weights`: the arrays' weights are these shared-memory segments (the
+        processes then train them in place: no copy in, none out)."""
         check_stream(stream, check_arrays(arrays, settings))   # before any kernel runs
         total = sum(t.raw_words for t in tasks)
         progress = Progress(total, self.progress_seconds, enabled=self.show_progress)
@@ -91,10 +94,12 @@ class LocalEngine:
                         stats.stopped_early = True
                         break
             else:
+                if weights is not None and any(arrays[k] is not weights[k] for k in WEIGHTS):
+                    raise ValueError("train: `weights` must be the arrays' own segments")
                 with LocalSession(arrays, settings, stream.path, stream.max_chunk_ids,
                                   self.workers, self.hot_words, self.sync_words,
                                   self.hot_tiers, stall_seconds=self.stall_seconds,
-                                  standby=self.standby) as session:
+                                  standby=self.standby, weights=weights) as session:
                     live["weights"] = session.shared
                     try:
                         for epoch_tasks in by_epoch(tasks):
@@ -109,8 +114,9 @@ class LocalEngine:
                         stats.hot_rows = {"words": self.hot_words, "sync_words":
                                           self.sync_words if self.hot_words else 0,
                                           "tiers": self.hot_tiers if self.hot_words else 0}
-                    for k in WEIGHTS:
-                        arrays[k][...] = session.shared[k]
+                    if weights is None:          # trained on a copy: bring it back
+                        for k in WEIGHTS:
+                            arrays[k][...] = session.shared[k]
         stats.seconds = time.perf_counter() - t0 - stats.hook_seconds
         progress.finish()
         return stats

@@ -13,6 +13,11 @@ HOT_TIERS = 3
 
 
 HOT_MAX = 16384            # at most this many hot rows
+# ... and at most this much memory a process for their copies (each hot row: a copy and its
+# merge base, of syn0 and syn1neg): HOT_MAX rows up to vector_size 100, 5,461 at 300. Wider
+# vectors do more arithmetic per row drawn, so fewer rows need copies; at vector_size 300
+# 4,096 hot rows trained as fast as 11,634 (docs/benchmarks.md, "Memory")
+HOT_BYTES = HOT_MAX * 100 * 16
 # a row one process draws this often between two merges is hot whatever its share: left
 # shared, it would move between cores at nearly every draw, which is what makes a small
 # vocabulary scale badly. The bound is above what the share rule's last rows are drawn
@@ -59,7 +64,7 @@ def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_wo
     vocabulary every row is that busy, and one left shared moves between the cores at
     nearly every draw; `sync_words`: the job's merge interval, 0 = the automatic one),
     between 256 and HOT_MAX rows (fewer for a smaller vocabulary; capped so the copies take
-    at most 64 MB a process); merged every SYNC_WORDS trained words, and at least 32 times an
+    at most HOT_BYTES a process); merged every SYNC_WORDS trained words, and at least 32 times an
     epoch of `epoch_words` per process (copies trained apart for long and then summed lose
     accuracy early in training: docs/design.md, "Hot rows"), in HOT_TIERS tiers (`tiers`: that many
     instead; fewer where a full merge would come less than 8 times an epoch): the first
@@ -72,7 +77,7 @@ def size_hot_rows(shares, vocab: int, processes: int, vector_size: int, epoch_wo
         return 0, 0, 0
     share = min(0.9, 1.0 - 1.0 / (2 * processes))
     words = int(np.searchsorted(shares, share) + 1)
-    cap = max(256, (64 << 20) // (4 * 4 * max(1, vector_size)))
+    cap = max(256, HOT_BYTES // (4 * 4 * max(1, vector_size)))
     sync = auto_sync_words(processes, epoch_words)
     # draws of each row by one process between two merges (shares are sorted by frequency)
     between = (sync_words or sync) * updates_per_word * row_draws

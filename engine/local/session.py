@@ -28,11 +28,15 @@ class LocalSession:
     def __init__(self, arrays: dict, settings: KernelSettings, ids_path: str, max_ids: int,
                  workers: int, hot_words: int = 0, sync_words: int = 1024,
                  hot_tiers: int = 0, shared: SharedArrays | None = None,
-                 stall_seconds: float = 120.0, standby: "Standby | None" = None):
+                 stall_seconds: float = 120.0, standby: "Standby | None" = None,
+                 weights: SharedArrays | None = None):
         """hot_words > 0: the processes train the rows of that many most frequent words on
         their own copies, merged every sync_words trained words (hot_tiers > 0: in tiers,
         all of them every 2^hot_tiers merges; Trainer). `standby`: processes started
-        earlier (Standby), used before any new one is started."""
+        earlier (Standby), used before any new one is started. `shared`: the weights and
+        tables already in shared memory (unlinked at close); `weights`: the weights
+        already in shared memory (the model's own: trained in place, never unlinked
+        here), the tables then copied in."""
         self.workers = max(1, int(workers))
         self.stall_seconds = stall_seconds
         # with hot rows a process reports chunks once merged in full (every sync_words <<
@@ -41,7 +45,14 @@ class LocalSession:
         swept = sweep_orphans()
         if swept:
             log.warning("removed %d shared-memory segment(s) left by killed runs", len(swept))
-        self.shared = shared or SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
+        self.own = None                  # what this session unlinks at close
+        if shared is not None:
+            self.shared = self.own = shared
+        elif weights is not None:
+            self.own = SharedArrays.create({k: arrays[k] for k in TABLES})
+            self.shared = SharedArrays.joined(weights, self.own)
+        else:
+            self.shared = self.own = SharedArrays.create({k: arrays[k] for k in WEIGHTS + TABLES})
         self.procs: dict[int, object] = {}
         self.conns: dict[int, object] = {}
         self.lost_workers: list = []
@@ -191,9 +202,10 @@ class LocalSession:
         """Stop every process (ask, then terminate, then kill) and release shared memory."""
         stop_all(self.procs, self.conns)
         self.procs, self.conns = {}, {}
-        if self.shared is not None:
-            self.shared.unlink()
-            self.shared = None
+        if self.own is not None:
+            self.own.unlink()
+            self.own = None
+        self.shared = None
 
     def __enter__(self):
         return self

@@ -5,16 +5,24 @@ unlink it when that process exits (cpython gh-82300). Children therefore attach 
 (`track=False` on 3.13+, a suppressed registration before), so a child exiting, crashing
 or being killed never removes the parent's segment. The parent's own registration stays:
 if the parent itself is killed, its resource tracker unlinks the segments it left.
+
+Each array is a numpy view of its own mapping of the segment (where the system has
+/dev/shm), so an array may outlive the SharedArrays that made it: the model's weights are
+the segments while processes train on them and stay the model's memory afterwards, without
+a copy. A segment's name goes when its creator unlinks it (or the creator is collected, or
+exits); its memory when the last view of it goes.
 """
 from __future__ import annotations
 
 import glob
 import math
+import mmap
 import os
 import re
 import secrets
 import shutil
 import sys
+import weakref
 from contextlib import contextmanager
 from multiprocessing import resource_tracker, shared_memory
 
@@ -91,6 +99,41 @@ def _attach_segment(name: str) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name)
 
 
+SHM_DIR = "/dev/shm"
+
+
+def _own_view(seg: shared_memory.SharedMemory, shape, dtype) -> tuple[np.ndarray, bool]:
+    """An array on a mapping of the segment of its own (whose memory stays while the array
+    lives, whatever becomes of `seg`), and True; or, without /dev/shm, a view of seg's
+    buffer and False (seg must then stay open while the array is used)."""
+    dtype = np.dtype(dtype)
+    count = math.prod(int(n) for n in shape)
+    path = os.path.join(SHM_DIR, seg.name.lstrip("/"))
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return np.ndarray(shape, dtype=dtype, buffer=seg.buf), False
+    try:
+        mapping = mmap.mmap(fd, max(seg.size, 1))
+    finally:
+        os.close(fd)
+    return np.frombuffer(mapping, dtype=dtype, count=count).reshape(shape), True
+
+
+def _unlink_names(names: list[str]) -> None:
+    """Unlink segments by name (what SharedMemory.unlink does, without an open segment)."""
+    for name in names:
+        try:
+            seg = _attach_segment(name)
+        except FileNotFoundError:
+            continue
+        try:
+            seg.close()
+            seg.unlink()          # also drops the creator's resource-tracker registration
+        except FileNotFoundError:
+            pass
+
+
 def check_room(nbytes: int, shm_dir: str = "/dev/shm") -> None:
     """Refuse up front what would not fit (a full /dev/shm kills with SIGBUS, no message)."""
     mb = 2 ** 20
@@ -111,16 +154,35 @@ class SharedArrays:
     """A set of named numpy arrays in shared memory, one segment each.
 
     `spec` (plain names, shapes, dtypes) is what a child needs to attach: nothing large is
-    pickled. The creator must call `unlink()` (use it as a context manager)."""
+    pickled. The creator unlinks the names with `unlink()` (or as a context manager); if it
+    does not, they are unlinked when the SharedArrays is collected or the process exits.
+    `SharedArrays.joined` lends several sets' arrays under one spec, unlinking none."""
 
     def __init__(self, spec: dict, segments: dict, owner: bool):
         self.spec = spec
-        self._segments = segments
         self.owner = owner
-        self.arrays = {
-            key: np.ndarray(shape, dtype=np.dtype(dtype), buffer=segments[key].buf)
-            for key, (name, shape, dtype) in spec.items()
-        }
+        self.arrays = {}
+        self._segments = {}               # the segments whose buffers the arrays view
+        for key, (name, shape, dtype) in spec.items():
+            self.arrays[key], own = _own_view(segments[key], shape, dtype)
+            if own:
+                segments[key].close()     # the array has its own mapping
+            else:
+                self._segments[key] = segments[key]
+        self._unlinker = (weakref.finalize(self, _unlink_names,
+                                           [name for name, _, _ in spec.values()])
+                          if owner else None)
+
+    @classmethod
+    def joined(cls, *parts: "SharedArrays") -> "SharedArrays":
+        """The arrays and specs of `parts` together, as one set to attach; unlinking it
+        unlinks nothing (each part's owner does)."""
+        out = cls.__new__(cls)
+        out.spec, out.arrays, out.owner, out._segments, out._unlinker = {}, {}, False, {}, None
+        for part in parts:
+            out.spec.update(part.spec)
+            out.arrays.update(part.arrays)
+        return out
 
     @classmethod
     def create(cls, arrays: dict[str, np.ndarray]) -> "SharedArrays":
@@ -169,22 +231,20 @@ class SharedArrays:
         return self.arrays[key]
 
     def close(self) -> None:
+        """Drop this object's arrays (each array's memory goes with its last view)."""
         self.arrays = {}
         for seg in self._segments.values():
             try:
                 seg.close()
             except BufferError:      # a view is still alive somewhere; the OS frees on exit
                 pass
+        self._segments = {}
 
     def unlink(self) -> None:
+        """Close, and (the creator) remove the segments' names: nothing can attach since."""
         self.close()
-        if self.owner:
-            for seg in self._segments.values():
-                try:
-                    seg.unlink()
-                except FileNotFoundError:
-                    pass
-            self._segments = {}
+        if self._unlinker is not None:
+            self._unlinker()
 
     def __enter__(self):
         return self

@@ -590,7 +590,7 @@ class KeyedVectors:
             w2vformat.write_counts(fvocab, words, self.expandos[sort_attr][order], append)
         header = (f"{len(self) if total_vec is None else total_vec} {self.vector_size}"
                   if write_header else None)
-        w2vformat.write_word2vec(fname, words, self.vectors[order], binary, header, append)
+        w2vformat.write_word2vec(fname, words, self.vectors, binary, header, append, order)
 
     @classmethod
     def load_word2vec_format(cls, fname, fvocab=None, binary=False, encoding="utf8",

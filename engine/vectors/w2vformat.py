@@ -407,16 +407,18 @@ def read_counts(path: str, unicode_errors: str = "strict") -> dict[str, int]:
 # ---- writing -------------------------------------------------------------------------------
 
 def write_word2vec(path: str, words: list[str], vectors: np.ndarray, binary: bool,
-                   header: str | None, append: bool) -> None:
-    """Write `words` (prefix already applied) and their rows of `vectors` (in that order)
-    atomically; header: the first line without its newline, or None for none."""
+                   header: str | None, append: bool, order=None) -> None:
+    """Write `words` (prefix already applied) and their rows of `vectors` (in that order, or
+    rows order[i] for words[i]: taken a block at a time, never the whole matrix) atomically;
+    header: the first line without its newline, or None for none."""
     check_words(path, words)
     with writer(path, append) as fh:
         if header is not None:
             fh.write(f"{header}\n".encode("utf8"))
         block = max(1, (16 << 20) // max(1, 4 * vectors.shape[1]))
         for start in range(0, len(words), block):
-            rows = vectors[start:start + block]
+            rows = (vectors[start:start + block] if order is None
+                    else vectors[order[start:start + block]])
             names = words[start:start + block]
             if binary:
                 raw = np.ascontiguousarray(rows, dtype="<f4").tobytes()

@@ -13,6 +13,7 @@ from ..config import ModelConfig, make_section
 from ..errors import EngineError
 from ..runtime.atomic import atomic_dir, leftover_dirs
 from ..runtime.integrity import check_file, file_record, read_manifest, seal
+from ..runtime.shm import SharedArrays
 from ..vectors.keyedvectors import KeyedVectors
 from .schedule import KernelSettings
 from .vocab import Vocab
@@ -23,23 +24,49 @@ _NPY_MIN_BYTES = 16                   # magic, version, header length, the short
 _CHECKED_FILES = ("vocab.tsv", "vocab.json") + tuple(f"{n}.npy" for n in WEIGHT_FILES)
 
 
+INIT_ROWS = 8192                      # rows drawn at a time: no full-size temporaries
+
+
+def init_vectors(out: np.ndarray, seed: int) -> None:
+    """Fill `out` (words x dims, float32) in place with the initial word vectors: uniform in
+    [-1, 1) / dims, as gensim 4 (the C tool uses half that), drawn in blocks of rows (the
+    same numbers as one draw of the whole matrix)."""
+    rng = np.random.default_rng(seed)
+    d = out.shape[1]
+    for a in range(0, out.shape[0], INIT_ROWS):
+        block = out[a:a + INIT_ROWS]
+        rng.random(block.shape, dtype=np.float32, out=block)
+        block *= 2
+        block -= 1
+        block /= d
+
+
 class ModelState:
     def __init__(self, config: ModelConfig, vocab: Vocab, syn0=None, syn1neg=None, syn1=None,
-                 epochs_trained: int = 0, words_trained: int = 0, where: str = "model"):
+                 epochs_trained: int = 0, words_trained: int = 0, where: str = "model",
+                 shared: bool = False):
+        """`shared`: the weights live in shared memory from the start (see share())."""
         self.config = config
         self.vocab = vocab
+        self.segments: SharedArrays | None = None   # the weights' segments, once shared
         v, d = len(vocab), config.vector_size
+        shapes = {"syn0": (v, d), "syn1neg": (v if config.negative else 0, d),
+                  "syn1": (v if config.hs else 0, d)}     # syn1: one row per word, as gensim
+        if shared and syn0 is None and syn1neg is None and syn1 is None:   # made in place
+            self.segments = SharedArrays.create_empty(
+                {n: (shape, np.float32) for n, shape in shapes.items()})
+        fresh = {n: self.segments[n] if self.segments is not None
+                 else np.zeros(shape, np.float32) for n, shape in shapes.items()}
         if syn0 is None:
-            rng = np.random.default_rng(config.seed)
-            # uniform in [-1, 1) / vector_size, as gensim 4 (the C tool uses half that)
-            syn0 = ((rng.random((v, d), dtype=np.float32) * 2 - 1) / d).astype(np.float32)
-        self.syn0 = np.ascontiguousarray(syn0, dtype=np.float32)
+            init_vectors(fresh["syn0"], config.seed)
+            syn0 = fresh["syn0"]
         if syn1neg is None:
-            syn1neg = np.zeros((v if config.negative else 0, d), dtype=np.float32)
-        if syn1 is None:           # one row per word, as gensim (the last is never used)
-            syn1 = np.zeros((v if config.hs else 0, d), dtype=np.float32)
+            syn1neg = fresh["syn1neg"]
+        if syn1 is None:
+            syn1 = fresh["syn1"]
         elif config.hs and syn1.shape == (v - 1, d):         # saved before that
             syn1 = np.concatenate([syn1, np.zeros((1, d), syn1.dtype)])
+        self.syn0 = np.ascontiguousarray(syn0, dtype=np.float32)
         self.syn1neg = np.ascontiguousarray(syn1neg, dtype=np.float32)
         self.syn1 = np.ascontiguousarray(syn1, dtype=np.float32)
         want = {"syn0": (v, d), "syn1neg": (v, d) if config.negative else None,
@@ -51,6 +78,27 @@ class ModelState:
                                   f"({v} words, vector_size {d})")
         self.epochs_trained = epochs_trained
         self.words_trained = words_trained
+        if shared:
+            self.share()
+
+    def share(self) -> dict:
+        """Move the weights into shared memory, where processes train them in place, and
+        keep them there: afterwards the model's arrays are those segments (no copy beside
+        them). One matrix is copied at a time, its old memory freed as it is replaced
+        (unless something else still holds it). Returns the segments' spec (what a
+        training process attaches); a no-op once shared."""
+        if self.segments is not None and all(
+                getattr(self, n) is self.segments[n] for n in WEIGHT_FILES):
+            return self.segments.spec
+        current = {n: getattr(self, n) for n in WEIGHT_FILES}
+        segments = SharedArrays.create_empty({n: (a.shape, np.float32)
+                                              for n, a in current.items()})
+        del current
+        for name in WEIGHT_FILES:
+            segments[name][...] = getattr(self, name)
+            setattr(self, name, segments[name])  # the old array goes unless held elsewhere
+        self.segments = segments
+        return segments.spec
 
     @property
     def kernel_settings(self) -> KernelSettings:
