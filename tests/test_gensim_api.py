@@ -234,6 +234,32 @@ def test_load_takes_settings_and_a_checkpoint_model_trains_on(tmp_path, planted)
     assert back.epochs_trained == 4 and topic_precision(back.wv, topics) >= 0.9
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_load_with_mmap_maps_the_weights_and_training_moves_them(tmp_path, planted, workers):
+    topics, sents = planted
+    m = _model(sents, epochs=1)
+    m.save(str(tmp_path / "m.model"))
+    back = Word2Vec.load(str(tmp_path / "m.model"), mmap="r", workers=workers, epochs=2)
+    vectors = back.wv.vectors
+
+    def mapped(a):
+        while a is not None:
+            if isinstance(a, np.memmap):
+                return True
+            a = getattr(a, "base", None)
+        return False
+
+    assert mapped(vectors) and not vectors.flags.writeable
+    assert np.array_equal(vectors, m.wv.vectors)
+    assert back.wv.most_similar(sents[0][0], topn=3)
+    back.train(sents, total_examples=back.corpus_count, epochs=back.epochs)
+    assert not mapped(back.wv.vectors) and back.wv.vectors.flags.writeable
+    assert np.array_equal(np.load(tmp_path / "m.model" / "syn0.npy"), m.wv.vectors)  # untouched
+    assert topic_precision(back.wv, topics) >= 0.9
+    with pytest.raises(ValueError, match="mmap"):
+        Word2Vec.load(str(tmp_path / "m.model"), mmap="w")
+
+
 def test_readers_stream_like_gensims(tmp_path, planted):
     topics, sents = planted
     path = tmp_path / "c.txt"

@@ -409,8 +409,10 @@ class Word2Vec:
     @classmethod
     def load(cls, fname: str, mmap=None, **overrides) -> "Word2Vec":
         """A model saved by `save` (or a checkpoint's `model` folder); `overrides` are
-        engine's own settings (workers=..., show_progress=..., nodes=...)."""
-        state = ModelState.load(str(fname))
+        engine's own settings (workers=..., show_progress=..., nodes=...). mmap="r": the
+        weights stay in their files, mapped read-only (as gensim's), until the model trains
+        (training moves them into memory it writes)."""
+        state = ModelState.load(str(fname), mmap=mmap)
         model = cls(**{**dataclasses.asdict(state.config), **overrides})
         model.state = state
         return model

@@ -206,12 +206,18 @@ def _prepare(job: JobConfig, source, folder: str, resume_from):
         vocab, stream, times = prepare_corpus(
             source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size,
             e.processes, e.block_bytes, e.chunk_words)
-        # trained by processes here: the weights are made in shared memory, once
-        state = ModelState(m, vocab, shared=e.processes > 1 and not job.cluster.enabled)
+        state = None
+    words = len(state.vocab) if state is not None else len(vocab)
+    raw = state.vocab.raw_words if state is not None else vocab.raw_words
     log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
-             len(state.vocab), m.min_count, state.vocab.raw_words, times["vocab_seconds"])
+             words, m.min_count, raw, times["vocab_seconds"])
     log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
              times["encode_seconds"])
+    if state is None:
+        # trained by processes here: the weights are made in shared memory, once
+        state = ModelState(m, vocab, shared=e.processes > 1 and not job.cluster.enabled)
+        log.info("model: %d x %d weights made%s", words, m.vector_size,
+                 " in shared memory" if state.segments is not None else "")
     return state, stream, times, resumed
 
 

@@ -106,9 +106,11 @@ def train_state(state: ModelState, stream: IdStream, engine: EngineConfig, epoch
         watch(runner)
     settings = kernel_settings(state, engine, clustered)
     try:
+        if isinstance(runner, LocalEngine) and runner.workers > 1:
+            state.share()                        # the processes train the model's own arrays
+        else:
+            state.make_writable()
         if isinstance(runner, LocalEngine):
-            if runner.workers > 1:               # the processes train the model's own arrays
-                state.share()
             stats = runner.train(state.kernel_arrays(), settings, stream, tasks,
                                  checkpoint=checkpoint, on_epoch_end=on_epoch_end,
                                  weights=state.segments)

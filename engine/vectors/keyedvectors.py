@@ -584,7 +584,9 @@ class KeyedVectors:
             log.warning("attribute %s not present in %s; will store in internal index_to_key "
                         "order", sort_attr, self)
             order = np.arange(len(self))
-        words = [f"{prefix}{self.index_to_key[i]}" for i in order]
+        keys = self.index_to_key                  # the keys themselves, not new strings
+        words = [keys[i] if not prefix and type(keys[i]) is str else f"{prefix}{keys[i]}"
+                 for i in order]
         w2vformat.check_words(fname, words)               # before fvocab: nothing written
         if fvocab is not None:
             w2vformat.write_counts(fvocab, words, self.expandos[sort_attr][order], append)

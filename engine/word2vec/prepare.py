@@ -4,6 +4,7 @@ flight. Also the same two passes for an in-memory iterable of token lists."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 from collections import Counter
@@ -32,6 +33,8 @@ from .idstream import (
     IdStreamWriter,
 )
 from .vocab import Vocab, prune_counts
+
+log = logging.getLogger("engine")
 
 _INDEX = None                        # (vocab folder, TokenTable word -> id) of this process
 # whitespace that str.split() knows beyond ASCII: such text takes the Python path
@@ -228,6 +231,7 @@ def prepare_corpus(source: CorpusSource, folder: str, min_count: int = 5,
     with _Runner(_pool_size(source, workers, block_bytes)) as run:
         t0 = time.perf_counter()
         vocab = _count(run, source, min_count, max_final_vocab, max_vocab_size, block_bytes)
+        log.info("counted: %d words kept, %.1f s", len(vocab), time.perf_counter() - t0)
         check_stream_room(folder, vocab, len(source.files))
         _save_vocab(vocab, folder)
         t1 = time.perf_counter()

@@ -81,6 +81,14 @@ class ModelState:
         if shared:
             self.share()
 
+    def make_writable(self) -> None:
+        """Weights mapped read-only from files (load(mmap="r")) are read into memory, one
+        matrix at a time, before anything writes them."""
+        for name in WEIGHT_FILES:
+            a = getattr(self, name)
+            if not a.flags.writeable or isinstance(a, np.memmap):
+                setattr(self, name, np.array(a, dtype=np.float32))
+
     def share(self) -> dict:
         """Move the weights into shared memory, where processes train them in place, and
         keep them there: afterwards the model's arrays are those segments (no copy beside
@@ -143,10 +151,14 @@ class ModelState:
                 json.dump(meta, fh, indent=2)
 
     @classmethod
-    def load(cls, folder: str) -> "ModelState":
+    def load(cls, folder: str, mmap: str | None = None) -> "ModelState":
         """The model saved in `folder`, whole: a missing, truncated or corrupted file is
         an EngineError naming it and what is wrong, never a partial model. (Models saved
-        before checksums, format 1, are checked for shapes and sizes only.)"""
+        before checksums, format 1, are checked for shapes and sizes only.) `mmap` ("r",
+        "r+", "c"): the weights are mapped from their files, not read into memory (numpy's
+        mmap_mode; training such a model first moves them into memory it can write)."""
+        if mmap not in (None, "r", "r+", "c"):
+            raise ValueError(f"mmap: expected None, 'r', 'r+' or 'c', got {mmap!r}")
         path = os.path.join(folder, "model.json")
         try:
             meta, sealed = read_manifest(path)
@@ -173,7 +185,8 @@ class ModelState:
             progress[key] = value
         # what is wrong in the plainest terms first (a file missing, cut short, of another
         # shape), then whether every byte is the one written
-        arrays = {n: _load_weights(os.path.join(folder, f"{n}.npy")) for n in WEIGHT_FILES}
+        arrays = {n: _load_weights(os.path.join(folder, f"{n}.npy"), mmap)
+                  for n in WEIGHT_FILES}
         state = cls(config, Vocab.load(folder), where=folder, **progress, **arrays)
         if sealed:
             for name in _CHECKED_FILES:
@@ -181,9 +194,9 @@ class ModelState:
         return state
 
 
-def _load_weights(path: str) -> np.ndarray:
+def _load_weights(path: str, mmap: str | None = None) -> np.ndarray:
     """A float32 matrix from a .npy file whose header and size agree (a truncated file or
-    a damaged header is refused before anything is allocated)."""
+    a damaged header is refused before anything is allocated); mapped with `mmap`."""
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -200,6 +213,8 @@ def _load_weights(path: str) -> np.ndarray:
             if size != want:
                 raise EngineError(f"{path}: {'truncated: ' if size < want else ''}{size:,} "
                                   f"bytes, expected {want:,} for a {shape} matrix")
+            if mmap is not None:
+                return np.load(path, mmap_mode=mmap, allow_pickle=False)
             fh.seek(0)
             return np.load(fh, allow_pickle=False)
     except FileNotFoundError:
