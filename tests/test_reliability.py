@@ -75,6 +75,16 @@ def test_too_little_disk_or_shared_memory_is_refused_with_the_numbers(tmp_path):
     with pytest.raises(ResourceError, match=r"need [\d,]+ MB of shared memory but .* free"):
         check_room(1 << 60)
     check_room(1 << 20)
+    # a model made in ordinary memory (one process) is checked too, before any allocation
+    import psutil
+
+    from engine.word2vec.state import ModelState
+    from engine.word2vec.vocab import Vocab
+
+    n = psutil.virtual_memory().available // (4 * 100_000) + 1   # syn0 alone is too much
+    huge = Vocab([f"w{i}" for i in range(n)], np.ones(n, np.int64), n, 1)
+    with pytest.raises(ResourceError, match=r"the model's weights need [\d,]+ MB but"):
+        ModelState(ModelConfig(vector_size=100_000, min_count=1), huge)
 
 
 def test_a_second_job_in_one_folder_encodes_with_its_own_vocabulary(tmp_path):

@@ -61,7 +61,6 @@ from .protocol import (
 )
 from .rows import (
     QUANTIZED,
-    add_into,
     add_into_both,
     changed_delta,
     changed_rows,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..runtime.progress import Progress
 from ..runtime.shm import SharedArrays
 from ..runtime.signals import signals_as_interrupt
@@ -63,13 +61,15 @@ class LocalEngine:
             if self.on_tick:
                 self.on_tick()
             if checkpoint is not None and checkpoint.due(stats.raw_words):
-                c0 = time.perf_counter()
-                weights = {k: np.array(live["weights"][k]) for k in WEIGHTS}
+                # written from the weights being trained, no copy of them: in-process between
+                # tasks (training waits for it), else while the processes train on (rows are
+                # written as they are then; tasks not finished now are trained again on resume)
+                weights = {k: live["weights"][k] for k in WEIGHTS}
                 waiting = {t.task_id for t in source.pending}
                 running = (set() if self.workers == 1 else   # in-process: between tasks
                            {t.task_id for t in live["epoch"]} - waiting - finished)
-                checkpoint.save(weights, set(finished), stats.raw_words,
-                                time.perf_counter() - c0, running)
+                checkpoint.save(weights, set(finished), stats.raw_words, 0.0, running,
+                                wait=self.workers == 1)
 
         def epoch_over(epoch_tasks, weights) -> bool:
             if on_epoch_end is None:

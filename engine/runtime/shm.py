@@ -144,9 +144,16 @@ def check_room(nbytes: int, shm_dir: str = "/dev/shm") -> None:
                 f"the weights and tables need {nbytes / mb:,.0f} MB of shared memory but "
                 f"{shm_dir} has {free / mb:,.0f} MB free (a container: raise --shm-size; or "
                 f"train with [engine] workers = 1, which needs none)")
+    check_memory(nbytes, "the weights and tables")
+
+
+def check_memory(nbytes: int, what: str = "the weights") -> None:
+    """Refuse up front what would not fit in the memory available (an allocation past it
+    ends in the kernel's OOM killer, no message)."""
+    mb = 2 ** 20
     avail = psutil.virtual_memory().available
     if nbytes > 0.9 * avail:
-        raise ResourceError(f"the weights and tables need {nbytes / mb:,.0f} MB but "
+        raise ResourceError(f"{what} need {nbytes / mb:,.0f} MB but "
                             f"{avail / mb:,.0f} MB of memory are available")
 
 

@@ -87,17 +87,22 @@ class Checkpointer:
         return words - self.last_words >= self.every
 
     def save(self, weights: dict, done: set, words: int, copy_seconds: float,
-             running: set = frozenset()) -> None:
-        """Write a checkpoint of these (already copied) weights in a background thread. One
-        that cannot be written (a full disk, say) is logged and recorded, and training goes
-        on: the older checkpoints stay, and the next one is tried when it is due."""
+             running: set = frozenset(), wait: bool = False) -> None:
+        """Write a checkpoint of these weights (a copy, or the weights being trained, read
+        as they are while they are written) in a background thread, or in this one with
+        `wait`. One that cannot be written (a full disk, say) is logged and recorded, and
+        training goes on: the older checkpoints stay, and the next one is tried when it is
+        due."""
         self.last_time, self.last_words = time.monotonic(), words
         self.seq += 1
         record = {"seq": self.seq, "words": words, "copy_ms": round(1000 * copy_seconds, 1)}
         self.written.append(record)
+        args = (weights, sorted(done), sorted(running), words, record)
+        if wait:
+            self._write(*args)
+            return
         self.thread = threading.Thread(target=self._write, name="checkpoint", daemon=True,
-                                       args=(weights, sorted(done), sorted(running), words,
-                                             record))
+                                       args=args)
         self.thread.start()
 
     def _write(self, weights, done, running, words, record) -> None:

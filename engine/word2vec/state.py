@@ -13,7 +13,7 @@ from ..config import ModelConfig, make_section
 from ..errors import EngineError
 from ..runtime.atomic import atomic_dir, leftover_dirs
 from ..runtime.integrity import check_file, file_record, read_manifest, seal
-from ..runtime.shm import SharedArrays
+from ..runtime.shm import SharedArrays, check_memory
 from ..vectors.keyedvectors import KeyedVectors
 from .schedule import KernelSettings
 from .vocab import Vocab
@@ -53,8 +53,10 @@ class ModelState:
         shapes = {"syn0": (v, d), "syn1neg": (v if config.negative else 0, d),
                   "syn1": (v if config.hs else 0, d)}     # syn1: one row per word, as gensim
         if shared and syn0 is None and syn1neg is None and syn1 is None:   # made in place
-            self.segments = SharedArrays.create_empty(
+            self.segments = SharedArrays.create_empty(      # (checks the room first)
                 {n: (shape, np.float32) for n, shape in shapes.items()})
+        elif syn0 is None:
+            check_memory(4 * sum(a * b for a, b in shapes.values()), "the model's weights")
         fresh = {n: self.segments[n] if self.segments is not None
                  else np.zeros(shape, np.float32) for n, shape in shapes.items()}
         if syn0 is None:
