@@ -550,14 +550,18 @@ class ClusterEngine(ShardPlacement):
             node.peer_bytes = [int(b) for b in reply.get("peer_bytes") or (0, 0)][:2]
             for j, address, why in failed:
                 self._suspect(j, str(address), node, str(why))
+        done = decode_done(done, node.held)      # all checked before anything is merged
         with self.transfer:
-            delta = []
+            # each piece merged as it arrives: a last flush (every row) is never held whole
+            scale = self.rule.factors(len(self._active()))
             for i in range(reply["pieces"]):
-                name, rows, vals = decode_piece(node.proxy.pull(job, i), self.shapes)
-                delta.append((name, rows, vals))
+                piece = [decode_piece(node.proxy.pull(job, i), self.shapes)]
+                name, rows, vals = piece[0]
                 self.bytes_in += rows.nbytes + payload_bytes(vals)
-            track(node.shadow, delta)            # its snapshot took what it sent
-            self._merge(node, delta, done, bool(flushed) and not failed)
+                track(node.shadow, piece)        # its snapshot took what it sent
+                self._merge_rows(node, piece, scale)
+                del piece, rows, vals
+            self._merge(node, done, bool(flushed) and not failed)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
@@ -599,14 +603,18 @@ class ClusterEngine(ShardPlacement):
                     self.bytes_out += rows[a:b].nbytes + payload_bytes(part)
         self.master.seen(node.slot, seen, cold)
 
-    def _merge(self, node: _Node, delta: list, done: list, cold: bool) -> None:
-        done = decode_done(done, node.held)      # all checked before anything is merged
-        scale = self.rule.factors(len(self._active()))
+    def _merge_rows(self, node: _Node, delta: list, scale) -> None:
         with self.master.lock:
             if self.closed:                      # train() has returned (Ctrl-C, an error)
                 raise RuntimeError("the job is over")
-            if delta:
-                self.master.merge(node.slot, delta, scale)
+            self.master.merge(node.slot, delta, scale)
+
+    def _merge(self, node: _Node, done: list, cold: bool) -> None:
+        """The node's tasks reported done (decoded), once every piece of its delta is
+        merged."""
+        with self.master.lock:
+            if self.closed:
+                raise RuntimeError("the job is over")
         with self.lock:
             # a task is complete once all the rows it changed are merged: its hot rows came
             # with the exchange that reported it, its other rows come with a cold one

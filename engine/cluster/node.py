@@ -319,16 +319,21 @@ class NodeJob(CallGuard):
             raise RuntimeError(f"training on this node failed: {error}")
         if cold == 2 and not drained:            # the last flush waits for the last task
             cold = 0
-        pieces, rows_total = self._delta(cold, block_rows)
         failed = {}
-        if self.n_shards:                        # merged at the shards' owners, not here
-            failed = self.sync_shards(pieces, cold)
-            pieces = []
-        # regroup into messages of at most PIECE_BYTES
         self.out_pieces = []
-        for name, idx, vals in pieces:
-            for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
-                self.out_pieces.append(encode_piece(name, idx[lo:hi], take(vals, slice(lo, hi))))
+        if self.n_shards:                        # merged at the shards' owners, not here
+            pieces, rows_total = self._delta(cold, block_rows)
+            failed = self.sync_shards(pieces, cold)
+            del pieces
+        else:
+            # each block into messages of at most PIECE_BYTES as it is made: the rows of a
+            # last flush (every row, float32) are never held twice
+            def encode(name, idx, vals):
+                for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
+                    self.out_pieces.append(
+                        encode_piece(name, idx[lo:hi], take(vals, slice(lo, hi))))
+
+            _, rows_total = self._delta(cold, block_rows, encode)
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "flushed": cold,
                 "trained_words": trained, "queued": self.fed - self.finished,
@@ -337,12 +342,14 @@ class NodeJob(CallGuard):
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
 
-    def _delta(self, cold: int, block_rows: int) -> tuple[list, int]:
+    def _delta(self, cold: int, block_rows: int, sink=None) -> tuple[list, int]:
         """[(matrix, rows, values)] of this delta, the snapshot caught up: four bits or
         int8 (the rows chosen and rounded in one compiled pass; the rounding stays in live -
         snapshot), float16 (the same), or float32 (also the last flush, whatever the
-        dtype)."""
+        dtype). With `sink`, each block's (matrix, rows, values) goes to sink(...) as it is
+        made instead of into the list."""
         pieces, rows_total = [], 0
+        keep = sink if sink is not None else (lambda *piece: pieces.append(piece))
         theta = 0.0 if cold else self.delta_threshold
         dtype = "<f4" if cold == 2 else self.delta_dtype
         hot = self.hot_now()
@@ -357,7 +364,7 @@ class NodeJob(CallGuard):
                     rows += a
                     if rows.size:
                         rows_total += rows.size
-                        pieces.append((name, rows, vals))
+                        keep(name, rows, vals)
                     continue
                 rows = changed_rows(live[a:b], snap[a:b], theta) + a
                 if rows.size == 0:
@@ -372,7 +379,7 @@ class NodeJob(CallGuard):
                     else:                        # what travels; the rounding stays here
                         snap[rows] += vals
                 rows_total += rows.size
-                pieces.append((name, rows, vals))
+                keep(name, rows, vals)
         return pieces, rows_total
 
     def hot_now(self) -> int:
