@@ -900,10 +900,15 @@ def quantize_delta4(const float[:, ::1] live, float[:, ::1] snap, const int32_t[
 
 
 def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned char[:, ::1] p,
-                   const float[::1] scale, float factor):
-    """dst[rows] += factor * scale * q, q four bits a value (quantize_delta4)."""
+                   const float[::1] scale, float factor, float[:, ::1] also=None):
+    """dst[rows] += factor * scale * q, q four bits a value (quantize_delta4); with `also`
+    (dst's shape), also[rows] too, each row unpacked once (a delta that a node's weights
+    and its snapshot both take)."""
     cdef Py_ssize_t k
     cdef int dim = dst.shape[1]
+    cdef bint both = also is not None
+    if both and (also.shape[0] != dst.shape[0] or also.shape[1] != dim):
+        raise ValueError("add_quantized4: `also` is not of dst's shape")
     cdef signed char *q = <signed char *>malloc(dim)
     if q == NULL:
         raise MemoryError()
@@ -911,7 +916,11 @@ def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned ch
         with nogil:
             for k in range(rows.shape[0]):
                 ew_unpack4(dim, &p[k, 0], q)
-                ew_add_int8(dim, factor * scale[k], q, &dst[rows[k], 0])
+                if both:
+                    ew_add_int8_pair(dim, factor * scale[k], q, &dst[rows[k], 0],
+                                     &also[rows[k], 0])
+                else:
+                    ew_add_int8(dim, factor * scale[k], q, &dst[rows[k], 0])
     finally:
         free(q)
 
@@ -925,25 +934,6 @@ def quantize_values(const float[:, ::1] src, const int32_t[::1] rows, signed cha
         for k in range(rows.shape[0]):
             scale[k] = ew_to_int8(dim, &src[rows[k], 0], ew_absmax(dim, &src[rows[k], 0]),
                                   &q[k, 0])
-
-
-def add_quantized4_pair(float[:, ::1] a, float[:, ::1] b, const int32_t[::1] rows,
-                        const unsigned char[:, ::1] p, const float[::1] scale):
-    """a[rows] += scale * q and b[rows] += scale * q, q four bits a value, unpacked once."""
-    cdef Py_ssize_t k
-    cdef int dim = a.shape[1]
-    if b.shape[0] != a.shape[0] or b.shape[1] != dim:
-        raise ValueError("add_quantized4_pair: shapes differ")
-    cdef signed char *q = <signed char *>malloc(dim)
-    if q == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for k in range(rows.shape[0]):
-                ew_unpack4(dim, &p[k, 0], q)
-                ew_add_int8_pair(dim, scale[k], q, &a[rows[k], 0], &b[rows[k], 0])
-    finally:
-        free(q)
 
 
 def add_quantized(float[:, ::1] dst, const int32_t[::1] rows, const signed char[:, ::1] q,

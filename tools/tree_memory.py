@@ -25,28 +25,8 @@ import time
 
 import psutil
 
-
-def pss_mb(pid: int) -> float:
-    """PSS of one process (smaps_rollup; RSS where it cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except psutil.Error:
-        return 0.0
-
-
-def tree_mb(root: psutil.Process) -> float:
-    try:
-        procs = [root] + root.children(recursive=True)
-    except psutil.Error:
-        procs = [root]
-    return sum(pss_mb(p.pid) for p in procs)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from engine.runtime.memory import tree_pss_mb  # noqa: E402  (PSS of a tree, shared once)
 
 
 class Phases:
@@ -94,7 +74,7 @@ def main():
 
     def sampler():
         while not done.is_set():
-            phases.sample(tree_mb(root))
+            phases.sample(tree_pss_mb(root))
             done.wait(a.interval)
 
     thread = threading.Thread(target=sampler, daemon=True)

@@ -133,9 +133,9 @@ def add_into_both(a: np.ndarray, b: np.ndarray, rows: np.ndarray, payload: Paylo
     """a[rows] += payload and b[rows] += payload (a node's weights and its snapshot taking a
     delta), four-bit rows unpacked once."""
     if isinstance(payload, Quantized) and payload.q.dtype == np.uint8:
-        from .._kernels import add_quantized4_pair
-        add_quantized4_pair(a, b, np.ascontiguousarray(rows, np.int32), payload.q,
-                            payload.scale)
+        from .._kernels import add_quantized4
+        add_quantized4(a, np.ascontiguousarray(rows, np.int32), payload.q, payload.scale,
+                       1.0, b)
     else:
         add_into(a, rows, payload)
         add_into(b, rows, payload)
