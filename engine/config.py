@@ -189,7 +189,8 @@ class ClusterConfig:
     merge_rate: float = _f(0.1, float, 0.0, 1000.0)
     # where deltas are merged: at the dispatcher (its link carries every node's traffic),
     # at the nodes (each owns a shard of the rows; every link carries about two deltas per
-    # round whatever the node count), or "auto": at the nodes from 3 nodes on
+    # round whatever the node count), or "auto": at the nodes from 2 nodes on, at the
+    # dispatcher for one node or when the job writes checkpoints (they need the master)
     merge_at: str = _f("auto", str, choices=("auto", "dispatcher", "nodes"))
     node_workers: int = _f(0, int, 0, 4096)         # processes per node (0 = the node's own)
     # a node's delta: with a threshold, any row whose change reaches this fraction of its

@@ -310,8 +310,10 @@ class ClusterEngine(ShardPlacement):
         if not opened:
             return
         if self.sharded is None:
+            # "auto": at the nodes from 2 nodes on (the dispatcher's link then carries
+            # less than a node's), unless checkpoints need the master here
             self.sharded = self.cfg.merge_at == "nodes" or (
-                self.cfg.merge_at == "auto" and len(opened) >= 3)
+                self.cfg.merge_at == "auto" and len(opened) >= 2 and self.checkpoint is None)
             if self.sharded:
                 for node in opened:              # merged rows come from the shards' owners
                     node.shadow = {}
