@@ -61,7 +61,7 @@ cdef extern from "vecmath.h" nogil:
     int ew_row_moved(int dim, const float *live, const float *snap, float t2)
     int64_t ew_delta_block(int dim, int64_t n, const float *live, float *snap, float levels,
                            int width, int32_t *rows, unsigned char *q, float *scale,
-                           float *buf)
+                           float *buf, int64_t first, int64_t step)
 
 cdef float EXP_TABLE[1001]       # EW_EXP_TABLE_SIZE + 1 (see ew_table_index)
 cdef float NLL_TABLE[2002]       # per entry: -log(1 - sigmoid), -log(sigmoid) (the loss)
@@ -829,16 +829,21 @@ def changed_rows(const float[:, ::1] live, const float[:, ::1] snap, float theta
 
 
 def delta_block(const float[:, ::1] live, float[:, ::1] snap, float levels,
-                int32_t[::1] rows, unsigned char[:, ::1] q, float[::1] scale):
+                int32_t[::1] rows, unsigned char[:, ::1] q, float[::1] scale,
+                int64_t first=0, int64_t step=1):
     """changed_rows (theta 0) and quantize_delta (levels 127) or quantize_delta4 (levels 7)
     in one pass over a block: the changed rows' indices go to rows, their rounded deltas to
     q (int8 viewed as bytes, or four bits packed) and scale; with levels 0 the deltas
     themselves, float32 viewed as bytes (scale 1). snap takes what is sent. Returns how
-    many rows changed."""
+    many rows changed. Only rows first, first + step, ... are looked at (one shard's rows
+    of the block)."""
     cdef int dim = live.shape[1]
     cdef int64_t n = live.shape[0], count
-    if snap.shape[0] != n or snap.shape[1] != dim or rows.shape[0] < n or \
-            q.shape[0] < n or scale.shape[0] < n:
+    if first < 0 or step < 1:
+        raise ValueError("delta_block: first >= 0 and step >= 1")
+    cdef int64_t most = (n - first + step - 1) // step if first < n else 0
+    if snap.shape[0] != n or snap.shape[1] != dim or rows.shape[0] < most or \
+            q.shape[0] < most or scale.shape[0] < most:
         raise ValueError("delta_block: shapes differ")
     cdef Py_ssize_t width = (dim + 1) // 2 if levels == 7.0 else (
         dim if levels == 127.0 else 4 * dim)
@@ -846,7 +851,7 @@ def delta_block(const float[:, ::1] live, float[:, ::1] snap, float levels,
         raise ValueError("delta_block: levels must be 0, 7 or 127")
     if q.shape[1] != width:
         raise ValueError("delta_block: q's width does not fit the levels")
-    if n == 0:
+    if most == 0:
         return 0
     cdef float *buf = <float *>malloc(dim * sizeof(float) + dim)
     if buf == NULL:
@@ -854,7 +859,7 @@ def delta_block(const float[:, ::1] live, float[:, ::1] snap, float levels,
     try:
         with nogil:
             count = ew_delta_block(dim, n, &live[0, 0], &snap[0, 0], levels, q.shape[1],
-                                   &rows[0], &q[0, 0], &scale[0], buf)
+                                   &rows[0], &q[0, 0], &scale[0], buf, first, step)
     finally:
         free(buf)
     return count

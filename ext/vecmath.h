@@ -869,10 +869,11 @@ static EW_CLONES int ew_row_moved(int dim, const float *EW_RESTRICT live,
 static EW_CLONES int64_t ew_delta_block(int dim, int64_t n, const float *EW_RESTRICT live,
                                         float *EW_RESTRICT snap, float levels, int width,
                                         int32_t *EW_RESTRICT rows, uint8_t *EW_RESTRICT q,
-                                        float *EW_RESTRICT scale, float *EW_RESTRICT buf) {
+                                        float *EW_RESTRICT scale, float *EW_RESTRICT buf,
+                                        int64_t first, int64_t step) {
     const int four = levels <= 7.0f;
     int64_t count = 0;
-    for (int64_t r = 0; r < n; r++) {
+    for (int64_t r = first; r < n; r += step) {       /* rows first, first + step, ... */
         const float *l = live + r * (int64_t)dim;
         float *sn = snap + r * (int64_t)dim;
         float m = ew_diff_absmax(dim, l, sn, buf);

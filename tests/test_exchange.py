@@ -115,6 +115,23 @@ def test_choosing_and_rounding_in_one_pass_equals_the_two_passes(dtype, dim):
     # a block with nothing changed
     rows, got = R.changed_delta(snap_one[:5], snap_one[:5].copy(), dtype)
     assert rows.size == 0 and R.payload_bytes(got) == 0
+    # one shard's rows (first, first + step, ...): the same rows and values as the whole
+    # block's, split; the snapshot the same once every shard's are taken
+    live2, snap2 = _pair(dim=dim, seed=6)
+    whole_snap = snap2.copy()
+    whole_rows, whole = R.changed_delta(live2, whole_snap, dtype)
+    for first in range(3):
+        rows, got = R.changed_delta(live2, snap2, dtype, first, 3)
+        mine = whole_rows % 3 == first
+        assert np.array_equal(rows, whole_rows[mine])
+        assert R.payload_bytes(got) == R.payload_bytes(R.take(whole, mine))
+        if dtype == "<f4":
+            assert np.array_equal(got, whole[mine])
+        else:
+            assert np.array_equal(got.q, whole.q[mine]) and np.array_equal(got.scale,
+                                                                          whole.scale[mine])
+    assert np.array_equal(snap2, whole_snap)
+    assert R.changed_delta(live2[:2], snap2[:2].copy(), dtype, 5, 3)[0].size == 0
 
 
 def test_a_delta_added_to_weights_and_snapshot_at_once_equals_two_adds():

@@ -322,9 +322,22 @@ class NodeJob(CallGuard):
         failed = {}
         self.out_pieces = []
         if self.n_shards:                        # merged at the shards' owners, not here
-            pieces, rows_total = self._delta(cold, block_rows)
-            failed = self.sync_shards(pieces, cold)
-            del pieces
+            n = self.n_shards
+            parts: dict[int, list] = {j: [] for j in range(n)}
+
+            def route(name, idx, vals):          # to each row's owner (row % n)
+                owner = idx % n
+                if (owner == owner[0]).all():    # made for one shard already
+                    parts[int(owner[0])].append((name, idx, vals))
+                    return
+                for j in range(n):
+                    sel = owner == j
+                    if sel.any():
+                        parts[j].append((name, idx[sel], take(vals, sel)))
+
+            _, rows_total = self._delta(cold, block_rows, route, shards=n)
+            failed = self.sync_shards(parts, cold)
+            del parts
         else:
             # each block into messages of at most PIECE_BYTES as it is made: the rows of a
             # last flush (every row, float32) are never held twice
@@ -342,12 +355,14 @@ class NodeJob(CallGuard):
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
 
-    def _delta(self, cold: int, block_rows: int, sink=None) -> tuple[list, int]:
+    def _delta(self, cold: int, block_rows: int, sink=None,
+               shards: int = 0) -> tuple[list, int]:
         """[(matrix, rows, values)] of this delta, the snapshot caught up: four bits or
         int8 (the rows chosen and rounded in one compiled pass; the rounding stays in live -
         snapshot), float16 (the same), or float32 (also the last flush, whatever the
         dtype). With `sink`, each block's (matrix, rows, values) goes to sink(...) as it is
-        made instead of into the list."""
+        made instead of into the list; with `shards` n, the compiled pass makes each
+        block's rows of each shard (row % n) apart."""
         pieces, rows_total = [], 0
         keep = sink if sink is not None else (lambda *piece: pieces.append(piece))
         theta = 0.0 if cold else self.delta_threshold
@@ -360,11 +375,13 @@ class NodeJob(CallGuard):
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
                 if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass
-                    rows, vals = changed_delta(live[a:b], snap[a:b], dtype)
-                    rows += a
-                    if rows.size:
-                        rows_total += rows.size
-                        keep(name, rows, vals)
+                    for j in range(max(shards, 1)):
+                        first, step = ((j - a) % shards, shards) if shards else (0, 1)
+                        rows, vals = changed_delta(live[a:b], snap[a:b], dtype, first, step)
+                        rows += a
+                        if rows.size:
+                            rows_total += rows.size
+                            keep(name, rows, vals)
                     continue
                 rows = changed_rows(live[a:b], snap[a:b], theta) + a
                 if rows.size == 0:
@@ -457,18 +474,12 @@ class NodeJob(CallGuard):
             self.peer_proxies[j] = proxy
         return proxy
 
-    def sync_shards(self, pieces: list, cold: bool) -> dict:
-        """Send each shard's owner its part of this delta; rebase what it merged since.
-        Returns {shard: why} for owners that could not be reached: the part not yet handed
-        over stays in live - snapshot and goes with the next exchange."""
+    def sync_shards(self, parts: dict, cold: bool) -> dict:
+        """Send each shard's owner its part of this delta ({shard: [(matrix, rows,
+        values)]}); rebase what it merged since. Returns {shard: why} for owners that could
+        not be reached: the part not yet handed over stays in live - snapshot and goes with
+        the next exchange."""
         n = self.n_shards
-        parts: dict[int, list] = {j: [] for j in range(n)}
-        for name, idx, vals in pieces:
-            owner = idx % n
-            for j in range(n):
-                sel = owner == j
-                if sel.any():
-                    parts[j].append((name, idx[sel], take(vals, sel)))
         futures = {j: self.pool.submit(self._sync_one, j, parts[j], cold) for j in range(n)}
         failed = {}
         for j, fut in futures.items():

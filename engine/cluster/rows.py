@@ -61,18 +61,21 @@ def quantize_delta(live: np.ndarray, snap: np.ndarray, rows: np.ndarray,
     return out
 
 
-def changed_delta(live: np.ndarray, snap: np.ndarray, dtype: str) -> tuple[np.ndarray, Payload]:
+def changed_delta(live: np.ndarray, snap: np.ndarray, dtype: str, first: int = 0,
+                  step: int = 1) -> tuple[np.ndarray, Payload]:
     """changed_rows(live, snap, 0) and their deltas in one pass over the block (live and
     snap: the same rows, contiguous): (rows, deltas rounded as quantize_delta does, or
-    float32 ones for dtype "<f4"); snap takes what is sent."""
+    float32 ones for dtype "<f4"); snap takes what is sent. With `step`, only the block's
+    rows first, first + step, ... (one shard's)."""
     from .._kernels import delta_block
     n, dim = live.shape
     levels = {"|u1": 7.0, "|i1": 127.0, "<f4": 0.0}[dtype]
     width = 4 * dim if dtype == "<f4" else q_width(dim, dtype)
-    rows = np.empty(n, np.int32)
-    q = np.empty((n, width), np.uint8)
-    scale = np.empty(n, np.float32)
-    k = delta_block(live, snap, levels, rows, q, scale)
+    most = max(0, -(-(n - first) // step))
+    rows = np.empty(most, np.int32)
+    q = np.empty((most, width), np.uint8)
+    scale = np.empty(most, np.float32)
+    k = delta_block(live, snap, levels, rows, q, scale, first, step) if most else 0
     if dtype == "<f4":
         return rows[:k], q[:k].view(np.float32)
     q = q[:k] if dtype == "|u1" else q[:k].view(np.int8)
