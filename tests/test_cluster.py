@@ -189,6 +189,34 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert topic_separation(kv, topics) > 0.3
 
 
+def test_two_nodes_merge_at_the_nodes_unless_the_job_writes_checkpoints(tmp_path, workers):
+    """merge_at "auto": 2 nodes merge at the nodes (deltas go node to node; how much less
+    the dispatcher's link then carries is a benchmark's figure); a job that writes
+    checkpoints merges at the dispatcher, which writes them (they need the whole master in
+    one place)."""
+    from engine.word2vec.checkpoint import Checkpointer, parse_every
+
+    ws = workers(2)
+    topics, state, stream = _job(tmp_path / "plain")
+    stats = _train(state, stream, ClusterConfig(nodes=[w.address for w in ws],
+                                                round_words=6000, round_seconds=2))
+    _exact(stats, stream, 4)
+    c = stats.cluster
+    assert c["merge_at"] == "nodes" and c["shards"] == 2 and c["bytes_between_nodes"] > 0
+    assert topic_precision(state.keyed_vectors(), topics) >= 0.9
+
+    topics, state, stream = _job(tmp_path / "checkpointed")
+    cp = Checkpointer(str(tmp_path / "ckpt"), parse_every("1"), state, {"chunks": 1},
+                      {"job": "test"})
+    stats = train_state(state, stream, EngineConfig(workers=1, products="loops"),
+                        state.config.epochs, state.config.alpha, state.config.min_alpha,
+                        show_progress=False, checkpoint=cp,
+                        cluster=ClusterConfig(nodes=[w.address for w in ws],
+                                              round_words=6000, round_seconds=2))
+    assert stats.cluster["merge_at"] == "dispatcher" and stats.cluster["shards"] == 0
+    assert cp.written and not any("failed" in r for r in cp.written)
+
+
 def test_thinner_rows_send_less_and_still_learn(tmp_path, workers):
     """Rows in int8, in four bits (the default), and a float16 delta with rows changed by
     less than 5% of their norm held back (their change and the rounding stay on the node
