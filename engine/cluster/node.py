@@ -322,31 +322,20 @@ class NodeJob(CallGuard):
         failed = {}
         self.out_pieces = []
         if self.n_shards:                        # merged at the shards' owners, not here
-            n = self.n_shards
-            parts: dict[int, list] = {j: [] for j in range(n)}
-
-            def route(name, idx, vals):          # to each row's owner (row % n)
-                owner = idx % n
-                if (owner == owner[0]).all():    # made for one shard already
-                    parts[int(owner[0])].append((name, idx, vals))
-                    return
-                for j in range(n):
-                    sel = owner == j
-                    if sel.any():
-                        parts[j].append((name, idx[sel], take(vals, sel)))
-
-            _, rows_total = self._delta(cold, block_rows, route, shards=n)
+            parts: dict[int, list] = {j: [] for j in range(self.n_shards)}
+            rows_total = self._delta(cold, block_rows,
+                                     lambda j, *piece: parts[j].append(piece), self.n_shards)
             failed = self.sync_shards(parts, cold)
             del parts
         else:
             # each block into messages of at most PIECE_BYTES as it is made: the rows of a
             # last flush (every row, float32) are never held twice
-            def encode(name, idx, vals):
+            def encode(_, name, idx, vals):
                 for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
                     self.out_pieces.append(
                         encode_piece(name, idx[lo:hi], take(vals, slice(lo, hi))))
 
-            _, rows_total = self._delta(cold, block_rows, encode)
+            rows_total = self._delta(cold, block_rows, encode)
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "flushed": cold,
                 "trained_words": trained, "queued": self.fed - self.finished,
@@ -355,16 +344,14 @@ class NodeJob(CallGuard):
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
 
-    def _delta(self, cold: int, block_rows: int, sink=None,
-               shards: int = 0) -> tuple[list, int]:
-        """[(matrix, rows, values)] of this delta, the snapshot caught up: four bits or
-        int8 (the rows chosen and rounded in one compiled pass; the rounding stays in live -
-        snapshot), float16 (the same), or float32 (also the last flush, whatever the
-        dtype). With `sink`, each block's (matrix, rows, values) goes to sink(...) as it is
-        made instead of into the list; with `shards` n, the compiled pass makes each
-        block's rows of each shard (row % n) apart."""
-        pieces, rows_total = [], 0
-        keep = sink if sink is not None else (lambda *piece: pieces.append(piece))
+    def _delta(self, cold: int, block_rows: int, sink, shards: int = 0) -> int:
+        """This delta, the snapshot caught up, handed to sink(shard, matrix, rows, values) a
+        block at a time (shard: the owner of those rows, row % `shards`; 0 without shards).
+        Four bits or int8 (the rows chosen and rounded in one compiled pass; the rounding
+        stays in live - snapshot), float16 (the same), or float32 (also the last flush,
+        whatever the dtype). Returns how many rows it carries."""
+        rows_total = 0
+        n = max(shards, 1)
         theta = 0.0 if cold else self.delta_threshold
         dtype = "<f4" if cold == 2 else self.delta_dtype
         hot = self.hot_now()
@@ -375,29 +362,30 @@ class NodeJob(CallGuard):
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
                 if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass
-                    for j in range(max(shards, 1)):
-                        first, step = ((j - a) % shards, shards) if shards else (0, 1)
-                        rows, vals = changed_delta(live[a:b], snap[a:b], dtype, first, step)
+                    for j in range(n):           # each shard's rows of the block apart
+                        rows, vals = changed_delta(live[a:b], snap[a:b], dtype, (j - a) % n, n)
                         rows += a
                         if rows.size:
                             rows_total += rows.size
-                            keep(name, rows, vals)
+                            sink(j, name, rows, vals)
                     continue
-                rows = changed_rows(live[a:b], snap[a:b], theta) + a
-                if rows.size == 0:
-                    continue
-                if dtype in QUANTIZED:
-                    vals = quantize_delta(live, snap, rows, dtype)
-                else:
-                    now = live[rows]             # one read: what the snapshot takes
-                    vals = (now - snap[rows]).astype(dtype)
-                    if dtype == "<f4":
-                        snap[rows] = now
-                    else:                        # what travels; the rounding stays here
-                        snap[rows] += vals
-                rows_total += rows.size
-                keep(name, rows, vals)
-        return pieces, rows_total
+                changed = changed_rows(live[a:b], snap[a:b], theta) + a
+                for j in range(n):
+                    rows = changed[changed % n == j] if n > 1 else changed
+                    if rows.size == 0:
+                        continue
+                    if dtype in QUANTIZED:
+                        vals = quantize_delta(live, snap, rows, dtype)
+                    else:
+                        now = live[rows]         # one read: what the snapshot takes
+                        vals = (now - snap[rows]).astype(dtype)
+                        if dtype == "<f4":
+                            snap[rows] = now
+                        else:                    # what travels; the rounding stays here
+                            snap[rows] += vals
+                    rows_total += rows.size
+                    sink(j, name, rows, vals)
+        return rows_total
 
     def hot_now(self) -> int:
         """The hot rows this delta carries. With tiers T, the most frequent 1/2^T of them go

@@ -15,7 +15,7 @@ from ..config import JobConfig
 from ..errors import ConfigError, EngineError
 from ..local.workers import Standby
 from ..runtime.blas import blas_line, blas_summary
-from ..runtime.memory import PeakMemory, give_back_free_memory, self_peak_rss_mb
+from ..runtime.memory import PeakMemory, self_peak_rss_mb
 from ..word2vec.checkpoint import (
     Checkpointer,
     job_identity,
@@ -97,7 +97,6 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
     with PeakMemory() as mem:
         with scratch_folder(e.cache_dir) as folder, Standby(local_procs) as standby:
             state, stream, times, resumed = _prepare(job, source, folder, resume_from)
-            give_back_free_memory()      # what counting freed, before the processes train
             check_output_room(job.output.dir, len(state.vocab), m, job.output.text_vectors)
             plan = {"epochs": m.epochs, "alpha": m.alpha, "min_alpha": m.min_alpha,
                     "seed": m.seed, "chunks": len(stream.chunks),
@@ -189,6 +188,7 @@ def _prepare(job: JobConfig, source, folder: str, resume_from):
     resumed = None
     if resume_from is not None:
         ckpt_path, progress, state, skipped = resume_from
+        vocab = state.vocab
         stream, times = stream_for(source, state.vocab, folder, e, reuse=bool(e.cache_dir))
         if len(stream.chunks) != progress["plan"]["chunks"]:
             raise EngineError(f"{ckpt_path}: the corpus now cuts into {len(stream.chunks)} "
@@ -206,17 +206,14 @@ def _prepare(job: JobConfig, source, folder: str, resume_from):
         vocab, stream, times = prepare_corpus(
             source, folder, m.min_count, m.max_final_vocab, m.max_vocab_size,
             e.processes, e.block_bytes, e.chunk_words)
-        state = None
-    words = len(state.vocab) if state is not None else len(vocab)
-    raw = state.vocab.raw_words if state is not None else vocab.raw_words
     log.info("vocabulary: %d words (min_count %d) from %d corpus words in %.1f s",
-             words, m.min_count, raw, times["vocab_seconds"])
+             len(vocab), m.min_count, vocab.raw_words, times["vocab_seconds"])
     log.info("id stream: %d ids in %d chunks, %.1f s", stream.n_ids, len(stream.chunks),
              times["encode_seconds"])
-    if state is None:
+    if not resumed:
         # trained by processes here: the weights are made in shared memory, once
         state = ModelState(m, vocab, shared=e.processes > 1 and not job.cluster.enabled)
-        log.info("model: %d x %d weights made%s", words, m.vector_size,
+        log.info("model: %d x %d weights made%s", len(vocab), m.vector_size,
                  " in shared memory" if state.segments is not None else "")
     return state, stream, times, resumed
 

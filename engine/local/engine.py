@@ -39,7 +39,8 @@ class LocalEngine:
               weights: SharedArrays | None = None) -> TrainStats:
         """Train the tasks epoch by epoch (an epoch's tasks all finish before the next
         epoch's start). `checkpoint` (an engine.word2vec.checkpoint.Checkpointer) is handed
-        a copy of the weights and the finished task ids whenever it says one is due. After
+        the weights being trained (no copy) and the finished task ids whenever it says one
+        is due. After
         each epoch `on_epoch_end(epoch, stats, weights)` is called, `weights` the current
         weights (views of the matrices being trained, valid during the call: nothing trains
         meanwhile); it returns True to stop training there. `self.stats` is the run's live

@@ -43,24 +43,6 @@ def tree_pss_mb(root: psutil.Process | None = None) -> float:
     return sum(_pss_mb(p) for p in procs)
 
 
-def give_back_free_memory() -> None:
-    """Collect, then hand the C heap's free pages back to the system (glibc's malloc_trim;
-    nothing elsewhere): the counting's tables, once freed, leave holes in the heap that
-    would otherwise stay this process's memory while it trains."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
-
-
 def self_peak_rss_mb() -> float:
     """The kernel's peak RSS of this process (ru_maxrss), in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -57,15 +57,19 @@ class ModelState:
                 {n: (shape, np.float32) for n, shape in shapes.items()})
         elif syn0 is None:
             check_memory(4 * sum(a * b for a, b in shapes.values()), "the model's weights")
-        fresh = {n: self.segments[n] if self.segments is not None
-                 else np.zeros(shape, np.float32) for n, shape in shapes.items()}
+
+        def fresh(name):                         # a matrix not given: zeros, made here
+            if self.segments is not None:
+                return self.segments[name]
+            return np.zeros(shapes[name], np.float32)
+
         if syn0 is None:
-            init_vectors(fresh["syn0"], config.seed)
-            syn0 = fresh["syn0"]
+            syn0 = fresh("syn0")
+            init_vectors(syn0, config.seed)
         if syn1neg is None:
-            syn1neg = fresh["syn1neg"]
+            syn1neg = fresh("syn1neg")
         if syn1 is None:
-            syn1 = fresh["syn1"]
+            syn1 = fresh("syn1")
         elif config.hs and syn1.shape == (v - 1, d):         # saved before that
             syn1 = np.concatenate([syn1, np.zeros((1, d), syn1.dtype)])
         self.syn0 = np.ascontiguousarray(syn0, dtype=np.float32)
@@ -88,7 +92,7 @@ class ModelState:
         matrix at a time, before anything writes them."""
         for name in WEIGHT_FILES:
             a = getattr(self, name)
-            if not a.flags.writeable or isinstance(a, np.memmap):
+            if not a.flags.writeable:
                 setattr(self, name, np.array(a, dtype=np.float32))
 
     def share(self) -> dict:
