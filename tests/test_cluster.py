@@ -189,11 +189,13 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
     assert topic_separation(kv, topics) > 0.3
 
 
-def test_two_nodes_merge_at_the_nodes_unless_the_job_writes_checkpoints(tmp_path, workers):
+def test_two_nodes_merge_at_the_nodes_unless_the_job_writes_checkpoints(tmp_path, workers,
+                                                                         caplog):
     """merge_at "auto": 2 nodes merge at the nodes (deltas go node to node; how much less
     the dispatcher's link then carries is a benchmark's figure); a job that writes
-    checkpoints merges at the dispatcher, which writes them (they need the whole master in
-    one place)."""
+    checkpoints merges at the dispatcher, which keeps its checkpointer (they need the whole
+    master in one place; merging at the nodes, it would drop it with a warning). Whether a
+    checkpoint falls due before so small a job ends depends on the machine's speed."""
     from engine.word2vec.checkpoint import Checkpointer, parse_every
 
     ws = workers(2)
@@ -214,7 +216,8 @@ def test_two_nodes_merge_at_the_nodes_unless_the_job_writes_checkpoints(tmp_path
                         cluster=ClusterConfig(nodes=[w.address for w in ws],
                                               round_words=6000, round_seconds=2))
     assert stats.cluster["merge_at"] == "dispatcher" and stats.cluster["shards"] == 0
-    assert cp.written and not any("failed" in r for r in cp.written)
+    assert "checkpoints are written only with merging at the dispatcher" not in caplog.text
+    assert not any("failed" in r for r in cp.written)
 
 
 def test_thinner_rows_send_less_and_still_learn(tmp_path, workers):
