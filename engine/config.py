@@ -182,10 +182,12 @@ class ClusterConfig:
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes
     queue_seconds: float = _f(2.0, float, 0.0, 3600.0)  # work a node holds ahead (its rate)
+    # "scaled": the nodes train at N times the learning rate and their deltas are averaged
+    # (engine.cluster.merge.MergeRule: one machine's steps, and its noise, at any N);
     # "damped": deltas summed, a frequent row's damped from 3 nodes on so that N nodes' deltas
     # swing it no further than two nodes' sum (engine.cluster.merge.damped_factors;
     # merge_rate: how fast a row settles per update); "sum"; "average": every row over nodes
-    merge: str = _f("damped", str, choices=("damped", "sum", "average"))
+    merge: str = _f("scaled", str, choices=("scaled", "damped", "sum", "average"))
     merge_rate: float = _f(0.1, float, 0.0, 1000.0)
     # where deltas are merged: at the dispatcher (its link carries every node's traffic),
     # at the nodes (each owns a shard of the rows; every link carries about two deltas per

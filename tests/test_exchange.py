@@ -274,8 +274,52 @@ def test_damped_merge_factors():
     assert np.array_equal(rule.factors(4, slice(1, None, 3))["syn0"], full["syn0"][1::3])
     assert MergeRule("sum", 0.1, k).factors(8) == 1.0
     assert MergeRule("average", 0.1, k).factors(4) == 0.25
+    assert MergeRule("scaled", 0.1, k).factors(4) == 0.25
+    assert [MergeRule(m).alpha_scale(4) for m in ("scaled", "average", "sum", "damped")] == \
+        [4.0, 1.0, 1.0, 1.0]
+    assert MergeRule("scaled").alpha_scale(0) == 1.0
     with pytest.raises(ValueError, match="merge"):
         MergeRule("median")
+
+
+def _sgd(x, steps, rate, target, noise, rng):
+    """`steps` noisy SGD updates of many independent rows x, each pulling a row `rate` of
+    the way towards target + noise."""
+    for _ in range(steps):
+        x = x + rate * (target + noise * rng.standard_normal(x.shape) - x)
+    return x
+
+
+@pytest.mark.parametrize("steps, one_node", [(2, True), (3, False), (400, False)])
+def test_scaled_merge_matches_one_run_in_every_regime(steps, one_node):
+    """N nodes' rounds, merged, against one run over all their updates (many rows, each
+    an independent trial): a row only one node touches, a row every node moves a little
+    (the deltas add), and a row every node settles (its place and its spread must be one
+    run's, not N times its step). The "scaled" rule matches all three; the sum fails the
+    last and the plain average the first two."""
+    from engine.cluster.merge import MergeRule
+
+    rng = np.random.default_rng(5)
+    n, rate, rows, target, noise = 4, 0.01, 20000, 1.0, 2.0
+    x0 = np.zeros(rows)
+    one = _sgd(x0, steps * (1 if one_node else n), rate, target, noise, rng)
+
+    def merged(rule):
+        rule = MergeRule(rule)
+        s, f = rule.alpha_scale(n), rule.factors(n)
+        deltas = [_sgd(x0, steps, rate * s, target, noise, rng) - x0
+                  for _ in range(1 if one_node else n)]
+        return x0 + f * np.sum(deltas, axis=0)
+
+    scaled, summed, averaged = merged("scaled"), merged("sum"), merged("average")
+    # the mean of 20,000 rows: within a few standard errors of one run's
+    tol = 5 * one.std() / np.sqrt(rows)
+    assert abs(scaled.mean() - one.mean()) < tol + 0.02 * abs(one.mean())
+    assert 0.85 < scaled.std() / one.std() < 1.15
+    if steps > 100:                                    # settled rows: the sum swings N-fold
+        assert abs(summed.mean() - one.mean()) > 2.0
+    else:                                              # moving rows: the average lags N-fold
+        assert averaged.mean() < 0.5 * one.mean()
 
 
 def test_a_merge_with_a_factor_per_row_matches_numpy():

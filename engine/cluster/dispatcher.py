@@ -318,7 +318,7 @@ class ClusterEngine(ShardPlacement):
                 for node in opened:              # merged rows come from the shards' owners
                     node.shadow = {}
                 opened = self._place_shards(opened, first)
-        failed = []
+        failed, started = [], []
         for node in opened:                      # (owners are told at each first exchange)
             try:
                 node.proxy.start(self.job_id)
@@ -339,6 +339,8 @@ class ClusterEngine(ShardPlacement):
             if address in self.nodes:
                 self.retired.append(self.nodes[address])
             self.nodes[address] = node
+            started.append(node)
+        for node in started:       # once all are active: the first tasks see the node count
             node.thread = threading.Thread(target=self._node_loop, args=(node,),
                                            name=f"node-{node.name}", daemon=True)
             node.thread.start()
@@ -538,7 +540,7 @@ class ClusterEngine(ShardPlacement):
             self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         reply = node.proxy.exchange(
-            job, [encode_task(t) for t in new],
+            job, [encode_task(t, self.rule.alpha_scale(len(self._active()))) for t in new],
             chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .rows import Payload, add_into, quantize_delta, quantize_values, scaled, take
 
-MERGES = ("damped", "sum", "average")
+MERGES = ("scaled", "damped", "sum", "average")
 
 
 def damped_factors(per_round: np.ndarray, nodes: int, rate: float) -> np.ndarray:
@@ -41,9 +41,20 @@ def damped_factors(per_round: np.ndarray, nodes: int, rate: float) -> np.ndarray
 
 
 class MergeRule:
-    """How nodes' deltas are merged: "damped" (see damped_factors), "sum" (what one
-    shared-memory run does) or "average" (every row over the nodes). Factors are computed
-    once per node count (and shard: `part` picks a shard's rows)."""
+    """How nodes' deltas are merged: "scaled" (every row over the nodes, each node having
+    trained at N times the learning rate: see `alpha_scale`), "damped" (see
+    damped_factors), "sum" (what one shared-memory run does) or "average" (every row over
+    the nodes, at the job's learning rate). Factors are computed once per node count (and
+    shard: `part` picks a shard's rows).
+
+    Why "scaled" matches one machine's training: a row that only one node's words touch
+    gets that node's step (N alpha, over N); a row every node moves the same way in a
+    round moves N steps of alpha, as N times the words would move it; and a row that has
+    settled (the frequent words', which all nodes pull to the same place) keeps the noise
+    of one run at alpha: each node's copy wanders with a spread that grows with its step
+    (N alpha), and the mean of N such copies has 1/N of it. The plain sum keeps the first
+    two and multiplies the third by N (at 4 nodes it does not train); the plain average
+    divides the first two by N."""
 
     def __init__(self, merge: str, rate: float = 0.1, per_round: np.ndarray | None = None):
         if merge not in MERGES:
@@ -55,7 +66,7 @@ class MergeRule:
         """A factor for every row (a float), or {matrix: factor per row} for the rows of
         syn0 and syn1neg (word rows; syn1's Huffman nodes are summed)."""
         nodes = max(nodes, 1)
-        if self.merge == "average":
+        if self.merge in ("average", "scaled"):
             return 1.0 / nodes
         if self.merge == "sum" or nodes <= 2 or self.per_round is None:
             return 1.0
@@ -64,6 +75,10 @@ class MergeRule:
             f = damped_factors(self.per_round[part], nodes, self.rate)
             self._cache[key] = {"syn0": f, "syn1neg": f}
         return self._cache[key]
+
+    def alpha_scale(self, nodes: int) -> float:
+        """The factor on the learning rate of the tasks handed to nodes while `nodes` train."""
+        return float(max(nodes, 1)) if self.merge == "scaled" else 1.0
 
 
 def every_due_row(cold: int, threshold: float) -> bool:

@@ -295,8 +295,10 @@ def decode_chunk(item, max_ids: int, vocab: int) -> tuple[int, np.ndarray]:
     return k, ids
 
 
-def encode_task(t: Task) -> list:
-    return [t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0, t.alpha1]
+def encode_task(t: Task, alpha_scale: float = 1.0) -> list:
+    """A task for a node; its learning rates times `alpha_scale` (the "scaled" merge)."""
+    return [t.task_id, t.chunk, t.raw_words, t.seed, t.alpha0 * alpha_scale,
+            t.alpha1 * alpha_scale]
 
 
 def decode_task(t, chunk_at: dict) -> Task:
