@@ -1,4 +1,4 @@
-"""Build the Cython kernels (ext/*.pyx) into engine._kernels."""
+"""Build the Cython kernels (ext/*.pyx) into engine._kernels, engine._lda and engine._text."""
 import sys
 
 import numpy as np
@@ -15,6 +15,14 @@ extensions = [
     Extension(
         "engine._kernels",
         ["ext/_kernels.pyx"],
+        include_dirs=["ext", np.get_include()],
+        libraries=[] if sys.platform == "win32" else ["m"],
+        extra_compile_args=compile_args,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
+    Extension(
+        "engine._lda",
+        ["ext/_lda.pyx"],
         include_dirs=["ext", np.get_include()],
         libraries=[] if sys.platform == "win32" else ["m"],
         extra_compile_args=compile_args,

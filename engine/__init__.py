@@ -19,7 +19,8 @@ _LAZY = {"CallbackAny2Vec": ".api.callbacks", "JobConfig": ".config", "ModelConf
          "LineSentence": ".text.readers", "PathLineSentences": ".text.readers",
          "Text8Corpus": ".text.readers", "KeyedVectors": ".vectors.keyedvectors",
          # the document models; LsiModel with gensim's distributed=True (the cluster)
-         "LsiModel": ".api.lsi", "Dictionary": ".documents", "TfidfModel": ".documents"}
+         "LsiModel": ".api.lsi", "Dictionary": ".documents", "TfidfModel": ".documents",
+         "LdaModel": ".documents", "LdaMulticore": ".documents"}
 
 
 def __getattr__(name):

@@ -11,7 +11,7 @@ import engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "setup.cfg")
-UNLAYERED = {"__main__", "_kernels", "_text"}     # the entry point; compiled kernels
+UNLAYERED = {"__main__", "_kernels", "_lda", "_text"}   # the entry point; compiled kernels
 
 
 def _contracts():

@@ -1,0 +1,216 @@
+"""LdaModel: the compiled E-step against its numpy twin, topics learned from a corpus made
+from known topics, gensim's names, saving, and bad input."""
+import numpy as np
+import pytest
+import scipy.sparse
+from scipy.special import psi
+
+from engine import LdaModel, LdaMulticore
+from engine.documents.lda import dirichlet_expectation, estep_numpy, update_dir_prior
+from engine.errors import FormatError, InvalidArgumentError, MissingFileError
+
+K, V, BLOCK = 4, 120, 30          # topic k: the words k*30 .. k*30+29
+
+
+def planted(n_docs, seed, length=50, concentration=0.1):
+    """Documents drawn from K topics that each use their own block of BLOCK words."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n_docs):
+        theta = rng.dirichlet([concentration] * K)
+        z = rng.choice(K, size=length, p=theta)
+        words = z * BLOCK + rng.integers(0, BLOCK, size=length)
+        ids, counts = np.unique(words, return_counts=True)
+        docs.append(list(zip(ids.tolist(), counts.tolist())))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return planted(1500, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(corpus):
+    return LdaModel(corpus, num_topics=K, id2word={i: f"w{i}" for i in range(V)},
+                    passes=4, chunksize=250, random_state=7, eval_every=0)
+
+
+def test_digamma_matches_scipy():
+    from engine import _lda
+
+    x = np.concatenate([np.linspace(1e-3, 1, 50), np.linspace(1, 60, 50), [1e4, 3e6]])
+    out = np.empty_like(x)
+    _lda.digamma_array(x, out)
+    assert np.allclose(out, psi(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("collect", [True, False])
+def test_compiled_estep_matches_numpy(dtype, collect):
+    from engine import _lda
+
+    rng = np.random.default_rng(1)
+    n_docs, k, v = 40, 6, 300
+    m = scipy.sparse.random(n_docs, v, density=0.05, random_state=2, format="csr") * 5
+    m.data = np.ceil(m.data).astype(dtype)
+    m = m.tolil()
+    m[3] = 0                                             # an empty document
+    m = m.tocsr()
+    m.eliminate_zeros()
+    eb_t = np.exp(dirichlet_expectation(rng.gamma(1.0, 1.0, (k, v)))).T.astype(dtype).copy()
+    alpha = np.full(k, 0.3)
+    g0 = rng.gamma(100.0, 0.01, (n_docs, k))
+    out = []
+    for fn in (_lda.estep, estep_numpy):
+        g = g0.copy()
+        ss = np.zeros((v, k) if collect else (0, 0), dtype)
+        conv = fn(m.indptr.astype(np.int32), m.indices.astype(np.int32), m.data, eb_t, alpha,
+                  g, ss, 50, 1e-3, float(np.finfo(dtype).eps))
+        out.append((conv, g, ss))
+    (c1, g1, s1), (c2, g2, s2) = out
+    assert c1 == c2 and c1 > n_docs // 2
+    tol = 1e-9 if dtype == np.float64 else 2e-4
+    assert np.allclose(g1, g2, rtol=tol, atol=tol)
+    assert np.allclose(g1[3], alpha)                     # no words: the prior
+    if collect:
+        assert np.allclose(s1, s2, rtol=tol, atol=tol)
+        # each document's statistics add up to its word count
+        assert abs(float((s1.T * eb_t.T).sum()) - float(m.sum())) < 1e-2 * float(m.sum())
+
+
+def test_learns_the_planted_topics(model):
+    mass = model.get_topics().reshape(K, K, BLOCK).sum(axis=2)   # learned topic x block
+    best = mass.argmax(axis=1)
+    assert sorted(best.tolist()) == list(range(K))       # every planted topic found once
+    assert mass.max(axis=1).min() > 0.8                  # and each learned one is mostly it
+
+
+def test_training_raises_the_held_out_bound(corpus, model):
+    held_out = planted(200, seed=11)
+    fresh = LdaModel(None, num_topics=K, id2word=model.id2word, random_state=7)
+    before, after = fresh.log_perplexity(held_out), model.log_perplexity(held_out)
+    assert after > before + 0.3                          # nats per word (a bound: higher)
+    assert np.isfinite(model.bound(held_out[:20]))
+
+
+def test_documents_get_their_topic(model):
+    doc = [(i, 2) for i in range(2 * BLOCK, 2 * BLOCK + 10)]       # words of block 2 only
+    topics = model[doc]
+    k = int(model.get_topics().reshape(K, K, BLOCK).sum(axis=2)[:, 2].argmax())
+    assert max(topics, key=lambda t: t[1])[0] == k and dict(topics)[k] > 0.8
+    assert abs(sum(p for _, p in model.get_document_topics(doc, minimum_probability=0)) - 1) \
+        < 1e-6
+    many = model[[doc, doc]]
+    assert len(many) == 2 and many[0][0][0] == topics[0][0]
+    _, word_topics, phis = model.get_document_topics(doc, per_word_topics=True)
+    assert [w for w, _ in word_topics] == list(range(2 * BLOCK, 2 * BLOCK + 10))
+    assert all(ts[0] == k for _, ts in word_topics)
+    assert all(abs(sum(v for _, v in p) - 2) < 0.05 for _, p in phis)  # phi x count
+
+
+def test_gensim_names(model):
+    terms = model.get_topic_terms(0, topn=5)
+    assert len(terms) == 5 and all(isinstance(i, int) for i, _ in terms)
+    assert [p for _, p in terms] == sorted((p for _, p in terms), reverse=True)
+    assert model.show_topic(0, 3)[0][0] == f"w{terms[0][0]}"
+    shown = model.show_topics(num_topics=-1, num_words=3)
+    assert len(shown) == K and '*"w' in shown[0][1]
+    assert len(model.show_topics(2, 3, formatted=False)[0][1]) == 3
+    assert len(model.print_topics(2)) == 2
+    w = terms[0][0]
+    assert 0 in [t for t, _ in model.get_term_topics(w, minimum_probability=0.0)]
+    assert model.get_topics().shape == (K, V)
+    assert np.allclose(model.get_topics().sum(axis=1), 1, atol=1e-5)
+    tops = model.top_topics(corpus=planted(300, seed=5), topn=10)
+    assert len(tops) == K and [c for _, c in tops] == sorted((c for _, c in tops), reverse=True)
+    assert all(c <= 0 for _, c in tops)
+    assert "num_topics=4" in repr(model)
+
+
+def test_update_batch_mode_and_learned_priors(corpus):
+    m = LdaModel(corpus[:600], num_topics=K, id2word={i: str(i) for i in range(V)},
+                 alpha="auto", eta="auto", update_every=0, passes=2, chunksize=200,
+                 random_state=1, eval_every=1)
+    assert m.num_updates == 600                          # batch: one M-step per pass
+    assert not np.allclose(m.alpha, 1.0 / K) and (m.alpha > 0).all()
+    assert not np.allclose(m.eta, 1.0 / K) and (m.eta > 0).all()
+    m.update(corpus[600:900])
+    assert m.num_updates == 900
+    a = LdaModel(None, num_topics=K, id2word={0: "a", 1: "b"}, alpha="asymmetric")
+    assert a.alpha[0] > a.alpha[-1] and abs(a.alpha.sum() - 1) < 1e-9
+    # the Newton step moves a prior towards data that favour its first component
+    prior = np.full(3, 0.5)
+    logphat = dirichlet_expectation(np.array([[5.0, 1.0, 1.0]] * 10)).mean(axis=0)
+    new = update_dir_prior(prior, 10, logphat, 1.0)
+    assert new[0] > prior[0] and new[0] > new[1]
+
+
+def test_a_sparse_matrix_trains_as_the_same_documents(corpus):
+    docs = corpus[:300]
+    m = scipy.sparse.lil_matrix((len(docs), V))
+    for d, doc in enumerate(docs):
+        for i, c in doc:
+            m[d, i] = c
+    kw = {"num_topics": K, "id2word": {i: str(i) for i in range(V)}, "chunksize": 100,
+          "random_state": 4, "eval_every": 0}
+    a, b = LdaModel(docs, **kw), LdaModel(m.tocsr(), **kw)
+    assert np.allclose(a.get_topics(), b.get_topics(), rtol=1e-5, atol=1e-7)
+
+
+def test_threads_give_the_model_one_thread_gives(corpus):
+    """The E-step split over threads (chunks above the size where it splits) learns the
+    same topics as one thread; LdaMulticore is that model under gensim's other name."""
+    kw = {"num_topics": K, "id2word": {i: str(i) for i in range(V)}, "chunksize": 750,
+          "random_state": 2, "eval_every": 0, "alpha": "auto"}
+    one = LdaModel(corpus, workers=1, **kw)
+    three = LdaModel(corpus, workers=3, **kw)
+    assert np.allclose(one.get_topics(), three.get_topics(), rtol=1e-4, atol=1e-6)
+    assert np.allclose(one.alpha, three.alpha, rtol=1e-4)
+    multi = LdaMulticore(corpus, workers=2, **kw)
+    assert np.allclose(one.get_topics(), multi.get_topics(), rtol=1e-4, atol=1e-6)
+    _, sstats = three.inference(corpus[:750], collect_sstats=True)
+    _, sstats1 = one.inference(corpus[:750], collect_sstats=True)
+    assert abs(float(sstats.sum()) - float(sstats1.sum())) < 1e-3 * float(sstats1.sum())
+    with pytest.raises(InvalidArgumentError, match="workers"):
+        LdaModel(None, id2word={0: "a"}, workers=-1)
+
+
+def test_save_and_load(tmp_path, model, corpus):
+    path = tmp_path / "lda.npz"
+    model.save(str(path))
+    back = LdaModel.load(str(path))
+    assert np.array_equal(back.get_topics(), model.get_topics())
+    assert back.id2word == model.id2word and back.num_updates == model.num_updates
+    assert np.array_equal(back.alpha, model.alpha)
+    doc = corpus[0]
+    got = dict(back.get_document_topics(doc, minimum_probability=0))
+    want = dict(model.get_document_topics(doc, minimum_probability=0))
+    assert max(abs(got[k] - want[k]) for k in want) < 0.02    # from another random start
+    back.update(corpus[:100])                            # a loaded model trains on
+    with pytest.raises(MissingFileError, match="not found"):
+        LdaModel.load(str(tmp_path / "none.npz"))
+    np.savez(str(tmp_path / "other.npz"), x=np.zeros(3))
+    with pytest.raises(FormatError, match="not an engine LDA model"):
+        LdaModel.load(str(tmp_path / "other.npz"))
+
+
+def test_bad_input_is_refused_in_one_line():
+    id2word = {i: str(i) for i in range(10)}
+    with pytest.raises(InvalidArgumentError, match=r"document 1: term id 12 .*0\.\.9"):
+        LdaModel([[(0, 1)], [(12, 1)]], num_topics=2, id2word=id2word)
+    with pytest.raises(InvalidArgumentError, match="negative count"):
+        LdaModel([[(0, 1)], [(3, -2)]], num_topics=2, id2word=id2word)
+    with pytest.raises(InvalidArgumentError, match="num_topics"):
+        LdaModel(None, num_topics=0, id2word=id2word)
+    with pytest.raises(InvalidArgumentError, match="distributed"):
+        LdaModel(None, num_topics=2, id2word=id2word, distributed=True)
+    with pytest.raises(InvalidArgumentError, match="alpha"):
+        LdaModel(None, num_topics=2, id2word=id2word, alpha="wide")
+    with pytest.raises(InvalidArgumentError, match="eta: shape"):
+        LdaModel(None, num_topics=2, id2word=id2word, eta=np.ones(3))
+    with pytest.raises(InvalidArgumentError, match="corpus or id2word"):
+        LdaModel(None, num_topics=2)
+    m = LdaModel(None, num_topics=2, id2word=id2word)
+    with pytest.raises(InvalidArgumentError, match="one document"):
+        m.update([(0, 1), (1, 2)])
