@@ -47,6 +47,19 @@ def _print_lsi_summary(r: dict, out: str) -> None:
           f"dictionary.json, report.json")
 
 
+def _print_lda_summary(r: dict, out: str) -> None:
+    last = r["passes"][-1] if r.get("passes") else {}
+    print(f"LDA: {r['documents']:,} documents ({r['held_out']:,} held out), {r['terms']:,} "
+          f"terms, {r['topics']} topics, {len(r.get('passes', []))} pass(es) in "
+          f"{r['seconds']['train']:.1f} s ({r['documents_per_second']:,.0f} documents/s, "
+          f"{r['workers']} thread(s)); peak memory {r.get('peak_memory_mb', 0):.0f} MB")
+    if "held_out_perplexity" in last:
+        print(f"held-out perplexity {last['held_out_perplexity']:.1f}, per-word bound "
+              f"{last['per_word_bound']:.3f}; u_mass coherence {r['coherence_u_mass']:.3f}")
+    print(f"wrote {out}/topics.txt, doc_topics.npy, doc_ids.txt, model.npz, dictionary.json, "
+          f"report.json")
+
+
 def cmd_run(args) -> int:
     from .config import load_job
     from .jobs.run import run_job
@@ -55,6 +68,9 @@ def cmd_run(args) -> int:
     report = run_job(job, show_progress=not args.quiet, resume=args.resume)
     if report.get("model") == "lsi":
         _print_lsi_summary(report, job.output.dir)
+        return 0
+    if report.get("model") == "lda":
+        _print_lda_summary(report, job.output.dir)
         return 0
     _print_summary(report)
     print(f"wrote {job.output.dir}/vectors.bin, {job.output.dir}/model/, "

@@ -234,6 +234,33 @@ class LsiSection:
 
 
 @dataclass(frozen=True)
+class LdaSection:
+    """[lda]: the job learns topics (online LDA) from [corpus] path (one document a line,
+    optionally ID<TAB>text, or a folder of one-document files) instead of word vectors;
+    outputs in [output] dir (see engine.documents.lda_job)."""
+    num_topics: int = _f(100, int, 1, 100_000)
+    no_below: int = _f(5, int, 0, INT64_MAX)           # gensim's filter_extremes defaults
+    no_above: float = _f(0.5, float, 0.0, 1.0)
+    keep_n: int = _f(100_000, int, 0, INT64_MAX)       # 0 = no limit
+    chunksize: int = _f(2_000, int, 1, 10_000_000)      # documents per E-step chunk
+    passes: int = _f(1, int, 1, 100_000)
+    update_every: int = _f(1, int, 0, 1_000_000)        # chunks per M-step (0: one a pass)
+    alpha: str = _f("symmetric", str, choices=("symmetric", "asymmetric", "auto"))
+    eta: str = _f("symmetric", str, choices=("symmetric", "auto"))
+    decay: float = _f(0.5, float, 0.0, 1.0)
+    offset: float = _f(1.0, float, 0.0, 1e9)
+    iterations: int = _f(50, int, 1, 100_000)
+    gamma_threshold: float = _f(0.001, float, 0.0, 1e9)
+    workers: int = _f(0, int, 0, 4096)                  # E-step threads (0 = every core)
+    processes: int = _f(0, int, 0, 4096)                # text passes (0 = chosen, logged)
+    dtype: str = _f("float32", str, choices=("float32", "float64"))
+    ids: str = _f("auto", str, choices=("auto", "tab", "none"))
+    held_out: int = _f(1_000, int, 0, INT64_MAX)        # documents kept out to score passes
+    topic_words: int = _f(10, int, 1, 1000)
+    coherence_words: int = _f(20, int, 2, 1000)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -242,11 +269,12 @@ class JobConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     lsi: LsiSection | None = None           # a document model instead of word vectors
+    lda: LdaSection | None = None           # topics instead of word vectors
 
 
 _SECTION_TYPES = {"corpus": CorpusConfig, "model": ModelConfig, "engine": EngineConfig,
                   "output": OutputConfig, "evaluate": EvaluateConfig, "cluster": ClusterConfig,
-                  "lsi": LsiSection}
+                  "lsi": LsiSection, "lda": LdaSection}
 _WORD_VECTOR_SECTIONS = ("model", "engine", "evaluate")   # [cluster] serves both
 
 
@@ -380,11 +408,17 @@ def job_from_dict(data: dict, overrides: list[str] = (), source: str = "job") ->
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
         sections[name] = make_section(_SECTION_TYPES[name], values, f"{source} [{name}]")
-    if "lsi" in sections:
+    if "lsi" in sections and "lda" in sections:
+        raise ConfigError(f"{source}: [lsi] and [lda] in one job; a job trains one model")
+    for doc, what in (("lsi", "document vectors"), ("lda", "topics")):
         mixed = [f"[{n}]" for n in _WORD_VECTOR_SECTIONS if n in sections]
-        if mixed:
-            raise ConfigError(f"{source}: [lsi] (document vectors) and {', '.join(mixed)} "
+        if doc in sections and mixed:
+            raise ConfigError(f"{source}: [{doc}] ({what}) and {', '.join(mixed)} "
                               f"(word vectors) in one job; a job trains one model")
+        if doc == "lda" and doc in sections and "cluster" in sections and \
+                (sections["cluster"].nodes or sections["cluster"].nameserver):
+            raise ConfigError(f"{source}: [lda] with [cluster] nodes: LDA trains on one "
+                              "machine for now; remove [cluster]")
     return JobConfig(**sections)
 
 

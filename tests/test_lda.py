@@ -214,3 +214,70 @@ def test_bad_input_is_refused_in_one_line():
     m = LdaModel(None, num_topics=2, id2word=id2word)
     with pytest.raises(InvalidArgumentError, match="one document"):
         m.update([(0, 1), (1, 2)])
+
+
+def _write_docs(path, docs):
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, doc in enumerate(docs):
+            words = [f"w{t}" for t, c in doc for _ in range(c)]
+            fh.write(f"doc{i}\t{' '.join(words)}\n")
+
+
+def test_an_lda_job_writes_topics_mixes_and_a_curve(tmp_path):
+    from engine.config import load_job
+    from engine.jobs.run import run_job
+
+    docs = planted(1200, seed=21)
+    path = tmp_path / "docs.tsv"
+    _write_docs(path, docs)
+    (tmp_path / "job.toml").write_text(
+        f'[corpus]\npath = "{path}"\n[lda]\nnum_topics = {K}\npasses = 3\nchunksize = 300\n'
+        f'held_out = 100\nno_below = 1\nno_above = 1.0\n[output]\ndir = "{tmp_path / "out"}"\n')
+    report = run_job(load_job(str(tmp_path / "job.toml")))
+    out = tmp_path / "out"
+    assert report["model"] == "lda" and report["documents"] == 1200
+    assert report["held_out"] == 100 and report["terms"] == V
+    curve = report["passes"]
+    assert [r["pass"] for r in curve] == [1, 2, 3]
+    assert curve[-1]["held_out_perplexity"] < curve[0]["held_out_perplexity"]
+    assert curve[-1]["held_out_perplexity"] < 0.8 * V      # far better than no topics
+    assert report["coherence_u_mass"] < 0
+    mixes = np.load(out / "doc_topics.npy")
+    assert mixes.shape == (1200, K) and np.allclose(mixes.sum(axis=1), 1, atol=1e-4)
+    ids = (out / "doc_ids.txt").read_text().split()
+    assert ids[:2] == ["doc0", "doc1"] and len(ids) == 1200
+    model = LdaModel.load(str(out / "model.npz"))
+    # each learned topic's top words come from one planted block
+    for k in range(K):
+        blocks = {int(w[1:]) // BLOCK for w, _ in model.show_topic(k, 5)}
+        assert len(blocks) == 1
+    lines = (out / "topics.txt").read_text().splitlines()
+    assert len(lines) == K and '*"w' in lines[0]
+    # a document's mix in the file is its planted topic's
+    top = {int(model.show_topic(k, 1)[0][0][1:]) // BLOCK: k for k in range(K)}
+    doc = docs[5]
+    main = np.bincount([t // BLOCK for t, c in doc for _ in range(c)], minlength=K).argmax()
+    assert mixes[5].argmax() == top[main]
+
+
+def test_an_lda_job_refuses_what_it_cannot_do(tmp_path):
+    from engine.config import load_job
+    from engine.errors import ConfigError
+    from engine.jobs.run import run_job
+
+    job = tmp_path / "job.toml"
+    job.write_text('[corpus]\npath = "x"\n[lda]\nnum_topics = 2\n[model]\nsg = 1\n')
+    with pytest.raises(ConfigError, match=r"\[lda\] \(topics\) and \[model\]"):
+        load_job(str(job))
+    job.write_text('[corpus]\npath = "x"\n[lda]\nalpha = "wide"\n')
+    with pytest.raises(ConfigError, match="alpha"):
+        load_job(str(job))
+    job.write_text('[corpus]\npath = "x"\n[lda]\n[cluster]\nnodes = ["127.0.0.1:1"]\n')
+    with pytest.raises(ConfigError, match="one machine"):
+        load_job(str(job))
+    job.write_text('[corpus]\npath = "x"\n[lda]\n[lsi]\n')
+    with pytest.raises(ConfigError, match="one model"):
+        load_job(str(job))
+    job.write_text(f'[corpus]\npath = "{tmp_path / "none.txt"}"\n[lda]\n')
+    with pytest.raises(ConfigError, match="resume"):
+        run_job(load_job(str(job)), resume=True)

@@ -8,8 +8,9 @@ held out. Both tools train on the same bag-of-words (whitespace tokens through t
 dictionary filters gensim uses by default, no_below=5, no_above=0.5), given as gensim
 users give it (a list of (id, count) documents), with the same settings, each in its own
 process. Quality is one estimator applied to both (held-out document completion): each
-held-out document's words are split in two halves (alternate tokens), its topic mix is
-inferred from the first by each tool's own inference, and the second half is scored:
+held-out document's tokens are dealt into two halves (alternately, in term order:
+engine.documents.lda.split_halves), its topic mix is inferred from the first by each
+tool's own inference, and the second half is scored:
 perplexity = exp(-sum(log p(w)) / words), p(w) = theta . topics[:, w]. Rows: engine's
 LdaModel on every core and on one thread, gensim's LdaModel and LdaMulticore. Rounds
 alternate the order; the table gives the median and worst of the training times.
@@ -55,9 +56,10 @@ def prepare(docs_path: str, out: str) -> dict:
                 rows.append(r), cols.append(i), vals.append(c)
         return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(len(bows), len(d)))
 
+    from engine.documents.lda import split_halves
+
     train = csr(d.doc2bow(t) for t in docs[:cut])
-    first = csr(d.doc2bow(t[0::2]) for t in docs[cut:])
-    second = csr(d.doc2bow(t[1::2]) for t in docs[cut:])
+    first, second = split_halves(csr(d.doc2bow(t) for t in docs[cut:]))
     np.savez(out, **{f"{name}_{part}": getattr(m, part) for name, m in
                      (("train", train), ("first", first), ("second", second))
                      for part in ("data", "indices", "indptr")},
@@ -101,15 +103,14 @@ def run_one(tool: str, data: str, out: str, topics: int, passes: int, chunksize:
 
 
 def completion_perplexity(res, z) -> float:
-    data, indices, indptr = (z[f"second_{p}"] for p in ("data", "indices", "indptr"))
-    topics, theta = res["topics"], res["theta"]
-    total, words = 0.0, 0.0
-    for r in range(theta.shape[0]):
-        ids, cts = indices[indptr[r]:indptr[r + 1]], data[indptr[r]:indptr[r + 1]]
-        if len(ids):
-            total += float(cts @ np.log(theta[r] @ topics[:, ids] + 1e-300))
-            words += float(cts.sum())
-    return float(np.exp(-total / words))
+    import scipy.sparse
+
+    from engine.documents.lda import completion_perplexity as score
+
+    n_held, n_terms = z["shape"].tolist()[1:]
+    second = scipy.sparse.csr_matrix(
+        tuple(z[f"second_{p}"] for p in ("data", "indices", "indptr")), shape=(n_held, n_terms))
+    return score(res["topics"], res["theta"], second)
 
 
 def main() -> None:

@@ -104,11 +104,16 @@ def _prior(value, name: str, k: int, length: int, allow_matrix: bool = False
         arr = np.full(length, float(arr))
     ok_shape = arr.shape == (length,) or (allow_matrix and arr.shape == (k, length))
     if not ok_shape:
-        raise InvalidArgumentError(f"{name}: shape {arr.shape}; expected ({length},)"
+        raise PriorShapeError(f"{name}: shape {arr.shape}; expected ({length},)"
                                    + (f" or ({k}, {length})" if allow_matrix else ""))
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise InvalidArgumentError(f"{name}: every value must be a positive number")
     return arr.copy(), False
+
+
+class PriorShapeError(InvalidArgumentError, AssertionError):
+    """A prior of the wrong shape: a ValueError as engine's argument errors are, and an
+    AssertionError, which is what gensim raises there."""
 
 
 def update_dir_prior(prior: np.ndarray, n: int, logphat: np.ndarray, rho: float
@@ -124,10 +129,27 @@ def update_dir_prior(prior: np.ndarray, n: int, logphat: np.ndarray, rho: float
     return updated if np.all(updated > 0) else prior
 
 
+class CsrCorpus:
+    """Documents as CSR matrices (documents x terms) read one at a time, such as the
+    blocks of a cache on disk: `parts()` yields them, in order, each time it is called;
+    len() is the number of documents."""
+
+    def __init__(self, parts, n_docs: int):
+        self.parts, self.n_docs = parts, int(n_docs)
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+
 def _as_chunks(corpus, chunksize: int, num_terms: int, dtype) -> Iterable[
         scipy.sparse.csr_matrix]:
     """The corpus as CSR chunks of at most `chunksize` documents: a scipy sparse matrix
-    (documents x terms) is sliced, anything else read as gensim bag-of-words documents."""
+    (documents x terms) or the parts of a CsrCorpus are sliced, anything else read as
+    gensim bag-of-words documents."""
+    if isinstance(corpus, CsrCorpus):
+        for part in corpus.parts():
+            yield from _as_chunks(part, chunksize, num_terms, dtype)
+        return
     if scipy.sparse.issparse(corpus):
         m = scipy.sparse.csr_matrix(corpus)
         if m.shape[1] > num_terms:
@@ -149,6 +171,39 @@ def _as_chunks(corpus, chunksize: int, num_terms: int, dtype) -> Iterable[
                                        f"{first + len(docs) - 1}")
         first += len(docs)
         yield m
+
+
+def split_halves(m: scipy.sparse.csr_matrix) -> tuple[scipy.sparse.csr_matrix,
+                                                    scipy.sparse.csr_matrix]:
+    """Each document's tokens (counts, in term order) dealt alternately into two halves:
+    the first half gets the tokens at even positions. For held-out document completion."""
+    m = scipy.sparse.csr_matrix(m)
+    counts = np.rint(m.data).astype(np.int64)
+    tokens = np.concatenate([[0], np.cumsum(counts)])         # tokens before each entry
+    starts = np.repeat(tokens[m.indptr[:-1]], np.diff(m.indptr))
+    pos = tokens[:-1] - starts                                # ... within its document
+    first = (counts + (pos % 2 == 0)) // 2
+    a = scipy.sparse.csr_matrix((first.astype(np.float64), m.indices.copy(),
+                                 m.indptr.copy()), shape=m.shape)
+    b = scipy.sparse.csr_matrix(((counts - first).astype(np.float64), m.indices.copy(),
+                                 m.indptr.copy()), shape=m.shape)
+    a.eliminate_zeros(), b.eliminate_zeros()
+    return a, b
+
+
+def completion_perplexity(topics: np.ndarray, theta: np.ndarray,
+                          second: scipy.sparse.csr_matrix) -> float:
+    """exp(-log-likelihood per token) of the documents' second halves under their topic
+    mixes theta (documents x topics, inferred from the first halves) and `topics` (topics
+    x terms, each a distribution): one estimator for any tool's model."""
+    second = scipy.sparse.csr_matrix(second)
+    total, words = 0.0, float(second.sum())
+    for r in range(second.shape[0]):
+        a, b = second.indptr[r], second.indptr[r + 1]
+        if a < b:
+            p = theta[r] @ topics[:, second.indices[a:b]]
+            total += float(second.data[a:b] @ np.log(np.maximum(p, 1e-300)))
+    return float(np.exp(-total / max(words, 1.0)))
 
 
 class LdaState:
@@ -229,6 +284,7 @@ class LdaModel:
         self.workers = int(workers) or cpu_count()
         self._pool = None
         self._scratch: list[np.ndarray] = []
+        self.pass_hook = None                    # called with each pass's number, after it
         self.num_updates = 0
         self.random_state = _random_state(random_state)
         self.alpha, self.optimize_alpha = _prior(alpha, "alpha", self.num_topics,
@@ -414,6 +470,8 @@ class LdaModel:
                                        "update_every >= 0")
         if scipy.sparse.issparse(corpus):
             lencorpus = corpus.shape[0]
+        elif isinstance(corpus, CsrCorpus):
+            lencorpus = len(corpus)
         else:
             is_many, corpus = is_corpus(corpus)
             if not is_many:
@@ -455,6 +513,8 @@ class LdaModel:
                     self.update_eta(self.state.get_lambda(), rho(pass_))
                 self.do_mstep(rho(pass_), other, pass_ > 0)
             log.info("LDA pass %d/%d over %d documents", pass_ + 1, passes, lencorpus)
+            if self.pass_hook is not None:
+                self.pass_hook(pass_)
 
     # ---- quality --------------------------------------------------------------------------
 
@@ -511,7 +571,7 @@ class LdaModel:
     def get_topic_terms(self, topicid: int, topn: int = 10) -> list[tuple[int, float]]:
         topic = self.get_topics()[topicid]
         best = np.argsort(-topic, kind="stable")[:topn]
-        return [(int(i), float(topic[i])) for i in best]
+        return [(int(i), topic[i]) for i in best]        # numpy scalars, as gensim's
 
     def show_topic(self, topicid: int, topn: int = 10) -> list[tuple[str, float]]:
         return [(self._word(i), p) for i, p in self.get_topic_terms(topicid, topn)]
@@ -552,7 +612,7 @@ class LdaModel:
         if isinstance(word_id, str):
             word_id = self.id2word.token2id[word_id]
         col = self.get_topics()[:, int(word_id)]
-        return [(k, float(p)) for k, p in enumerate(col) if p >= minimum_probability]
+        return [(k, p) for k, p in enumerate(col) if p >= minimum_probability]
 
     def get_document_topics(self, bow, minimum_probability: float | None = None,
                             minimum_phi_value: float | None = None,
@@ -571,7 +631,8 @@ class LdaModel:
         m = self._chunk_csr([bow])
         gamma, _ = self.inference(m)
         theta = gamma[0] / gamma[0].sum()
-        topics = [(k, float(p)) for k, p in enumerate(theta) if p >= minimum_probability]
+        theta = theta.astype(self.dtype)
+        topics = [(k, p) for k, p in enumerate(theta) if p >= minimum_probability]
         if not per_word_topics:
             return topics
         elog = np.exp(dirichlet_expectation(gamma[0]))
@@ -579,7 +640,8 @@ class LdaModel:
         for i, c in zip(m.indices.tolist(), m.data.tolist()):
             phi = elog * self.expElogbeta[:, i]
             phi = phi / (phi.sum() + float(np.finfo(self.dtype).eps))
-            kept = [(k, float(v * c)) for k, v in enumerate(phi) if v >= minimum_phi_value]
+            kept = [(k, self.dtype.type(v * c)) for k, v in enumerate(phi)
+                    if v >= minimum_phi_value]
             phi_values.append((i, kept))
             word_topics.append((i, [k for k, _ in sorted(kept, key=lambda x: -x[1])]))
         return topics, word_topics, phi_values
@@ -614,7 +676,7 @@ class LdaModel:
                     if d_b > 0:
                         s += np.log((co[col[t[a]], col[t[b]]] + 1.0) / d_b)
                     n += 1
-            topic = [(float(p), self._word(i)) for i, p in self.get_topic_terms(k, topn)]
+            topic = [(p, self._word(i)) for i, p in self.get_topic_terms(k, topn)]
             out.append((topic, s / max(n, 1)))
         return sorted(out, key=lambda x: -x[1])
 
@@ -624,9 +686,13 @@ class LdaModel:
 
     # ---- saving ---------------------------------------------------------------------------
 
-    def save(self, fname: str) -> None:
+    def save(self, fname: str, separately=None, sep_limit: int = 10 * 1024 ** 2,
+             ignore=frozenset(), pickle_protocol: int = 4) -> None:
         """One .npz file (no pickle), written atomically: the statistics, the priors, the
-        settings and the id -> token mapping."""
+        settings and the id -> token mapping (left out when `ignore` names "id2word").
+        gensim's storage options (separately, sep_limit, pickle_protocol) are accepted
+        and change nothing: the file is always the one .npz."""
+        ignore = {ignore} if isinstance(ignore, str) else set(ignore or ())
         meta = {"format": FORMAT, "version": VERSION, "num_topics": self.num_topics,
                 "num_terms": self.num_terms, "chunksize": self.chunksize,
                 "passes": self.passes, "update_every": self.update_every,
@@ -639,7 +705,7 @@ class LdaModel:
                 "num_updates": self.num_updates, "numdocs": self.state.numdocs,
                 "dtype": self.dtype.name,
                 "id2word": [[int(i), str(t)] for i, t in sorted(self.id2word.items())]
-                if self.id2word is not None else None}
+                if self.id2word is not None and "id2word" not in ignore else None}
         blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), np.uint8)
         with atomic_file(str(fname), "wb") as fh:
             np.savez(fh, sstats=self.state.sstats, alpha=self.alpha, eta=self.eta, meta=blob)
@@ -661,13 +727,14 @@ class LdaModel:
         if sstats.shape != (k, v) or alpha.shape != (k,) or eta.shape not in ((v,), (k, v)):
             raise FormatError(f"{fname}: arrays do not match {k} topics x {v} terms")
         id2word = {int(i): t for i, t in meta["id2word"]} if meta["id2word"] is not None \
-            else {i: str(i) for i in range(v)}
-        model = LdaModel(None, k, id2word, False, meta["chunksize"], meta["passes"],
+            else None
+        model = LdaModel(None, k, id2word if id2word is not None else {v - 1: ""}, False, meta["chunksize"], meta["passes"],
                     meta["update_every"], alpha, eta, meta["decay"], meta["offset"],
                     meta["eval_every"], meta["iterations"], meta["gamma_threshold"],
                     meta["minimum_probability"], None, None, meta["minimum_phi_value"],
                     meta["per_word_topics"], None, np.dtype(meta["dtype"]))
         model.__class__ = cls                    # LdaMulticore.load gives an LdaMulticore
+        model.id2word = id2word
         model.optimize_alpha, model.optimize_eta = meta["optimize_alpha"], meta["optimize_eta"]
         model.num_updates = meta["num_updates"]
         model.state.sstats = sstats.astype(model.dtype)

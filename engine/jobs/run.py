@@ -69,6 +69,25 @@ def run_lsi(job: JobConfig) -> dict:
     return report
 
 
+def run_lda(job: JobConfig) -> dict:
+    """An [lda] job: topics of [corpus] path into [output] dir (engine.documents)."""
+    from ..documents.lda_job import LdaConfig, run_lda_job
+
+    s = job.lda
+    if not job.corpus.path:
+        raise ConfigError("[corpus] path: an [lda] job needs a documents corpus")
+    cfg = LdaConfig(path=job.corpus.path, output=job.output.dir, num_topics=s.num_topics,
+                    no_below=s.no_below, no_above=s.no_above, keep_n=s.keep_n or None,
+                    chunksize=s.chunksize, passes=s.passes, update_every=s.update_every,
+                    alpha=s.alpha, eta=s.eta, decay=s.decay, offset=s.offset,
+                    iterations=s.iterations, gamma_threshold=s.gamma_threshold,
+                    workers=s.workers, processes=s.processes, dtype=s.dtype, ids=s.ids,
+                    encoding_errors=job.corpus.encoding_errors, held_out=s.held_out,
+                    topic_words=s.topic_words, coherence_words=s.coherence_words,
+                    seed=job.model.seed)
+    return run_lda_job(cfg)
+
+
 def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) -> dict:
     """Train, save and evaluate one job; returns the report (also in OUT/report.json).
     With `resume`, continue from the job's latest checkpoint (OUT/checkpoints). A job with
@@ -77,6 +96,10 @@ def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) ->
         if resume:
             raise ConfigError("--resume: an [lsi] job has no checkpoints; run it again")
         return run_lsi(job)
+    if job.lda is not None:
+        if resume:
+            raise ConfigError("--resume: an [lda] job has no checkpoints; run it again")
+        return run_lda(job)
     started = time.time()
     m, e = job.model, job.engine
     every = _check_job(job)

@@ -1,0 +1,224 @@
+"""An LDA job end to end: documents corpus -> dictionary -> bag-of-words -> topics.
+
+`run_lda_job(LdaConfig(...))` writes into the output folder, as a whole and atomically
+(a crash leaves the old folder or the new one):
+
+    topics.txt        each topic's top words with their probabilities, one topic a line
+    model.npz         the LdaModel (LdaModel.load), no pickle
+    doc_topics.npy    every document's topic mix (documents x topics, float32)
+    doc_ids.txt       their ids, one a line, in the same order
+    dictionary.json   the filtered dictionary (engine.documents.Dictionary.load)
+    report.json       sizes, timings, peak memory, and per pass: the held-out perplexity
+                      (document completion), the per-word bound, the seconds; the topics'
+                      u_mass coherence at the end
+
+The text passes are the LSI job's (tokens counted once, then each unit turned into a CSR
+block of raw counts in a cache on disk), so memory holds blocks, never the corpus.
+`held_out` documents, spread evenly over the corpus, are kept out of training and score
+each pass.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse
+
+from ..errors import ConfigError
+from ..runtime.atomic import atomic_dir
+from ..runtime.memory import PeakMemory
+from ..runtime.procs import ProcessPool
+from .blocks import BlockCache, read_block
+from .corpus import ID_MODES, DocumentSource
+from .job import text_processes
+from .lda import CsrCorpus, LdaModel, completion_perplexity, split_halves
+from .parallel import cpu_count
+from .stream import build_cache, local_map
+
+log = logging.getLogger("engine")
+
+PRIORS = ("symmetric", "asymmetric", "auto")
+
+
+@dataclass(frozen=True)
+class LdaConfig:
+    """An LDA job (LdaModel's settings, gensim's defaults but the number of topics;
+    workers 0 = every core; processes 0 = chosen for the text passes)."""
+    path: str
+    output: str = "lda"
+    num_topics: int = 100
+    no_below: int = 5
+    no_above: float = 0.5
+    keep_n: int | None = 100_000
+    chunksize: int = 2_000
+    passes: int = 1
+    update_every: int = 1
+    alpha: str = "symmetric"
+    eta: str = "symmetric"
+    decay: float = 0.5
+    offset: float = 1.0
+    iterations: int = 50
+    gamma_threshold: float = 0.001
+    workers: int = 0
+    processes: int = 0
+    dtype: str = "float32"
+    ids: str = "auto"
+    encoding_errors: str = "strict"
+    held_out: int = 1_000
+    topic_words: int = 10
+    coherence_words: int = 20
+    seed: int = 1
+
+    def validate(self) -> None:
+        """One ConfigError naming the first bad field."""
+        if not self.path:
+            raise ConfigError("path: no documents corpus given")
+        if not self.output:
+            raise ConfigError("output: no output folder given")
+        for name in ("num_topics", "chunksize", "passes", "iterations", "topic_words",
+                     "coherence_words"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)}; must be at least 1")
+        for name in ("no_below", "update_every", "workers", "processes", "held_out"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)}; must be 0 or more")
+        if not 0 <= self.no_above <= 1:
+            raise ConfigError(f"no_above: {self.no_above}; must be a share in [0, 1]")
+        if self.alpha not in PRIORS:
+            raise ConfigError(f"alpha: {self.alpha!r} is not one of {', '.join(PRIORS)}")
+        if self.eta not in ("symmetric", "auto"):
+            raise ConfigError(f"eta: {self.eta!r} is not one of symmetric, auto")
+        if self.ids not in ID_MODES:
+            raise ConfigError(f"ids: {self.ids!r} is not one of {', '.join(ID_MODES)}")
+
+
+def _held_out_rows(n_docs: int, held_out: int) -> np.ndarray:
+    """Which documents are held out: `held_out` of them spread evenly (none when the
+    corpus has fewer than twice as many)."""
+    if held_out <= 0 or n_docs < 2 * held_out:
+        return np.zeros(0, np.int64)
+    return np.linspace(0, n_docs - 1, held_out).round().astype(np.int64)
+
+
+def run_lda_job(cfg: LdaConfig) -> dict:
+    """Run the job; returns the report (also written to report.json)."""
+    cfg.validate()
+    start = time.perf_counter()
+    source = DocumentSource(cfg.path, ids=cfg.ids, encoding_errors=cfg.encoding_errors,
+                            max_docs=cfg.chunksize)
+    corpus_bytes = sum(os.path.getsize(f) for f in source.files)
+    cores = cpu_count()
+    n_text, why_text = text_processes(cfg, corpus_bytes, cores)
+    report: dict = {"model": "lda", "config": asdict(cfg), "cores": cores,
+                    "text_processes": {"processes": n_text, "reason": why_text}}
+    with PeakMemory(interval=0.05) as peak, BlockCache() as cache:
+        phases = {}
+        with ProcessPool(n_text, name="engine-lda") if n_text > 1 else nullcontext() as pool:
+            dictionary, ids_path, stats = build_cache(
+                source, cache, pool.map if pool is not None else local_map, cfg.no_below,
+                cfg.no_above, cfg.keep_n, "nnn", cfg.dtype)      # raw counts
+        phases["text"] = peak.new_phase()
+        n_terms, blocks = len(dictionary), list(cache.blocks)
+        n_docs = sum(b.n_docs for b in blocks)
+        if not n_terms or not sum(b.nnz for b in blocks):
+            raise ConfigError(f"no_below / no_above / keep_n: no term of {cfg.path} is left "
+                              f"after filtering ({stats.documents} documents)")
+        held = _held_out_rows(n_docs, cfg.held_out)
+
+        def parts(train: bool):
+            """The cached blocks, without (train) or only (not train) the held-out rows."""
+            first = 0
+            for b in blocks:
+                m = read_block(b.path)
+                m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
+                                            shape=(m.shape[0], n_terms))
+                inside = held[(held >= first) & (held < first + m.shape[0])] - first
+                first += m.shape[0]
+                keep = np.ones(m.shape[0], bool)
+                keep[inside] = False
+                yield m[keep] if train else m[~keep]
+
+        corpus = CsrCorpus(lambda: parts(True), n_docs - len(held))
+        first_half = second_half = None
+        if len(held):
+            first_half, second_half = split_halves(scipy.sparse.vstack(list(parts(False)),
+                                                                       format="csr"))
+        model = LdaModel(None, cfg.num_topics, dictionary, chunksize=cfg.chunksize,
+                         passes=cfg.passes, update_every=cfg.update_every, alpha=cfg.alpha,
+                         eta=None if cfg.eta == "symmetric" else cfg.eta, decay=cfg.decay,
+                         offset=cfg.offset, eval_every=None, iterations=cfg.iterations,
+                         gamma_threshold=cfg.gamma_threshold, random_state=cfg.seed,
+                         dtype=np.dtype(cfg.dtype), workers=cfg.workers)
+        curve: list[dict] = []
+        t_train = time.perf_counter()
+
+        def after_pass(pass_: int) -> None:
+            row = {"pass": pass_ + 1, "seconds": round(time.perf_counter() - t_train, 3)}
+            if first_half is not None:
+                gamma, _ = model.inference(first_half)
+                theta = gamma / gamma.sum(axis=1, keepdims=True)
+                row["held_out_perplexity"] = round(
+                    completion_perplexity(model.get_topics(), theta, second_half), 3)
+                row["per_word_bound"] = round(model.log_perplexity(
+                    first_half + second_half), 5)
+            curve.append(row)
+            log.info("LDA pass %d: %s", pass_ + 1, ", ".join(f"{k} {v}" for k, v in
+                                                            row.items() if k != "pass"))
+
+        model.pass_hook = after_pass
+        model.update(corpus)
+        train_s = time.perf_counter() - t_train
+        phases["train"] = peak.new_phase()
+        tops = model.top_topics(corpus, topn=cfg.coherence_words)
+        coherence = float(np.mean([c for _, c in tops]))
+        with atomic_dir(cfg.output) as out:
+            t = time.perf_counter()
+            _write_doc_topics(model, blocks, n_terms, n_docs,
+                              os.path.join(out, "doc_topics.npy"))
+            doc_s = time.perf_counter() - t
+            shutil.copyfile(ids_path, os.path.join(out, "doc_ids.txt"))
+            model.save(os.path.join(out, "model.npz"))
+            dictionary.save(os.path.join(out, "dictionary.json"))
+            with open(os.path.join(out, "topics.txt"), "w", encoding="utf-8") as fh:
+                for i, words in model.show_topics(-1, cfg.topic_words):
+                    fh.write(f"{i}\t{model.alpha[i]:.4f}\t{words}\n")
+            report.update({
+                "documents": n_docs, "held_out": int(len(held)), "terms": n_terms,
+                "nonzeros": int(sum(b.nnz for b in blocks)), "topics": cfg.num_topics,
+                "workers": model.workers, "passes": curve,
+                "coherence_u_mass": round(coherence, 5),
+                "documents_per_second": round((n_docs - len(held)) * cfg.passes
+                                              / max(train_s, 1e-9), 1),
+                "seconds": {"count": round(stats.seconds["count"], 2),
+                            "bag_of_words": round(stats.seconds["tfidf"], 2),
+                            "train": round(train_s, 2), "doc_topics": round(doc_s, 2),
+                            "total": round(time.perf_counter() - start, 2)}})
+            phases["outputs"] = peak.new_phase()
+            report["peak_memory_mb"] = round(peak.peak_mb, 1)
+            report["phase_peak_memory_mb"] = {k: round(v, 1) for k, v in phases.items()}
+            with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
+                json.dump(report, fh, indent=2)
+    log.info("LDA job done in %.1f s, peak memory %.0f MB: %s", report["seconds"]["total"],
+             report["peak_memory_mb"], cfg.output)
+    return report
+
+
+def _write_doc_topics(model: LdaModel, blocks, n_terms: int, n_docs: int, path: str) -> None:
+    """Every document's topic mix, written block by block into the .npy file."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                    shape=(n_docs, model.num_topics))
+    first = 0
+    for b in blocks:
+        m = read_block(b.path)
+        m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n_terms))
+        gamma, _ = model.inference(m)
+        out[first:first + m.shape[0]] = gamma / gamma.sum(axis=1, keepdims=True)
+        first += m.shape[0]
+    out.flush()
+    del out
