@@ -258,6 +258,7 @@ class LdaSection:
     held_out: int = _f(1_000, int, 0, INT64_MAX)        # documents kept out to score passes
     topic_words: int = _f(10, int, 1, 1000)
     coherence_words: int = _f(20, int, 2, 1000)
+    seed: int = _f(1, int, 0, 2**32 - 1)                # the random starting topics and mixes
 
 
 @dataclass(frozen=True)

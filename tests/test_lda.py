@@ -1,5 +1,7 @@
 """LdaModel: the compiled E-step against its numpy twin, topics learned from a corpus made
 from known topics, gensim's names, saving, and bad input."""
+import importlib.util
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -156,6 +158,14 @@ def test_a_sparse_matrix_trains_as_the_same_documents(corpus):
           "random_state": 4, "eval_every": 0}
     a, b = LdaModel(docs, **kw), LdaModel(m.tocsr(), **kw)
     assert np.allclose(a.get_topics(), b.get_topics(), rtol=1e-5, atol=1e-7)
+    # blocks of any size (a job's cache) are trained in chunks of chunksize, as one matrix
+    from engine.documents.lda import CsrCorpus
+
+    m = m.tocsr()
+    cuts = [0, 37, 187, 190, 300]
+    parts = CsrCorpus(lambda: (m[a:b] for a, b in zip(cuts, cuts[1:])), 300)
+    c = LdaModel(parts, **kw)
+    assert np.allclose(a.get_topics(), c.get_topics(), rtol=1e-5, atol=1e-7)
 
 
 def test_threads_give_the_model_one_thread_gives(corpus):
@@ -251,6 +261,12 @@ def test_an_lda_job_writes_topics_mixes_and_a_curve(tmp_path):
     for k in range(K):
         blocks = {int(w[1:]) // BLOCK for w, _ in model.show_topic(k, 5)}
         assert len(blocks) == 1
+    if importlib.util.find_spec("matplotlib") is not None:     # engine report draws the curve
+        from engine.bench.report import load_runs, write_report
+
+        files, _ = write_report(load_runs([str(out)]), str(tmp_path / "rep"))
+        assert "lda_passes.png" in files and (tmp_path / "rep" / "lda_passes.png").exists()
+        assert "held-out perplexity" in (tmp_path / "rep" / "report.html").read_text()
     lines = (out / "topics.txt").read_text().splitlines()
     assert len(lines) == K and '*"w' in lines[0]
     # a document's mix in the file is its planted topic's
@@ -281,3 +297,43 @@ def test_an_lda_job_refuses_what_it_cannot_do(tmp_path):
     job.write_text(f'[corpus]\npath = "{tmp_path / "none.txt"}"\n[lda]\n')
     with pytest.raises(ConfigError, match="resume"):
         run_job(load_job(str(job)), resume=True)
+
+
+def test_the_peer_runner_deals_halves_as_engine_does():
+    """The bench's gensim runner (which runs without engine) splits held-out documents
+    with the same rule as engine's split_halves, so both tools are scored on the same
+    halves."""
+    from engine.bench.peers_runner import _halves
+    from engine.documents.lda import split_halves
+
+    docs = planted(50, seed=9, length=23)
+    m = scipy.sparse.lil_matrix((len(docs), V))
+    for d, doc in enumerate(docs):
+        for i, c in doc:
+            m[d, i] = c
+    a, b = split_halves(m.tocsr())
+    first, (data, indices, indptr) = _halves(docs)
+    for d in range(len(docs)):
+        assert dict(first[d]) == {int(i): int(c) for i, c in zip(a[d].indices, a[d].data)}
+    second = scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(docs), V))
+    assert (second != b).nnz == 0
+    assert a.sum() + b.sum() == m.sum()
+
+
+def test_bench_on_an_lda_job(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _write_docs(tmp_path / "docs.tsv", planted(400, seed=4))
+    job = tmp_path / "lda.toml"
+    job.write_text(f'[corpus]\npath = "{tmp_path / "docs.tsv"}"\n[lda]\nnum_topics = {K}\n'
+                   f'held_out = 50\nno_below = 1\nno_above = 1.0\nchunksize = 100\n')
+    r = subprocess.run([sys.executable, "-m", "engine", "bench", str(job), "--threads", "1..2",
+                        "--peers", "nosuch", "--json", str(tmp_path / "b.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [row["split"] for row in data["rows"]] == ["1 thread(s)", "2 thread(s)"]
+    assert all(row["train_seconds"] > 0 and row["perplexity"] < V for row in data["rows"])
+    assert "unknown LDA peer 'nosuch'" in r.stdout and "| engine | 2 thread(s) |" in r.stdout

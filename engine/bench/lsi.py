@@ -60,13 +60,14 @@ def _free_port() -> int:
 
 
 class GensimCluster:
-    """gensim's distributed LSI on loopback: a Pyro4 name server, `n` lsi_worker processes
-    and the lsi_dispatcher, under the peer's Python (pickle, as gensim needs: only ever on
+    """gensim's distributed LSI (or, kind "lda", LDA) on loopback: a Pyro4 name server, `n`
+    lsi_worker (lda_worker) processes and the dispatcher, under the peer's Python (pickle, as gensim needs: only ever on
     loopback here, and every message under a random HMAC key made for this run, so that
     no other local user can send these processes a pickle). Everything it starts is stopped
     by close(); `command` runs a peer program keyed the same way."""
 
-    def __init__(self, python: str, n: int):
+    def __init__(self, python: str, n: int, kind: str = "lsi"):
+        self.kind = kind
         self.port = _free_port()
         self.python = python
         # one BLAS thread per process: workers each running threaded BLAS on the same cores
@@ -81,8 +82,8 @@ class GensimCluster:
                                      str(self.port)))
             self._wait_ns(python)
             for _ in range(n):
-                self._start(self.command("-m", "gensim.models.lsi_worker"))
-            self._start(self.command("-m", "gensim.models.lsi_dispatcher"))
+                self._start(self.command("-m", f"gensim.models.{kind}_worker"))
+            self._start(self.command("-m", f"gensim.models.{kind}_dispatcher"))
             self._wait_names(python, n)
         except BaseException:
             self.close()
@@ -98,7 +99,7 @@ class GensimCluster:
 
     def _names(self, python: str) -> list[str]:
         code = ("import Pyro4, json; ns = Pyro4.locateNS(); "
-                "print(json.dumps(sorted(ns.list(prefix='gensim.lsi_'))))")
+                f"print(json.dumps(sorted(ns.list(prefix='gensim.{self.kind}_'))))")
         out = subprocess.run(self.command("-c", code), env=self.env, capture_output=True,
                              text=True, timeout=30)
         return json.loads(out.stdout) if out.returncode == 0 else []
@@ -116,11 +117,12 @@ class GensimCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             names = self._names(python)
-            if "gensim.lsi_dispatcher" in names and \
-                    sum(x.startswith("gensim.lsi_worker") for x in names) >= n:
+            if f"gensim.{self.kind}_dispatcher" in names and \
+                    sum(x.startswith(f"gensim.{self.kind}_worker") for x in names) >= n:
                 return
             time.sleep(0.5)
-        raise EngineError(f"gensim's LSI dispatcher and {n} worker(s) did not register")
+        raise EngineError(f"gensim's {self.kind.upper()} dispatcher and {n} worker(s) did "
+                          "not register")
 
     def close(self) -> None:
         for p in self.procs:

@@ -135,6 +135,73 @@ def _gensim_lsi(corpus, s, threads, distributed):
     return t1 - t0, t2 - t1, len(dictionary), accuracy
 
 
+def _halves(docs):
+    """Each bag-of-words document's tokens dealt alternately, in term order, into two
+    halves (engine.documents.lda.split_halves' rule): the first halves as bags of words,
+    the second as CSR arrays (data, indices, indptr)."""
+    first, data, indices, indptr = [], [], [], [0]
+    for doc in docs:
+        a, pos = [], 0
+        for term, count in sorted(doc):
+            mine = (count + (pos % 2 == 0)) // 2
+            pos += count
+            if mine:
+                a.append((term, mine))
+            if count - mine:
+                indices.append(term)
+                data.append(float(count - mine))
+        first.append(a)
+        indptr.append(len(indices))
+    return first, (data, indices, indptr)
+
+
+def _gensim_lda(corpus, s, workers, out, kind):
+    """gensim's own pipeline (Dictionary, filter_extremes, doc2bow), then LdaModel,
+    LdaMulticore(workers) or LdaModel(distributed=True) on every document but the held-out
+    ones, which engine's [lda] job picks the same way (`held_out` spread evenly); each
+    held-out document's tokens dealt alternately, in term order, into two halves as
+    engine.documents.lda.split_halves deals them (this script runs without engine); the
+    topics, the mixes inferred from the first halves and the second halves to `out`."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    import numpy as np
+    from gensim.corpora import Dictionary
+    from gensim.models import LdaModel, LdaMulticore
+
+    t0 = time.perf_counter()
+    docs = list(_Docs(corpus, s.get("ids", "auto")))
+    dictionary = Dictionary(docs)
+    dictionary.filter_extremes(no_below=s["no_below"], no_above=s["no_above"],
+                               keep_n=s["keep_n"] or None)
+    bows = [dictionary.doc2bow(d) for d in docs]
+    n, h = len(bows), s["held_out"]
+    held = set(np.linspace(0, n - 1, h).round().astype(int).tolist()) \
+        if h > 0 and n >= 2 * h else set()
+    train = [b for i, b in enumerate(bows) if i not in held]
+    t1 = time.perf_counter()
+    kw = {"num_topics": s["num_topics"], "id2word": dictionary, "chunksize": s["chunksize"],
+          "passes": s["passes"], "alpha": s["alpha"], "eta": s["eta"], "decay": s["decay"],
+          "offset": s["offset"], "iterations": s["iterations"],
+          "gamma_threshold": s["gamma_threshold"], "random_state": s["seed"],
+          "eval_every": None, "dtype": np.dtype(s["dtype"])}
+    if kind == "multicore":
+        model = LdaMulticore(train, workers=workers, batch=s["update_every"] == 0, **kw)
+    else:
+        model = LdaModel(train, update_every=s["update_every"],
+                         distributed=kind == "distributed", **kw)
+    t2 = time.perf_counter()
+    first, (data, indices, indptr) = _halves([bows[i] for i in sorted(held)])
+    theta = np.zeros((0, s["num_topics"]))
+    if first:
+        gamma, _ = model.inference(first)
+        theta = gamma / gamma.sum(axis=1, keepdims=True)
+    np.savez(out, topics=model.get_topics().astype(np.float64), theta=theta,
+             data=np.array(data), indices=np.array(indices, np.int32),
+             indptr=np.array(indptr, np.int64))
+    return t1 - t0, t2 - t1, len(dictionary), n, len(held)
+
+
 def main(argv):
     tool, corpus, settings, threads, out = argv[1:6]
     s = json.loads(settings)
@@ -150,6 +217,15 @@ def main(argv):
                                                        tool == "gensim-lsi-distributed")
         print(json.dumps({"tool": tool, "threads": threads, "prepare_seconds": prep_s,
                           "training_seconds": train_s, "terms": terms, "accuracy": accuracy,
+                          "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                          / 1024, "pid": os.getpid()}))
+        return
+    elif tool in ("gensim-lda", "gensim-lda-multicore", "gensim-lda-distributed"):
+        kind = tool[len("gensim-lda-"):] if tool != "gensim-lda" else "serial"
+        prep_s, train_s, terms, n_docs, held = _gensim_lda(corpus, s, threads, out, kind)
+        print(json.dumps({"tool": tool, "threads": threads, "prepare_seconds": prep_s,
+                          "training_seconds": train_s, "terms": terms, "documents": n_docs,
+                          "held_out": held,
                           "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                           / 1024, "pid": os.getpid()}))
         return

@@ -1,5 +1,6 @@
 """`engine report OUT_DIR [--compare OTHER_DIR ...] [--out DIR]`: pictures of how runs
-trained (loss, speed, memory, evaluation per epoch) and one offline report.html with them,
+trained (loss, speed, memory, evaluation per epoch; an [lda] job's held-out perplexity per
+pass) and one offline report.html with them,
 the settings and the final figures of every run, all read from the runs' report.json.
 
 Reports written by older engines lack the per-epoch "curve" or the "timeline": the plots
@@ -224,6 +225,7 @@ def png_bytes(fig) -> bytes:
 # How each kind of series is drawn, and what the legend says about it.
 STYLES = {
     "epoch": ({"linestyle": "-", "marker": "o", "markersize": 4}, "dots: one per epoch"),
+    "pass": ({"linestyle": "-", "marker": "o", "markersize": 4}, "dots: one per pass"),
     "steps": ({"drawstyle": "steps-pre", "marker": "s", "markersize": 4,
                "markevery": slice(1, None)}, "squares: each epoch's average"),
     "peak": ({"linestyle": "--", "marker": "o", "markersize": 4},
@@ -343,6 +345,25 @@ def plot_memory(runs: list[Run]):
                       "Memory over time", yfmt=lambda v: f"{v:,.0f}")
 
 
+def _per_pass(key: str):
+    """traces(run): an [lda] job's `key` after each pass (report.json "passes")."""
+    def traces(run: Run) -> list:
+        rows = [r for r in run.report.get("passes") or [] if isinstance(r, dict)
+                and _is_number(r.get("pass")) and _is_number(r.get(key))]
+        return [("pass", [r["pass"] for r in rows], [r[key] for r in rows])] if rows else []
+    return traces
+
+
+def plot_lda_passes(runs: list[Run]):
+    fig = _one_panel(runs, _per_pass("held_out_perplexity"), "pass",
+                     "held-out perplexity (document completion)",
+                     "LDA: held-out perplexity per pass (lower is better)",
+                     yfmt=lambda v: f"{v:,.0f}")
+    if fig is not None:
+        _epoch_axis(fig.axes[0])
+    return fig
+
+
 def plot_evaluation(runs: list[Run]):
     """Analogy accuracy and word-pair Spearman per epoch: a panel for each that has data."""
     panels = [(key, title, ylabel) for key, title, ylabel in (
@@ -369,7 +390,9 @@ PLOTS = (  # file, drawing, what it needs (when no run has it), caption on the p
      "Training speed (words/s) over time"),
     ("memory.png", plot_memory, "sampled or per-epoch memory", "Memory over time"),
     ("evaluation.png", plot_evaluation, "per-epoch analogy or similarity scores",
-     "Evaluation per epoch"))
+     "Evaluation per epoch"),
+    ("lda_passes.png", plot_lda_passes, "an [lda] job's per-pass held-out perplexity",
+     "LDA: held-out perplexity per pass"))
 
 
 # ---------------------------------------------------------------- the page
@@ -391,6 +414,19 @@ def _fmt(v, spec: str = "") -> str:
 def final_figures(run: Run) -> dict:
     """Row name -> cell text for the final figures of a run."""
     r = run.report
+    if r.get("model") == "lda":
+        last = (r.get("passes") or [{}])[-1]
+        seconds = r.get("seconds") if isinstance(r.get("seconds"), dict) else {}
+        return {"documents": _fmt(r.get("documents"), ",.0f"),
+                "held out": _fmt(r.get("held_out"), ",.0f"),
+                "terms": _fmt(r.get("terms"), ",.0f"), "topics": _fmt(r.get("topics")),
+                "passes": _fmt(len(r.get("passes") or [])),
+                "threads": _fmt(r.get("workers")),
+                "training seconds": _fmt(seconds.get("train"), ",.1f"),
+                "documents/s": _fmt(r.get("documents_per_second"), ",.0f"),
+                "held-out perplexity": _fmt(last.get("held_out_perplexity"), ",.1f"),
+                "u_mass coherence": _fmt(r.get("coherence_u_mass"), ".4f"),
+                "peak memory MB": _fmt(r.get("peak_memory_mb"), ",.0f")}
     rows = {
         "corpus": _fmt(r.get("corpus")),
         "corpus words": _fmt(r.get("corpus_words"), ",.0f"),
@@ -464,6 +500,10 @@ def missing_data_notes(runs: list[Run]) -> list[str]:
     """What each run's report.json lacks for the plots (written by an older engine)."""
     notes = []
     for run in runs:
+        if run.report.get("model") == "lda":      # its curve is "passes"
+            if not _per_pass("held_out_perplexity")(run):
+                notes.append(f"{run.label}: no held-out perplexity per pass (held_out = 0?)")
+            continue
         if not run.curve and not run.timeline:
             notes.append(f'{run.label}: report.json has no "curve" and no "timeline" (an older '
                          f'engine?): only its final figures are shown')

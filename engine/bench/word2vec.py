@@ -203,10 +203,18 @@ def run_bench(args) -> int:
     runs: dict[tuple, list[dict]] = {}
     if args.repeat < 1:
         raise ConfigError(f"--repeat {args.repeat}: expected an integer >= 1")
-    if args.share_nothing and job.lsi is not None:
+    if args.share_nothing and (job.lsi is not None or job.lda is not None):
         raise ConfigError("--share-nothing: word2vec jobs only (an [lsi] job's bench times "
                           "its own splits of processes and BLAS threads)")
     keep = args.keep or tempfile.mkdtemp(prefix="engine-bench-")
+    if job.lda is not None:                    # topics: engine.bench.lda
+        from .lda import run_lda_bench
+
+        try:
+            return run_lda_bench(args, job, keep, cores)
+        finally:
+            if not args.keep:
+                shutil.rmtree(keep, ignore_errors=True)
     if job.lsi is not None:                    # document vectors: engine.bench.lsi
         from .lsi import run_lsi_bench
 

@@ -146,9 +146,19 @@ def _as_chunks(corpus, chunksize: int, num_terms: int, dtype) -> Iterable[
     """The corpus as CSR chunks of at most `chunksize` documents: a scipy sparse matrix
     (documents x terms) or the parts of a CsrCorpus are sliced, anything else read as
     gensim bag-of-words documents."""
-    if isinstance(corpus, CsrCorpus):
+    if isinstance(corpus, CsrCorpus):           # parts of any size, into chunks of chunksize
+        held, rows = [], 0
         for part in corpus.parts():
-            yield from _as_chunks(part, chunksize, num_terms, dtype)
+            held.append(part)
+            rows += part.shape[0]
+            if rows >= chunksize:
+                m = scipy.sparse.vstack(held, format="csr")
+                whole = (rows // chunksize) * chunksize
+                yield from _as_chunks(m[:whole], chunksize, num_terms, dtype)
+                held, rows = ([m[whole:]] if whole < rows else []), rows - whole
+        if rows:
+            yield from _as_chunks(scipy.sparse.vstack(held, format="csr"), chunksize,
+                                  num_terms, dtype)
         return
     if scipy.sparse.issparse(corpus):
         m = scipy.sparse.csr_matrix(corpus)
@@ -318,6 +328,7 @@ class LdaModel:
         """exp(E[log beta]) from lambda (topics x terms), and kept terms x topics for the
         E-step's row reads; computed in slices of topics on the E-step's threads."""
         k, v = self.num_topics, self.num_terms
+        self._topics_cache = None
         self.expElogbeta = np.empty((k, v), self.dtype)
         self._eb_t = np.empty((v, k), self.dtype)
         if current_Elogbeta is None:
@@ -355,8 +366,14 @@ class LdaModel:
 
     def get_topics(self) -> np.ndarray:
         """topics x terms: each topic's word probabilities."""
-        lam = self.state.get_lambda()
-        return (lam / lam.sum(axis=1, keepdims=True)).astype(self.dtype)
+        return self._topics().copy()
+
+    def _topics(self) -> np.ndarray:
+        """get_topics, computed once per state (sync_state forgets it)."""
+        if self._topics_cache is None:
+            lam = self.state.get_lambda()
+            self._topics_cache = (lam / lam.sum(axis=1, keepdims=True)).astype(self.dtype)
+        return self._topics_cache
 
     # ---- the E-step -----------------------------------------------------------------------
 
@@ -569,7 +586,7 @@ class LdaModel:
     # ---- topics and documents -------------------------------------------------------------
 
     def get_topic_terms(self, topicid: int, topn: int = 10) -> list[tuple[int, float]]:
-        topic = self.get_topics()[topicid]
+        topic = self._topics()[topicid]
         best = np.argsort(-topic, kind="stable")[:topn]
         return [(int(i), topic[i]) for i in best]        # numpy scalars, as gensim's
 
@@ -611,7 +628,7 @@ class LdaModel:
                                   else minimum_probability, 1e-8)
         if isinstance(word_id, str):
             word_id = self.id2word.token2id[word_id]
-        col = self.get_topics()[:, int(word_id)]
+        col = self._topics()[:, int(word_id)]
         return [(k, p) for k, p in enumerate(col) if p >= minimum_probability]
 
     def get_document_topics(self, bow, minimum_probability: float | None = None,
@@ -659,7 +676,9 @@ class LdaModel:
                                        "computes 'u_mass' (from a corpus)")
         if corpus is None:
             raise InvalidArgumentError("top_topics: u_mass needs the corpus")
-        tops = [[i for i, _ in self.get_topic_terms(k, topn)] for k in range(self.num_topics)]
+        topics = self._topics()
+        best = np.argsort(-topics, axis=1, kind="stable")[:, :topn]
+        tops = [row.tolist() for row in best]
         words = sorted({i for t in tops for i in t})
         col = {w: j for j, w in enumerate(words)}
         pres = []
@@ -676,7 +695,7 @@ class LdaModel:
                     if d_b > 0:
                         s += np.log((co[col[t[a]], col[t[b]]] + 1.0) / d_b)
                     n += 1
-            topic = [(p, self._word(i)) for i, p in self.get_topic_terms(k, topn)]
+            topic = [(topics[k, i], self._word(i)) for i in t]
             out.append((topic, s / max(n, 1)))
         return sorted(out, key=lambda x: -x[1])
 

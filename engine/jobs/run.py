@@ -84,7 +84,7 @@ def run_lda(job: JobConfig) -> dict:
                     workers=s.workers, processes=s.processes, dtype=s.dtype, ids=s.ids,
                     encoding_errors=job.corpus.encoding_errors, held_out=s.held_out,
                     topic_words=s.topic_words, coherence_words=s.coherence_words,
-                    seed=job.model.seed)
+                    seed=s.seed)
     return run_lda_job(cfg)
 
 

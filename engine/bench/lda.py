@@ -1,0 +1,164 @@
+"""`engine bench` on an [lda] job: the LDA job once per thread count, with gensim's
+LdaModel, LdaMulticore (at each count) and distributed LDA (its own Pyro4 dispatcher and
+workers on loopback) on the same documents and settings, in interleaved rounds.
+
+Every run is its own process (`engine run`, or peers_runner.py under the peer's Python).
+The figure compared is the training time (engine's train phase; gensim's model
+constructor) and documents per second, beside each tool's whole job; quality is one
+estimator for all (held-out document completion on the same held-out documents:
+engine.documents.lda.completion_perplexity on the halves each tool's dictionary gives,
+which are the same terms).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import scipy.sparse
+
+from ..errors import ConfigError, EngineError
+from .common import RUNNER, parse_threads, peer_available, run_job_process
+from .lsi import GensimCluster
+
+LDA_PEERS = {"gensim": "gensim-lda", "gensim-multicore": "gensim-lda-multicore",
+             "gensim-distributed": "gensim-lda-distributed"}
+
+
+def run_lda_engine(job: dict, out: str, workers: int) -> dict:
+    """One `engine run` of the LDA job in a fresh process; its row from report.json."""
+    os.makedirs(out, exist_ok=True)
+    job = copy.deepcopy(job)
+    job["output"] = dict(job.get("output", {}), dir=os.path.join(out, "out"))
+    job["lda"]["workers"] = workers
+    rep = run_job_process(job, out, f"engine run of the LDA job in {out}")
+    last = rep["passes"][-1] if rep["passes"] else {}
+    return {"tool": "engine", "split": f"{rep['workers']} thread(s)",
+            "train_seconds": rep["seconds"]["train"], "job_seconds": rep["seconds"]["total"],
+            "peak_mb": rep["peak_memory_mb"], "documents": rep["documents"],
+            "held_out": rep["held_out"], "terms": rep["terms"],
+            "perplexity": last.get("held_out_perplexity")}
+
+
+def run_lda_peer(python: str, peer: str, corpus: str, settings: dict, workers: int,
+                 folder: str) -> dict:
+    """One peer run; its topics and held-out mixes scored here, as engine's are."""
+    from ..documents.lda import completion_perplexity
+
+    os.makedirs(folder, exist_ok=True)
+    out = os.path.join(folder, "peer.npz")
+    env, cmd, cluster = dict(os.environ), [python, RUNNER], None
+    try:
+        if peer == "gensim-distributed":
+            cluster = GensimCluster(python, workers, kind="lda")
+            env, cmd = cluster.env, cluster.command(RUNNER)
+        proc = subprocess.run(cmd + [LDA_PEERS[peer], corpus, json.dumps(settings),
+                                     str(workers or 1), out], capture_output=True, text=True,
+                              env=env)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    if proc.returncode != 0:
+        raise EngineError(f"peer {peer} failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    perplexity = None
+    with np.load(out) as z:
+        if z["theta"].shape[0]:
+            second = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]),
+                                             shape=(z["theta"].shape[0], r["terms"]))
+            perplexity = completion_perplexity(z["topics"], z["theta"], second)
+    name = peer if peer == "gensim" else f"{peer}, {workers} worker(s)"
+    return {"tool": name, "split": "-" if peer == "gensim" else f"{workers} worker(s)",
+            "train_seconds": r["training_seconds"],
+            "job_seconds": r["prepare_seconds"] + r["training_seconds"],
+            "peak_mb": r["max_rss_mb"], "documents": r["documents"], "terms": r["terms"],
+            "held_out": r["held_out"], "perplexity": perplexity}
+
+
+def summary(runs: list[dict]) -> dict:
+    """A row from its runs: the median run, with every run's training time and the worst."""
+    ordered = sorted(runs, key=lambda r: r["train_seconds"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    times = [r["train_seconds"] for r in runs]
+    row["runs_train_seconds"] = times
+    row["train_seconds"] = statistics.median(times)
+    row["worst_train_seconds"] = max(times)
+    return row
+
+
+def format_table(rows: list[dict], passes: int) -> str:
+    base = [r for r in rows if r["tool"] == "gensim"]
+    lines = ["| tool | split | training s (median) | worst | documents/s | vs gensim "
+             "LdaModel | job s | peak MB | held-out perplexity | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vs = f"{base[0]['train_seconds'] / r['train_seconds']:.2f}x" if base else "-"
+        trained = (r["documents"] - r["held_out"]) * passes
+        ppl = "" if r.get("perplexity") is None else f"{r['perplexity']:.1f}"
+        lines.append(f"| {r['tool']} | {r['split']} | {r['train_seconds']:.2f} | "
+                     f"{r['worst_train_seconds']:.2f} | {trained / r['train_seconds']:,.0f} | "
+                     f"{vs} | {r['job_seconds']:.1f} | {r['peak_mb']:.0f} | {ppl} | "
+                     f"{len(r['runs_train_seconds'])} |")
+    return "\n".join(lines)
+
+
+def run_lda_bench(args, job, keep: str, cores: int) -> int:
+    counts = parse_threads(args.threads)
+    if not job.corpus.path:
+        raise ConfigError("[corpus] path: an [lda] bench needs a documents corpus")
+    if args.nodes:
+        raise ConfigError("--nodes: an [lda] job trains on one machine for now")
+    lda = dataclasses.asdict(job.lda)
+    base = {"corpus": dataclasses.asdict(job.corpus), "lda": lda}
+    python = args.peer_python or sys.executable
+    notes: list[str] = []
+    peers = []
+    for peer in (x.strip() for x in args.peers.split(",") if x.strip()):
+        why = "" if peer in LDA_PEERS else \
+            f"unknown LDA peer {peer!r} (known: {', '.join(LDA_PEERS)})"
+        why = why or peer_available(python, "gensim")
+        if why:
+            notes.append(f"peer {peer} skipped: {why}")
+            print(notes[-1], flush=True)
+        else:
+            peers.append(peer)
+    peer_settings = dict(lda, keep_n=lda["keep_n"] or None)
+    runs: dict[tuple, list[dict]] = {}
+    for rnd in range(args.repeat):
+        tag = f"-r{rnd + 1}"
+        for n in counts:
+            row = run_lda_engine(base, os.path.join(keep, f"lda-{n}{tag}"), n)
+            runs.setdefault((row["tool"], n), []).append(row)
+            print(f"engine, {n} thread(s): training {row['train_seconds']:.2f} s, job "
+                  f"{row['job_seconds']:.1f} s, held-out perplexity {row['perplexity']}",
+                  flush=True)
+        for peer in peers:
+            sizes = [0] if peer == "gensim" else counts
+            for n in sizes:
+                if peer == "gensim-distributed" and n < 1:
+                    continue
+                row = run_lda_peer(python, peer, job.corpus.path, peer_settings, n,
+                                   os.path.join(keep, f"{peer}-{n}{tag}"))
+                runs.setdefault((row["tool"], n), []).append(row)
+                print(f"{row['tool']}: training {row['train_seconds']:.2f} s, job "
+                      f"{row['job_seconds']:.1f} s, held-out perplexity "
+                      f"{row['perplexity']}", flush=True)
+    rows = [summary(r) for r in runs.values()]
+    rows.sort(key=lambda r: (not r["tool"].startswith("gensim"), r["tool"]))
+    print()
+    print(f"corpus: {job.corpus.path}; {cores} CPU(s); {lda['num_topics']} topics, "
+          f"{lda['passes']} pass(es), chunksize {lda['chunksize']}, {args.repeat} "
+          f"interleaved round(s)")
+    print(format_table(rows, lda["passes"]))
+    for line in notes:
+        print(line)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rows": rows, "notes": notes, "cores": cores, "lda": lda,
+                       "repeat": args.repeat}, fh, indent=2)
+    return 0
