@@ -393,14 +393,16 @@ def test_a_node_whose_training_process_hangs_is_dropped(tmp_path, workers):
 
 @pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
 def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
-    """The job lists a third node that is not up yet; it starts once training is under way
-    and joins (with merging at the nodes, it first syncs the current weights from the shards'
-    owners)."""
+    """The job lists a third node that is not up yet; it starts once the job has opened the
+    other two (as early as can be: on a loaded machine a worker takes seconds to start, and
+    one that starts late in the job may find no task left) and joins (with merging at the
+    nodes, it first syncs the current weights from the shards' owners)."""
     ws = workers(2)
     with socket_port() as port:
         pass
     late_address = f"127.0.0.1:{port}"
-    epochs = 160
+    epochs = 400                # ~8 s of training: a worker started on a loaded machine can
+                                # take several seconds before it answers
     topics, state, stream = _job(tmp_path, epochs=epochs)
     cluster = ClusterConfig(nodes=[w.address for w in ws] + [late_address], round_words=4000,
                             round_seconds=1, rejoin_seconds=0.3, merge_at=merge_at,
@@ -408,7 +410,7 @@ def test_a_worker_started_during_the_job_joins_it(tmp_path, workers, merge_at):
     late = []
 
     def tick():
-        if not late and sum(n.words for n in engine.nodes.values()) > 0:
+        if not late and engine.nodes:
             late.extend(workers(1, extra=("--port", str(port))))
 
     from engine.cluster import ClusterEngine, read_key

@@ -323,15 +323,17 @@ def test_the_peer_runner_deals_halves_as_engine_does():
 def test_bench_on_an_lda_job(tmp_path):
     import json
     import subprocess
-    import sys
+
+    from engine.runtime.procs import engine_command
 
     _write_docs(tmp_path / "docs.tsv", planted(400, seed=4))
     job = tmp_path / "lda.toml"
     job.write_text(f'[corpus]\npath = "{tmp_path / "docs.tsv"}"\n[lda]\nnum_topics = {K}\n'
                    f'held_out = 50\nno_below = 1\nno_above = 1.0\nchunksize = 100\n')
-    r = subprocess.run([sys.executable, "-m", "engine", "bench", str(job), "--threads", "1..2",
-                        "--peers", "nosuch", "--json", str(tmp_path / "b.json")],
-                       capture_output=True, text=True)
+    cmd, env = engine_command()                  # the installed engine, as a user runs it
+    r = subprocess.run(cmd + ["bench", str(job), "--threads", "1..2", "--peers", "nosuch",
+                              "--json", str(tmp_path / "b.json")],
+                       capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert [row["split"] for row in data["rows"]] == ["1 thread(s)", "2 thread(s)"]

@@ -97,11 +97,12 @@ def format_table(rows: list[dict], passes: int) -> str:
              "LdaModel | job s | peak MB | held-out perplexity | runs |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        vs = f"{base[0]['train_seconds'] / r['train_seconds']:.2f}x" if base else "-"
+        secs = max(r["train_seconds"], 1e-3)              # a tiny job rounds to 0
+        vs = f"{base[0]['train_seconds'] / secs:.2f}x" if base else "-"
         trained = (r["documents"] - r["held_out"]) * passes
         ppl = "" if r.get("perplexity") is None else f"{r['perplexity']:.1f}"
         lines.append(f"| {r['tool']} | {r['split']} | {r['train_seconds']:.2f} | "
-                     f"{r['worst_train_seconds']:.2f} | {trained / r['train_seconds']:,.0f} | "
+                     f"{r['worst_train_seconds']:.2f} | {trained / secs:,.0f} | "
                      f"{vs} | {r['job_seconds']:.1f} | {r['peak_mb']:.0f} | {ppl} | "
                      f"{len(r['runs_train_seconds'])} |")
     return "\n".join(lines)

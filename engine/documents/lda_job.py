@@ -202,7 +202,7 @@ def run_lda_job(cfg: LdaConfig) -> dict:
                                               / max(train_s, 1e-9), 1),
                 "seconds": {"count": round(stats.seconds["count"], 2),
                             "bag_of_words": round(stats.seconds["tfidf"], 2),
-                            "train": round(train_s, 2),
+                            "train": round(train_s, 3),
                             "evaluation": round(evaluating[0], 2), "doc_topics": round(doc_s, 2),
                             "total": round(time.perf_counter() - start, 2)}})
             phases["outputs"] = peak.new_phase()
