@@ -339,3 +339,44 @@ def test_bench_on_an_lda_job(tmp_path):
     assert [row["split"] for row in data["rows"]] == ["1 thread(s)", "2 thread(s)"]
     assert all(row["train_seconds"] > 0 and row["perplexity"] < V for row in data["rows"])
     assert "unknown LDA peer 'nosuch'" in r.stdout and "| engine | 2 thread(s) |" in r.stdout
+
+
+def test_inference_matches_gensims_on_fixed_topics():
+    """The same topics (lambda) and the same starting gamma (one seed, drawn the same
+    way): engine's inference ends where gensim's LdaModel.inference ends, and so does the
+    numpy twin."""
+    gensim_models = pytest.importorskip("gensim.models")
+    rng = np.random.default_rng(8)
+    k, v = 5, 60
+    id2word = {i: f"t{i}" for i in range(v)}
+    sstats = rng.gamma(0.5, 20.0, (k, v))
+    docs = [[(int(i), int(c)) for i, c in zip(rng.choice(v, 12, replace=False),
+                                              rng.integers(1, 5, 12))] for _ in range(30)]
+    theirs = gensim_models.LdaModel(id2word=id2word, num_topics=k, dtype=np.float64,
+                                    random_state=3)
+    ours = LdaModel(None, num_topics=k, id2word=id2word, dtype=np.float64, random_state=3,
+                    workers=1)
+    for m in (theirs, ours):
+        m.state.sstats[...] = sstats
+        m.sync_state()
+    g_theirs, s_theirs = theirs.inference(docs, collect_sstats=True)
+    g_ours, s_ours = ours.inference(docs, collect_sstats=True)
+    assert np.allclose(g_ours, g_theirs, rtol=1e-6, atol=1e-9)
+    assert np.allclose(s_ours, s_theirs, rtol=1e-6, atol=1e-9)
+    # the twin, from the same start
+    m = scipy.sparse.csr_matrix(ours._chunk_csr(docs))
+    start = np.random.RandomState(3)
+    start.gamma(100.0, 0.01, (k, v))                 # the draw that made the topics
+    gamma = start.gamma(100.0, 0.01, (len(docs), k))
+    estep_numpy(m.indptr, m.indices, m.data, ours._eb_t, ours.alpha, gamma,
+                np.zeros((0, 0)), ours.iterations, ours.gamma_threshold,
+                float(np.finfo(np.float64).eps))
+    assert np.allclose(gamma, g_theirs, rtol=1e-6, atol=1e-9)
+
+
+def test_one_thread_and_a_seed_give_the_same_model_every_run(corpus):
+    kw = {"num_topics": K, "id2word": {i: str(i) for i in range(V)}, "chunksize": 300,
+          "random_state": 11, "eval_every": 0, "workers": 1, "alpha": "auto"}
+    a, b = LdaModel(corpus, **kw), LdaModel(corpus, **kw)
+    assert np.array_equal(a.state.sstats, b.state.sstats)
+    assert np.array_equal(a.alpha, b.alpha)

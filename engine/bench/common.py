@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 
 from ..text.corpus import CorpusSource, open_binary
@@ -138,4 +139,47 @@ class LocalWorkers:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+
+
+def choose_peers(names: str, known: dict, what: str, python: str) -> tuple[list[str], list[str]]:
+    """The peers of a documents bench (`--peers a,b`) that can run: (peers, notes), a
+    note printed for each one skipped (unknown, or gensim missing under `python`)."""
+    peers, notes = [], []
+    for peer in (x.strip() for x in names.split(",") if x.strip()):
+        why = "" if peer in known else \
+            f"unknown {what} peer {peer!r} (known: {', '.join(known)})"
+        why = why or peer_available(python, "gensim")
+        if why:
+            notes.append(f"peer {peer} skipped: {why}")
+            print(notes[-1], flush=True)
+        else:
+            peers.append(peer)
+    return peers, notes
+
+
+def median_run(runs: list[dict], key: str) -> dict:
+    """A row from its runs: the median run by `key` (seconds), with every run's figure
+    (runs_KEY) and the worst (worst_KEY)."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    times = [r[key] for r in runs]
+    row[f"runs_{key}"] = times
+    row[key] = statistics.median(times)
+    row[f"worst_{key}"] = max(times)
+    return row
+
+
+def print_rows(header: str, table: str, notes: list[str], json_path: str | None,
+               saved: dict) -> int:
+    """A documents bench's end: its header, table and notes printed; `saved` (with the
+    notes) written to --json when asked."""
+    print()
+    print(header)
+    print(table)
+    for line in notes:
+        print(line)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(dict(saved, notes=notes), fh, indent=2)
+    return 0
 

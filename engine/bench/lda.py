@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
-import statistics
-import subprocess
 import sys
 
 import numpy as np
 import scipy.sparse
 
-from ..errors import ConfigError, EngineError
-from .common import RUNNER, parse_threads, peer_available, run_job_process
-from .lsi import GensimCluster
+from ..errors import ConfigError
+from .common import (choose_peers, median_run, parse_threads, print_rows,
+                     run_job_process)
+from .lsi import run_peer
 
 LDA_PEERS = {"gensim": "gensim-lda", "gensim-multicore": "gensim-lda-multicore",
              "gensim-distributed": "gensim-lda-distributed"}
@@ -52,20 +50,8 @@ def run_lda_peer(python: str, peer: str, corpus: str, settings: dict, workers: i
 
     os.makedirs(folder, exist_ok=True)
     out = os.path.join(folder, "peer.npz")
-    env, cmd, cluster = dict(os.environ), [python, RUNNER], None
-    try:
-        if peer == "gensim-distributed":
-            cluster = GensimCluster(python, workers, kind="lda")
-            env, cmd = cluster.env, cluster.command(RUNNER)
-        proc = subprocess.run(cmd + [LDA_PEERS[peer], corpus, json.dumps(settings),
-                                     str(workers or 1), out], capture_output=True, text=True,
-                              env=env)
-    finally:
-        if cluster is not None:
-            cluster.close()
-    if proc.returncode != 0:
-        raise EngineError(f"peer {peer} failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = run_peer(python, peer, LDA_PEERS[peer], corpus, settings, workers, out,
+                 "lda" if peer == "gensim-distributed" else None)
     perplexity = None
     with np.load(out) as z:
         if z["theta"].shape[0]:
@@ -78,17 +64,6 @@ def run_lda_peer(python: str, peer: str, corpus: str, settings: dict, workers: i
             "job_seconds": r["prepare_seconds"] + r["training_seconds"],
             "peak_mb": r["max_rss_mb"], "documents": r["documents"], "terms": r["terms"],
             "held_out": r["held_out"], "perplexity": perplexity}
-
-
-def summary(runs: list[dict]) -> dict:
-    """A row from its runs: the median run, with every run's training time and the worst."""
-    ordered = sorted(runs, key=lambda r: r["train_seconds"])
-    row = dict(ordered[(len(ordered) - 1) // 2])
-    times = [r["train_seconds"] for r in runs]
-    row["runs_train_seconds"] = times
-    row["train_seconds"] = statistics.median(times)
-    row["worst_train_seconds"] = max(times)
-    return row
 
 
 def format_table(rows: list[dict], passes: int) -> str:
@@ -117,17 +92,7 @@ def run_lda_bench(args, job, keep: str, cores: int) -> int:
     lda = dataclasses.asdict(job.lda)
     base = {"corpus": dataclasses.asdict(job.corpus), "lda": lda}
     python = args.peer_python or sys.executable
-    notes: list[str] = []
-    peers = []
-    for peer in (x.strip() for x in args.peers.split(",") if x.strip()):
-        why = "" if peer in LDA_PEERS else \
-            f"unknown LDA peer {peer!r} (known: {', '.join(LDA_PEERS)})"
-        why = why or peer_available(python, "gensim")
-        if why:
-            notes.append(f"peer {peer} skipped: {why}")
-            print(notes[-1], flush=True)
-        else:
-            peers.append(peer)
+    peers, notes = choose_peers(args.peers, LDA_PEERS, "LDA", python)
     peer_settings = dict(lda, keep_n=lda["keep_n"] or None)
     runs: dict[tuple, list[dict]] = {}
     for rnd in range(args.repeat):
@@ -149,17 +114,10 @@ def run_lda_bench(args, job, keep: str, cores: int) -> int:
                 print(f"{row['tool']}: training {row['train_seconds']:.2f} s, job "
                       f"{row['job_seconds']:.1f} s, held-out perplexity "
                       f"{row['perplexity']}", flush=True)
-    rows = [summary(r) for r in runs.values()]
+    rows = [median_run(r, "train_seconds") for r in runs.values()]
     rows.sort(key=lambda r: (not r["tool"].startswith("gensim"), r["tool"]))
-    print()
-    print(f"corpus: {job.corpus.path}; {cores} CPU(s); {lda['num_topics']} topics, "
-          f"{lda['passes']} pass(es), chunksize {lda['chunksize']}, {args.repeat} "
-          f"interleaved round(s)")
-    print(format_table(rows, lda["passes"]))
-    for line in notes:
-        print(line)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "notes": notes, "cores": cores, "lda": lda,
-                       "repeat": args.repeat}, fh, indent=2)
-    return 0
+    return print_rows(
+        f"corpus: {job.corpus.path}; {cores} CPU(s); {lda['num_topics']} topics, "
+        f"{lda['passes']} pass(es), chunksize {lda['chunksize']}, {args.repeat} "
+        f"interleaved round(s)", format_table(rows, lda["passes"]), notes, args.json,
+        {"rows": rows, "cores": cores, "lda": lda, "repeat": args.repeat})

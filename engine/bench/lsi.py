@@ -16,12 +16,12 @@ import os
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 
-from .common import KEYED, RUNNER, LocalWorkers, parse_threads, peer_available, run_job_process
+from .common import (KEYED, RUNNER, LocalWorkers, choose_peers, median_run, parse_threads,
+                     print_rows, run_job_process)
 from ..errors import ConfigError, EngineError
 
 LSI_PEERS = {"gensim": "gensim-lsi", "gensim-distributed": "gensim-lsi-distributed"}
@@ -139,44 +139,39 @@ class GensimCluster:
         self.procs = []
 
 
-def run_lsi_peer(python: str, peer: str, corpus: str, settings: dict, workers: int = 0
-                 ) -> dict:
-    env = dict(os.environ)
-    cluster = None
-    cmd = [python, RUNNER]
+def run_peer(python: str, peer: str, tool: str, corpus: str, settings: dict, workers: int,
+             out: str, cluster_kind: str | None) -> dict:
+    """peers_runner.py's `tool` under the peer's Python (with `cluster_kind`, "lsi" or
+    "lda", over gensim's own dispatcher and `workers` workers started for it); its JSON
+    line."""
+    env, cmd, cluster = dict(os.environ), [python, RUNNER], None
     try:
-        if peer == "gensim-distributed":
-            cluster = GensimCluster(python, workers)
+        if cluster_kind:
+            cluster = GensimCluster(python, workers, kind=cluster_kind)
             env, cmd = cluster.env, cluster.command(RUNNER)
-            print(f"gensim's distributed LSI: {workers} worker(s), a name server and a "
-                  f"dispatcher on 127.0.0.1, pickle on the wire (gensim needs it; engine's "
-                  f"processes never decode it) under a random HMAC key made for this run",
-                  flush=True)
-        proc = subprocess.run(cmd + [LSI_PEERS[peer], corpus, json.dumps(settings),
-                                     str(workers or 1), os.devnull], capture_output=True,
-                              text=True, env=env)
+            print(f"gensim's distributed {cluster_kind.upper()}: {workers} worker(s), a name "
+                  f"server and a dispatcher on 127.0.0.1, pickle on the wire (gensim needs "
+                  f"it; engine's processes never decode it) under a random HMAC key made for "
+                  f"this run", flush=True)
+        proc = subprocess.run(cmd + [tool, corpus, json.dumps(settings), str(workers or 1),
+                                     out], capture_output=True, text=True, env=env)
     finally:
         if cluster is not None:
             cluster.close()
     if proc.returncode != 0:
         raise EngineError(f"peer {peer} failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_lsi_peer(python: str, peer: str, corpus: str, settings: dict, workers: int = 0
+                 ) -> dict:
+    r = run_peer(python, peer, LSI_PEERS[peer], corpus, settings, workers, os.devnull,
+                 "lsi" if peer == "gensim-distributed" else None)
     return {"tool": peer if not workers else f"{peer}, {workers} workers",
             "split": "BLAS" if not workers else f"{workers} workers",
             "svd_seconds": r["training_seconds"],
             "job_seconds": r["prepare_seconds"] + r["training_seconds"],
             "peak_mb": r["max_rss_mb"], "accuracy": r["accuracy"], "terms": r["terms"]}
-
-
-def summary(runs: list[dict]) -> dict:
-    """A row from its runs: the median run, with every run's SVD time and the worst."""
-    ordered = sorted(runs, key=lambda r: r["svd_seconds"])
-    row = dict(ordered[(len(ordered) - 1) // 2])
-    times = [r["svd_seconds"] for r in runs]
-    row["runs_svd_seconds"] = times
-    row["svd_seconds"] = statistics.median(times)
-    row["worst_svd_seconds"] = max(times)
-    return row
 
 
 def format_table(rows: list[dict]) -> str:
@@ -207,17 +202,7 @@ def run_lsi_bench(args, job, keep: str, cores: int) -> int:
     lsi = dataclasses.asdict(job.lsi)
     base = {"corpus": dataclasses.asdict(job.corpus), "lsi": lsi}
     python = args.peer_python or sys.executable
-    notes: list[str] = []
-    peers = []
-    for peer in (x.strip() for x in args.peers.split(",") if x.strip()):
-        why = "" if peer in LSI_PEERS else \
-            f"unknown LSI peer {peer!r} (known: {', '.join(LSI_PEERS)})"
-        why = why or peer_available(python, "gensim")
-        if why:
-            notes.append(f"peer {peer} skipped: {why}")
-            print(notes[-1], flush=True)
-        else:
-            peers.append(peer)
+    peers, notes = choose_peers(args.peers, LSI_PEERS, "LSI", python)
     peer_settings = dict(lsi, triplets=lsi["triplets"] or "", keep_n=lsi["keep_n"] or None)
     runs: dict[tuple, list[dict]] = {}
     workers = LocalWorkers(max(node_counts), args.node_workers) if node_counts else None
@@ -246,16 +231,9 @@ def run_lsi_bench(args, job, keep: str, cores: int) -> int:
     finally:
         if workers is not None:
             workers.close()
-    rows = [summary(r) for r in runs.values()]
+    rows = [median_run(r, "svd_seconds") for r in runs.values()]
     rows.sort(key=lambda r: (not r["tool"].startswith("gensim"), r["tool"]))
-    print()
-    print(f"corpus: {job.corpus.path}; {cores} CPU(s); {lsi['num_topics']} topics, dtype "
-          f"{lsi['dtype']}, {args.repeat} interleaved round(s)")
-    print(format_table(rows))
-    for line in notes:
-        print(line)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "notes": notes, "cores": cores, "lsi": lsi,
-                       "repeat": args.repeat}, fh, indent=2)
-    return 0
+    return print_rows(
+        f"corpus: {job.corpus.path}; {cores} CPU(s); {lsi['num_topics']} topics, dtype "
+        f"{lsi['dtype']}, {args.repeat} interleaved round(s)", format_table(rows), notes,
+        args.json, {"rows": rows, "cores": cores, "lsi": lsi, "repeat": args.repeat})

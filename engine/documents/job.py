@@ -45,40 +45,35 @@ TEXT_BYTES_PER_PROCESS = 16 << 20     # below this much corpus (on disk) per ext
 
 
 @dataclass(frozen=True)
-class LsiConfig:
-    """An LSI job. processes / blas_threads 0 = chosen from the problem and the free cores
-    (logged, and in report.json); chunksize: documents per block and per SVD piece (memory
-    per thread grows with it, not with the corpus); keep_n None = no limit; triplets: an
-    optional anchor<TAB>positive<TAB>negative file to score the document vectors on."""
+class DocumentsJob:
+    """What every documents job (LSI, LDA) reads its corpus with: the text passes'
+    settings (processes 0 = chosen from the corpus and the free cores), the dictionary's
+    filters (keep_n None = no limit), blocks of `chunksize` documents, the output."""
     path: str
-    output: str = "lsi"
-    num_topics: int = 200
+    output: str = "out"
     no_below: int = 5
     no_above: float = 0.5
     keep_n: int | None = 100_000
     chunksize: int = 2_000
-    power_iters: int = 2
-    extra_samples: int = 100
-    method: str = "auto"
     processes: int = 0
-    blas_threads: int = 0
-    dtype: str = "float32"         # the same triplet accuracy as float64 for less time and
-                                   # memory (docs/benchmarks.md, "What was tried and rejected")
-    smartirs: str | None = None
+    dtype: str = "float32"
     ids: str = "auto"
     encoding_errors: str = "strict"
-    triplets: str | None = None
     topic_words: int = 10
     seed: int = 1
 
-    def validate(self) -> None:
-        """One ConfigError naming the first bad field."""
+    def validate_text(self) -> None:
+        """One ConfigError naming the first bad field of these settings."""
         if not self.path:
             raise ConfigError("path: no documents corpus given")
         if not self.output:
             raise ConfigError("output: no output folder given")
-        if self.no_below < 0:
-            raise ConfigError(f"no_below: {self.no_below}; must be 0 or more")
+        for name in ("no_below", "processes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: {getattr(self, name)}; must be 0 or more")
+        for name in ("chunksize", "topic_words"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: {getattr(self, name)}; must be at least 1")
         if not 0 <= self.no_above <= 1:
             raise ConfigError(f"no_above: {self.no_above}; must be a share in [0, 1]")
         if self.keep_n is not None and self.keep_n < 1:
@@ -88,8 +83,28 @@ class LsiConfig:
         if self.encoding_errors not in ("strict", "replace", "ignore"):
             raise ConfigError(f"encoding_errors: {self.encoding_errors!r} is not one of "
                               f"strict, replace, ignore")
-        if self.topic_words < 1:
-            raise ConfigError(f"topic_words: {self.topic_words}; must be at least 1")
+
+
+@dataclass(frozen=True)
+class LsiConfig(DocumentsJob):
+    """An LSI job. processes / blas_threads 0 = chosen from the problem and the free cores
+    (logged, and in report.json); chunksize: documents per block and per SVD piece (memory
+    per thread grows with it, not with the corpus); triplets: an optional
+    anchor<TAB>positive<TAB>negative file to score the document vectors on. dtype float32:
+    the same triplet accuracy as float64 for less time and memory (docs/benchmarks.md,
+    "What was tried and rejected")."""
+    output: str = "lsi"
+    num_topics: int = 200
+    power_iters: int = 2
+    extra_samples: int = 100
+    method: str = "auto"
+    blas_threads: int = 0
+    smartirs: str | None = None
+    triplets: str | None = None
+
+    def validate(self) -> None:
+        """One ConfigError naming the first bad field."""
+        self.validate_text()
         if self.smartirs is not None:
             try:
                 resolve_smartirs(self.smartirs)
@@ -105,7 +120,7 @@ class LsiConfig:
                            self.processes, self.blas_threads)
 
 
-def text_processes(cfg: LsiConfig, corpus_bytes: int, cores: int) -> tuple[int, str]:
+def text_processes(cfg: DocumentsJob, corpus_bytes: int, cores: int) -> tuple[int, str]:
     """Processes for the text passes (tokenizing holds the GIL, so only processes help):
     the configured number, else one per free core when the corpus is big enough to repay
     starting them (about a second each)."""
@@ -120,26 +135,38 @@ def text_processes(cfg: LsiConfig, corpus_bytes: int, cores: int) -> tuple[int, 
                f"core(s) free")
 
 
+def open_corpus(cfg: DocumentsJob) -> tuple[DocumentSource, int, int, str]:
+    """The job's corpus, the cores, and the processes for its text passes (and why)."""
+    source = DocumentSource(cfg.path, ids=cfg.ids, encoding_errors=cfg.encoding_errors,
+                            max_docs=cfg.chunksize)
+    corpus_bytes = sum(os.path.getsize(f) for f in source.files)
+    cores = cpu_count()
+    n_text, why_text = text_processes(cfg, corpus_bytes, cores)
+    log.info("text passes: %d process(es): %s", n_text, why_text)
+    return source, cores, n_text, why_text
+
+
+def text_passes(cfg: DocumentsJob, source: DocumentSource, cache: BlockCache, processes: int,
+                smartirs: str | None):
+    """Both text passes into `cache` (weighted by `smartirs`; "nnn": raw counts), on
+    `processes` processes: (dictionary, doc ids file, statistics)."""
+    with ProcessPool(processes, name="engine-docs") if processes > 1 else nullcontext() as pool:
+        return build_cache(source, cache, pool.map if pool is not None else local_map,
+                           cfg.no_below, cfg.no_above, cfg.keep_n, smartirs, cfg.dtype)
+
+
 def run_lsi_job(cfg: LsiConfig, decompose=None) -> dict:
     """Run the job; returns the report (also written to report.json). `decompose(blocks,
     n_terms, settings) -> (Decomposition, TrainReport)` replaces the local SVD (the
     cluster's, engine.cluster.lsi); the text passes and the outputs stay here."""
     cfg.validate()
     start = time.perf_counter()
-    source = DocumentSource(cfg.path, ids=cfg.ids, encoding_errors=cfg.encoding_errors,
-                            max_docs=cfg.chunksize)
-    corpus_bytes = sum(os.path.getsize(f) for f in source.files)
-    cores = cpu_count()
-    n_text, why_text = text_processes(cfg, corpus_bytes, cores)
-    log.info("LSI text passes: %d process(es): %s", n_text, why_text)
+    source, cores, n_text, why_text = open_corpus(cfg)
     report: dict = {"config": asdict(cfg), "cores": cores,
                     "text_processes": {"processes": n_text, "reason": why_text}}
     with PeakMemory(interval=0.05) as peak, BlockCache() as cache:
         phases = {}
-        with ProcessPool(n_text, name="engine-lsi") if n_text > 1 else nullcontext() as pool:
-            dictionary, ids_path, stats = build_cache(
-                source, cache, pool.map if pool is not None else local_map, cfg.no_below,
-                cfg.no_above, cfg.keep_n, cfg.smartirs, cfg.dtype)
+        dictionary, ids_path, stats = text_passes(cfg, source, cache, n_text, cfg.smartirs)
         phases["text"] = peak.new_phase()
         if not len(dictionary) or not sum(b.nnz for b in cache.blocks):
             raise ConfigError(f"no_below / no_above / keep_n: no term of {cfg.path} is left "
@@ -160,14 +187,19 @@ def run_lsi_job(cfg: LsiConfig, decompose=None) -> dict:
             evaluation = _evaluate(cfg, dictionary, model)
             report.update(_summary(cfg, stats, svd, len(dictionary), decomposition,
                                    vectors_s, evaluation, start))
-            phases["outputs"] = peak.new_phase()
-            report["peak_memory_mb"] = round(peak.peak_mb, 1)
-            report["phase_peak_memory_mb"] = {k: round(v, 1) for k, v in phases.items()}
-            with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
-                json.dump(report, fh, indent=2)
+            write_report(out, report, peak, phases)
     log.info("LSI job done in %.1f s, peak memory %.0f MB: %s", report["seconds"]["total"],
              report["peak_memory_mb"], cfg.output)
     return report
+
+
+def write_report(out: str, report: dict, peak: PeakMemory, phases: dict) -> None:
+    """The job's last phase closed, its peaks put in the report, report.json written."""
+    phases["outputs"] = peak.new_phase()
+    report["peak_memory_mb"] = round(peak.peak_mb, 1)
+    report["phase_peak_memory_mb"] = {k: round(v, 1) for k, v in phases.items()}
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
 
 
 def _model(cfg: LsiConfig, dictionary, decomposition: Decomposition, n_docs: int) -> LsiModel:

@@ -20,12 +20,10 @@ each pass.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,13 +32,9 @@ import scipy.sparse
 from ..errors import ConfigError
 from ..runtime.atomic import atomic_dir
 from ..runtime.memory import PeakMemory
-from ..runtime.procs import ProcessPool
 from .blocks import BlockCache, read_block
-from .corpus import ID_MODES, DocumentSource
-from .job import text_processes
+from .job import DocumentsJob, open_corpus, text_passes, write_report
 from .lda import CsrCorpus, LdaModel, completion_perplexity, split_halves
-from .parallel import cpu_count
-from .stream import build_cache, local_map
 
 log = logging.getLogger("engine")
 
@@ -48,16 +42,12 @@ PRIORS = ("symmetric", "asymmetric", "auto")
 
 
 @dataclass(frozen=True)
-class LdaConfig:
-    """An LDA job (LdaModel's settings, gensim's defaults but the number of topics;
-    workers 0 = every core; processes 0 = chosen for the text passes)."""
-    path: str
+class LdaConfig(DocumentsJob):
+    """An LDA job: the text settings of every documents job, LdaModel's settings (gensim's
+    defaults but the number of topics; workers 0 = every core), the held-out documents
+    and the coherence's top words."""
     output: str = "lda"
     num_topics: int = 100
-    no_below: int = 5
-    no_above: float = 0.5
-    keep_n: int | None = 100_000
-    chunksize: int = 2_000
     passes: int = 1
     update_every: int = 1
     alpha: str = "symmetric"
@@ -67,36 +57,22 @@ class LdaConfig:
     iterations: int = 50
     gamma_threshold: float = 0.001
     workers: int = 0
-    processes: int = 0
-    dtype: str = "float32"
-    ids: str = "auto"
-    encoding_errors: str = "strict"
     held_out: int = 1_000
-    topic_words: int = 10
     coherence_words: int = 20
-    seed: int = 1
 
     def validate(self) -> None:
         """One ConfigError naming the first bad field."""
-        if not self.path:
-            raise ConfigError("path: no documents corpus given")
-        if not self.output:
-            raise ConfigError("output: no output folder given")
-        for name in ("num_topics", "chunksize", "passes", "iterations", "topic_words",
-                     "coherence_words"):
+        self.validate_text()
+        for name in ("num_topics", "passes", "iterations", "coherence_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)}; must be at least 1")
-        for name in ("no_below", "update_every", "workers", "processes", "held_out"):
+        for name in ("update_every", "workers", "held_out"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)}; must be 0 or more")
-        if not 0 <= self.no_above <= 1:
-            raise ConfigError(f"no_above: {self.no_above}; must be a share in [0, 1]")
         if self.alpha not in PRIORS:
             raise ConfigError(f"alpha: {self.alpha!r} is not one of {', '.join(PRIORS)}")
         if self.eta not in ("symmetric", "auto"):
             raise ConfigError(f"eta: {self.eta!r} is not one of symmetric, auto")
-        if self.ids not in ID_MODES:
-            raise ConfigError(f"ids: {self.ids!r} is not one of {', '.join(ID_MODES)}")
 
 
 def _held_out_rows(n_docs: int, held_out: int) -> np.ndarray:
@@ -111,19 +87,12 @@ def run_lda_job(cfg: LdaConfig) -> dict:
     """Run the job; returns the report (also written to report.json)."""
     cfg.validate()
     start = time.perf_counter()
-    source = DocumentSource(cfg.path, ids=cfg.ids, encoding_errors=cfg.encoding_errors,
-                            max_docs=cfg.chunksize)
-    corpus_bytes = sum(os.path.getsize(f) for f in source.files)
-    cores = cpu_count()
-    n_text, why_text = text_processes(cfg, corpus_bytes, cores)
+    source, cores, n_text, why_text = open_corpus(cfg)
     report: dict = {"model": "lda", "config": asdict(cfg), "cores": cores,
                     "text_processes": {"processes": n_text, "reason": why_text}}
     with PeakMemory(interval=0.05) as peak, BlockCache() as cache:
         phases = {}
-        with ProcessPool(n_text, name="engine-lda") if n_text > 1 else nullcontext() as pool:
-            dictionary, ids_path, stats = build_cache(
-                source, cache, pool.map if pool is not None else local_map, cfg.no_below,
-                cfg.no_above, cfg.keep_n, "nnn", cfg.dtype)      # raw counts
+        dictionary, ids_path, stats = text_passes(cfg, source, cache, n_text, "nnn")  # counts
         phases["text"] = peak.new_phase()
         n_terms, blocks = len(dictionary), list(cache.blocks)
         n_docs = sum(b.n_docs for b in blocks)
@@ -205,11 +174,7 @@ def run_lda_job(cfg: LdaConfig) -> dict:
                             "train": round(train_s, 3),
                             "evaluation": round(evaluating[0], 2), "doc_topics": round(doc_s, 2),
                             "total": round(time.perf_counter() - start, 2)}})
-            phases["outputs"] = peak.new_phase()
-            report["peak_memory_mb"] = round(peak.peak_mb, 1)
-            report["phase_peak_memory_mb"] = {k: round(v, 1) for k, v in phases.items()}
-            with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
-                json.dump(report, fh, indent=2)
+            write_report(out, report, peak, phases)
     log.info("LDA job done in %.1f s, peak memory %.0f MB: %s", report["seconds"]["total"],
              report["peak_memory_mb"], cfg.output)
     return report
