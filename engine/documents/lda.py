@@ -681,11 +681,10 @@ class LdaModel:
         tops = [row.tolist() for row in best]
         words = sorted({i for t in tops for i in t})
         col = {w: j for j, w in enumerate(words)}
-        pres = []
+        co = np.zeros((len(words),) * 2)       # documents holding both: chunk by chunk
         for m in _as_chunks(corpus, 4096, self.num_terms, np.float64):
-            pres.append((m[:, words] > 0).astype(np.float64))
-        x = scipy.sparse.vstack(pres).tocsc() if pres else None
-        co = (x.T @ x).toarray() if x is not None else np.zeros((len(words),) * 2)
+            x = (m[:, words] > 0).astype(np.float64)
+            co += (x.T @ x).toarray()
         out = []
         for k, t in enumerate(tops):
             s, n = 0.0, 0

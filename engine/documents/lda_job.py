@@ -138,8 +138,9 @@ def run_lda_job(cfg: LdaConfig) -> dict:
                 theta = gamma / gamma.sum(axis=1, keepdims=True)
                 row["held_out_perplexity"] = round(
                     completion_perplexity(model.get_topics(), theta, second_half), 3)
+                # gensim's log_perplexity: the held-out documents standing for the corpus
                 row["per_word_bound"] = round(model.log_perplexity(
-                    first_half + second_half), 5)
+                    first_half + second_half, total_docs=n_docs - len(held)), 5)
             curve.append(row)
             log.info("LDA pass %d: %s", pass_ + 1, ", ".join(f"{k} {v}" for k, v in
                                                             row.items() if k != "pass"))
@@ -181,15 +182,14 @@ def run_lda_job(cfg: LdaConfig) -> dict:
 
 
 def _write_doc_topics(model: LdaModel, blocks, n_terms: int, n_docs: int, path: str) -> None:
-    """Every document's topic mix, written block by block into the .npy file."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                    shape=(n_docs, model.num_topics))
-    first = 0
-    for b in blocks:
-        m = read_block(b.path)
-        m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n_terms))
-        gamma, _ = model.inference(m)
-        out[first:first + m.shape[0]] = gamma / gamma.sum(axis=1, keepdims=True)
-        first += m.shape[0]
-    out.flush()
-    del out
+    """Every document's topic mix, appended block by block to the .npy file (written, not
+    mapped: a mapping's dirty pages would count in the job's memory until written back)."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": "<f4", "fortran_order": False, "shape": (n_docs, model.num_topics)})
+        for b in blocks:
+            m = read_block(b.path)
+            m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
+                                        shape=(m.shape[0], n_terms))
+            gamma, _ = model.inference(m)
+            fh.write((gamma / gamma.sum(axis=1, keepdims=True)).astype("<f4").tobytes())
