@@ -306,8 +306,9 @@ def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, mer
 
 def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path, workers):
     ws = workers(3)
-    topics, state, stream = _job(tmp_path, epochs=40)
-    total = 40 * stream.raw_words
+    epochs = 120                # long enough (seconds) for the ticks to catch each victim
+    topics, state, stream = _job(tmp_path, epochs=epochs)   # holding chunks
+    total = epochs * stream.raw_words
     cluster = ClusterConfig(nodes=[w.address for w in ws], round_words=4000,
                             round_seconds=1, timeout_seconds=2, rejoin_seconds=600,
                             queue_seconds=0.05)
@@ -331,12 +332,13 @@ def test_killed_and_hung_workers_are_dropped_and_their_chunks_retrained(tmp_path
     from engine.cluster import ClusterEngine, read_key
     from engine.local.sources import plan_tasks
 
-    tasks = plan_tasks(stream, 40, state.config.alpha, state.config.min_alpha, state.config.seed)
+    tasks = plan_tasks(stream, epochs, state.config.alpha, state.config.min_alpha,
+                       state.config.seed)
     engine = ClusterEngine(cluster, read_key(), show_progress=False, on_tick=tick)
     engine_nodes = lambda: list(engine.nodes.values())          # noqa: E731
     stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
     assert done["kill"] and done["stop"], "the job ended before both faults were injected"
-    _exact(stats, stream, 40)
+    _exact(stats, stream, epochs)
     dropped = {d["address"] for d in stats.cluster["dropped"]}
     assert dropped == {ws[0].address, ws[1].address}
     assert {d["node"] for d in stats.lost_workers} == dropped

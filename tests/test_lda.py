@@ -297,6 +297,13 @@ def test_an_lda_job_refuses_what_it_cannot_do(tmp_path):
     job.write_text(f'[corpus]\npath = "{tmp_path / "none.txt"}"\n[lda]\n')
     with pytest.raises(ConfigError, match="resume"):
         run_job(load_job(str(job)), resume=True)
+    docs = tmp_path / "docs.tsv"                 # more topics than terms: one line, no output
+    _write_docs(docs, planted(50, seed=2))
+    job.write_text(f'[corpus]\npath = "{docs}"\n[lda]\nnum_topics = 500\nno_below = 1\n'
+                   f'no_above = 1.0\n[output]\ndir = "{tmp_path / "o"}"\n')
+    with pytest.raises(ConfigError, match=r"num_topics: 500 topics for the 120 terms"):
+        run_job(load_job(str(job)))
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_peer_runner_deals_halves_as_engine_does():

@@ -99,6 +99,9 @@ def run_lda_job(cfg: LdaConfig) -> dict:
         if not n_terms or not sum(b.nnz for b in blocks):
             raise ConfigError(f"no_below / no_above / keep_n: no term of {cfg.path} is left "
                               f"after filtering ({stats.documents} documents)")
+        if cfg.num_topics > n_terms:
+            raise ConfigError(f"num_topics: {cfg.num_topics} topics for the {n_terms} terms of "
+                              f"{cfg.path} left after filtering; at most {n_terms}")
         held = _held_out_rows(n_docs, cfg.held_out)
 
         def parts(train: bool):
