@@ -159,7 +159,7 @@ def main() -> None:
             med = float(np.median(secs))
             print(f"| {tool} | {med:.2f} ({max(secs):.2f}) | "
                   f"{info['train_docs'] * a.passes / med:,.0f} | "
-                  f"{base / med if base else float('nan'):.2f}x | "
+                  f"{f'{base / med:.2f}x' if base else '-'} | "
                   f"{np.median([p for _, p in rows]):.1f} |")
 
 

@@ -539,8 +539,9 @@ class ClusterEngine(ShardPlacement):
         else:
             self._push(node, cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
+        rate = self.rule.alpha_scale(len(self._active()))    # on the tasks' learning rates
         reply = node.proxy.exchange(
-            job, [encode_task(t, self.rule.alpha_scale(len(self._active()))) for t in new],
+            job, [encode_task(t, rate) for t in new],
             chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)

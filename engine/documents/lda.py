@@ -324,12 +324,17 @@ class LdaModel:
 
     # ---- the state ------------------------------------------------------------------------
 
+    @property
+    def expElogbeta(self) -> np.ndarray:
+        """exp(E[log beta]), topics x terms (gensim's attribute): a view of the one copy,
+        kept terms x topics for the E-step's row reads."""
+        return self._eb_t.T
+
     def sync_state(self, current_Elogbeta: np.ndarray | None = None) -> None:
-        """exp(E[log beta]) from lambda (topics x terms), and kept terms x topics for the
-        E-step's row reads; computed in slices of topics on the E-step's threads."""
+        """exp(E[log beta]) from lambda, computed in slices of topics on the E-step's
+        threads."""
         k, v = self.num_topics, self.num_terms
         self._topics_cache = None
-        self.expElogbeta = np.empty((k, v), self.dtype)
         self._eb_t = np.empty((v, k), self.dtype)
         if current_Elogbeta is None:
             lam = self.state.sstats
@@ -343,8 +348,7 @@ class LdaModel:
                     - psi(sums[a:b])[:, None]
             else:
                 e = current_Elogbeta[a:b]
-            np.exp(e, out=self.expElogbeta[a:b], casting="unsafe")
-            self._eb_t[:, a:b] = self.expElogbeta[a:b].T
+            np.exp(e, out=self._eb_t[:, a:b].T, casting="unsafe")
 
         self._in_parallel(rows, k)
 
@@ -438,7 +442,7 @@ class LdaModel:
         """The E-step of a chunk, its statistics added into `state` (default: the model's)."""
         gamma, sstats = self.inference(chunk, collect_sstats=True)
         state = self.state if state is None else state
-        state.sstats += sstats.astype(state.sstats.dtype)
+        state.sstats += sstats.astype(state.sstats.dtype, copy=False)
         state.numdocs += gamma.shape[0]
         return gamma
 
