@@ -64,11 +64,15 @@ def write_block(path: str, m: scipy.sparse.csr_matrix) -> None:
         np.save(fh, m.data)
 
 
-def read_block(path: str) -> scipy.sparse.csr_matrix:
+def read_block(path: str, n_terms: int | None = None) -> scipy.sparse.csr_matrix:
+    """A block file as CSR; with n_terms, that many columns (blocks written while the
+    number of terms was still growing are narrower)."""
     with open(path, "rb") as fh:
         shape = np.load(fh)
         indptr, indices, data = np.load(fh), np.load(fh), np.load(fh)
-    return scipy.sparse.csr_matrix((data, indices, indptr), shape=tuple(shape.tolist()))
+    rows, cols = shape.tolist()
+    return scipy.sparse.csr_matrix((data, indices, indptr),
+                                   shape=(rows, cols if n_terms is None else n_terms))
 
 
 def row_runs(m: scipy.sparse.csr_matrix, max_rows: int | None = None,
@@ -104,13 +108,7 @@ class Chunk:
     def load(self, n_terms: int, dtype=None) -> scipy.sparse.csr_matrix:
         """The chunk as one CSR matrix of n_terms columns (blocks written while the number
         of terms was still growing are narrower)."""
-        parts = []
-        for p in self.paths:
-            m = read_block(p)
-            if m.shape[1] != n_terms:
-                m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
-                                            shape=(m.shape[0], n_terms))
-            parts.append(m)
+        parts = [read_block(p, n_terms) for p in self.paths]
         m = parts[0] if len(parts) == 1 else scipy.sparse.vstack(parts, format="csr")
         return m if dtype is None or m.dtype == dtype else m.astype(dtype)
 

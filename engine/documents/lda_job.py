@@ -108,9 +108,7 @@ def run_lda_job(cfg: LdaConfig) -> dict:
             """The cached blocks, without (train) or only (not train) the held-out rows."""
             first = 0
             for b in blocks:
-                m = read_block(b.path)
-                m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
-                                            shape=(m.shape[0], n_terms))
+                m = read_block(b.path, n_terms)
                 inside = held[(held >= first) & (held < first + m.shape[0])] - first
                 first += m.shape[0]
                 keep = np.ones(m.shape[0], bool)
@@ -191,8 +189,6 @@ def _write_doc_topics(model: LdaModel, blocks, n_terms: int, n_docs: int, path: 
         np.lib.format.write_array_header_1_0(
             fh, {"descr": "<f4", "fortran_order": False, "shape": (n_docs, model.num_topics)})
         for b in blocks:
-            m = read_block(b.path)
-            m = scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
-                                        shape=(m.shape[0], n_terms))
+            m = read_block(b.path, n_terms)
             gamma, _ = model.inference(m)
             fh.write((gamma / gamma.sum(axis=1, keepdims=True)).astype("<f4").tobytes())
