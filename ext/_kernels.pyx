@@ -960,3 +960,51 @@ def rebase_quantized(float[:, ::1] live, float[:, ::1] snap, const int32_t[::1] 
     with nogil:
         for k in range(rows.shape[0]):
             ew_rebase_int8(dim, scale[k], &q[k, 0], &live[rows[k], 0], &snap[rows[k], 0])
+
+
+# ---- a chunk's ids on the wire: id + 1 in base 128, low digits first, the high bit set on
+# every byte but a value's last (ids are ranked by frequency: most take one or two bytes)
+
+def varint_encode(const int32_t[::1] ids, uint8_t[::1] out):
+    """ids (each >= -1 and below 2**28 - 1, checked by the caller) into out (at least 4
+    bytes an id); returns the bytes written."""
+    cdef Py_ssize_t i, n = ids.shape[0], at = 0
+    cdef uint32_t v
+    with nogil:
+        for i in range(n):
+            v = <uint32_t>(ids[i] + 1)
+            while v >= 128:
+                out[at] = <uint8_t>((v & 127) | 128)
+                v >>= 7
+                at += 1
+            out[at] = <uint8_t>v
+            at += 1
+    return at
+
+
+def varint_decode(const uint8_t[::1] data, int32_t[::1] out, int max_bytes):
+    """varint_encode's inverse into out; returns how many ids, or -1 when the bytes do not
+    end with a complete value, an id takes more than max_bytes, or out is too short."""
+    cdef Py_ssize_t i, n = data.shape[0], count = 0, cap = out.shape[0]
+    cdef uint32_t v = 0
+    cdef int shift = 0, width = 0, bad = 0
+    with nogil:
+        for i in range(n):
+            v |= <uint32_t>(data[i] & 127) << shift
+            shift += 7
+            width += 1
+            if width > max_bytes:
+                bad = 1
+                break
+            if not (data[i] & 128):
+                if count >= cap:
+                    bad = 1
+                    break
+                out[count] = <int32_t>v - 1
+                count += 1
+                v = 0
+                shift = 0
+                width = 0
+    if bad or width:
+        return -1
+    return count

@@ -276,6 +276,38 @@ def test_the_delta_settings_travel_checked():
     assert np.array_equal(got_vals, vals.astype(np.float32))
 
 
+def test_chunk_ids_travel_as_varints_and_malformed_ones_are_refused():
+    import numpy as np
+
+    from engine.cluster.protocol import decode_chunk, encode_chunk
+
+    rng = np.random.default_rng(3)
+    edges = [-1, 0, 126, 127, 128, 16382, 16383, 16384, (1 << 21) - 2, (1 << 21) - 1,
+             (1 << 28) - 2]
+    ids = np.concatenate([edges, rng.integers(-1, 1 << 20, 5000)]).astype(np.int32)
+    msg = encode_chunk(7, ids)
+    data = msg["ids"]["data"]
+    # the reference: base 128, low digits first, high bit on all bytes but a value's last
+    want = bytearray()
+    for v in (ids.astype(np.int64) + 1).tolist():
+        while v >= 128:
+            want.append((v & 127) | 128)
+            v >>= 7
+        want.append(v)
+    assert data == bytes(want)
+    k, got = decode_chunk(msg, ids.shape[0], 1 << 28)
+    assert k == 7 and np.array_equal(got, ids)
+    small = encode_chunk(1, np.array([0, 5, -1, 127], np.int32))
+    assert len(small["ids"]["data"]) == 5              # 1 + 1 + 1 + 2 bytes, not 16
+    for bad, why in [(b"\x81", "complete"), (b"\xff\xff\xff\xff\x01", "complete"),
+                     (b"\x01\x02\x03", "complete"), (b"", "no ids")]:
+        m = {"chunk": 1, "ids": {"dtype": "|u1", "shape": [len(bad)], "data": bad}}
+        with pytest.raises(ValueError, match=why):
+            decode_chunk(m, 2, 100)
+    with pytest.raises(ValueError, match="outside"):
+        decode_chunk(encode_chunk(1, np.array([5, 99], np.int32)), 10, 50)
+
+
 @pytest.mark.parametrize("merge_at,dtype", [("dispatcher", "int8"), ("nodes", "int8"),
                                             ("dispatcher", "float32"), ("dispatcher", "int4")])
 def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, merge_at, dtype):
@@ -289,6 +321,10 @@ def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, mer
     (w,) = workers(1)
     _, local, stream = _job(tmp_path, epochs=3)
     _, remote, _ = _job(tmp_path / "r", epochs=3)
+    moved = merge_at == "nodes"          # weights that are not the seed's draw: uploaded
+    if moved:
+        for state in (local, remote):
+            state.syn0[0] += 0.5
     _train(local, stream, None)
     cluster = ClusterConfig(nodes=[w.address], round_words=3000, round_seconds=5,
                             hot_rows=20, cold_every=3, queue_seconds=60, merge_at=merge_at,
@@ -296,6 +332,7 @@ def test_one_node_trains_exactly_what_local_training_does(tmp_path, workers, mer
     stats = _train(remote, stream, cluster)
     _exact(stats, stream, 3)
     assert stats.cluster["merge_at"] == merge_at
+    assert stats.cluster["nodes_seeded"] == (0 if moved else 1)   # syn0 drawn, not sent
     # cold (0 and 3) and hot (1 and 2) exchanges at least; how many more depends on how
     # fast the node trains between them (fewer on a loaded machine)
     assert stats.cluster["exchanges"] >= 4

@@ -364,8 +364,8 @@ def test_a_replayed_close_job_leaves_the_workers_job_open(monkeypatch):
         second = service.job = _StubJob("job-1")
         assert _refused(_replay_on_a_new_connection(server.port, handshake, call))
         assert not second.closed and service.job is second
-        for name in ("open_job", "put_array", "start", "push_rows", "exchange", "close_job",
-                     "shard_put", "shard_sync", "lsi_put", "info", "ping"):
+        for name in ("open_job", "put_array", "seed_array", "start", "push_rows", "exchange",
+                     "close_job", "shard_put", "shard_sync", "lsi_put", "info", "ping"):
             assert getattr(WorkerService, name).__wrapped__, f"{name} is not checked"
     finally:
         service.job = None

@@ -225,3 +225,27 @@ def test_a_nodes_own_shard_acknowledges_the_version_its_rows_were_chosen_at():
         assert np.allclose(job.shared["syn0"][3], 0.5)
     finally:
         job.close()
+
+
+def test_a_node_draws_syn0_from_the_seed_only_when_it_matches_the_dispatchers():
+    """seed_array fills syn0 (and its snapshot) with local training's draw when the checksum
+    agrees; otherwise it leaves zeros behind, so that an upload starts from a clean array."""
+    import zlib
+
+    from engine.word2vec.state import init_vectors, is_initial
+
+    job = NodeJob(_spec(), workers=1)
+    try:
+        want = np.empty_like(job.shared["syn0"])
+        init_vectors(want, 11)
+        assert is_initial(want, 11) and not is_initial(want, 12)
+        crc = zlib.crc32(memoryview(want).cast("B"))
+        assert job.seed_array("syn0", 12, crc) is False
+        assert not job.shared["syn0"].any() and not job.snapshot["syn0"].any()
+        assert job.seed_array("syn0", 11, crc) is True
+        assert np.array_equal(job.shared["syn0"], want)
+        assert np.array_equal(job.snapshot["syn0"], want)
+        with pytest.raises(ValueError, match="only syn0"):
+            job.seed_array("syn1neg", 11, crc)
+    finally:
+        job.close()

@@ -23,6 +23,7 @@ import logging
 import secrets
 import threading
 import time
+import zlib
 from collections import deque
 
 import numpy as np
@@ -35,6 +36,7 @@ from ..runtime.signals import signals_as_interrupt
 from ..word2vec.checks import check_arrays, check_stream
 from ..word2vec.idstream import ChunkReader, IdStream
 from ..word2vec.schedule import KernelSettings, Task, TrainStats
+from ..word2vec.state import is_initial
 from . import transport
 from .discovery import close_remote_job, find_nodes
 from .merge import MergeRule, RowMaster, every_due_row, track
@@ -124,9 +126,14 @@ class ClusterEngine(ShardPlacement):
 
     # ---- training ---------------------------------------------------------------------------
     def train(self, arrays: dict, settings: KernelSettings, stream: IdStream,
-              tasks: list[Task], checkpoint=None) -> TrainStats:
-        """As LocalEngine.train; checkpoints need the master here (merge_at dispatcher)."""
+              tasks: list[Task], checkpoint=None, init_seed: int | None = None) -> TrainStats:
+        """As LocalEngine.train; checkpoints need the master here (merge_at dispatcher).
+        `init_seed`: the seed syn0 was drawn with; if it still holds that draw, the nodes
+        opened at the start draw it themselves instead of receiving it."""
         check_stream(stream, check_arrays(arrays, settings))   # before any node trains
+        self.seeded, self.started, self.nodes_seeded = None, False, 0
+        if init_seed is not None and is_initial(arrays["syn0"], init_seed):
+            self.seeded = (int(init_seed), zlib.crc32(memoryview(arrays["syn0"]).cast("B")))
         self.checkpoint = checkpoint
         self.arrays = arrays
         self.shapes = {k: arrays[k].shape for k in WEIGHTS}
@@ -340,6 +347,7 @@ class ClusterEngine(ShardPlacement):
                 self.retired.append(self.nodes[address])
             self.nodes[address] = node
             started.append(node)
+        self.started = self.started or bool(started)   # later nodes get the weights
         for node in started:       # once all are active: the first tasks see the node count
             node.thread = threading.Thread(target=self._node_loop, args=(node,),
                                            name=f"node-{node.name}", daemon=True)
@@ -408,8 +416,12 @@ class ClusterEngine(ShardPlacement):
             for k in WEIGHTS:
                 lo, hi = hot_range(k, a[k].shape[0], self.hot_rows)
                 node.shadow[k] = (lo, np.empty((hi - lo, a[k].shape[1]), np.float32))
+        seeded = self.seeded is not None and not self.started and \
+            node.proxy.seed_array(self.job_id, "syn0", *self.seeded) is True
+        self.nodes_seeded += seeded
         for k in WEIGHTS:                       # rows changed meanwhile are pushed later
-            self._upload(node, k, a[k], self.master.lock, node.shadow.get(k))
+            self._upload(node, k, a[k], self.master.lock, node.shadow.get(k),
+                         send=not (seeded and k == "syn0"))
         log.info("node %s (%s): %d process(es)%s, %s MB free, engine %s", node.name,
                  node.address, node.workers,
                  f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
@@ -431,15 +443,16 @@ class ClusterEngine(ShardPlacement):
                  self.cfg.delta_dtype, self.cfg.merge)
 
     def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None,
-                shadow=None) -> None:
+                shadow=None, send: bool = True) -> None:
         """arr to the node in pieces (each read under `lock`; the shadow, if any, takes
         the hot rows' values as sent). A node's arrays start at zero: pieces that are all
-        zero (syn1neg, before training) are not sent."""
+        zero (syn1neg, before training) are not sent; with `send` false the node has drawn
+        the array itself and only the shadow is filled."""
         row_bytes = arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))
         for a, b in row_pieces(arr.shape[0], row_bytes):
             with lock if lock is not None else contextlib.nullcontext():
                 part = arr[a:b]
-                piece = pack_array(part) if part.any() else None
+                piece = pack_array(part) if send and part.any() else None
                 if shadow is not None:
                     lo, rows = shadow
                     x, y = max(a, lo), min(b, lo + rows.shape[0])
@@ -702,7 +715,7 @@ class ClusterEngine(ShardPlacement):
                     if training_cpu else None},
             "nodes_used": len(nodes), "merge": self.cfg.merge, "hot_rows": self.hot_rows,
             "merge_at": "nodes" if self.sharded else "dispatcher", "shards": self.n_shards,
-            "shard_moves": self.shard_moves,
+            "shard_moves": self.shard_moves, "nodes_seeded": self.nodes_seeded,
             "bytes_between_nodes": sum(n.peer_bytes[0] for n in nodes),
             "cold_every": self.cold_every, "tiers": self.tiers,
             "round_words": self.cfg.round_words, "exchanges": exchanges,

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,6 +38,7 @@ from ..runtime.memory import tree_pss_mb
 from ..runtime.shm import SharedArrays, sweep_temp_dirs
 from ..word2vec.checks import check_arrays
 from ..word2vec.schedule import KernelSettings
+from ..word2vec.state import init_vectors
 from . import transport
 from .jobs import CallGuard
 from .merge import MergeRule, Shard, every_due_row, track
@@ -200,6 +202,25 @@ class NodeJob(CallGuard):
             self.shared[name][start:start + arr.shape[0]] = arr
             if name in self.snapshot:
                 self.snapshot[name][start:start + arr.shape[0]] = arr
+
+    def seed_array(self, name: str, seed: int, crc: int) -> bool:
+        """Draw syn0 from the job's seed as local training draws it (what the dispatcher
+        would otherwise upload). True if it matches the dispatcher's checksum of its own
+        copy; if not, the array goes back to zeros and the dispatcher uploads it."""
+        if name != "syn0":
+            raise ValueError(f"seed_array: only syn0 is drawn from a seed, not {name!r}")
+        _int(seed, 0, (1 << 63) - 1, "seed")
+        _int(crc, 0, (1 << 32) - 1, "crc")
+        with self.setup_lock:
+            if self.session is not None:
+                raise ValueError("seed_array: the job has started (its weights are live)")
+            arr = self.shared[name]
+            init_vectors(arr, seed)
+            if zlib.crc32(memoryview(arr).cast("B")) != crc:
+                arr[:] = 0
+                return False
+            self.snapshot[name][:] = arr
+            return True
 
     def _check_tables(self) -> None:
         """The kernels index with these: every entry must stay inside the weights."""

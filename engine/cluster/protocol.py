@@ -279,17 +279,45 @@ def hot_range(name: str, rows: int, hot: int) -> tuple[int, int]:
 
 # ---- chunks and tasks (exchange) --------------------------------------------------------
 
+VARINT_MAX = 4                          # bytes of one id: 7 bits each, ids below 2**28 - 1
+
+
+def varint_ids(ids: np.ndarray) -> np.ndarray:
+    """A chunk's word ids (>= -1; -1 ends a sentence) as bytes: id + 1 in base 128, low
+    digits first, the high bit set on every byte but a value's last. Ids are ranked by
+    frequency, so most take one or two bytes instead of four."""
+    from .._kernels import varint_encode
+    ids = np.ascontiguousarray(ids, np.int32)
+    if ids.size and (int(ids.min()) < -1 or int(ids.max()) >= (1 << 7 * VARINT_MAX) - 1):
+        raise ValueError(f"ids outside [-1, {(1 << 7 * VARINT_MAX) - 1})")
+    out = np.empty(VARINT_MAX * ids.shape[0], np.uint8)
+    return out[:varint_encode(ids, out)]
+
+
+def unvarint_ids(data: np.ndarray, max_ids: int, what: str) -> np.ndarray:
+    """varint_ids's inverse (int32 ids, at most max_ids); a malformed sequence is a
+    ValueError."""
+    from .._kernels import varint_decode
+    out = np.empty(max_ids, np.int32)
+    n = varint_decode(np.ascontiguousarray(data, np.uint8), out, VARINT_MAX)
+    if n < 0:
+        raise ValueError(f"{what}: ids are not {max_ids} or fewer complete varints of at "
+                         f"most {VARINT_MAX} bytes")
+    return out[:n]
+
+
 def encode_chunk(chunk: int, ids: np.ndarray) -> dict:
-    return {"chunk": int(chunk), "ids": pack_array(ids)}
+    return {"chunk": int(chunk), "ids": pack_array(varint_ids(ids))}
 
 
 def decode_chunk(item, max_ids: int, vocab: int) -> tuple[int, np.ndarray]:
     if not isinstance(item, dict) or set(item) != {"chunk", "ids"}:
         raise ValueError("chunks: expected {chunk, ids} items")
     k = check_int(item["chunk"], 0, 1 << 40, "chunk")
-    ids = unpack_array(item["ids"], "<i4", 1, what=f"chunk {k}")
-    if ids.shape[0] > max_ids or ids.shape[0] == 0:
-        raise ValueError(f"chunk {k}: {ids.shape[0]} ids (1..{max_ids} expected)")
+    data = unpack_array(item["ids"], "|u1", 1, what=f"chunk {k}")
+    ids = unvarint_ids(data, max_ids, f"chunk {k}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"chunk {k}: no ids (1..{max_ids} expected)")
     if ids.min() < -1 or ids.max() >= vocab:
         raise ValueError(f"chunk {k}: ids outside [-1, {vocab})")
     return k, ids

@@ -137,6 +137,11 @@ class WorkerService:
             job.put_array(name, start, packed)
 
     @expose
+    def seed_array(self, job_id, name, seed, crc) -> bool:
+        with self._using(job_id) as job:
+            return job.seed_array(name, seed, crc)
+
+    @expose
     def start(self, job_id) -> None:
         with self.lock, self._using(job_id) as job:
             job.start()

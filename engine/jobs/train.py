@@ -140,14 +140,16 @@ def _train_by_epoch(runner, state, stream, tasks, checkpoint, on_epoch_end,
     and the hook between."""
     arrays = state.kernel_arrays()
     if on_epoch_end is None or not getattr(on_epoch_end, "needs_barrier", True):
-        stats = runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint)
+        stats = runner.train(arrays, settings, stream, tasks, checkpoint=checkpoint,
+                             init_seed=state.config.seed)
         if on_epoch_end is not None:
             for epoch in sorted(stats.epochs):
                 on_epoch_end(epoch, stats, None)          # None: after the fact
         return stats
     total = TrainStats()
     for group in by_epoch(tasks):
-        part = runner.train(arrays, settings, stream, group, checkpoint=checkpoint)
+        part = runner.train(arrays, settings, stream, group, checkpoint=checkpoint,
+                            init_seed=state.config.seed)
         total.absorb(part)
         dropped = (total.cluster or {}).get("dropped", [])
         total.cluster = part.cluster

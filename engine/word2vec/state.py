@@ -32,13 +32,29 @@ def init_vectors(out: np.ndarray, seed: int) -> None:
     [-1, 1) / dims, as gensim 4 (the C tool uses half that), drawn in blocks of rows (the
     same numbers as one draw of the whole matrix)."""
     rng = np.random.default_rng(seed)
-    d = out.shape[1]
     for a in range(0, out.shape[0], INIT_ROWS):
-        block = out[a:a + INIT_ROWS]
-        rng.random(block.shape, dtype=np.float32, out=block)
-        block *= 2
-        block -= 1
-        block /= d
+        _init_block(rng, out[a:a + INIT_ROWS], out.shape[1])
+
+
+def _init_block(rng, block: np.ndarray, d: int) -> None:
+    rng.random(block.shape, dtype=np.float32, out=block)
+    block *= 2
+    block -= 1
+    block /= d
+
+
+def is_initial(arr: np.ndarray, seed: int) -> bool:
+    """Whether `arr` holds exactly what init_vectors(seed) draws (compared a block of rows
+    at a time: no second matrix)."""
+    rng = np.random.default_rng(seed)
+    block = np.empty((min(INIT_ROWS, arr.shape[0]), arr.shape[1]), np.float32)
+    for a in range(0, arr.shape[0], INIT_ROWS):
+        part = arr[a:a + INIT_ROWS]
+        mine = block[:part.shape[0]]
+        _init_block(rng, mine, arr.shape[1])
+        if not np.array_equal(mine, part):
+            return False
+    return True
 
 
 class ModelState:
