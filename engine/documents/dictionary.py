@@ -23,6 +23,20 @@ VERSION = 1
 PRUNE_EVERY_DOCS = 10_000
 
 
+class VocabTransform:
+    """Ids of one dictionary to another's (Dictionary.merge_with): `transform[bow]` keeps
+    the mapped ids of a document (or, for a corpus, of each), renumbered and sorted."""
+
+    def __init__(self, old2new: dict[int, int]):
+        self.old2new = dict(old2new)
+
+    def __getitem__(self, bow):
+        if bow and isinstance(bow[0], (list, tuple)) and bow[0] and \
+                isinstance(bow[0][0], (list, tuple)):
+            return [self[doc] for doc in bow]
+        return sorted((self.old2new[i], c) for i, c in bow if i in self.old2new)
+
+
 class Dictionary(Mapping):
     """Token ids and corpus statistics, built from documents (lists of tokens).
 
@@ -63,6 +77,23 @@ class Dictionary(Mapping):
 
     def keys(self):
         return list(self.token2id.values())
+
+    def iteritems(self):
+        return iter(self.items())
+
+    def iterkeys(self):
+        return iter(self.keys())
+
+    def itervalues(self):
+        return iter(self.values())
+
+    def most_common(self, n: int | None = None) -> list[tuple[str, int]]:
+        """The n tokens that occur most often (all with None), as [(token, occurrences)],
+        the most frequent first (ties: in the order the tokens were first counted)."""
+        order = sorted(self.cfs.items(), key=lambda item: -item[1])
+        if n is not None:
+            order = order[:n]
+        return [(self[i], c) for i, c in order]
 
     def __repr__(self) -> str:
         some = list(self.token2id)[:5]
@@ -115,6 +146,78 @@ class Dictionary(Mapping):
             dfs[i] = dfs.get(i, 0) + 1
 
     @classmethod
+    def from_corpus(cls, corpus: Iterable, id2word: Mapping | None = None) -> "Dictionary":
+        """A dictionary from a bag-of-words corpus (documents of (id, count)): document
+        frequencies, occurrences and sizes counted from it; tokens from `id2word` ({id:
+        token}), or each id's own string ("0", "1", ... up to the largest id seen)."""
+        d = cls()
+        top = -1
+        dfs, cfs = d.dfs, d.cfs
+        for document in corpus:
+            d.num_docs += 1
+            d.num_nnz += len(document)
+            for i, c in document:
+                i = int(i)
+                top = max(top, i)
+                d.num_pos += c
+                dfs[i] = dfs.get(i, 0) + 1
+                cfs[i] = cfs.get(i, 0) + c
+        if id2word is None:
+            d.token2id = {str(i): i for i in range(top + 1)}
+        else:
+            d.token2id = {t if isinstance(t, str) else str(t): int(i)
+                          for i, t in id2word.items()}
+        for i in d.token2id.values():
+            dfs.setdefault(i, 0)
+            cfs.setdefault(i, 0)
+        return d
+
+    def merge_with(self, other: "Dictionary") -> "VocabTransform":
+        """Add `other`'s tokens (new ones get the next ids) and statistics to this one.
+        Returns a transform from other's ids to these: `transform[bow]` renumbers a
+        document of other's corpus."""
+        old2new = {}
+        for other_id, token in other.items():
+            new_id = self.token2id.get(token)
+            if new_id is None:
+                new_id = self.token2id[token] = len(self.token2id)
+            old2new[other_id] = new_id
+            self.dfs[new_id] = self.dfs.get(new_id, 0) + other.dfs.get(other_id, 0)
+            self.cfs[new_id] = self.cfs.get(new_id, 0) + other.cfs.get(other_id, 0)
+        self.num_docs += other.num_docs
+        self.num_nnz += other.num_nnz
+        self.num_pos += other.num_pos
+        self._id2token = {}
+        return VocabTransform(old2new)
+
+    def patch_with_special_tokens(self, special_token_dict: Mapping[str, int]) -> None:
+        """Give each special token the id asked for ({token: id}); the token that held that
+        id moves to the id the special token had, or else to a new last id (with its
+        statistics). A special token new to the dictionary has none."""
+        free: list[int] = []
+        for token, idx in special_token_dict.items():
+            idx = int(idx)
+            if self.token2id.get(token) == idx:
+                continue
+            stats = (0, 0)
+            if token in self.token2id:
+                old = self.token2id.pop(token)
+                free.append(old)
+                stats = (self.dfs.pop(old, 0), self.cfs.pop(old, 0))
+            self._id2token = {}
+            displaced = self.id2token.get(idx)
+            if displaced is None and idx != len(self.token2id):
+                raise InvalidArgumentError(f"special token {token!r}: id {idx} is neither "
+                                           f"held nor the next id ({len(self.token2id)})")
+            self.token2id[token] = idx
+            if displaced is not None:
+                new = free.pop() if free else len(self.token2id) - 1
+                self.token2id[displaced] = new
+                self.dfs[new], self.cfs[new] = self.dfs.pop(idx, 0), self.cfs.pop(idx, 0)
+            self.dfs[idx], self.cfs[idx] = stats
+            self._id2token = {}
+
+    @classmethod
     def from_counts(cls, tokens: list[str], dfs, cfs, num_docs: int, num_pos: int,
                     num_nnz: int) -> "Dictionary":
         """A dictionary whose token `tokens[i]` has id i and the given frequencies
@@ -164,6 +267,11 @@ class Dictionary(Mapping):
             self.cfs = {i: c for i, c in self.cfs.items() if i in keep}
         self.compactify()
 
+    def filter_n_most_frequent(self, remove_n: int) -> None:
+        """Drop the `remove_n` tokens in most documents (ties: lower id first); compact."""
+        ids = sorted(self.token2id.values(), key=lambda i: -self.dfs.get(i, 0))
+        self.filter_tokens(bad_ids=ids[:max(int(remove_n), 0)])
+
     def compactify(self) -> None:
         """Renumber ids 0..n-1, keeping their order."""
         new = {old: new for new, old in enumerate(sorted(self.token2id.values()))}
@@ -184,6 +292,55 @@ class Dictionary(Mapping):
                "cfs": [self.cfs.get(i, 0) for _, i in order]}
         with atomic_file(str(path), "w", encoding="utf-8") as fh:
             json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+
+    def save_as_text(self, fname: str, sort_by_word: bool = True) -> None:
+        """gensim's text format: the number of documents, then one `id<TAB>token<TAB>
+        document frequency` line per token, by token (or by falling document frequency);
+        written atomically. Occurrence counts are not in this format (save() keeps them)."""
+        bad = next((t for t in self.token2id if "\t" in t or "\n" in t or "\r" in t), None)
+        if bad is not None:
+            raise InvalidArgumentError(f"save_as_text: token {bad!r} holds a tab or a line "
+                                       f"break, which this format cannot; use save()")
+        if sort_by_word:
+            rows = [(i, t, self.dfs.get(i, 0)) for t, i in sorted(self.token2id.items())]
+        else:
+            rows = sorted(((i, self[i], self.dfs.get(i, 0)) for i in self.token2id.values()),
+                          key=lambda r: (-r[2], r[0]))
+        with atomic_file(str(fname), "w", encoding="utf-8") as fh:
+            fh.write(f"{self.num_docs}\n")
+            fh.writelines(f"{i}\t{t}\t{df}\n" for i, t, df in rows)
+
+    @classmethod
+    def load_from_text(cls, fname: str) -> "Dictionary":
+        """Read save_as_text's format (a first line without the number of documents, as
+        older files have, is read as a token line); a malformed line is one error naming
+        the file and line."""
+        path = str(fname)
+        d = cls()
+        try:
+            fh = open(path, encoding="utf-8")
+        except FileNotFoundError:
+            raise MissingFileError(f"{path}: dictionary file not found") from None
+        with fh:
+            try:
+                for lineno, line in enumerate(fh, 1):
+                    line = line.rstrip("\n")
+                    if lineno == 1 and line.strip().isdigit():
+                        d.num_docs = int(line)
+                        continue
+                    parts = line.split("\t")
+                    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+                        raise FormatError(f"{path}:{lineno}: expected 'id<TAB>token<TAB>"
+                                          f"document frequency', got {line[:80]!r}")
+                    i, token, df = int(parts[0]), parts[1], int(parts[2])
+                    if token in d.token2id or i in d.dfs:
+                        raise FormatError(f"{path}:{lineno}: token {token!r} or id {i} "
+                                          f"given twice")
+                    d.token2id[token] = i
+                    d.dfs[i] = df
+            except UnicodeDecodeError as exc:
+                raise FormatError(f"{path}: not UTF-8 text ({exc})") from None
+        return d
 
     @classmethod
     def load(cls, path: str) -> "Dictionary":
