@@ -192,3 +192,31 @@ def test_tfidf_saves_and_loads_without_pickle(tmp_path, name):
     pickled.write_bytes(b"\x80\x04\x95" + b"\0" * 20)
     with pytest.raises(FormatError, match="never unpickles"):
         TfidfModel.load(pickled)
+
+
+def test_lsi_without_id2word_names_terms_by_id_and_maps_its_file(tmp_path):
+    from engine.documents import LsiModel
+
+    docs = _docs()
+    d = Dictionary(docs)
+    bows = [d.doc2bow(x) for x in docs]
+    model = LsiModel(bows, num_topics=4, random_seed=1)
+    assert len(model.id2word) == len(d) and model.id2word[3] == "3"
+    assert 3 in model.id2word and len(d) not in model.id2word
+    topics = model.get_topics()
+    assert topics.shape == (4, len(d))
+    np.testing.assert_allclose(np.linalg.norm(topics, axis=1), 1.0)
+    # a model made from another's id2word has that many terms, and learns online
+    online = LsiModel(None, num_topics=4, id2word=model.id2word, random_seed=1)
+    online.add_documents(bows[:50])
+    online.add_documents(bows[50:])
+    assert online.num_terms == model.num_terms and online.docs_processed == len(bows)
+    model.save(tmp_path / "m.npz", sep_limit=0)
+    mapped = LsiModel.load(tmp_path / "m.npz", mmap="r")
+    assert isinstance(mapped.projection.u, np.memmap)
+    np.testing.assert_array_equal(mapped.projection.u, model.projection.u)
+    np.testing.assert_array_equal(mapped.projection.s, model.projection.s)
+    assert mapped[bows[0]] == model[bows[0]]
+    assert mapped.id2word[5] == "5" and len(mapped.id2word) == model.num_terms
+    with pytest.raises(InvalidArgumentError, match="mmap"):
+        LsiModel.load(tmp_path / "m.npz", mmap="w")

@@ -299,7 +299,8 @@ class LsiModel:
         if corpus is None and id2word is None:
             raise InvalidArgumentError("LsiModel: give a corpus or id2word (the number of "
                                        "terms comes from one of them)")
-        self.id2word = id2word
+        self.id2word = id2word if id2word is not None and not isinstance(id2word, TermIds) \
+            else TermIds(self)
         self.num_topics = int(num_topics)
         self.chunksize = int(chunksize)
         self.decay = float(decay)
@@ -311,6 +312,7 @@ class LsiModel:
         self.method, self.processes, self.blas_threads = method, processes, blas_threads
         self.cache_dir = cache_dir
         self.num_terms = 1 + max(id2word.keys(), default=-1) if id2word is not None else 0
+        self.num_terms = max(self.num_terms, 0)
         self.docs_processed = 0
         self.projection = Projection(self.num_terms, self.num_topics)
         self.last_report: TrainReport | None = None
@@ -359,7 +361,7 @@ class LsiModel:
         self.docs_processed += n_docs
 
     def _grow_terms(self, width: int) -> None:
-        if self.id2word is not None and width > self.num_terms:
+        if not isinstance(self.id2word, TermIds) and width > self.num_terms:
             raise InvalidArgumentError(f"corpus has {width} terms but id2word only "
                                        f"{self.num_terms}")
         self.num_terms = max(self.num_terms, width)
@@ -368,7 +370,7 @@ class LsiModel:
     def _cache_corpus(self, corpus: Iterable, cache: BlockCache) -> None:
         """Write a bag-of-words corpus into the cache, in blocks of CACHE_BLOCK_DOCS
         documents or PIECE_NNZ nonzeros, whichever comes first."""
-        fixed = self.id2word is not None
+        fixed = not isinstance(self.id2word, TermIds)
         width = self.num_terms if fixed else 0
         batch: list = []
         done = nnz = 0
@@ -452,9 +454,12 @@ class LsiModel:
 
     # ---- saving -----------------------------------------------------------------------------
 
-    def save(self, fname: str) -> None:
+    def save(self, fname: str, separately=None, sep_limit: int = 10 * 1024 ** 2,
+             ignore=frozenset(), pickle_protocol: int = 4) -> None:
         """One .npz file (no pickle), written atomically: u, s and the settings (and the
-        id -> token mapping, if the model has one)."""
+        id -> token mapping, if the model has one). gensim's other arguments are accepted
+        and change nothing: the arrays are always stored uncompressed, so load(mmap="r")
+        can map them whatever their size."""
         if self.projection.u is None:
             raise InvalidArgumentError("LsiModel.save: not trained yet")
         meta = {"format": FORMAT, "version": VERSION, "num_topics": self.num_topics,
@@ -463,20 +468,29 @@ class LsiModel:
                 "extra_samples": self.extra_samples, "dtype": np.dtype(self.dtype).name,
                 "random_seed": self.random_seed, "method": self.method,
                 "docs_processed": self.docs_processed,
-                "id2word": sorted(self.id2word.items()) if self.id2word is not None else None}
+                "id2word": None if isinstance(self.id2word, TermIds)
+                else sorted(self.id2word.items())}
         blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), np.uint8)
         with atomic_file(str(fname), "wb") as fh:
             np.savez(fh, u=self.projection.u, s=self.projection.s, meta=blob)
 
     @classmethod
-    def load(cls, fname: str) -> "LsiModel":
+    def load(cls, fname: str, mmap: str | None = None) -> "LsiModel":
+        """Read a model written by save(); with mmap ("r", "r+", "c", as numpy's
+        mmap_mode) u and s are mapped from the file instead of read."""
         fname = str(fname)
         if not os.path.exists(fname):
             raise MissingFileError(f"{fname}: LSI model file not found")
+        if mmap not in (None, "r", "r+", "c"):
+            raise InvalidArgumentError(f"LsiModel.load: mmap {mmap!r} is not None, 'r', "
+                                       f"'r+' or 'c'")
         try:
             with np.load(fname, allow_pickle=False) as z:
-                u, s = z["u"], z["s"]
                 meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+                if mmap is None:
+                    u, s = z["u"], z["s"]
+            if mmap is not None:
+                u, s = (map_npz_member(fname, name, mmap) for name in ("u", "s"))
         except (OSError, ValueError, KeyError) as exc:
             raise FormatError(f"{fname}: not an engine LSI model ({exc})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -487,10 +501,56 @@ class LsiModel:
                     meta["decay"], False, meta["onepass"], meta["power_iters"],
                     meta["extra_samples"], np.dtype(meta["dtype"]), meta["random_seed"],
                     meta["method"])
-        model.id2word = id2word
+        model.id2word = id2word if id2word is not None else TermIds(model)
         model.docs_processed = meta["docs_processed"]
         model.projection = Projection(model.num_terms, model.num_topics, u, s)
         return model
+
+
+class TermIds(Mapping):
+    """id2word of a model given none: each term id's own string ("0", "1", ...), as many
+    as the model has terms (it grows with them)."""
+
+    def __init__(self, model: "LsiModel"):
+        self.model = model
+
+    def __getitem__(self, i) -> str:
+        if isinstance(i, (int, np.integer)) and 0 <= i < self.model.num_terms:
+            return str(int(i))
+        raise KeyError(i)
+
+    def __iter__(self):
+        return iter(range(self.model.num_terms))
+
+    def __len__(self) -> int:
+        return self.model.num_terms
+
+
+def map_npz_member(fname: str, name: str, mode: str) -> np.memmap:
+    """Member `name` of an uncompressed .npz file as a memory map of the file (np.load maps
+    only .npy files)."""
+    import zipfile
+
+    with zipfile.ZipFile(fname) as zf:
+        info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{name}: compressed in the file, it cannot be mapped")
+    with open(fname, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)                    # the member's local header: its own lengths
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{name}: a damaged zip member")
+        skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        fh.seek(info.header_offset + 30 + skip)
+        version = np.lib.format.read_magic(fh)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"{name}: .npy format version {version}")
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    return np.memmap(fname, dtype=dtype, mode=mode, offset=offset, shape=shape,
+                     order="F" if fortran else "C")
 
 
 class _Scaled:
