@@ -20,7 +20,7 @@ _LAZY = {"CallbackAny2Vec": ".api.callbacks", "JobConfig": ".config", "ModelConf
          "Text8Corpus": ".text.readers", "KeyedVectors": ".vectors.keyedvectors",
          # the document models; LsiModel with gensim's distributed=True (the cluster)
          "LsiModel": ".api.lsi", "Dictionary": ".documents", "TfidfModel": ".documents",
-         "LdaModel": ".documents", "LdaMulticore": ".documents"}
+         "LdaModel": ".api.lda", "LdaMulticore": ".api.lda"}
 
 
 def __getattr__(name):

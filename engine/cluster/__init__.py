@@ -7,10 +7,11 @@ import time
 
 from ..errors import ClusterError
 from .dispatcher import ClusterEngine
+from .lda import ClusterLda
 from .lsi import ClusterLsi
 from .transport import CommError, read_key
 
-__all__ = ["ClusterEngine", "ClusterLsi", "read_key", "probe_nodes", "check_reachable"]
+__all__ = ["ClusterEngine", "ClusterLda", "ClusterLsi", "read_key", "probe_nodes", "check_reachable"]
 
 
 def probe_nodes(cfg, key: bytes | None = None, timeout: float = 5.0) -> list[dict]:

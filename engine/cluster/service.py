@@ -16,6 +16,7 @@ import psutil
 
 from ..runtime.shm import sweep_orphans
 from . import transport
+from .lda_node import LdaNodeJob
 from .lsi_node import LsiNodeJob
 from .node import NodeJob, sweep_scratch
 from .protocol import (
@@ -107,10 +108,12 @@ class WorkerService:
             try:
                 if kind == "lsi":
                     self.job = LsiNodeJob(spec, self.workers)
+                elif kind == "lda":
+                    self.job = LdaNodeJob(spec, self.workers)
                 elif kind == "word2vec":
                     self.job = NodeJob(spec, self.workers, self.key)
                 else:
-                    raise ValueError(f"open_job: unknown kind {kind!r} (word2vec, lsi)")
+                    raise ValueError(f"open_job: unknown kind {kind!r} (word2vec, lsi, lda)")
             except KeyError as exc:
                 raise ValueError(f"open_job: missing field {exc}") from None
             # the heap as the job starts (modules, the job's own objects) is not scanned
@@ -119,6 +122,9 @@ class WorkerService:
             if kind == "lsi":
                 log.info("job %s opened: LSI of %d terms, %d thread(s)", spec["job"],
                          self.job.n_terms, self.job.workers)
+            elif kind == "lda":
+                log.info("job %s opened: LDA of %d topics over %d terms, %d thread(s)",
+                         spec["job"], self.job.num_topics, self.job.n_terms, self.job.workers)
             else:
                 words, sync, tiers = self.job.local_hot
                 log.info("job %s opened: %d processes, vocabulary %d, dim %d%s", spec["job"],
@@ -126,7 +132,7 @@ class WorkerService:
                          f"; hot rows: {words} words on each process's own copy, merged "
                          f"every {sync} trained words" + (f" in {tiers} tiers" if tiers else "")
                          if words else "")
-            if kind == "lsi":
+            if kind in ("lsi", "lda"):
                 return {"workers": self.job.workers}
             return {"workers": self.job.workers,
                     "hot": list(self.job.local_hot) if words else [0, 0, 0]}
@@ -240,14 +246,55 @@ class WorkerService:
         with self._lsi(job_id) as job:
             job.forget(share)
 
+    # ---- LDA jobs (engine.cluster.lda_node) ----------------------------------------------------
+    @contextmanager
+    def _lda(self, job_id):
+        with self._using(job_id) as job:
+            if not isinstance(job, LdaNodeJob):
+                raise ValueError(f"job {job_id} is not an LDA job")
+            yield job
+
+    @expose
+    def lda_put(self, job_id, chunk, terms, indptr, indices, data) -> None:
+        with self._lda(job_id) as job:
+            job.put_chunk(chunk, terms, indptr, indices, data)
+
+    @expose
+    def lda_rows(self, job_id, chunk, start, rows) -> None:
+        with self._lda(job_id) as job:
+            job.put_rows(chunk, start, rows)
+
+    @expose
+    def lda_estep(self, job_id, chunk, seed, alpha) -> None:
+        with self._lda(job_id) as job:
+            job.estep(chunk, seed, alpha)
+
+    @expose
+    def lda_result(self, job_id, chunk, wait_seconds) -> dict:
+        with self._lda(job_id) as job:
+            reply = job.result(chunk, wait_seconds)
+            job.last_call = time.monotonic()
+            return reply
+
+    @expose
+    def lda_pull(self, job_id, chunk, piece) -> dict:
+        with self._lda(job_id) as job:
+            return job.pull(chunk, piece)
+
+    @expose
+    def lda_forget(self, job_id, chunk) -> None:
+        with self._lda(job_id) as job:
+            job.forget(chunk)
+
     @expose
     def close_job(self, job_id) -> dict:
         with self.lock:
             job = self._job(job_id)
-            if isinstance(job, LsiNodeJob):
+            if isinstance(job, (LsiNodeJob, LdaNodeJob)):
                 self._close_job()
                 self.jobs_done += 1
-                log.info("job %s closed: %d documents decomposed here", job_id, job.documents)
+                log.info("job %s closed: %d documents %s here", job_id, job.documents,
+                         "decomposed" if isinstance(job, LsiNodeJob) else "E-stepped")
                 return {"documents": job.documents}
             wire, cpu = job.wire(), job.cpu()        # final, while its processes are up
             self._close_job()

@@ -74,6 +74,50 @@ def _estep(*args) -> int:
     return estep(*args)
 
 
+def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
+              gamma: np.ndarray, sstats_t: np.ndarray, iterations: int,
+              gamma_threshold: float, workers: int, threads, scratch: list) -> int:
+    """The compiled E-step over a chunk's documents (m: documents x terms, its counts of
+    eb_t's dtype; eb_t: terms x topics), split across `workers` threads (`threads()` gives
+    a pool; the E-step runs without the GIL) in runs of about equal nonzeros; each thread
+    but the first adds into its own statistics (from `scratch`, kept between calls),
+    summed after. Each document's result depends on its own words and starting gamma
+    only, so the split changes nothing but the order in which the statistics are added.
+    sstats_t with 0 rows: no statistics. Returns how many documents converged."""
+    dtype = eb_t.dtype
+    indptr = m.indptr.astype(np.int64)
+    indices = m.indices.astype(np.int32)
+    data = np.ascontiguousarray(m.data, dtype=dtype)
+    alpha = np.ascontiguousarray(alpha, np.float64)
+    eps = float(np.finfo(dtype).eps)
+    parts = min(workers, m.shape[0])
+    if parts <= 1 or m.nnz < 20_000:
+        return _estep(indptr.astype(np.int32), indices, data, eb_t, alpha, gamma,
+                      sstats_t, iterations, gamma_threshold, eps)
+    cuts = np.searchsorted(indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, m.shape[0]}), m.shape[0]]
+    collect = sstats_t.shape[0] > 0
+    while collect and len(scratch) < len(bounds) - 2:
+        scratch.append(np.empty_like(sstats_t))
+    if collect and scratch and scratch[0].shape != sstats_t.shape:
+        scratch[:] = [np.empty_like(sstats_t) for _ in range(len(bounds) - 2)]
+
+    def run(i: int) -> int:
+        a, b = bounds[i], bounds[i + 1]
+        out = sstats_t if i == 0 or not collect else scratch[i - 1]
+        if collect and i:
+            out[...] = 0
+        return _estep((indptr[a:b + 1] - indptr[a]).astype(np.int32),
+                      indices[indptr[a]:indptr[b]], data[indptr[a]:indptr[b]],
+                      eb_t, alpha, gamma[a:b], out, iterations, gamma_threshold, eps)
+
+    converged = sum(threads().map(run, range(len(bounds) - 1)))
+    for i in range(1, len(bounds) - 1):
+        if collect:
+            sstats_t += scratch[i - 1]
+    return converged
+
+
 def _random_state(seed):
     if seed is None or isinstance(seed, (int, np.integer)):
         return np.random.RandomState(seed)
@@ -243,8 +287,12 @@ class LdaState:
 
 
 class LdaModel:
-    """gensim's LdaModel signature (distributed and ns_conf are accepted for it; engine's
-    cluster LDA is not built yet, so distributed=True is refused)."""
+    """gensim's LdaModel signature. distributed=True needs engine.LdaModel (which knows the
+    cluster); here `remote` is the hook it sets: an object with open(n_terms, num_topics,
+    dtype, iterations, gamma_threshold) -> nodes, estep_round(tasks, eb_t, alpha) and
+    close(), engine.cluster.ClusterLda's methods."""
+
+    remote = None
 
     def __init__(self, corpus=None, num_topics: int = 100, id2word=None,
                  distributed: bool = False, chunksize: int = 2000, passes: int = 1,
@@ -254,9 +302,10 @@ class LdaModel:
                  random_state=None, ns_conf=None, minimum_phi_value: float = 0.01,
                  per_word_topics: bool = False, callbacks=None, dtype=np.float32,
                  workers: int = 0):
-        if distributed:
-            raise InvalidArgumentError("LdaModel: distributed=True is not available yet "
-                                       "(train on one machine: LdaModel(..., distributed=False))")
+        if distributed and self.remote is None:
+            raise InvalidArgumentError("engine.documents.LdaModel(distributed=True): use "
+                                       "engine.LdaModel (nodes=[...] or a name server), or "
+                                       "`engine run` with [lda] and [cluster]")
         if id2word is None and corpus is None:
             raise InvalidArgumentError("LdaModel: at least one of corpus or id2word must be "
                                        "given, to know the number of terms")
@@ -284,7 +333,7 @@ class LdaModel:
         self.eval_every, self.gamma_threshold = eval_every, float(gamma_threshold)
         self.minimum_probability = float(minimum_probability)
         self.minimum_phi_value, self.per_word_topics = float(minimum_phi_value), per_word_topics
-        self.distributed, self.callbacks = False, callbacks
+        self.distributed, self.callbacks = bool(distributed), callbacks
         self.dtype = np.dtype(dtype)
         self.numworkers = 1
         if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or \
@@ -402,41 +451,8 @@ class LdaModel:
         return gamma, sstats_t.T * self.expElogbeta
 
     def _run_estep(self, m, gamma, sstats_t) -> int:
-        """The compiled E-step over the chunk's documents, split across `workers` threads
-        (it runs without the GIL) in runs of about equal nonzeros; each thread but the
-        first adds into its own statistics, summed after. Each document's result depends
-        on its own words and starting gamma only, so the split changes nothing but the
-        order in which the statistics are added."""
-        indptr = m.indptr.astype(np.int64)
-        indices = m.indices.astype(np.int32)
-        data = np.ascontiguousarray(m.data, dtype=self.dtype)
-        alpha = np.ascontiguousarray(self.alpha, np.float64)
-        eps = float(np.finfo(self.dtype).eps)
-        parts = min(self.workers, m.shape[0])
-        if parts <= 1 or m.nnz < 20_000:
-            return _estep(indptr.astype(np.int32), indices, data, self._eb_t, alpha, gamma,
-                          sstats_t, self.iterations, self.gamma_threshold, eps)
-        cuts = np.searchsorted(indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])
-        bounds = [0, *sorted(set(cuts.tolist()) - {0, m.shape[0]}), m.shape[0]]
-        collect = sstats_t.shape[0] > 0
-        while collect and len(self._scratch) < len(bounds) - 2:
-            self._scratch.append(np.empty_like(sstats_t))
-
-        def run(i: int) -> int:
-            a, b = bounds[i], bounds[i + 1]
-            out = sstats_t if i == 0 or not collect else self._scratch[i - 1]
-            if collect and i:
-                out[...] = 0
-            return _estep((indptr[a:b + 1] - indptr[a]).astype(np.int32),
-                          indices[indptr[a]:indptr[b]], data[indptr[a]:indptr[b]],
-                          self._eb_t, alpha, gamma[a:b], out, self.iterations,
-                          self.gamma_threshold, eps)
-
-        converged = sum(self._threads().map(run, range(len(bounds) - 1)))
-        for i in range(1, len(bounds) - 1):
-            if collect:
-                sstats_t += self._scratch[i - 1]
-        return converged
+        return run_estep(m, self._eb_t, self.alpha, gamma, sstats_t, self.iterations,
+                         self.gamma_threshold, self.workers, self._threads, self._scratch)
 
     def do_estep(self, chunk, state: LdaState | None = None) -> np.ndarray:
         """The E-step of a chunk, its statistics added into `state` (default: the model's)."""
@@ -511,6 +527,10 @@ class LdaModel:
         def rho(pass_: int) -> float:
             return (offset + pass_ + self.num_updates / chunksize) ** -decay
 
+        if self.distributed:
+            self._update_on_cluster(corpus, lencorpus, chunksize, passes, every_chunks,
+                                    eval_every, rho)
+            return
         for pass_ in range(passes):
             other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
             dirty, seen = False, 0
@@ -536,6 +556,60 @@ class LdaModel:
             log.info("LDA pass %d/%d over %d documents", pass_ + 1, passes, lencorpus)
             if self.pass_hook is not None:
                 self.pass_hook(pass_)
+
+    def _update_on_cluster(self, corpus, lencorpus: int, chunksize: int, passes: int,
+                           every_chunks: int, eval_every, rho) -> None:
+        """update() with the E-steps on the cluster's nodes (`remote`): rounds of one chunk
+        per node, E-stepped at once; their statistics are added in chunk order and an
+        M-step made every `update_every` chunks per node (gensim's distributed rule), or
+        once per pass in batch mode. A chunk's gamma starts from its own seed, so the
+        model does not depend on which node computed which chunk."""
+        remote = self.remote
+        nodes = remote.open(self.num_terms, self.num_topics, self.dtype, self.iterations,
+                            self.gamma_threshold)
+        self.numworkers = nodes
+        self._update_id = getattr(self, "_update_id", -1) + 1
+        mstep_every = nodes * every_chunks
+        try:
+            for pass_ in range(passes):
+                other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
+                since, seen, chunk_no = 0, 0, 0
+                chunks = _as_chunks(corpus, chunksize, self.num_terms, self.dtype)
+                while True:
+                    round_ = list(itertools.islice(chunks, nodes))
+                    if not round_:
+                        break
+                    seeds = self.random_state.randint(0, 2 ** 32 - 1, len(round_))
+                    tasks = [((self._update_id << 32) | (chunk_no + i), m, int(seed))
+                             for i, (m, seed) in enumerate(zip(round_, seeds))]
+                    results = remote.estep_round(tasks, self._eb_t, self.alpha)
+                    for m, (gamma, terms, sstats) in zip(round_, results):
+                        seen += m.shape[0]
+                        chunk_no += 1
+                        if eval_every and (seen == lencorpus or chunk_no % eval_every == 0):
+                            self.log_perplexity(m, total_docs=lencorpus)
+                        other.sstats[:, terms] += sstats.T
+                        other.numdocs += gamma.shape[0]
+                        if self.optimize_alpha:
+                            self.update_alpha(gamma, rho(pass_))
+                        since += 1
+                    if since >= mstep_every:
+                        self._mstep_of(other, rho(pass_), pass_)
+                        other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
+                        since = 0
+                if since:
+                    self._mstep_of(other, rho(pass_), pass_)
+                log.info("LDA pass %d/%d over %d documents on %d node(s)", pass_ + 1, passes,
+                         lencorpus, nodes)
+                if self.pass_hook is not None:
+                    self.pass_hook(pass_)
+        finally:
+            remote.close()
+
+    def _mstep_of(self, other: LdaState, rho: float, pass_: int) -> None:
+        if self.optimize_eta:
+            self.update_eta(self.state.get_lambda(), rho)
+        self.do_mstep(rho, other, pass_ > 0)
 
     # ---- quality --------------------------------------------------------------------------
 

@@ -1,0 +1,281 @@
+"""ClusterLda: the E-steps of online LDA spread over the cluster's `engine worker`s.
+
+The model (engine.documents.lda.LdaModel, `distributed=True`) hands over rounds of chunks:
+one chunk per node and round. A thread per node takes the round's next chunk (one whose
+documents it already holds first), sends its documents if the node does not hold them yet
+(CSR over the chunk's own terms: they stay on the node's disk for the later passes), sends
+the rows of exp(E[log beta]) of that chunk's terms only, alpha and the chunk's seed, and
+polls for the result: gamma and the chunk's statistics, again only for its terms. So the
+bytes of an E-step grow with the terms a chunk holds, never with the vocabulary, and the
+dispatcher holds one round's chunks, never the corpus. A node that fails, is killed or
+stops answering (every call has a deadline; a running E-step is polled and may take ten
+times what the slowest finished one took) is dropped and its chunk goes to another node.
+A chunk's result depends on its documents, the topics and its seed only, so the model
+does not depend on which node computed what; the model adds the results in chunk order.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import scipy.sparse
+
+from ..errors import ClusterError
+from . import transport
+from .discovery import close_remote_job, find_nodes
+from .protocol import PIECE_BYTES, check_int, pack_array, row_pieces, unpack_array
+from .transport import CommError
+
+log = logging.getLogger("engine")
+
+_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError, TypeError)
+
+
+class _LdaNode:
+    def __init__(self, address: str, name: str):
+        self.address, self.name = address, name
+        self.proxy = None
+        self.workers = 0
+        self.cached: set[int] = set()
+        self.chunks_done = 0
+        self.busy_seconds = 0.0
+        self.bytes_out = self.bytes_in = 0
+        self.dropped = ""
+
+
+class ChunkTask:
+    """One chunk of a round: its key (the same chunk in every pass), documents and seed;
+    `terms` the distinct term ids it holds, `local` its CSR over them."""
+
+    def __init__(self, key: int, m: scipy.sparse.csr_matrix, seed: int):
+        self.key, self.seed = int(key), int(seed)
+        self.terms = np.unique(m.indices).astype(np.int32)
+        self.local = scipy.sparse.csr_matrix(
+            (m.data, np.searchsorted(self.terms, m.indices).astype(np.int32), m.indptr),
+            shape=(m.shape[0], len(self.terms)))
+        self.n_docs = m.shape[0]
+
+
+class ClusterLda:
+    """`open(...)`, then `estep_round(tasks, eb_t, alpha)` per round, then `close()`.
+    `on_event(what, node, key)` (tests, logs): "sent" when a node runs a chunk's E-step,
+    "done" when its result is back."""
+
+    def __init__(self, cfg, key: bytes | None, on_event=None):
+        self.cfg, self.key, self.on_event = cfg, key, on_event
+        self.nodes: list[_LdaNode] = []
+        self.recomputed: list[dict] = []
+        self.seconds_per_doc = 0.0
+        self.rounds = 0
+
+    # ---- nodes ------------------------------------------------------------------------------
+    def open(self, n_terms: int, num_topics: int, dtype, iterations: int,
+             gamma_threshold: float) -> int:
+        """Open the job on every node that answers; returns how many."""
+        self.job_id = f"lda-{secrets.token_hex(6)}"
+        self.nodes = []
+        self.n_terms, self.num_topics = int(n_terms), int(num_topics)
+        self.dtype = np.dtype(dtype)
+        self.lock = threading.Lock()
+        spec = {"job": self.job_id, "kind": "lda", "n_terms": self.n_terms,
+                "num_topics": self.num_topics, "dtype": self.dtype.name,
+                "iterations": int(iterations), "gamma_threshold": float(gamma_threshold),
+                "workers": int(self.cfg.node_workers),
+                "timeout_seconds": float(self.cfg.timeout_seconds + self.cfg.round_seconds + 30)}
+        why, seen = [], {}
+        for name, address in find_nodes(self.cfg, self.key).items():
+            node = _LdaNode(address, name)
+            try:
+                node.proxy = transport.connect(address, self.key, self.cfg.timeout_seconds)
+                info = node.proxy.info()
+                if not isinstance(info, dict):
+                    raise ValueError("info: expected a dict")
+                wid = str(info.get("worker_id") or address)
+                if wid in seen:
+                    raise ValueError(f"the same worker as {seen[wid]} (listed twice)")
+                seen[wid] = address
+                reply = node.proxy.open_job(spec)
+                if not isinstance(reply, dict):
+                    raise ValueError("open_job: expected a dict")
+                node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
+                self.nodes.append(node)
+                log.info("node %s (%s): %d thread(s), %s MB free", name, address,
+                         node.workers, info.get("free_mb"))
+            except _FAILURES as exc:
+                why.append(f"{address}: {type(exc).__name__}: {exc}")
+                log.warning("node %s not used: %s", address, why[-1])
+                transport.release(node.proxy)
+        if not self.nodes:
+            raise ClusterError("no node could be used: " + ("; ".join(why) or
+                               "the job lists none and the name server knows none"))
+        log.info("LDA on the cluster: %d topics x %d terms, %d node(s): %s", num_topics,
+                 n_terms, len(self.nodes), ", ".join(n.name for n in self.nodes))
+        return len(self.nodes)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            close_remote_job(None if node.dropped else node.proxy, self.job_id,
+                             self.cfg.timeout_seconds, node.name)
+
+    # ---- a round ----------------------------------------------------------------------------
+    def estep_round(self, chunks: list[tuple[int, scipy.sparse.csr_matrix, int]],
+                    eb_t: np.ndarray, alpha: np.ndarray
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The E-steps of the round's chunks [(key, documents x terms CSR, seed)]:
+        [(gamma, the chunk's term ids, their statistics (terms x topics, times
+        exp(E[log beta])))] in the order given."""
+        tasks = [ChunkTask(*c) for c in chunks]
+        got = self._run_round(tasks, eb_t, alpha)
+        return [(g, t.terms, st) for t, (g, st) in zip(tasks, got)]
+
+    def _run_round(self, tasks: list[ChunkTask], eb_t: np.ndarray, alpha: np.ndarray
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        pending = deque(range(len(tasks)))
+        results: dict[int, tuple] = {}
+        failure: list[BaseException] = []
+        self.rounds += 1
+        while len(results) < len(tasks):
+            live = [n for n in self.nodes if not n.dropped]
+            if not live:
+                raise ClusterError("every node was lost: " + "; ".join(
+                    f"{n.address}: {n.dropped}" for n in self.nodes))
+            threads = [threading.Thread(target=self._work,
+                                        args=(n, tasks, pending, results, eb_t, alpha,
+                                              failure),
+                                        name=f"lda-node-{n.name}", daemon=True)
+                       for n in live]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if failure:
+                raise failure[0]
+        return [results[i] for i in range(len(tasks))]
+
+    def _work(self, node: _LdaNode, tasks, pending: deque, results: dict, eb_t, alpha,
+              failure: list) -> None:
+        index = None
+        try:
+            while True:
+                with self.lock:
+                    if not pending or failure:
+                        return
+                    # a chunk this node holds first: its documents need not travel again
+                    index = next((i for i in pending if tasks[i].key in node.cached),
+                                 pending[0])
+                    pending.remove(index)
+                results_i = self._compute(node, tasks[index], eb_t, alpha)
+                with self.lock:
+                    results[index] = results_i
+                index = None
+        except _FAILURES as exc:
+            self._drop(node, index, tasks, pending, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:             # a bug: stop the job with it
+            with self.lock:
+                failure.append(exc)
+
+    def _compute(self, node: _LdaNode, task: ChunkTask, eb_t: np.ndarray,
+                 alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.monotonic()
+        proxy, key, job = node.proxy, task.key, self.job_id
+        if key not in node.cached:
+            m = task.local
+            proxy.lda_put(job, key, pack_array(task.terms), pack_array(m.indptr.astype("<i8")),
+                          pack_array(m.indices.astype("<i4")),
+                          pack_array(m.data.astype(self.dtype, copy=False)))
+            node.bytes_out += task.terms.nbytes + m.indptr.nbytes * 2 + m.indices.nbytes + \
+                m.data.size * self.dtype.itemsize
+            node.cached.add(key)
+        rows = eb_t[task.terms]                  # the chunk's terms only
+        for a, b in row_pieces(rows.shape[0], self.num_topics * rows.itemsize, PIECE_BYTES):
+            proxy.lda_rows(job, key, a, pack_array(rows[a:b]))
+            node.bytes_out += rows[a:b].nbytes
+        proxy.lda_estep(job, key, task.seed, pack_array(np.asarray(alpha, "<f8")))
+        self._event("sent", node, key)
+        wait = min(self.cfg.round_seconds, self.cfg.timeout_seconds / 2)
+        transport.set_timeout(proxy, self.cfg.timeout_seconds + wait)
+        try:
+            while True:
+                reply = proxy.lda_result(job, key, wait)
+                if reply["state"] == "done":
+                    break
+                limit = self._limit(task.n_docs)
+                if time.monotonic() - t0 > limit:
+                    raise RuntimeError(f"chunk {key} still running after {limit:.0f} s "
+                                       f"(ten times what the slowest finished chunk took)")
+        finally:
+            transport.set_timeout(proxy, self.cfg.timeout_seconds)
+        gamma = unpack_array(reply["gamma"], "<f8", 2, (task.n_docs, self.num_topics),
+                             "gamma").copy()
+        if not np.isfinite(gamma).all():
+            raise ValueError(f"chunk {key}: gamma is not finite")
+        u = len(task.terms)
+        sstats = np.empty((u, self.num_topics), self.dtype)
+        covered = 0
+        for piece in range(check_int(reply.get("pieces"), 0, 1 << 30, "pieces")):
+            got = proxy.lda_pull(job, key, piece)
+            part = unpack_array(got["rows"], self.dtype.str, 2, (None, self.num_topics),
+                                "statistics")
+            a = check_int(got.get("start"), 0, u, f"chunk {key} rows start")
+            if a != covered or a + part.shape[0] > u:
+                raise ValueError(f"chunk {key}: statistics at row {a}, expected {covered}")
+            if not np.isfinite(part).all():
+                raise ValueError(f"chunk {key}: statistics are not finite")
+            sstats[a:a + part.shape[0]] = part
+            covered += part.shape[0]
+            node.bytes_in += part.nbytes
+        if covered != u:
+            raise ValueError(f"chunk {key}: statistics for {covered} of {u} terms")
+        node.bytes_in += gamma.nbytes
+        proxy.lda_forget(job, key)
+        with self.lock:
+            self.seconds_per_doc = max(self.seconds_per_doc,
+                                       (time.monotonic() - t0) / max(task.n_docs, 1))
+            node.chunks_done += 1
+            node.busy_seconds += time.monotonic() - t0
+        self._event("done", node, key)
+        return gamma, sstats
+
+    def _limit(self, n_docs: int) -> float:
+        """How long a chunk's E-step may run: ten times the slowest finished chunk's time
+        per document, not under the call timeout plus two rounds; none before one finished
+        (a node that answers "running" forever is dropped, its chunk given to another)."""
+        with self.lock:
+            rate = self.seconds_per_doc
+        if not rate:
+            return float("inf")
+        return max(10 * rate * n_docs, self.cfg.timeout_seconds + 2 * self.cfg.round_seconds)
+
+    def _event(self, what: str, node: _LdaNode, key: int) -> None:
+        if self.on_event is not None:
+            self.on_event(what, node, key)
+
+    def _drop(self, node: _LdaNode, index, tasks, pending: deque, why: str) -> None:
+        with self.lock:
+            node.dropped = why
+            if index is not None:
+                pending.appendleft(index)
+                self.recomputed.append({"chunk": tasks[index].key, "lost_on": node.name,
+                                        "why": why})
+            alive = sum(not n.dropped for n in self.nodes)
+        log.warning("node %s dropped (%s)%s; %d node(s) left", node.name, why,
+                    f"; chunk {tasks[index].key} goes to another node"
+                    if index is not None else "", alive)
+        transport.release(node.proxy)
+
+    def report(self) -> dict:
+        return {
+            "nodes_used": len(self.nodes), "rounds": self.rounds,
+            "recomputed": self.recomputed,
+            "dropped": [{"node": n.name, "address": n.address, "why": n.dropped}
+                        for n in self.nodes if n.dropped],
+            "bytes_to_nodes": sum(n.bytes_out for n in self.nodes),
+            "bytes_from_nodes": sum(n.bytes_in for n in self.nodes),
+            "per_node": [{"node": n.name, "address": n.address, "threads": n.workers,
+                          "chunks": n.chunks_done, "busy_seconds": round(n.busy_seconds, 3),
+                          "dropped": n.dropped} for n in self.nodes],
+        }

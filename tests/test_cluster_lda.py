@@ -1,0 +1,110 @@
+"""LDA on the cluster, on loopback: real `engine worker` processes run the E-steps of the
+chunks they are sent; the model merges their statistics. The planted topics are learned,
+each chunk is E-stepped once a pass, the documents travel once, and a SIGKILLed worker and a
+SIGSTOPped one are dropped and their chunks recomputed by the survivor with the same
+model as without faults. The `workers` fixture (test_cluster) checks that no process, port
+or shared memory is left behind."""
+import signal
+
+import numpy as np
+import pytest
+
+from engine import LdaModel
+from engine.errors import ClusterError, InvalidArgumentError
+
+from test_cluster import KEY, workers  # noqa: F401 (the fixture)
+from test_lda import BLOCK, K, V, planted
+
+N_DOCS, CHUNK, PASSES = 900, 150, 3                 # 6 chunks a pass
+
+
+def _model(nodes, seed=5, on_event=None, passes=PASSES, **kw):
+    model = LdaModel(None, num_topics=K, id2word={i: f"w{i}" for i in range(V)},
+                     distributed=True, nodes=nodes, chunksize=CHUNK, passes=passes,
+                     random_state=seed, eval_every=0,
+                     cluster={"timeout_seconds": 2, "round_seconds": 0.5}, **kw)
+    model.remote.on_event = on_event
+    return model
+
+
+def test_the_cluster_learns_the_planted_topics_with_each_chunk_once(workers):
+    ws = workers(2)
+    corpus = planted(N_DOCS, seed=11)
+    events = []
+    model = _model([w.address for w in ws], on_event=lambda what, node, key: events.append(
+        (what, node.address, key)))
+    model.update(corpus)
+    mass = model.get_topics().reshape(K, K, BLOCK).sum(axis=2)
+    assert sorted(mass.argmax(axis=1).tolist()) == list(range(K))
+    assert mass.max(axis=1).min() > 0.8
+    done = [key for what, _, key in events if what == "done"]
+    chunks = N_DOCS // CHUNK
+    assert len(done) == PASSES * chunks and len(set(done)) == chunks   # once a pass
+    assert {a for what, a, _ in events if what == "done"} == {w.address for w in ws}
+    r = model.remote.report()
+    assert r["nodes_used"] == 2 and not r["dropped"] and not r["recomputed"]
+    assert sum(n["chunks"] for n in r["per_node"]) == PASSES * chunks
+    # what travels: each chunk's documents once, then per E-step only its terms' rows
+    nnz = sum(len(d) for d in corpus)
+    assert r["bytes_to_nodes"] < PASSES * chunks * (V * K * 4) + nnz * 16
+    # the same topics as one machine's model with one M-step per two chunks (the
+    # cluster's rule at 2 nodes), up to the gamma draws
+    local = LdaModel(corpus, num_topics=K, id2word={i: f"w{i}" for i in range(V)},
+                     chunksize=CHUNK, passes=PASSES, update_every=2, random_state=5,
+                     eval_every=0)
+    ours = model.get_topics().reshape(K, K, BLOCK).sum(axis=2)
+    theirs = local.get_topics().reshape(K, K, BLOCK).sum(axis=2)
+    assert np.abs(np.sort(ours.max(axis=1)) - np.sort(theirs.max(axis=1))).max() < 0.05
+
+
+def test_killed_and_hung_nodes_lose_no_chunk(workers):
+    corpus = planted(N_DOCS, seed=12)
+    calm = workers(3)
+    reference = _model([w.address for w in calm], passes=2)
+    reference.update(corpus)
+    ws = workers(3)
+    victims = {ws[0].address: signal.SIGKILL, ws[1].address: signal.SIGSTOP}
+    hit = []
+
+    def on_event(what, node, key):
+        # a victim is hit while it runs an E-step: that chunk must be done again
+        if what == "sent" and node.address in victims and node.address not in hit:
+            hit.append(node.address)
+            next(w for w in ws if w.address == node.address).ps.send_signal(
+                victims[node.address])
+
+    model = _model([w.address for w in ws], on_event=on_event, passes=2)
+    model.update(corpus)
+    assert sorted(hit) == sorted(victims)
+    r = model.remote.report()
+    assert {x["address"] for x in r["dropped"]} == set(victims)
+    assert {x["lost_on"] for x in r["recomputed"]} == set(victims)
+    survivor = next(n for n in r["per_node"] if n["address"] == ws[2].address)
+    assert sum(n["chunks"] for n in r["per_node"]) == 2 * (N_DOCS // CHUNK)
+    assert survivor["chunks"] >= 2 * (N_DOCS // CHUNK) - 2
+    # rounds of three chunks as before the faults, each chunk from its own seed: the
+    # same model whoever computed what
+    np.testing.assert_allclose(model.get_topics(), reference.get_topics(), rtol=1e-4,
+                               atol=1e-7)
+    assert ws[0].proc.wait(timeout=10) == -signal.SIGKILL
+    ws[1].ps.send_signal(signal.SIGCONT)
+
+
+def test_every_node_lost_is_one_clear_error(workers):
+    (w,) = workers(1)
+
+    def on_event(what, node, key):
+        if what == "sent":
+            w.ps.send_signal(signal.SIGKILL)
+
+    model = _model([w.address], on_event=on_event)
+    with pytest.raises(ClusterError, match="every node was lost"):
+        model.update(planted(300, seed=13))
+
+
+def test_distributed_needs_the_cluster_aware_model():
+    from engine.documents import LdaModel as Plain
+
+    with pytest.raises(InvalidArgumentError, match="engine.LdaModel"):
+        Plain(None, num_topics=2, id2word={0: "a", 1: "b"}, distributed=True)
+    assert KEY
