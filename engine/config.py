@@ -416,10 +416,6 @@ def job_from_dict(data: dict, overrides: list[str] = (), source: str = "job") ->
         if doc in sections and mixed:
             raise ConfigError(f"{source}: [{doc}] ({what}) and {', '.join(mixed)} "
                               f"(word vectors) in one job; a job trains one model")
-        if doc == "lda" and doc in sections and "cluster" in sections and \
-                (sections["cluster"].nodes or sections["cluster"].nameserver):
-            raise ConfigError(f"{source}: [lda] with [cluster] nodes: LDA trains on one "
-                              "machine for now; remove [cluster]")
     return JobConfig(**sections)
 
 

@@ -108,3 +108,33 @@ def test_distributed_needs_the_cluster_aware_model():
     with pytest.raises(InvalidArgumentError, match="engine.LdaModel"):
         Plain(None, num_topics=2, id2word={0: "a", 1: "b"}, distributed=True)
     assert KEY
+
+
+def test_engine_run_lda_job_on_the_cluster(tmp_path, workers):
+    import json
+
+    from engine.config import job_from_dict
+    from engine.jobs.run import run_job
+
+    ws = workers(2)
+    vocab = [f"w{i}" for i in range(V)]
+    with open(tmp_path / "docs.tsv", "w") as fh:
+        for i, doc in enumerate(planted(600, seed=14)):
+            fh.write(f"d{i}\t" + " ".join(" ".join([vocab[t]] * c) for t, c in doc) + "\n")
+    job = job_from_dict({
+        "corpus": {"path": str(tmp_path / "docs.tsv")},
+        "lda": {"num_topics": K, "chunksize": 100, "passes": 3, "no_above": 1.0,
+                "no_below": 1, "held_out": 60, "seed": 3},
+        "output": {"dir": str(tmp_path / "out")},
+        "cluster": {"nodes": [w.address for w in ws]}})
+    report = run_job(job, show_progress=False)
+    assert report["model"] == "lda"
+    c = report["cluster"]
+    assert c["nodes_used"] == 2 and not c["dropped"]
+    assert sum(n["chunks"] for n in c["per_node"]) == 3 * 6     # 540 documents in 100s
+    assert report["passes"][-1]["held_out_perplexity"] < report["passes"][0][
+        "held_out_perplexity"] * 1.01
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["cluster"]["nodes_used"] == 2
+    mixes = np.load(tmp_path / "out" / "doc_topics.npy")
+    assert mixes.shape == (600, K) and np.allclose(mixes.sum(axis=1), 1, atol=1e-4)

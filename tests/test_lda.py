@@ -340,12 +340,14 @@ def test_bench_on_an_lda_job(tmp_path):
                    f'held_out = 50\nno_below = 1\nno_above = 1.0\nchunksize = 100\n')
     cmd, env = engine_command()                  # the installed engine, as a user runs it
     r = subprocess.run(cmd + ["bench", str(job), "--threads", "1..2", "--peers", "nosuch",
-                              "--json", str(tmp_path / "b.json")],
+                              "--nodes", "2", "--json", str(tmp_path / "b.json")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "b.json").read_text())
-    assert [row["split"] for row in data["rows"]] == ["1 thread(s)", "2 thread(s)"]
+    assert [row["split"] for row in data["rows"]] == ["1 thread(s)", "2 thread(s)",
+                                                      "2 nodes x 1 thread(s)"]
     assert all(row["train_seconds"] > 0 and row["perplexity"] < V for row in data["rows"])
+    assert data["rows"][2]["bytes"] > 0
     assert "unknown LDA peer 'nosuch'" in r.stdout and "| engine | 2 thread(s) |" in r.stdout
 
 

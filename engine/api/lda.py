@@ -39,15 +39,17 @@ class LdaModel(_lda.LdaModel):
                  per_word_topics: bool = False, callbacks=None, dtype=np.float32,
                  workers: int = 0, nodes=None, nameserver: str = "",
                  cluster: dict | None = None):
+        remote = None
         if distributed:
             if ns_conf and not nameserver:      # gensim's {"host": ..., "port": ...}
                 host, port = ns_conf.get("host"), ns_conf.get("port")
                 nameserver = f"{host}:{port}" if host and port else (host or "")
-            self.remote = _remote(nodes, nameserver, cluster)
+            remote = _remote(nodes, nameserver, cluster)
         super().__init__(corpus, num_topics, id2word, distributed, chunksize, passes,
                          update_every, alpha, eta, decay, offset, eval_every, iterations,
                          gamma_threshold, minimum_probability, random_state, ns_conf,
-                         minimum_phi_value, per_word_topics, callbacks, dtype, workers)
+                         minimum_phi_value, per_word_topics, callbacks, dtype, workers,
+                         remote)
 
 
 LdaMulticore = _lda.LdaMulticore        # one machine's cores (gensim's LdaMulticore)

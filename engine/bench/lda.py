@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse
 
 from ..errors import ConfigError
-from .common import (choose_peers, median_run, parse_threads, print_rows,
+from .common import (LocalWorkers, choose_peers, median_run, parse_threads, print_rows,
                      run_job_process)
 from .lsi import run_peer
 
@@ -28,15 +28,23 @@ LDA_PEERS = {"gensim": "gensim-lda", "gensim-multicore": "gensim-lda-multicore",
              "gensim-distributed": "gensim-lda-distributed"}
 
 
-def run_lda_engine(job: dict, out: str, workers: int) -> dict:
-    """One `engine run` of the LDA job in a fresh process; its row from report.json."""
+def run_lda_engine(job: dict, out: str, workers: int, nodes: list[str] | None = None
+                   ) -> dict:
+    """One `engine run` of the LDA job in a fresh process (on `nodes` when given: each
+    node's E-steps on its own threads); its row from report.json."""
     os.makedirs(out, exist_ok=True)
     job = copy.deepcopy(job)
     job["output"] = dict(job.get("output", {}), dir=os.path.join(out, "out"))
     job["lda"]["workers"] = workers
+    if nodes:
+        job["cluster"] = dict(job.get("cluster") or {}, nodes=nodes)
     rep = run_job_process(job, out, f"engine run of the LDA job in {out}")
     last = rep["passes"][-1] if rep["passes"] else {}
-    return {"tool": "engine", "split": f"{rep['workers']} thread(s)",
+    c = rep.get("cluster")
+    return {"tool": "engine" if not nodes else f"engine, {len(nodes)} node(s)",
+            "split": f"{rep['workers']} thread(s)" if not nodes else
+            f"{len(nodes)} nodes x {c['per_node'][0]['threads']} thread(s)",
+            "bytes": None if not c else c["bytes_to_nodes"] + c["bytes_from_nodes"],
             "train_seconds": rep["seconds"]["train"], "job_seconds": rep["seconds"]["total"],
             "peak_mb": rep["peak_memory_mb"], "documents": rep["documents"],
             "held_out": rep["held_out"], "terms": rep["terms"],
@@ -87,33 +95,21 @@ def run_lda_bench(args, job, keep: str, cores: int) -> int:
     counts = parse_threads(args.threads)
     if not job.corpus.path:
         raise ConfigError("[corpus] path: an [lda] bench needs a documents corpus")
-    if args.nodes:
-        raise ConfigError("--nodes: an [lda] job trains on one machine for now")
+    node_counts = parse_threads(args.nodes) if args.nodes else []
     lda = dataclasses.asdict(job.lda)
     base = {"corpus": dataclasses.asdict(job.corpus), "lda": lda}
     python = args.peer_python or sys.executable
     peers, notes = choose_peers(args.peers, LDA_PEERS, "LDA", python)
     peer_settings = dict(lda, keep_n=lda["keep_n"] or None)
     runs: dict[tuple, list[dict]] = {}
-    for rnd in range(args.repeat):
-        tag = f"-r{rnd + 1}"
-        for n in counts:
-            row = run_lda_engine(base, os.path.join(keep, f"lda-{n}{tag}"), n)
-            runs.setdefault((row["tool"], n), []).append(row)
-            print(f"engine, {n} thread(s): training {row['train_seconds']:.2f} s, job "
-                  f"{row['job_seconds']:.1f} s, held-out perplexity {row['perplexity']}",
-                  flush=True)
-        for peer in peers:
-            sizes = [0] if peer == "gensim" else counts
-            for n in sizes:
-                if peer == "gensim-distributed" and n < 1:
-                    continue
-                row = run_lda_peer(python, peer, job.corpus.path, peer_settings, n,
-                                   os.path.join(keep, f"{peer}-{n}{tag}"))
-                runs.setdefault((row["tool"], n), []).append(row)
-                print(f"{row['tool']}: training {row['train_seconds']:.2f} s, job "
-                      f"{row['job_seconds']:.1f} s, held-out perplexity "
-                      f"{row['perplexity']}", flush=True)
+    workers = LocalWorkers(max(node_counts), args.node_workers) if node_counts else None
+    try:
+        for rnd in range(args.repeat):
+            _lda_round(args, base, keep, f"-r{rnd + 1}", counts, node_counts, workers, peers,
+                       python, job.corpus.path, peer_settings, runs)
+    finally:
+        if workers is not None:
+            workers.close()
     rows = [median_run(r, "train_seconds") for r in runs.values()]
     rows.sort(key=lambda r: (not r["tool"].startswith("gensim"), r["tool"]))
     return print_rows(
@@ -121,3 +117,33 @@ def run_lda_bench(args, job, keep: str, cores: int) -> int:
         f"{lda['passes']} pass(es), chunksize {lda['chunksize']}, {args.repeat} "
         f"interleaved round(s)", format_table(rows, lda["passes"]), notes, args.json,
         {"rows": rows, "cores": cores, "lda": lda, "repeat": args.repeat})
+
+
+def _lda_round(args, base, keep, tag, counts, node_counts, workers, peers, python, corpus,
+               peer_settings, runs) -> None:
+    """One interleaved round: engine at each thread count and node count, then each peer."""
+    for n in counts:
+        row = run_lda_engine(base, os.path.join(keep, f"lda-{n}{tag}"), n)
+        runs.setdefault((row["tool"], n), []).append(row)
+        print(f"engine, {n} thread(s): training {row['train_seconds']:.2f} s, job "
+              f"{row['job_seconds']:.1f} s, held-out perplexity {row['perplexity']}",
+              flush=True)
+    for n in node_counts:
+        row = run_lda_engine(base, os.path.join(keep, f"lda-nodes{n}{tag}"), 0,
+                             workers.addresses[:n])
+        runs.setdefault((row["tool"], n), []).append(row)
+        print(f"engine on {n} node(s): training {row['train_seconds']:.2f} s, job "
+              f"{row['job_seconds']:.1f} s, held-out perplexity {row['perplexity']}, "
+              f"{row['bytes'] / 1e6:.1f} MB over the wire", flush=True)
+    for peer in peers:
+        sizes = [0] if peer == "gensim" else counts
+        for n in sizes:
+            if peer == "gensim-distributed" and n < 1:
+                continue
+            row = run_lda_peer(python, peer, corpus, peer_settings, n,
+                               os.path.join(keep, f"{peer}-{n}{tag}"))
+            runs.setdefault((row["tool"], n), []).append(row)
+            print(f"{row['tool']}: training {row['train_seconds']:.2f} s, job "
+                  f"{row['job_seconds']:.1f} s, held-out perplexity "
+                  f"{row['perplexity']}", flush=True)
+

@@ -301,7 +301,9 @@ class LdaModel:
                  gamma_threshold: float = 0.001, minimum_probability: float = 0.01,
                  random_state=None, ns_conf=None, minimum_phi_value: float = 0.01,
                  per_word_topics: bool = False, callbacks=None, dtype=np.float32,
-                 workers: int = 0):
+                 workers: int = 0, remote=None):
+        if remote is not None:
+            self.remote = remote
         if distributed and self.remote is None:
             raise InvalidArgumentError("engine.documents.LdaModel(distributed=True): use "
                                        "engine.LdaModel (nodes=[...] or a name server), or "

@@ -83,8 +83,9 @@ def _held_out_rows(n_docs: int, held_out: int) -> np.ndarray:
     return np.linspace(0, n_docs - 1, held_out).round().astype(np.int64)
 
 
-def run_lda_job(cfg: LdaConfig) -> dict:
-    """Run the job; returns the report (also written to report.json)."""
+def run_lda_job(cfg: LdaConfig, remote=None) -> dict:
+    """Run the job; returns the report (also written to report.json). `remote`: the E-steps
+    on a cluster (engine.cluster.ClusterLda), as LdaModel's."""
     cfg.validate()
     start = time.perf_counter()
     source, cores, n_text, why_text = open_corpus(cfg)
@@ -125,7 +126,8 @@ def run_lda_job(cfg: LdaConfig) -> dict:
                          eta=None if cfg.eta == "symmetric" else cfg.eta, decay=cfg.decay,
                          offset=cfg.offset, eval_every=None, iterations=cfg.iterations,
                          gamma_threshold=cfg.gamma_threshold, random_state=cfg.seed,
-                         dtype=np.dtype(cfg.dtype), workers=cfg.workers)
+                         dtype=np.dtype(cfg.dtype), workers=cfg.workers,
+                         distributed=remote is not None, remote=remote)
         curve: list[dict] = []
         t_train = time.perf_counter()
         evaluating = [0.0]                      # seconds spent scoring, left out of training
@@ -168,6 +170,7 @@ def run_lda_job(cfg: LdaConfig) -> dict:
                 "documents": n_docs, "held_out": int(len(held)), "terms": n_terms,
                 "nonzeros": int(sum(b.nnz for b in blocks)), "topics": cfg.num_topics,
                 "workers": model.workers, "passes": curve,
+                **({"cluster": remote.report()} if remote is not None else {}),
                 "coherence_u_mass": round(coherence, 5),
                 "documents_per_second": round((n_docs - len(held)) * cfg.passes
                                               / max(train_s, 1e-9), 1),

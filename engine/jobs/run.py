@@ -85,7 +85,13 @@ def run_lda(job: JobConfig) -> dict:
                     encoding_errors=job.corpus.encoding_errors, held_out=s.held_out,
                     topic_words=s.topic_words, coherence_words=s.coherence_words,
                     seed=s.seed)
-    return run_lda_job(cfg)
+    remote = None
+    if job.cluster.enabled:
+        from ..cluster import ClusterLda, check_reachable, read_key
+
+        check_reachable(job.cluster)        # before the corpus is read: fail in seconds
+        remote = ClusterLda(job.cluster, read_key(job.cluster.key_file))
+    return run_lda_job(cfg, remote)
 
 
 def run_job(job: JobConfig, show_progress: bool = True, resume: bool = False) -> dict:
