@@ -1,17 +1,19 @@
 """ClusterLda: the E-steps of online LDA spread over the cluster's `engine worker`s.
 
-The model (engine.documents.lda.LdaModel, `distributed=True`) hands over rounds of chunks:
-one chunk per node and round. A thread per node takes the round's next chunk (one whose
-documents it already holds first), sends its documents if the node does not hold them yet
-(CSR over the chunk's own terms: they stay on the node's disk for the later passes), sends
-the rows of exp(E[log beta]) of that chunk's terms only, alpha and the chunk's seed, and
-polls for the result: gamma and the chunk's statistics, again only for its terms. So the
-bytes of an E-step grow with the terms a chunk holds, never with the vocabulary, and the
-dispatcher holds one round's chunks, never the corpus. A node that fails, is killed or
-stops answering (every call has a deadline; a running E-step is polled and may take ten
-times what the slowest finished one took) is dropped and its chunk goes to another node.
-A chunk's result depends on its documents, the topics and its seed only, so the model
-does not depend on which node computed what; the model adds the results in chunk order.
+The model (engine.documents.lda.LdaModel, `distributed=True`) trains as on one machine,
+chunk by chunk with the same updates, and hands each chunk's E-step here: its documents
+are split over the nodes alive, in parts of about equal nonzeros. A thread per node takes
+the next part (one whose documents it already holds first), sends its documents if the node
+does not hold them yet (CSR over the part's own terms: they stay on the node's disk for the
+later passes), sends the rows of exp(E[log beta]) of that part's terms only, alpha and the
+documents' starting gamma (drawn by the model as local training draws them), and polls for
+the result: gamma and the part's statistics, again only for its terms. So the bytes of an
+E-step grow with the terms a part holds, never with the vocabulary, and the dispatcher holds
+one chunk, never the corpus. A node that fails, is killed or stops answering (every call has
+a deadline; a running E-step is polled and may take ten times what the slowest finished one
+took) is dropped and its part goes to another node. Each document's result depends on its
+words, the topics and its starting gamma only, so the model is local training's, whoever
+computed what, up to the order in which statistics add up.
 """
 from __future__ import annotations
 
@@ -48,11 +50,12 @@ class _LdaNode:
 
 
 class ChunkTask:
-    """One chunk of a round: its key (the same chunk in every pass), documents and seed;
-    `terms` the distinct term ids it holds, `local` its CSR over them."""
+    """One part of a chunk: its key (the same part in every pass while the split holds),
+    documents and their starting gamma; `terms` the distinct term ids it holds, `local`
+    its CSR over them."""
 
-    def __init__(self, key: int, m: scipy.sparse.csr_matrix, seed: int):
-        self.key, self.seed = int(key), int(seed)
+    def __init__(self, key: int, m: scipy.sparse.csr_matrix, gamma: np.ndarray):
+        self.key, self.gamma = int(key), gamma
         self.terms = np.unique(m.indices).astype(np.int32)
         self.local = scipy.sparse.csr_matrix(
             (m.data, np.searchsorted(self.terms, m.indices).astype(np.int32), m.indptr),
@@ -60,10 +63,22 @@ class ChunkTask:
         self.n_docs = m.shape[0]
 
 
+MAX_PARTS = 1 << 10
+
+
+def split_rows(m: scipy.sparse.csr_matrix, parts: int) -> list[tuple[int, int]]:
+    """About equal nonzeros in each of at most `parts` runs of rows, none empty."""
+    parts = max(1, min(parts, m.shape[0]))
+    cuts = np.searchsorted(m.indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, m.shape[0]}), m.shape[0]]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 class ClusterLda:
-    """`open(...)`, then `estep_round(tasks, eb_t, alpha)` per round, then `close()`.
-    `on_event(what, node, key)` (tests, logs): "sent" when a node runs a chunk's E-step,
-    "done" when its result is back."""
+    """`open(...)`, then `estep_chunk(...)` per chunk, then `close()`. `on_event(what,
+    node, key)` (tests, logs): "sent" when a node runs a part's E-step, "done" when its
+    result is back; key >> 20 is the chunk's key, (key >> 10) & 1023 the number of parts
+    it was split into, key & 1023 the part."""
 
     def __init__(self, cfg, key: bytes | None, on_event=None):
         self.cfg, self.key, self.on_event = cfg, key, on_event
@@ -121,16 +136,28 @@ class ClusterLda:
             close_remote_job(None if node.dropped else node.proxy, self.job_id,
                              self.cfg.timeout_seconds, node.name)
 
-    # ---- a round ----------------------------------------------------------------------------
-    def estep_round(self, chunks: list[tuple[int, scipy.sparse.csr_matrix, int]],
+    # ---- a chunk ----------------------------------------------------------------------------
+    def estep_chunk(self, key: int, m: scipy.sparse.csr_matrix, gamma: np.ndarray,
                     eb_t: np.ndarray, alpha: np.ndarray
-                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The E-steps of the round's chunks [(key, documents x terms CSR, seed)]:
-        [(gamma, the chunk's term ids, their statistics (terms x topics, times
-        exp(E[log beta])))] in the order given."""
-        tasks = [ChunkTask(*c) for c in chunks]
+                    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """A chunk's E-step (documents x terms CSR; `gamma` its documents' starting topic
+        weights), its documents split over the nodes alive in parts of about equal
+        nonzeros: (gamma after it, [(a part's term ids, their statistics (terms x topics,
+        times exp(E[log beta])))]). Each document's result depends on its own words, the
+        topics and its starting gamma only, so the split changes nothing but the order in
+        which the statistics add up."""
+        live = sum(not n.dropped for n in self.nodes)
+        if not live:
+            raise ClusterError("every node was lost: " + "; ".join(
+                f"{n.address}: {n.dropped}" for n in self.nodes))
+        runs = split_rows(m, min(live, MAX_PARTS - 1))
+        if key >= 1 << 42:
+            raise ValueError(f"chunk key {key}: expected below 2**42")
+        tasks = [ChunkTask((key << 20) | (len(runs) << 10) | i, m[a:b], gamma[a:b])
+                 for i, (a, b) in enumerate(runs)]
         got = self._run_round(tasks, eb_t, alpha)
-        return [(g, t.terms, st) for t, (g, st) in zip(tasks, got)]
+        return (np.concatenate([g for g, _ in got]) if got else gamma,
+                [(t.terms, st) for t, (_, st) in zip(tasks, got)])
 
     def _run_round(self, tasks: list[ChunkTask], eb_t: np.ndarray, alpha: np.ndarray
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -194,7 +221,8 @@ class ClusterLda:
         for a, b in row_pieces(rows.shape[0], self.num_topics * rows.itemsize, PIECE_BYTES):
             proxy.lda_rows(job, key, a, pack_array(rows[a:b]))
             node.bytes_out += rows[a:b].nbytes
-        proxy.lda_estep(job, key, task.seed, pack_array(np.asarray(alpha, "<f8")))
+        proxy.lda_estep(job, key, pack_array(np.ascontiguousarray(task.gamma, "<f8")),
+                        pack_array(np.asarray(alpha, "<f8")))
         self._event("sent", node, key)
         wait = min(self.cfg.round_seconds, self.cfg.timeout_seconds / 2)
         transport.set_timeout(proxy, self.cfg.timeout_seconds + wait)
@@ -231,6 +259,7 @@ class ClusterLda:
         if covered != u:
             raise ValueError(f"chunk {key}: statistics for {covered} of {u} terms")
         node.bytes_in += gamma.nbytes
+        node.bytes_out += task.gamma.nbytes
         proxy.lda_forget(job, key)
         with self.lock:
             self.seconds_per_doc = max(self.seconds_per_doc,
@@ -269,13 +298,13 @@ class ClusterLda:
 
     def report(self) -> dict:
         return {
-            "nodes_used": len(self.nodes), "rounds": self.rounds,
+            "nodes_used": len(self.nodes), "chunks": self.rounds,
             "recomputed": self.recomputed,
             "dropped": [{"node": n.name, "address": n.address, "why": n.dropped}
                         for n in self.nodes if n.dropped],
             "bytes_to_nodes": sum(n.bytes_out for n in self.nodes),
             "bytes_from_nodes": sum(n.bytes_in for n in self.nodes),
             "per_node": [{"node": n.name, "address": n.address, "threads": n.workers,
-                          "chunks": n.chunks_done, "busy_seconds": round(n.busy_seconds, 3),
+                          "parts": n.chunks_done, "busy_seconds": round(n.busy_seconds, 3),
                           "dropped": n.dropped} for n in self.nodes],
         }

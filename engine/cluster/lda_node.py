@@ -4,7 +4,7 @@ The dispatcher (engine.cluster.lda) opens the job with the number of topics and 
 settings, sends a chunk's documents once (CSR over the chunk's own terms, numbered 0..u-1,
 with the global ids of those terms; kept in a scratch folder on disk, so that a later pass
 finds them here and memory does not grow with the corpus), and for each E-step the rows of
-exp(E[log beta]) of that chunk's terms only, alpha and a seed. The node runs the E-step on
+exp(E[log beta]) of that chunk's terms only, alpha and the documents' starting gamma. The node runs the E-step on
 all its threads in the background (engine.documents.lda.run_estep, the function local
 training runs) and hands back gamma and the chunk's statistics, again only for its terms.
 Everything that arrives is checked (types, ranges, shapes, finite values) before use.
@@ -146,14 +146,19 @@ class LdaNodeJob(CallGuard):
         return np.empty((n, self.num_topics), self.dtype)
 
     # ---- computing --------------------------------------------------------------------------
-    def estep(self, chunk, seed, alpha) -> None:
-        """Start the chunk's E-step in the background (one at a time): gamma drawn from
-        `seed` as local training draws it, alpha the prior (topics,)."""
+    def estep(self, chunk, gamma, alpha) -> None:
+        """Start the chunk's E-step in the background (one at a time): `gamma` its
+        documents' starting topic weights (documents x topics, drawn by the dispatcher as
+        local training draws them), alpha the prior (topics,)."""
         k = _int(chunk, 0, MAX_CHUNK, "chunk")
-        seed = _int(seed, 0, (1 << 32) - 1, "seed")
         a = unpack_array(alpha, "<f8", 1, (self.num_topics,), "alpha")
         if not np.all(np.isfinite(a)) or a.min() <= 0:
             raise ValueError("alpha: expected finite values > 0")
+        with self.lock:
+            docs = self.chunks[k][1] if k in self.chunks else 0
+        g = unpack_array(gamma, "<f8", 2, (docs, self.num_topics), "gamma")
+        if not np.all(np.isfinite(g)) or (g.size and g.min() <= 0):
+            raise ValueError("gamma: expected finite values > 0")
         with self.lock:
             task = self.tasks.get(k)
             if task is None or task.state != "receiving":
@@ -164,20 +169,18 @@ class LdaNodeJob(CallGuard):
                 raise ValueError("estep: another chunk's E-step is running")
             previous = self.thread
             task.state = "running"
-            self.thread = threading.Thread(target=self._run, args=(task, seed, a.copy(),
+            self.thread = threading.Thread(target=self._run, args=(task, g.copy(), a.copy(),
                                                                    previous),
                                            name="lda-estep", daemon=True)
             self.thread.start()
 
-    def _run(self, task: _Task, seed: int, alpha: np.ndarray,
+    def _run(self, task: _Task, gamma: np.ndarray, alpha: np.ndarray,
              previous: threading.Thread | None) -> None:
         if previous is not None:
             previous.join()
         t = time.perf_counter()
         try:
             m, _ = self._chunk(task.chunk)
-            gamma = np.random.RandomState(seed).gamma(100.0, 1.0 / 100.0,
-                                                      (m.shape[0], self.num_topics))
             sstats_t = np.zeros_like(task.rows)
             task.converged = run_estep(m, task.rows, alpha, gamma, sstats_t, self.iterations,
                                        self.gamma_threshold, self.workers,

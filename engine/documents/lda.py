@@ -289,8 +289,8 @@ class LdaState:
 class LdaModel:
     """gensim's LdaModel signature. distributed=True needs engine.LdaModel (which knows the
     cluster); here `remote` is the hook it sets: an object with open(n_terms, num_topics,
-    dtype, iterations, gamma_threshold) -> nodes, estep_round(tasks, eb_t, alpha) and
-    close(), engine.cluster.ClusterLda's methods."""
+    dtype, iterations, gamma_threshold) -> nodes, estep_chunk(key, chunk, gamma, eb_t,
+    alpha) and close(), engine.cluster.ClusterLda's methods."""
 
     remote = None
 
@@ -561,48 +561,42 @@ class LdaModel:
 
     def _update_on_cluster(self, corpus, lencorpus: int, chunksize: int, passes: int,
                            every_chunks: int, eval_every, rho) -> None:
-        """update() with the E-steps on the cluster's nodes (`remote`): rounds of one chunk
-        per node, E-stepped at once; their statistics are added in chunk order and an
-        M-step made every `update_every` chunks per node (gensim's distributed rule), or
-        once per pass in batch mode. A chunk's gamma starts from its own seed, so the
-        model does not depend on which node computed which chunk."""
+        """update() with each chunk's E-step split over the cluster's nodes (`remote`):
+        the same chunks, starting gammas and updates as on one machine."""
         remote = self.remote
-        nodes = remote.open(self.num_terms, self.num_topics, self.dtype, self.iterations,
-                            self.gamma_threshold)
-        self.numworkers = nodes
-        self._update_id = getattr(self, "_update_id", -1) + 1
-        mstep_every = nodes * every_chunks
+        self.numworkers = remote.open(self.num_terms, self.num_topics, self.dtype,
+                                      self.iterations, self.gamma_threshold)
+        self._update_id = (getattr(self, "_update_id", -1) + 1) % (1 << 18)
         try:
             for pass_ in range(passes):
                 other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
-                since, seen, chunk_no = 0, 0, 0
-                chunks = _as_chunks(corpus, chunksize, self.num_terms, self.dtype)
-                while True:
-                    round_ = list(itertools.islice(chunks, nodes))
-                    if not round_:
-                        break
-                    seeds = self.random_state.randint(0, 2 ** 32 - 1, len(round_))
-                    tasks = [((self._update_id << 32) | (chunk_no + i), m, int(seed))
-                             for i, (m, seed) in enumerate(zip(round_, seeds))]
-                    results = remote.estep_round(tasks, self._eb_t, self.alpha)
-                    for m, (gamma, terms, sstats) in zip(round_, results):
-                        seen += m.shape[0]
-                        chunk_no += 1
-                        if eval_every and (seen == lencorpus or chunk_no % eval_every == 0):
-                            self.log_perplexity(m, total_docs=lencorpus)
+                dirty, seen = False, 0
+                for chunk_no, m in enumerate(_as_chunks(corpus, chunksize, self.num_terms,
+                                                        self.dtype)):
+                    seen += m.shape[0]
+                    if eval_every and (seen == lencorpus or (chunk_no + 1) % eval_every == 0):
+                        self.log_perplexity(m, total_docs=lencorpus)
+                    gamma0 = self.random_state.gamma(100.0, 1.0 / 100.0,
+                                                     (m.shape[0], self.num_topics))
+                    if chunk_no >= 1 << 24:
+                        raise InvalidArgumentError(f"chunksize: {chunksize}; more than 2**24 "
+                                                   f"chunks in one update on the cluster")
+                    gamma, parts = remote.estep_chunk((self._update_id << 24) | chunk_no, m,
+                                                      gamma0, self._eb_t, self.alpha)
+                    for terms, sstats in parts:
                         other.sstats[:, terms] += sstats.T
-                        other.numdocs += gamma.shape[0]
-                        if self.optimize_alpha:
-                            self.update_alpha(gamma, rho(pass_))
-                        since += 1
-                    if since >= mstep_every:
+                    other.numdocs += m.shape[0]
+                    if self.optimize_alpha:
+                        self.update_alpha(gamma, rho(pass_))
+                    dirty = True
+                    if (chunk_no + 1) % every_chunks == 0:
                         self._mstep_of(other, rho(pass_), pass_)
                         other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
-                        since = 0
-                if since:
+                        dirty = False
+                if dirty:
                     self._mstep_of(other, rho(pass_), pass_)
                 log.info("LDA pass %d/%d over %d documents on %d node(s)", pass_ + 1, passes,
-                         lencorpus, nodes)
+                         lencorpus, self.numworkers)
                 if self.pass_hook is not None:
                     self.pass_hook(pass_)
         finally:
