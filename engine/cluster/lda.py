@@ -46,21 +46,30 @@ class _LdaNode:
         self.chunks_done = 0
         self.busy_seconds = 0.0
         self.bytes_out = self.bytes_in = 0
+        self.seconds = {"send": 0.0, "wait": 0.0, "receive": 0.0}
         self.dropped = ""
 
 
 class ChunkTask:
     """One part of a chunk: its key (the same part in every pass while the split holds),
-    documents and their starting gamma; `terms` the distinct term ids it holds, `local`
-    its CSR over them."""
+    documents and their starting gamma; `terms` the distinct term ids it holds (found by
+    marking, not sorting), `local()` its CSR over them (built only when the node does not
+    hold the part yet)."""
 
-    def __init__(self, key: int, m: scipy.sparse.csr_matrix, gamma: np.ndarray):
-        self.key, self.gamma = int(key), gamma
-        self.terms = np.unique(m.indices).astype(np.int32)
-        self.local = scipy.sparse.csr_matrix(
-            (m.data, np.searchsorted(self.terms, m.indices).astype(np.int32), m.indptr),
-            shape=(m.shape[0], len(self.terms)))
+    def __init__(self, key: int, m: scipy.sparse.csr_matrix, gamma: np.ndarray,
+                 mark: np.ndarray):
+        self.key, self.gamma, self.m = int(key), gamma, m
+        mark[m.indices] = True
+        self.terms = np.flatnonzero(mark).astype(np.int32)
+        mark[self.terms] = False                 # clean for the next part
         self.n_docs = m.shape[0]
+
+    def local(self, n_terms: int) -> scipy.sparse.csr_matrix:
+        number = np.empty(n_terms, np.int32)
+        number[self.terms] = np.arange(len(self.terms), dtype=np.int32)
+        m = self.m
+        return scipy.sparse.csr_matrix((m.data, number[m.indices], m.indptr),
+                                       shape=(m.shape[0], len(self.terms)))
 
 
 MAX_PARTS = 1 << 10
@@ -153,7 +162,8 @@ class ClusterLda:
         runs = split_rows(m, min(live, MAX_PARTS - 1))
         if key >= 1 << 42:
             raise ValueError(f"chunk key {key}: expected below 2**42")
-        tasks = [ChunkTask((key << 20) | (len(runs) << 10) | i, m[a:b], gamma[a:b])
+        mark = np.zeros(self.n_terms, bool)
+        tasks = [ChunkTask((key << 20) | (len(runs) << 10) | i, m[a:b], gamma[a:b], mark)
                  for i, (a, b) in enumerate(runs)]
         got = self._run_round(tasks, eb_t, alpha)
         return (np.concatenate([g for g, _ in got]) if got else gamma,
@@ -210,7 +220,7 @@ class ClusterLda:
         t0 = time.monotonic()
         proxy, key, job = node.proxy, task.key, self.job_id
         if key not in node.cached:
-            m = task.local
+            m = task.local(self.n_terms)
             proxy.lda_put(job, key, pack_array(task.terms), pack_array(m.indptr.astype("<i8")),
                           pack_array(m.indices.astype("<i4")),
                           pack_array(m.data.astype(self.dtype, copy=False)))
@@ -223,6 +233,8 @@ class ClusterLda:
             node.bytes_out += rows[a:b].nbytes
         proxy.lda_estep(job, key, pack_array(np.ascontiguousarray(task.gamma, "<f8")),
                         pack_array(np.asarray(alpha, "<f8")))
+        t1 = time.monotonic()
+        node.seconds["send"] += t1 - t0
         self._event("sent", node, key)
         wait = min(self.cfg.round_seconds, self.cfg.timeout_seconds / 2)
         transport.set_timeout(proxy, self.cfg.timeout_seconds + wait)
@@ -237,6 +249,8 @@ class ClusterLda:
                                        f"(ten times what the slowest finished chunk took)")
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
+        t2 = time.monotonic()
+        node.seconds["wait"] += t2 - t1
         gamma = unpack_array(reply["gamma"], "<f8", 2, (task.n_docs, self.num_topics),
                              "gamma").copy()
         if not np.isfinite(gamma).all():
@@ -261,6 +275,7 @@ class ClusterLda:
         node.bytes_in += gamma.nbytes
         node.bytes_out += task.gamma.nbytes
         proxy.lda_forget(job, key)
+        node.seconds["receive"] += time.monotonic() - t2
         with self.lock:
             self.seconds_per_doc = max(self.seconds_per_doc,
                                        (time.monotonic() - t0) / max(task.n_docs, 1))
@@ -306,5 +321,6 @@ class ClusterLda:
             "bytes_from_nodes": sum(n.bytes_in for n in self.nodes),
             "per_node": [{"node": n.name, "address": n.address, "threads": n.workers,
                           "parts": n.chunks_done, "busy_seconds": round(n.busy_seconds, 3),
+                          "seconds": {k: round(v, 3) for k, v in n.seconds.items()},
                           "dropped": n.dropped} for n in self.nodes],
         }

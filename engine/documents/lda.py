@@ -568,6 +568,9 @@ class LdaModel:
                                       self.iterations, self.gamma_threshold)
         self._update_id = (getattr(self, "_update_id", -1) + 1) % (1 << 18)
         try:
+            # the parts' statistics gathered terms x topics (whole rows), added to the
+            # topics x terms statistics once per M-step
+            acc_t = np.zeros((self.num_terms, self.num_topics), self.dtype)
             for pass_ in range(passes):
                 other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                 dirty, seen = False, 0
@@ -584,16 +587,20 @@ class LdaModel:
                     gamma, parts = remote.estep_chunk((self._update_id << 24) | chunk_no, m,
                                                       gamma0, self._eb_t, self.alpha)
                     for terms, sstats in parts:
-                        other.sstats[:, terms] += sstats.T
+                        acc_t[terms] += sstats
                     other.numdocs += m.shape[0]
                     if self.optimize_alpha:
                         self.update_alpha(gamma, rho(pass_))
                     dirty = True
                     if (chunk_no + 1) % every_chunks == 0:
+                        other.sstats += acc_t.T
+                        acc_t[...] = 0
                         self._mstep_of(other, rho(pass_), pass_)
                         other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                         dirty = False
                 if dirty:
+                    other.sstats += acc_t.T
+                    acc_t[...] = 0
                     self._mstep_of(other, rho(pass_), pass_)
                 log.info("LDA pass %d/%d over %d documents on %d node(s)", pass_ + 1, passes,
                          lencorpus, self.numworkers)
