@@ -220,3 +220,47 @@ def test_lsi_without_id2word_names_terms_by_id_and_maps_its_file(tmp_path):
     assert mapped.id2word[5] == "5" and len(mapped.id2word) == model.num_terms
     with pytest.raises(InvalidArgumentError, match="mmap"):
         LsiModel.load(tmp_path / "m.npz", mmap="w")
+
+
+def test_lsi_fed_tfidf_of_a_corpus_equals_the_same_documents_weighed_one_by_one():
+    """LsiModel(tfidf[bows]) weighs the raw documents a block at a time: the matrix it
+    decomposes is the one the documents weighed one by one make."""
+    from engine.documents import LsiModel
+
+    docs = _docs(n_docs=300)
+    d = Dictionary(docs)
+    bows = [d.doc2bow(x) for x in docs] + [[(len(d) + 5, 2)]]   # an id tfidf never saw
+    tfidf = TfidfModel(bows[:200])                   # ids past its documents weigh nothing
+    fast = LsiModel(tfidf[bows], num_topics=5, random_seed=3)
+    slow = LsiModel([tfidf[b] for b in bows], num_topics=5, random_seed=3)
+    assert fast.num_terms == slow.num_terms
+    np.testing.assert_allclose(fast.projection.s, slow.projection.s, rtol=1e-10)
+    np.testing.assert_allclose(np.abs(fast.projection.u), np.abs(slow.projection.u),
+                               atol=1e-10)
+    fixed = LsiModel(tfidf[bows[:-1]], num_topics=5, id2word=d, random_seed=3)
+    assert fixed.num_terms == len(d)
+
+
+def test_lda_maps_its_file_unless_compressed(tmp_path):
+    from engine import LdaModel
+    from engine.errors import FileAccessError
+
+    docs = _docs()
+    d = Dictionary(docs)
+    bows = [d.doc2bow(x) for x in docs]
+    model = LdaModel(bows, num_topics=3, id2word=d, random_state=2, eval_every=0)
+    model.save(tmp_path / "m.npz")
+    mapped = LdaModel.load(tmp_path / "m.npz", mmap="r")
+    assert isinstance(mapped.expElogbeta, np.memmap)
+    np.testing.assert_array_equal(mapped.expElogbeta, model.expElogbeta)
+    np.testing.assert_array_equal(mapped.get_topics(), model.get_topics())
+    got = mapped.get_document_topics(bows[0], minimum_probability=0)
+    want = model.get_document_topics(bows[0], minimum_probability=0)
+    assert [t for t, _ in got] == [t for t, _ in want]
+    np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=0.02)  # own draws
+    model.save(tmp_path / "m.npz.gz")
+    assert (tmp_path / "m.npz.gz").stat().st_size < (tmp_path / "m.npz").stat().st_size
+    with pytest.raises(FileAccessError, match="compressed"):
+        LdaModel.load(tmp_path / "m.npz.gz", mmap="r")
+    back = LdaModel.load(tmp_path / "m.npz.gz")
+    np.testing.assert_array_equal(back.get_topics(), model.get_topics())

@@ -279,7 +279,7 @@ def test_an_lda_job_writes_topics_mixes_and_a_curve(tmp_path):
 
 def test_an_lda_job_refuses_what_it_cannot_do(tmp_path):
     from engine.config import load_job
-    from engine.errors import ConfigError
+    from engine.errors import ClusterError, ConfigError
     from engine.jobs.run import run_job
 
     job = tmp_path / "job.toml"
@@ -290,8 +290,8 @@ def test_an_lda_job_refuses_what_it_cannot_do(tmp_path):
     with pytest.raises(ConfigError, match="alpha"):
         load_job(str(job))
     job.write_text('[corpus]\npath = "x"\n[lda]\n[cluster]\nnodes = ["127.0.0.1:1"]\n')
-    with pytest.raises(ConfigError, match="one machine"):
-        load_job(str(job))
+    with pytest.raises(ClusterError, match="no node could be reached"):   # before the corpus
+        run_job(load_job(str(job)))
     job.write_text('[corpus]\npath = "x"\n[lda]\n[lsi]\n')
     with pytest.raises(ConfigError, match="one model"):
         load_job(str(job))

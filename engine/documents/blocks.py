@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from ..errors import InvalidArgumentError
+from ..errors import FileAccessError, InvalidArgumentError
 from ..runtime.shm import sweep_temp_dirs
 
 CACHE_PREFIX = "engine-lsi-"
@@ -184,3 +184,31 @@ class BlockCache:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def map_npz_member(fname: str, name: str, mode: str) -> np.memmap:
+    """Member `name` of an uncompressed .npz file as a memory map of the file (np.load maps
+    only .npy files)."""
+    import zipfile
+
+    with zipfile.ZipFile(fname) as zf:
+        info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise FileAccessError(f"{fname}: {name} is compressed in the file; it cannot be "
+                                  f"mapped (load it with mmap=None)")
+    with open(fname, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)                    # the member's local header: its own lengths
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{name}: a damaged zip member")
+        skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        fh.seek(info.header_offset + 30 + skip)
+        version = np.lib.format.read_magic(fh)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"{name}: .npy format version {version}")
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    return np.memmap(fname, dtype=dtype, mode=mode, offset=offset, shape=shape,
+                     order="F" if fortran else "C")

@@ -23,9 +23,9 @@ import numpy as np
 import scipy.sparse
 from scipy.special import gammaln, polygamma, psi
 
-from ..errors import FormatError, InvalidArgumentError, MissingFileError
+from ..errors import FileAccessError, FormatError, InvalidArgumentError, MissingFileError
 from ..runtime.atomic import atomic_file
-from .blocks import bows_to_csr
+from .blocks import bows_to_csr, map_npz_member
 from .parallel import cpu_count
 from .tfidf import is_corpus
 
@@ -790,7 +790,9 @@ class LdaModel:
         """One .npz file (no pickle), written atomically: the statistics, the priors, the
         settings and the id -> token mapping (left out when `ignore` names "id2word").
         gensim's storage options (separately, sep_limit, pickle_protocol) are accepted
-        and change nothing: the file is always the one .npz."""
+        and change nothing: the file is always the one .npz, with exp(E[log beta]) beside
+        the statistics so that load(mmap="r") maps both; a name ending in .gz compresses
+        it (then it cannot be mapped)."""
         ignore = {ignore} if isinstance(ignore, str) else set(ignore or ())
         meta = {"format": FORMAT, "version": VERSION, "num_topics": self.num_topics,
                 "num_terms": self.num_terms, "chunksize": self.chunksize,
@@ -806,18 +808,34 @@ class LdaModel:
                 "id2word": [[int(i), str(t)] for i, t in sorted(self.id2word.items())]
                 if self.id2word is not None and "id2word" not in ignore else None}
         blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), np.uint8)
+        save = np.savez_compressed if str(fname).endswith(".gz") else np.savez
         with atomic_file(str(fname), "wb") as fh:
-            np.savez(fh, sstats=self.state.sstats, alpha=self.alpha, eta=self.eta, meta=blob)
+            save(fh, sstats=self.state.sstats, eb_t=self._eb_t, alpha=self.alpha, eta=self.eta,
+                 meta=blob)
 
     @classmethod
     def load(cls, fname: str, mmap=None) -> LdaModel:
+        """Read a model written by save(); with mmap ("r", "r+", "c", as numpy's
+        mmap_mode) the statistics and exp(E[log beta]) are mapped from the file, not read
+        (a compressed file cannot be mapped: an OSError)."""
         fname = str(fname)
         if not os.path.exists(fname):
             raise MissingFileError(f"{fname}: LDA model file not found")
+        if mmap not in (None, "r", "r+", "c"):
+            raise InvalidArgumentError(f"LdaModel.load: mmap {mmap!r} is not None, 'r', "
+                                       f"'r+' or 'c'")
+        eb_t = None
         try:
             with np.load(fname, allow_pickle=False) as z:
-                sstats, alpha, eta = z["sstats"], z["alpha"], z["eta"]
+                alpha, eta = z["alpha"], z["eta"]
                 meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+                mapped = mmap is not None and "eb_t" in z.files
+                if not mapped:
+                    sstats = z["sstats"]
+            if mapped:
+                sstats, eb_t = (map_npz_member(fname, n, mmap) for n in ("sstats", "eb_t"))
+        except FileAccessError:
+            raise                                # a compressed file asked to be mapped
         except (OSError, ValueError, KeyError) as exc:
             raise FormatError(f"{fname}: not an engine LDA model ({exc})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -836,9 +854,12 @@ class LdaModel:
         model.id2word = id2word
         model.optimize_alpha, model.optimize_eta = meta["optimize_alpha"], meta["optimize_eta"]
         model.num_updates = meta["num_updates"]
-        model.state.sstats = sstats.astype(model.dtype)
+        model.state.sstats = sstats if eb_t is not None else sstats.astype(model.dtype)
         model.state.numdocs = meta["numdocs"]
-        model.sync_state()
+        if eb_t is not None and eb_t.shape == (v, k) and eb_t.dtype == model.dtype:
+            model._eb_t, model._topics_cache = eb_t, None
+        else:
+            model.sync_state()
         return model
 
 

@@ -31,9 +31,10 @@ import numpy as np
 import scipy.sparse
 
 from ..runtime.atomic import atomic_file
-from ..errors import FormatError, InvalidArgumentError, MissingFileError, NotSupportedError
+from ..errors import (FileAccessError, FormatError, InvalidArgumentError, MissingFileError,
+                      NotSupportedError)
 from ..runtime.procs import ProcessPool
-from .blocks import BlockCache, bows_to_csr, group_chunks, read_block
+from .blocks import BlockCache, bows_to_csr, group_chunks, map_npz_member, read_block
 from .parallel import PIECE_NNZ, LocalPasses, PoolPasses, Split, choose_split, plan_pieces
 from .svd import Decomposition, merge, merge_all, one_blas_thread, stochastic_svd
 from .tfidf import TransformedCorpus, is_corpus
@@ -374,6 +375,12 @@ class LsiModel:
         width = self.num_terms if fixed else 0
         batch: list = []
         done = nnz = 0
+        weigh = None
+        if isinstance(corpus, TransformedCorpus) and hasattr(corpus.model, "weigh") and \
+                not callable(getattr(corpus.model, "normalize", None)):
+            # tfidf[bows]: the raw documents weighed a block at a time, as CSR, instead of
+            # each document weighed into Python tuples and read back (the same numbers)
+            weigh, corpus = corpus.model.weigh, corpus.corpus
         for doc in itertools.chain(corpus, [None]):
             if doc is not None:
                 batch.append(doc)
@@ -382,9 +389,17 @@ class LsiModel:
                     continue
             if not batch:
                 break
-            if not fixed:
-                width = max(width, 1 + max((i for d in batch for i, _ in d), default=-1))
-            cache.add(bows_to_csr(batch, width, self.dtype, first_doc=done))
+            raw = width if fixed else \
+                max(width, 1 + max((i for d in batch for i, _ in d), default=-1))
+            if weigh is None:
+                width = raw
+                cache.add(bows_to_csr(batch, width, self.dtype, first_doc=done))
+            else:
+                m = weigh(bows_to_csr(batch, raw, np.float64, first_doc=done), dtype=self.dtype)
+                if not fixed:                    # the terms that weigh something, as before
+                    width = max(width, int(m.indices.max()) + 1 if m.nnz else 0)
+                cache.add(scipy.sparse.csr_matrix((m.data, m.indices, m.indptr),
+                                                  shape=(m.shape[0], width)))
             done += len(batch)
             batch, nnz = [], 0
         self._grow_terms(width)
@@ -458,8 +473,9 @@ class LsiModel:
              ignore=frozenset(), pickle_protocol: int = 4) -> None:
         """One .npz file (no pickle), written atomically: u, s and the settings (and the
         id -> token mapping, if the model has one). gensim's other arguments are accepted
-        and change nothing: the arrays are always stored uncompressed, so load(mmap="r")
-        can map them whatever their size."""
+        and change nothing: the arrays are stored uncompressed, so that load(mmap="r") can
+        map them whatever their size, unless the name ends in .gz (then compressed, and
+        not mappable)."""
         if self.projection.u is None:
             raise InvalidArgumentError("LsiModel.save: not trained yet")
         meta = {"format": FORMAT, "version": VERSION, "num_topics": self.num_topics,
@@ -471,8 +487,9 @@ class LsiModel:
                 "id2word": None if isinstance(self.id2word, TermIds)
                 else sorted(self.id2word.items())}
         blob = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), np.uint8)
+        save = np.savez_compressed if str(fname).endswith(".gz") else np.savez
         with atomic_file(str(fname), "wb") as fh:
-            np.savez(fh, u=self.projection.u, s=self.projection.s, meta=blob)
+            save(fh, u=self.projection.u, s=self.projection.s, meta=blob)
 
     @classmethod
     def load(cls, fname: str, mmap: str | None = None) -> "LsiModel":
@@ -491,6 +508,8 @@ class LsiModel:
                     u, s = z["u"], z["s"]
             if mmap is not None:
                 u, s = (map_npz_member(fname, name, mmap) for name in ("u", "s"))
+        except FileAccessError:
+            raise                                # a compressed file asked to be mapped
         except (OSError, ValueError, KeyError) as exc:
             raise FormatError(f"{fname}: not an engine LSI model ({exc})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
@@ -524,33 +543,6 @@ class TermIds(Mapping):
 
     def __len__(self) -> int:
         return self.model.num_terms
-
-
-def map_npz_member(fname: str, name: str, mode: str) -> np.memmap:
-    """Member `name` of an uncompressed .npz file as a memory map of the file (np.load maps
-    only .npy files)."""
-    import zipfile
-
-    with zipfile.ZipFile(fname) as zf:
-        info = zf.getinfo(f"{name}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ValueError(f"{name}: compressed in the file, it cannot be mapped")
-    with open(fname, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)                    # the member's local header: its own lengths
-        if local[:4] != b"PK\x03\x04":
-            raise ValueError(f"{name}: a damaged zip member")
-        skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
-        fh.seek(info.header_offset + 30 + skip)
-        version = np.lib.format.read_magic(fh)
-        read = {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read is None:
-            raise ValueError(f"{name}: .npy format version {version}")
-        shape, fortran, dtype = read(fh)
-        offset = fh.tell()
-    return np.memmap(fname, dtype=dtype, mode=mode, offset=offset, shape=shape,
-                     order="F" if fortran else "C")
 
 
 class _Scaled:
