@@ -1,6 +1,6 @@
 """Finding a job's nodes (the ones it lists and those a name server knows, asked with a
-deadline) and closing a job on a node whatever state it is in: shared by the word2vec
-dispatcher and distributed LSI."""
+deadline), opening a documents job on each, and closing a job on a node whatever state it
+is in: shared by the word2vec dispatcher and distributed LSI and LDA."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,12 @@ import threading
 
 from ..errors import ClusterError
 from . import transport
+from .protocol import check_int
+from .transport import CommError
+
+# what a node may answer with that makes it unusable (not a bug here)
+NODE_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError,
+                 TypeError)
 
 log = logging.getLogger("engine")
 
@@ -35,6 +41,40 @@ def find_nodes(cfg, key: bytes | None) -> dict[str, str]:
             raise box[0]
         found.update(box[0])
     return found
+
+
+def open_nodes(cfg, key: bytes | None, spec: dict, make_node) -> list:
+    """Open the job `spec` on every node found that answers: `make_node(address, name)`
+    gives the dispatcher's object for a node, which gets `proxy` and `workers` (the
+    node's threads). A node listed twice (the same worker id) or failing is left out and
+    logged; none usable is a ClusterError naming why for each."""
+    nodes, why, seen = [], [], {}
+    for name, address in find_nodes(cfg, key).items():
+        node = make_node(address, name)
+        try:
+            node.proxy = transport.connect(address, key, cfg.timeout_seconds)
+            info = node.proxy.info()
+            if not isinstance(info, dict):
+                raise ValueError("info: expected a dict")
+            wid = str(info.get("worker_id") or address)
+            if wid in seen:
+                raise ValueError(f"the same worker as {seen[wid]} (listed twice)")
+            seen[wid] = address
+            reply = node.proxy.open_job(spec)
+            if not isinstance(reply, dict):
+                raise ValueError("open_job: expected a dict")
+            node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
+            nodes.append(node)
+            log.info("node %s (%s): %d thread(s), %s MB free", name, address,
+                     node.workers, info.get("free_mb"))
+        except NODE_FAILURES as exc:
+            why.append(f"{address}: {type(exc).__name__}: {exc}")
+            log.warning("node %s not used: %s", address, why[-1])
+            transport.release(node.proxy)
+    if not nodes:
+        raise ClusterError("no node could be used: " + ("; ".join(why) or
+                           "the job lists none and the name server knows none"))
+    return nodes
 
 
 def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> dict | None:

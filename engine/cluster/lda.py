@@ -28,13 +28,11 @@ import scipy.sparse
 
 from ..errors import ClusterError
 from . import transport
-from .discovery import close_remote_job, find_nodes
+from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes
 from .protocol import PIECE_BYTES, check_int, pack_array, row_pieces, unpack_array
-from .transport import CommError
 
 log = logging.getLogger("engine")
 
-_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError, TypeError)
 
 
 class _LdaNode:
@@ -101,7 +99,6 @@ class ClusterLda:
              gamma_threshold: float) -> int:
         """Open the job on every node that answers; returns how many."""
         self.job_id = f"lda-{secrets.token_hex(6)}"
-        self.nodes = []
         self.n_terms, self.num_topics = int(n_terms), int(num_topics)
         self.dtype = np.dtype(dtype)
         self.lock = threading.Lock()
@@ -110,32 +107,7 @@ class ClusterLda:
                 "iterations": int(iterations), "gamma_threshold": float(gamma_threshold),
                 "workers": int(self.cfg.node_workers),
                 "timeout_seconds": float(self.cfg.timeout_seconds + self.cfg.round_seconds + 30)}
-        why, seen = [], {}
-        for name, address in find_nodes(self.cfg, self.key).items():
-            node = _LdaNode(address, name)
-            try:
-                node.proxy = transport.connect(address, self.key, self.cfg.timeout_seconds)
-                info = node.proxy.info()
-                if not isinstance(info, dict):
-                    raise ValueError("info: expected a dict")
-                wid = str(info.get("worker_id") or address)
-                if wid in seen:
-                    raise ValueError(f"the same worker as {seen[wid]} (listed twice)")
-                seen[wid] = address
-                reply = node.proxy.open_job(spec)
-                if not isinstance(reply, dict):
-                    raise ValueError("open_job: expected a dict")
-                node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
-                self.nodes.append(node)
-                log.info("node %s (%s): %d thread(s), %s MB free", name, address,
-                         node.workers, info.get("free_mb"))
-            except _FAILURES as exc:
-                why.append(f"{address}: {type(exc).__name__}: {exc}")
-                log.warning("node %s not used: %s", address, why[-1])
-                transport.release(node.proxy)
-        if not self.nodes:
-            raise ClusterError("no node could be used: " + ("; ".join(why) or
-                               "the job lists none and the name server knows none"))
+        self.nodes = open_nodes(self.cfg, self.key, spec, _LdaNode)
         log.info("LDA on the cluster: %d topics x %d terms, %d node(s): %s", num_topics,
                  n_terms, len(self.nodes), ", ".join(n.name for n in self.nodes))
         return len(self.nodes)

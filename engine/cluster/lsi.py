@@ -34,13 +34,11 @@ from ..documents.svd import Decomposition, merge_all
 from ..errors import ClusterError
 from ..runtime.signals import signals_as_interrupt
 from . import transport
-from .discovery import close_remote_job, find_nodes
+from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes
 from .protocol import PIECE_BYTES, check_int, pack_array, unpack_array
-from .transport import CommError
 
 log = logging.getLogger("engine")
 
-_FAILURES = (CommError, OSError, ValueError, RuntimeError, MemoryError, KeyError, TypeError)
 PUT_NNZ = PIECE_BYTES // 12    # nonzeros per message (index + value + row ptr)
 # one share a node: each share repeats the dense steps over all terms, so more shares
 # only spread a lost node's work thinner (see docs/benchmarks.md, "LSI")
@@ -126,7 +124,6 @@ class ClusterLsi:
 
     # ---- nodes ------------------------------------------------------------------------------
     def _open_nodes(self) -> list[_LsiNode]:
-        nodes, why, seen = [], [], {}
         s = self.settings
         spec = {"job": self.job_id, "kind": "lsi", "n_terms": self.n_terms,
                 "rank": self.rank, "workers": int(self.cfg.node_workers),
@@ -134,32 +131,7 @@ class ClusterLsi:
                 "settings": {"num_topics": s.num_topics, "chunksize": s.chunksize,
                              "power_iters": s.power_iters, "extra_samples": s.extra_samples,
                              "dtype": np.dtype(s.dtype).name, "seed": int(s.seed)}}
-        for name, address in find_nodes(self.cfg, self.key).items():
-            node = _LsiNode(address, name)
-            try:
-                node.proxy = transport.connect(address, self.key, self.cfg.timeout_seconds)
-                info = node.proxy.info()
-                if not isinstance(info, dict):
-                    raise ValueError("info: expected a dict")
-                wid = str(info.get("worker_id") or address)
-                if wid in seen:
-                    raise ValueError(f"the same worker as {seen[wid]} (listed twice)")
-                seen[wid] = address
-                reply = node.proxy.open_job(spec)
-                if not isinstance(reply, dict):
-                    raise ValueError("open_job: expected a dict")
-                node.workers = check_int(reply.get("workers"), 1, 1 << 16, "open_job workers")
-                nodes.append(node)
-                log.info("node %s (%s): %d thread(s), %s MB free", name, address,
-                         node.workers, info.get("free_mb"))
-            except _FAILURES as exc:
-                why.append(f"{address}: {type(exc).__name__}: {exc}")
-                log.warning("node %s not used: %s", address, why[-1])
-                transport.release(node.proxy)
-        if not nodes:
-            raise ClusterError("no node could be used: " + ("; ".join(why) or
-                               "the job lists none and the name server knows none"))
-        return nodes
+        return open_nodes(self.cfg, self.key, spec, _LsiNode)
 
     def _node_loop(self, node: _LsiNode) -> None:
         share = None

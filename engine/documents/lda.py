@@ -529,48 +529,16 @@ class LdaModel:
         def rho(pass_: int) -> float:
             return (offset + pass_ + self.num_updates / chunksize) ** -decay
 
-        if self.distributed:
-            self._update_on_cluster(corpus, lencorpus, chunksize, passes, every_chunks,
-                                    eval_every, rho)
-            return
-        for pass_ in range(passes):
-            other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
-            dirty, seen = False, 0
-            for chunk_no, m in enumerate(_as_chunks(corpus, chunksize, self.num_terms,
-                                                    self.dtype)):
-                seen += m.shape[0]
-                if eval_every and (seen == lencorpus or (chunk_no + 1) % eval_every == 0):
-                    self.log_perplexity(m, total_docs=lencorpus)
-                gamma = self.do_estep(m, other)
-                if self.optimize_alpha:
-                    self.update_alpha(gamma, rho(pass_))
-                dirty = True
-                if (chunk_no + 1) % every_chunks == 0:
-                    if self.optimize_eta:
-                        self.update_eta(self.state.get_lambda(), rho(pass_))
-                    self.do_mstep(rho(pass_), other, pass_ > 0)
-                    other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
-                    dirty = False
-            if dirty:
-                if self.optimize_eta:
-                    self.update_eta(self.state.get_lambda(), rho(pass_))
-                self.do_mstep(rho(pass_), other, pass_ > 0)
-            log.info("LDA pass %d/%d over %d documents", pass_ + 1, passes, lencorpus)
-            if self.pass_hook is not None:
-                self.pass_hook(pass_)
-
-    def _update_on_cluster(self, corpus, lencorpus: int, chunksize: int, passes: int,
-                           every_chunks: int, eval_every, rho) -> None:
-        """update() with each chunk's E-step split over the cluster's nodes (`remote`):
-        the same chunks, starting gammas and updates as on one machine."""
-        remote = self.remote
-        self.numworkers = remote.open(self.num_terms, self.num_topics, self.dtype,
-                                      self.iterations, self.gamma_threshold)
-        self._update_id = (getattr(self, "_update_id", -1) + 1) % (1 << 18)
-        try:
-            # the parts' statistics gathered terms x topics (whole rows), added to the
+        remote = self.remote if self.distributed else None
+        acc_t = None
+        if remote is not None:
+            self.numworkers = remote.open(self.num_terms, self.num_topics, self.dtype,
+                                          self.iterations, self.gamma_threshold)
+            self._update_id = (getattr(self, "_update_id", -1) + 1) % (1 << 18)
+            # the nodes' statistics gathered terms x topics (whole rows), added to the
             # topics x terms statistics once per M-step
             acc_t = np.zeros((self.num_terms, self.num_topics), self.dtype)
+        try:
             for pass_ in range(passes):
                 other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                 dirty, seen = False, 0
@@ -579,37 +547,47 @@ class LdaModel:
                     seen += m.shape[0]
                     if eval_every and (seen == lencorpus or (chunk_no + 1) % eval_every == 0):
                         self.log_perplexity(m, total_docs=lencorpus)
-                    gamma0 = self.random_state.gamma(100.0, 1.0 / 100.0,
-                                                     (m.shape[0], self.num_topics))
-                    if chunk_no >= 1 << 24:
-                        raise InvalidArgumentError(f"chunksize: {chunksize}; more than 2**24 "
-                                                   f"chunks in one update on the cluster")
-                    gamma, parts = remote.estep_chunk((self._update_id << 24) | chunk_no, m,
-                                                      gamma0, self._eb_t, self.alpha)
-                    for terms, sstats in parts:
-                        acc_t[terms] += sstats
-                    other.numdocs += m.shape[0]
+                    gamma = self.do_estep(m, other) if remote is None else \
+                        self._remote_estep(remote, chunk_no, m, other, acc_t, chunksize)
                     if self.optimize_alpha:
                         self.update_alpha(gamma, rho(pass_))
                     dirty = True
                     if (chunk_no + 1) % every_chunks == 0:
-                        other.sstats += acc_t.T
-                        acc_t[...] = 0
-                        self._mstep_of(other, rho(pass_), pass_)
+                        self._mstep_of(other, rho(pass_), pass_, acc_t)
                         other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                         dirty = False
                 if dirty:
-                    other.sstats += acc_t.T
-                    acc_t[...] = 0
-                    self._mstep_of(other, rho(pass_), pass_)
-                log.info("LDA pass %d/%d over %d documents on %d node(s)", pass_ + 1, passes,
-                         lencorpus, self.numworkers)
+                    self._mstep_of(other, rho(pass_), pass_, acc_t)
+                log.info("LDA pass %d/%d over %d documents%s", pass_ + 1, passes, lencorpus,
+                         f" on {self.numworkers} node(s)" if remote is not None else "")
                 if self.pass_hook is not None:
                     self.pass_hook(pass_)
         finally:
-            remote.close()
+            if remote is not None:
+                remote.close()
 
-    def _mstep_of(self, other: LdaState, rho: float, pass_: int) -> None:
+    def _remote_estep(self, remote, chunk_no: int, m, other: LdaState, acc_t: np.ndarray,
+                      chunksize: int) -> np.ndarray:
+        """A chunk's E-step split over the cluster's nodes (`remote`), its documents starting
+        from the gamma local training would draw: local training's result, the statistics
+        gathered into acc_t."""
+        if chunk_no >= 1 << 24:
+            raise InvalidArgumentError(f"chunksize: {chunksize}; more than 2**24 chunks in "
+                                       f"one update on the cluster")
+        gamma0 = self.random_state.gamma(100.0, 1.0 / 100.0, (m.shape[0], self.num_topics))
+        gamma, parts = remote.estep_chunk((self._update_id << 24) | chunk_no, m, gamma0,
+                                          self._eb_t, self.alpha)
+        for terms, sstats in parts:
+            acc_t[terms] += sstats
+        other.numdocs += m.shape[0]
+        return gamma
+
+    def _mstep_of(self, other: LdaState, rho: float, pass_: int,
+                  acc_t: np.ndarray | None = None) -> None:
+        """The M-step of `other` (and of the nodes' statistics in acc_t, then cleared)."""
+        if acc_t is not None:
+            other.sstats += acc_t.T
+            acc_t[...] = 0
         if self.optimize_eta:
             self.update_eta(self.state.get_lambda(), rho)
         self.do_mstep(rho, other, pass_ > 0)
