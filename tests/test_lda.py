@@ -390,3 +390,35 @@ def test_one_thread_and_a_seed_give_the_same_model_every_run(corpus):
     a, b = LdaModel(corpus, **kw), LdaModel(corpus, **kw)
     assert np.array_equal(a.state.sstats, b.state.sstats)
     assert np.array_equal(a.alpha, b.alpha)
+
+
+def test_chunks_read_ahead_keep_their_order_and_their_errors():
+    from engine.documents.lda import _ahead
+
+    assert list(_ahead(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise InvalidArgumentError("corpus: a negative count")
+
+    got = []
+    with pytest.raises(InvalidArgumentError, match="negative count"):
+        for x in _ahead(broken()):
+            got.append(x)
+    assert got == [1]
+    first = next(_ahead(iter(range(10 ** 6))))      # left early: the reader stops
+    assert first == 0
+    import threading
+
+    def fail_on_the_first():                         # the reader waits to hand the second
+        try:
+            for _ in _ahead(iter(range(3))):
+                raise RuntimeError("training failed")
+        except RuntimeError:
+            done.append(True)
+
+    done: list = []
+    t = threading.Thread(target=fail_on_the_first, daemon=True)
+    t.start()
+    t.join(10)
+    assert done == [True]                            # the failure came out; nothing hung

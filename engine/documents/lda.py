@@ -227,6 +227,51 @@ def _as_chunks(corpus, chunksize: int, num_terms: int, dtype) -> Iterable[
         yield m
 
 
+def _ahead(chunks):
+    """The chunks, the next one read (from disk, or out of Python documents) in a thread
+    while the caller trains on this one: the E-step runs without the GIL, so reading
+    overlaps it. An error in reading is raised where the chunk would have been; a caller
+    that stops early (or fails) stops the reader."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def hand(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read():
+        try:
+            for m in chunks:
+                if not hand((m, None)):
+                    return
+            hand((end, None))
+        except BaseException as exc:             # noqa: BLE001 (raised in the caller)
+            hand((end, exc))
+
+    reader = threading.Thread(target=read, name="lda-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            m, exc = box.get()
+            if exc is not None:
+                raise exc
+            if m is end:
+                return
+            yield m
+    finally:
+        stop.set()
+        reader.join()
+
+
 def split_halves(m: scipy.sparse.csr_matrix) -> tuple[scipy.sparse.csr_matrix,
                                                     scipy.sparse.csr_matrix]:
     """Each document's tokens (counts, in term order) dealt alternately into two halves:
@@ -542,8 +587,8 @@ class LdaModel:
             for pass_ in range(passes):
                 other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                 dirty, seen = False, 0
-                for chunk_no, m in enumerate(_as_chunks(corpus, chunksize, self.num_terms,
-                                                        self.dtype)):
+                chunks = _as_chunks(corpus, chunksize, self.num_terms, self.dtype)
+                for chunk_no, m in enumerate(_ahead(chunks) if self.workers > 1 else chunks):
                     seen += m.shape[0]
                     if eval_every and (seen == lencorpus or (chunk_no + 1) % eval_every == 0):
                         self.log_perplexity(m, total_docs=lencorpus)
