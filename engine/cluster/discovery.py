@@ -77,6 +77,16 @@ def open_nodes(cfg, key: bytes | None, spec: dict, make_node) -> list:
     return nodes
 
 
+def running_limit(rate: float, amount: float, cfg) -> float:
+    """How long a node's piece of work may run: ten times the slowest finished piece's
+    seconds per unit (`rate`) times its units, and not under the call timeout plus two
+    rounds; none until one finished (a node that answers "running" forever is dropped, its
+    work given to another)."""
+    if not rate:
+        return float("inf")
+    return max(10 * rate * amount, cfg.timeout_seconds + 2 * cfg.round_seconds)
+
+
 def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> dict | None:
     """Close the job on a node still in use (None: a dropped node, only released) and
     return its reply; the job is over either way, so a failure is logged, not raised."""

@@ -28,7 +28,7 @@ import scipy.sparse
 
 from ..errors import ClusterError
 from . import transport
-from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes
+from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes, running_limit
 from .protocol import PIECE_BYTES, check_int, pack_array, row_pieces, unpack_array
 
 log = logging.getLogger("engine")
@@ -257,14 +257,10 @@ class ClusterLda:
         return gamma, sstats
 
     def _limit(self, n_docs: int) -> float:
-        """How long a chunk's E-step may run: ten times the slowest finished chunk's time
-        per document, not under the call timeout plus two rounds; none before one finished
-        (a node that answers "running" forever is dropped, its chunk given to another)."""
+        """How long a part's E-step may run (running_limit, per document)."""
         with self.lock:
             rate = self.seconds_per_doc
-        if not rate:
-            return float("inf")
-        return max(10 * rate * n_docs, self.cfg.timeout_seconds + 2 * self.cfg.round_seconds)
+        return running_limit(rate, n_docs, self.cfg)
 
     def _event(self, what: str, node: _LdaNode, key: int) -> None:
         if self.on_event is not None:

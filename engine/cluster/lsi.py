@@ -34,7 +34,7 @@ from ..documents.svd import Decomposition, merge_all
 from ..errors import ClusterError
 from ..runtime.signals import signals_as_interrupt
 from . import transport
-from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes
+from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes, running_limit
 from .protocol import PIECE_BYTES, check_int, pack_array, unpack_array
 
 log = logging.getLogger("engine")
@@ -214,14 +214,10 @@ class ClusterLsi:
         self._event("done", node, index)
 
     def _share_limit(self, nnz: int) -> float:
-        """How long a share may run: ten times what the slowest finished share took for its
-        nonzeros, and not under the call timeout plus two rounds; none until one finished
-        (a node that answers "running" forever is dropped, its share given to another)."""
+        """How long a share may run (running_limit, per nonzero)."""
         with self.lock:
             rate = self.seconds_per_nnz
-        if not rate:
-            return float("inf")
-        return max(10 * rate * nnz, self.cfg.timeout_seconds + 2 * self.cfg.round_seconds)
+        return running_limit(rate, nnz, self.cfg)
 
     def _event(self, what: str, node: _LsiNode, index: int) -> None:
         if self.on_event is not None:
