@@ -79,6 +79,7 @@ def test_merge_from_corpus_and_frequency_queries_match_gensim():
     assert set(a.token2id) == set(Dictionary(docs).token2id)
     bow = b.doc2bow(docs[100])
     assert transform[bow] == gtransform[bow] and transform[[bow]] == [gtransform[bow]]
+    assert transform[iter([bow, bow])] == [gtransform[bow]] * 2      # a stream of them
     # occurrences add up too (gensim's merge leaves them out)
     whole = Dictionary(docs)
     assert {t: a.cfs[i] for t, i in a.token2id.items()} == \
@@ -178,8 +179,9 @@ def test_tfidf_saves_and_loads_without_pickle(tmp_path, name):
     d = Dictionary(docs)
     bows = [d.doc2bow(x) for x in docs]
     for kwargs in ({}, {"smartirs": "Lpc"}, {"pivot": 10.0, "slope": 0.5},
-                   {"normalize": False}):
-        model = TfidfModel(bows, **kwargs)
+                   {"normalize": False}, {"smartirs": "nnb", "dictionary": d},
+                   {"smartirs": "ltu"}):
+        model = TfidfModel(bows if "dictionary" not in kwargs else None, **kwargs)
         model.save(tmp_path / name)
         back = TfidfModel.load(tmp_path / name, mmap=None)
         assert back.idfs == model.idfs

@@ -134,7 +134,7 @@ def _lda_round(args, base, keep, tag, counts, node_counts, workers, peers, pytho
         runs.setdefault((row["tool"], n), []).append(row)
         print(f"engine on {n} node(s): training {row['train_seconds']:.2f} s, job "
               f"{row['job_seconds']:.1f} s, held-out perplexity {row['perplexity']}, "
-              f"{row['bytes'] / 1e6:.1f} MB over the wire", flush=True)
+              f"{row['bytes'] / 1e6:.1f} MB of arrays to and from the nodes", flush=True)
     for peer in peers:
         sizes = [0] if peer == "gensim" else counts
         for n in sizes:

@@ -41,7 +41,7 @@ class _LdaNode:
         self.proxy = None
         self.workers = 0
         self.cached: set[int] = set()
-        self.chunks_done = 0
+        self.parts = 0
         self.busy_seconds = 0.0
         self.bytes_out = self.bytes_in = 0
         self.seconds = {"send": 0.0, "wait": 0.0, "receive": 0.0}
@@ -92,7 +92,7 @@ class ClusterLda:
         self.nodes: list[_LdaNode] = []
         self.recomputed: list[dict] = []
         self.seconds_per_doc = 0.0
-        self.rounds = 0
+        self.chunks = 0
 
     # ---- nodes ------------------------------------------------------------------------------
     def open(self, n_terms: int, num_topics: int, dtype, iterations: int,
@@ -127,10 +127,7 @@ class ClusterLda:
         times exp(E[log beta])))]). Each document's result depends on its own words, the
         topics and its starting gamma only, so the split changes nothing but the order in
         which the statistics add up."""
-        live = sum(not n.dropped for n in self.nodes)
-        if not live:
-            raise ClusterError("every node was lost: " + "; ".join(
-                f"{n.address}: {n.dropped}" for n in self.nodes))
+        live = sum(not n.dropped for n in self.nodes)      # none: _run_round says so
         runs = split_rows(m, min(live, MAX_PARTS - 1))
         if key >= 1 << 42:
             raise ValueError(f"chunk key {key}: expected below 2**42")
@@ -146,7 +143,7 @@ class ClusterLda:
         pending = deque(range(len(tasks)))
         results: dict[int, tuple] = {}
         failure: list[BaseException] = []
-        self.rounds += 1
+        self.chunks += 1
         while len(results) < len(tasks):
             live = [n for n in self.nodes if not n.dropped]
             if not live:
@@ -173,7 +170,7 @@ class ClusterLda:
                 with self.lock:
                     if not pending or failure:
                         return
-                    # a chunk this node holds first: its documents need not travel again
+                    # a part this node holds first: its documents need not travel again
                     index = next((i for i in pending if tasks[i].key in node.cached),
                                  pending[0])
                     pending.remove(index)
@@ -193,13 +190,12 @@ class ClusterLda:
         proxy, key, job = node.proxy, task.key, self.job_id
         if key not in node.cached:
             m = task.local(self.n_terms)
-            proxy.lda_put(job, key, pack_array(task.terms), pack_array(m.indptr.astype("<i8")),
-                          pack_array(m.indices.astype("<i4")),
-                          pack_array(m.data.astype(self.dtype, copy=False)))
-            node.bytes_out += task.terms.nbytes + m.indptr.nbytes * 2 + m.indices.nbytes + \
-                m.data.size * self.dtype.itemsize
+            arrays = (m.indptr.astype("<i8"), m.indices.astype("<i4"),
+                      m.data.astype(self.dtype, copy=False))
+            proxy.lda_put(job, key, len(task.terms), *(pack_array(a) for a in arrays))
+            node.bytes_out += sum(a.nbytes for a in arrays)
             node.cached.add(key)
-        rows = eb_t[task.terms]                  # the chunk's terms only
+        rows = eb_t[task.terms]                  # the part's terms only
         for a, b in row_pieces(rows.shape[0], self.num_topics * rows.itemsize, PIECE_BYTES):
             proxy.lda_rows(job, key, a, pack_array(rows[a:b]))
             node.bytes_out += rows[a:b].nbytes
@@ -217,8 +213,8 @@ class ClusterLda:
                     break
                 limit = self._limit(task.n_docs)
                 if time.monotonic() - t0 > limit:
-                    raise RuntimeError(f"chunk {key} still running after {limit:.0f} s "
-                                       f"(ten times what the slowest finished chunk took)")
+                    raise RuntimeError(f"part {key} still running after {limit:.0f} s "
+                                       f"(ten times what the slowest finished part took)")
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
         t2 = time.monotonic()
@@ -226,7 +222,7 @@ class ClusterLda:
         gamma = unpack_array(reply["gamma"], "<f8", 2, (task.n_docs, self.num_topics),
                              "gamma").copy()
         if not np.isfinite(gamma).all():
-            raise ValueError(f"chunk {key}: gamma is not finite")
+            raise ValueError(f"part {key}: gamma is not finite")
         u = len(task.terms)
         sstats = np.empty((u, self.num_topics), self.dtype)
         covered = 0
@@ -234,16 +230,16 @@ class ClusterLda:
             got = proxy.lda_pull(job, key, piece)
             part = unpack_array(got["rows"], self.dtype.str, 2, (None, self.num_topics),
                                 "statistics")
-            a = check_int(got.get("start"), 0, u, f"chunk {key} rows start")
+            a = check_int(got.get("start"), 0, u, f"part {key} rows start")
             if a != covered or a + part.shape[0] > u:
-                raise ValueError(f"chunk {key}: statistics at row {a}, expected {covered}")
+                raise ValueError(f"part {key}: statistics at row {a}, expected {covered}")
             if not np.isfinite(part).all():
-                raise ValueError(f"chunk {key}: statistics are not finite")
+                raise ValueError(f"part {key}: statistics are not finite")
             sstats[a:a + part.shape[0]] = part
             covered += part.shape[0]
             node.bytes_in += part.nbytes
         if covered != u:
-            raise ValueError(f"chunk {key}: statistics for {covered} of {u} terms")
+            raise ValueError(f"part {key}: statistics for {covered} of {u} terms")
         node.bytes_in += gamma.nbytes
         node.bytes_out += task.gamma.nbytes
         proxy.lda_forget(job, key)
@@ -251,7 +247,7 @@ class ClusterLda:
         with self.lock:
             self.seconds_per_doc = max(self.seconds_per_doc,
                                        (time.monotonic() - t0) / max(task.n_docs, 1))
-            node.chunks_done += 1
+            node.parts += 1
             node.busy_seconds += time.monotonic() - t0
         self._event("done", node, key)
         return gamma, sstats
@@ -271,24 +267,24 @@ class ClusterLda:
             node.dropped = why
             if index is not None:
                 pending.appendleft(index)
-                self.recomputed.append({"chunk": tasks[index].key, "lost_on": node.name,
+                self.recomputed.append({"part": tasks[index].key, "lost_on": node.name,
                                         "why": why})
             alive = sum(not n.dropped for n in self.nodes)
         log.warning("node %s dropped (%s)%s; %d node(s) left", node.name, why,
-                    f"; chunk {tasks[index].key} goes to another node"
+                    f"; part {tasks[index].key} goes to another node"
                     if index is not None else "", alive)
         transport.release(node.proxy)
 
     def report(self) -> dict:
         return {
-            "nodes_used": len(self.nodes), "chunks": self.rounds,
+            "nodes_used": len(self.nodes), "chunks": self.chunks,
             "recomputed": self.recomputed,
             "dropped": [{"node": n.name, "address": n.address, "why": n.dropped}
                         for n in self.nodes if n.dropped],
             "bytes_to_nodes": sum(n.bytes_out for n in self.nodes),
             "bytes_from_nodes": sum(n.bytes_in for n in self.nodes),
             "per_node": [{"node": n.name, "address": n.address, "threads": n.workers,
-                          "parts": n.chunks_done, "busy_seconds": round(n.busy_seconds, 3),
+                          "parts": n.parts, "busy_seconds": round(n.busy_seconds, 3),
                           "seconds": {k: round(v, 3) for k, v in n.seconds.items()},
                           "dropped": n.dropped} for n in self.nodes],
         }

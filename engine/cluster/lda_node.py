@@ -1,8 +1,8 @@
 """An LDA job on one `engine worker`: E-steps of the chunks of documents it is sent.
 
 The dispatcher (engine.cluster.lda) opens the job with the number of topics and the E-step's
-settings, sends a chunk's documents once (CSR over the chunk's own terms, numbered 0..u-1,
-with the global ids of those terms; kept in a scratch folder on disk, so that a later pass
+settings, sends a part's documents once (CSR over the part's own terms, numbered 0..u-1, in the
+order the dispatcher sends their rows; kept in a scratch folder on disk, so that a later pass
 finds them here and memory does not grow with the corpus), and for each E-step the rows of
 exp(E[log beta]) of that chunk's terms only, alpha and the documents' starting gamma. The node runs the E-step on
 all its threads in the background (engine.documents.lda.run_estep, the function local
@@ -52,7 +52,6 @@ class _Task:
         self.pieces: list[tuple[int, int]] = []
         self.error = ""
         self.seconds = 0.0
-        self.converged = 0
 
 
 class LdaNodeJob(CallGuard):
@@ -83,37 +82,32 @@ class LdaNodeJob(CallGuard):
         self.spare: list[np.ndarray] = []
 
     # ---- receiving --------------------------------------------------------------------------
-    def put_chunk(self, chunk, terms, indptr, indices, data) -> None:
-        """A chunk's documents: CSR over its own terms (indices < len(terms)) and the
-        global ids of those terms (distinct, inside the vocabulary)."""
+    def put_chunk(self, chunk, n_terms, indptr, indices, data) -> None:
+        """A part's documents: CSR over its own `n_terms` terms (the dispatcher numbers
+        them and sends their rows of exp(E[log beta]) in that order)."""
         k = _int(chunk, 0, MAX_CHUNK, "chunk")
-        ids = unpack_array(terms, "<i4", 1, what="terms")
-        if len(ids) == 0 or int(ids.min()) < 0 or int(ids.max()) >= self.n_terms:
-            raise ValueError(f"terms: expected ids in 0..{self.n_terms - 1}")
-        if np.any(np.diff(ids) <= 0):
-            raise ValueError("terms: expected increasing ids")
+        u = _int(n_terms, 1, self.n_terms, "n_terms")
         ptr = unpack_array(indptr, "<i8", 1, what="indptr")
         if len(ptr) < 2 or ptr[0] != 0 or np.any(np.diff(ptr) < 0):
             raise ValueError("indptr: expected a non-decreasing row index starting at 0")
         idx = unpack_array(indices, "<i4", 1, (int(ptr[-1]),), "indices")
         vals = unpack_array(data, self.dtype.str, 1, (int(ptr[-1]),), "data")
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(ids)):
-            raise ValueError(f"indices: expected the chunk's own term numbers 0..{len(ids) - 1}")
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= u):
+            raise ValueError(f"indices: expected the part's own term numbers 0..{u - 1}")
         if not np.all(np.isfinite(vals)) or (len(vals) and vals.min() < 0):
             raise ValueError("data: expected finite counts >= 0")
         path = os.path.join(self.scratch, f"chunk-{k}.npz")
         with open(path + ".tmp", "wb") as fh:       # complete files only
-            np.savez(fh, terms=ids, indptr=ptr, indices=idx, data=vals)
+            np.savez(fh, indptr=ptr, indices=idx, data=vals)
         os.replace(path + ".tmp", path)
         with self.lock:
-            self.chunks[k] = (path, len(ptr) - 1, len(ids))
+            self.chunks[k] = (path, len(ptr) - 1, u)
 
-    def _chunk(self, k: int) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    def _chunk(self, k: int) -> scipy.sparse.csr_matrix:
         path, docs, terms = self.chunks[k]
         with np.load(path, allow_pickle=False) as z:
-            m = scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]),
-                                        shape=(docs, terms))
-            return m, z["terms"]
+            return scipy.sparse.csr_matrix((z["data"], z["indices"], z["indptr"]),
+                                           shape=(docs, terms))
 
     def put_rows(self, chunk, start, rows) -> None:
         """Rows start.. of exp(E[log beta]) for the chunk's terms (terms x topics)."""
@@ -180,9 +174,9 @@ class LdaNodeJob(CallGuard):
             previous.join()
         t = time.perf_counter()
         try:
-            m, _ = self._chunk(task.chunk)
+            m = self._chunk(task.chunk)
             sstats_t = np.zeros_like(task.rows)
-            task.converged = run_estep(m, task.rows, alpha, gamma, sstats_t, self.iterations,
+            run_estep(m, task.rows, alpha, gamma, sstats_t, self.iterations,
                                        self.gamma_threshold, self.workers,
                                        lambda: self.pool, [])
             sstats_t *= task.rows                # as LdaModel.inference: times exp(E[log beta])
@@ -222,8 +216,7 @@ class LdaNodeJob(CallGuard):
                 raise RuntimeError(f"chunk {k}: {task.error}")
             reply = {"state": task.state, "seconds": round(task.seconds, 3)}
             if task.state == "done":
-                reply.update(gamma=pack_array(task.gamma), pieces=len(task.pieces),
-                             converged=int(task.converged))
+                reply.update(gamma=pack_array(task.gamma), pieces=len(task.pieces))
             return reply
 
     def pull(self, chunk, piece) -> dict:

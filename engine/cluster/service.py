@@ -255,9 +255,9 @@ class WorkerService:
             yield job
 
     @expose
-    def lda_put(self, job_id, chunk, terms, indptr, indices, data) -> None:
+    def lda_put(self, job_id, chunk, n_terms, indptr, indices, data) -> None:
         with self._lda(job_id) as job:
-            job.put_chunk(chunk, terms, indptr, indices, data)
+            job.put_chunk(chunk, n_terms, indptr, indices, data)
 
     @expose
     def lda_rows(self, job_id, chunk, start, rows) -> None:
@@ -265,9 +265,9 @@ class WorkerService:
             job.put_rows(chunk, start, rows)
 
     @expose
-    def lda_estep(self, job_id, chunk, seed, alpha) -> None:
+    def lda_estep(self, job_id, chunk, gamma, alpha) -> None:
         with self._lda(job_id) as job:
-            job.estep(chunk, seed, alpha)
+            job.estep(chunk, gamma, alpha)
 
     @expose
     def lda_result(self, job_id, chunk, wait_seconds) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..runtime.atomic import atomic_file
 from ..errors import FormatError, InvalidArgumentError, InvalidTypeError, MissingFileError
+from .tfidf import is_corpus
 
 log = logging.getLogger("engine")
 
@@ -31,8 +32,8 @@ class VocabTransform:
         self.old2new = dict(old2new)
 
     def __getitem__(self, bow):
-        if bow and isinstance(bow[0], (list, tuple)) and bow[0] and \
-                isinstance(bow[0][0], (list, tuple)):
+        many, bow = is_corpus(bow)
+        if many:
             return [self[doc] for doc in bow]
         return sorted((self.old2new[i], c) for i, c in bow if i in self.old2new)
 

@@ -17,6 +17,8 @@ import itertools
 import json
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -97,10 +99,10 @@ def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
     cuts = np.searchsorted(indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])
     bounds = [0, *sorted(set(cuts.tolist()) - {0, m.shape[0]}), m.shape[0]]
     collect = sstats_t.shape[0] > 0
+    if collect and scratch and scratch[0].shape != sstats_t.shape:
+        scratch.clear()                          # another size of statistics
     while collect and len(scratch) < len(bounds) - 2:
         scratch.append(np.empty_like(sstats_t))
-    if collect and scratch and scratch[0].shape != sstats_t.shape:
-        scratch[:] = [np.empty_like(sstats_t) for _ in range(len(bounds) - 2)]
 
     def run(i: int) -> int:
         a, b = bounds[i], bounds[i + 1]
@@ -232,9 +234,6 @@ def _ahead(chunks):
     while the caller trains on this one: the E-step runs without the GIL, so reading
     overlaps it. An error in reading is raised where the chunk would have been; a caller
     that stops early (or fails) stops the reader."""
-    import queue
-    import threading
-
     box: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     end = object()

@@ -313,7 +313,6 @@ class LsiModel:
         self.method, self.processes, self.blas_threads = method, processes, blas_threads
         self.cache_dir = cache_dir
         self.num_terms = 1 + max(id2word.keys(), default=-1) if id2word is not None else 0
-        self.num_terms = max(self.num_terms, 0)
         self.docs_processed = 0
         self.projection = Projection(self.num_terms, self.num_topics)
         self.last_report: TrainReport | None = None

@@ -187,10 +187,6 @@ class TfidfModel:
             self._bytes = out
         return self._bytes
 
-    @property
-    def wlocal_scheme(self) -> str | None:
-        return self._local
-
     def initialize(self, corpus: Iterable) -> None:
         """Count document frequencies over a bag-of-words corpus."""
         dfs: dict[int, int] = {}
@@ -295,7 +291,9 @@ class TfidfModel:
         doc = {"format": FORMAT, "version": VERSION, "num_docs": self.num_docs,
                "num_nnz": self.num_nnz, "ids": ids, "dfs": [self.dfs[i] for i in ids],
                "smartirs": self.smartirs, "local": self._local, "global": self._global,
-               "normalize": self.normalize, "pivot": self.pivot, "slope": self.slope}
+               "normalize": self.normalize, "pivot": self.pivot, "slope": self.slope,
+               # pivoted byte-length norm: each term's bytes (the tokens are not stored)
+               "token_bytes": self._token_bytes().tolist() if self._norm == "b" else None}
         data = json.dumps(doc, separators=(",", ":")).encode()
         path = str(fname)
         with atomic_file(path, "wb") as fh:
@@ -330,6 +328,8 @@ class TfidfModel:
             if len(doc["ids"]) != len(doc["dfs"]):
                 raise ValueError("ids and dfs differ in length")
             model.dfs = {int(i): int(c) for i, c in zip(doc["ids"], doc["dfs"])}
+            if doc.get("token_bytes") is not None:
+                model._bytes = np.asarray(doc["token_bytes"], np.float64)
             model.num_docs, model.num_nnz = int(doc["num_docs"]), int(doc["num_nnz"])
         except (KeyError, TypeError, ValueError, EngineError) as exc:
             raise FormatError(f"{path}: a damaged TF-IDF model ({exc})") from None
