@@ -9,13 +9,16 @@ compile_args = []
 if sys.platform != "win32":
     # -fopenmp-simd honours the `omp simd` pragmas in ext/vecmath.h (no OpenMP runtime);
     # the hot loops are compiled once per instruction set (target_clones) and picked at load.
-    compile_args = ["-O3", "-fopenmp-simd", "-fno-math-errno"]
+    # -fno-trapping-math lets loops with a choice between two computed values (LDA's log,
+    # exp and digamma) vectorize without AVX-512's masks; no result changes.
+    compile_args = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
 
 extensions = [
     Extension(
         "engine._kernels",
         ["ext/_kernels.pyx"],
         include_dirs=["ext", np.get_include()],
+        depends=["ext/vecmath.h"],
         libraries=[] if sys.platform == "win32" else ["m"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -24,6 +27,7 @@ extensions = [
         "engine._lda",
         ["ext/_lda.pyx"],
         include_dirs=["ext", np.get_include()],
+        depends=["ext/ldamath.h", "ext/vecmath.h"],
         libraries=[] if sys.platform == "win32" else ["m"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -2,63 +2,78 @@
 # the current topics explain its words best with, and the sufficient statistics the M-step
 # needs. engine.documents.lda.estep_numpy is the same computation in numpy (the tests hold
 # this one to it). Released from the GIL: threads may run chunks side by side.
-from libc.math cimport exp, log, fabs
+from libc.math cimport fabs
 from libc.stdlib cimport malloc, free
 
 cimport cython
 from cython cimport floating
 
 
-cdef inline double digamma(double x) noexcept nogil:
-    """psi(x) for x > 0 (error < 1e-12): below 6, psi(x + 6) less the six reciprocals,
-    added as one fraction (one division, not six); from 6 on, the asymptotic series."""
-    cdef double r = 0.0, f, a, b, c, p, q
-    if x < 6.0:
-        # 1/x + ... + 1/(x+5) = sum of the pairs' (2y + 1) / (y (y + 1)), over one denominator
-        a = x * (x + 1.0)
-        b = (x + 2.0) * (x + 3.0)
-        c = (x + 4.0) * (x + 5.0)
-        p = (2.0 * x + 1.0) * b * c + (2.0 * x + 5.0) * a * c + (2.0 * x + 9.0) * a * b
-        q = a * b * c
-        r = -p / q
-        x += 6.0
-    f = 1.0 / (x * x)
-    return r + log(x) - 0.5 / x - f * (1.0 / 12 - f * (1.0 / 120 - f * (
-        1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))))
-
-
-def digamma_array(const double[::1] x, double[::1] out):
-    """psi of every value (a test's access to the one the E-step uses)."""
-    cdef Py_ssize_t i
-    with nogil:
-        for i in range(x.shape[0]):
-            out[i] = digamma(x[i])
-
-
 cdef extern from "ldamath.h" nogil:
-    void lda_gather_f(int k, int n, const int *ids, const float *eb, float *bt)
-    void lda_gather_d(int k, int n, const int *ids, const double *eb, double *bt)
-    void lda_ratios_f(int k, int n, const float *bt, const float *theta, const float *cts,
-                      float eps, float *r)
-    void lda_ratios_d(int k, int n, const double *bt, const double *theta, const double *cts,
-                      double eps, double *r)
-    void lda_shares_f(int k, int n, const float *bt, const float *r, float *acc)
-    void lda_shares_d(int k, int n, const double *bt, const double *r, double *acc)
+    void lda_math_array(int which, int n, const double *x, double *out)
+    void lda_exp_elog_f(int k, const double *g, double *work, float *out)
+    void lda_exp_elog_d(int k, const double *g, double *work, double *out)
+    void lda_eb_rows_f(int v, int k, int w0, int w1, const float *lam, const double *eta,
+                       int eta_rows, const double *base, float *eb_t)
+    void lda_eb_rows_d(int v, int k, int w0, int w1, const double *lam, const double *eta,
+                       int eta_rows, const double *base, double *eb_t)
+    int LDA_TILE_F
+    int LDA_TILE_D
+    void lda_tiles_f(int k, int n, const int *ids, const float *eb, float *bt)
+    void lda_tiles_d(int k, int n, const int *ids, const double *eb, double *bt)
+    void lda_pass_f(int k, int n, const float *bt, const float *theta, const float *cts,
+                    float eps, float *r, float *accw, float *acc, int *live)
+    void lda_pass_d(int k, int n, const double *bt, const double *theta, const double *cts,
+                    double eps, double *r, double *accw, double *acc, int *live)
     void lda_collect_f(int k, int n, const int *ids, const float *r, const float *theta,
                        float *sstats)
     void lda_collect_d(int k, int n, const int *ids, const double *r, const double *theta,
                        double *sstats)
 
 
-cdef inline void exp_elog(const double *g, floating *out, int k) noexcept nogil:
-    """exp(E[log theta]) of a Dirichlet with parameters g."""
-    cdef double total = 0.0, base
-    cdef int t
-    for t in range(k):
-        total += g[t]
-    base = digamma(total)
-    for t in range(k):
-        out[t] = <floating> exp(digamma(g[t]) - base)
+cdef inline void exp_elog(const double *g, double *work, floating *out, int k) noexcept nogil:
+    """exp(E[log theta]) of a Dirichlet with parameters g (work: k doubles of scratch)."""
+    if floating is float:
+        lda_exp_elog_f(k, g, work, out)
+    else:
+        lda_exp_elog_d(k, g, work, out)
+
+
+def math_array(int which, const double[::1] x, double[::1] out):
+    """psi (which 0), log (1) or exp (2) of every value, as the kernels compute them (the
+    tests' access)."""
+    if out.shape[0] != x.shape[0] or not 0 <= which <= 2:
+        raise ValueError("math_array: x and out differ in length, or which is not 0, 1, 2")
+    with nogil:
+        lda_math_array(which, x.shape[0], &x[0] if x.shape[0] else NULL,
+                       &out[0] if out.shape[0] else NULL)
+
+
+def digamma_array(const double[::1] x, double[::1] out):
+    """psi of every value (the one the E-step uses)."""
+    math_array(0, x, out)
+
+
+def exp_elog_rows(const floating[:, ::1] lam, const double[::1] eta, bint eta_rows,
+                  const double[::1] base, floating[:, ::1] eb_t, int w0, int w1):
+    """exp(E[log beta]) of terms w0..w1 into those rows of eb_t (terms x topics): lam the
+    statistics (topics x terms) without the prior eta (a value per term, or with eta_rows
+    one per topic and term), base[t] psi of topic t's row sum with its prior."""
+    cdef int k = lam.shape[0], v = lam.shape[1]
+    if eb_t.shape[0] != v or eb_t.shape[1] != k or base.shape[0] != k or not \
+            0 <= w0 <= w1 <= v:
+        raise ValueError("exp_elog_rows: eb_t must be terms x topics, base one per topic, "
+                         "0 <= w0 <= w1 <= terms")
+    if eta.shape[0] != (<Py_ssize_t> k * v if eta_rows else v):
+        raise ValueError("exp_elog_rows: eta must have a value per term (per topic and term "
+                         "with eta_rows)")
+    if w0 == w1 or k == 0:
+        return
+    with nogil:
+        if floating is float:
+            lda_eb_rows_f(v, k, w0, w1, &lam[0, 0], &eta[0], eta_rows, &base[0], &eb_t[0, 0])
+        else:
+            lda_eb_rows_d(v, k, w0, w1, &lam[0, 0], &eta[0], eta_rows, &base[0], &eb_t[0, 0])
 
 
 def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] counts,
@@ -73,13 +88,16 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
     change of gamma under gamma_threshold) within `iterations`."""
     cdef int n_docs = gamma.shape[0], k = gamma.shape[1]
     cdef bint collect = sstats_t.shape[0] > 0
-    cdef int d, j, t, it, n, start, longest = 1, converged = 0
+    cdef int d, j, t, it, n, start, longest = 1, converged = 0, width, padded
     cdef double change, g
     cdef floating *theta
     cdef floating *acc
     cdef floating *cts
     cdef floating *r
     cdef floating *bt
+    cdef floating *accw
+    cdef double *work
+    cdef int *live
     cdef const floating *eb = &exp_elog_beta_t[0, 0] if exp_elog_beta_t.shape[0] else NULL
     if exp_elog_beta_t.shape[1] != k or alpha.shape[0] != k:
         raise ValueError("estep: topics differ between gamma, alpha and the topics' table")
@@ -89,13 +107,19 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
         raise ValueError("estep: indptr must have one more entry than gamma has rows")
     for d in range(n_docs):
         longest = max(longest, indptr[d + 1] - indptr[d])
+    width = LDA_TILE_F if floating is float else LDA_TILE_D
+    padded = (longest + width - 1) // width * width        # words, to whole tiles
     theta = <floating *> malloc(k * sizeof(floating))
     acc = <floating *> malloc(k * sizeof(floating))
-    cts = <floating *> malloc(longest * sizeof(floating))
-    r = <floating *> malloc(longest * sizeof(floating))
-    bt = <floating *> malloc(<size_t> longest * k * sizeof(floating))
-    if not (theta and acc and cts and r and bt):
-        free(theta); free(acc); free(cts); free(r); free(bt)
+    accw = <floating *> malloc(<size_t> k * width * sizeof(floating))
+    work = <double *> malloc(k * sizeof(double))
+    live = <int *> malloc(k * sizeof(int))
+    cts = <floating *> malloc(padded * sizeof(floating))
+    r = <floating *> malloc(padded * sizeof(floating))
+    bt = <floating *> malloc(<size_t> padded * k * sizeof(floating))
+    if not (theta and acc and accw and work and live and cts and r and bt):
+        free(theta); free(acc); free(accw); free(work); free(live); free(cts); free(r)
+        free(bt)
         raise MemoryError()
     try:
         with nogil:
@@ -104,34 +128,35 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
                 n = indptr[d + 1] - start
                 for j in range(n):
                     cts[j] = counts[start + j]
+                for j in range(n, (n + width - 1) // width * width):
+                    cts[j] = 0
                 if floating is float:
-                    lda_gather_f(k, n, &indices[start], eb, bt)
+                    lda_tiles_f(k, n, &indices[start], eb, bt)
                 else:
-                    lda_gather_d(k, n, &indices[start], eb, bt)
-                exp_elog(&gamma[d, 0], theta, k)
+                    lda_tiles_d(k, n, &indices[start], eb, bt)
+                exp_elog(&gamma[d, 0], work, theta, k)
                 for it in range(iterations):
                     if floating is float:
-                        lda_ratios_f(k, n, bt, theta, cts, <float> eps, r)
-                        lda_shares_f(k, n, bt, r, acc)
+                        lda_pass_f(k, n, bt, theta, cts, <float> eps, r, accw, acc, live)
                     else:
-                        lda_ratios_d(k, n, bt, theta, cts, eps, r)
-                        lda_shares_d(k, n, bt, r, acc)
+                        lda_pass_d(k, n, bt, theta, cts, eps, r, accw, acc, live)
                     change = 0.0
                     for t in range(k):
                         g = alpha[t] + theta[t] * acc[t]
                         change += fabs(g - gamma[d, t])
                         gamma[d, t] = g
-                    exp_elog(&gamma[d, 0], theta, k)
+                    exp_elog(&gamma[d, 0], work, theta, k)
                     if change / k < gamma_threshold:
                         converged += 1
                         break
                 if collect:
                     if floating is float:
-                        lda_ratios_f(k, n, bt, theta, cts, <float> eps, r)
+                        lda_pass_f(k, n, bt, theta, cts, <float> eps, r, NULL, NULL, live)
                         lda_collect_f(k, n, &indices[start], r, theta, &sstats_t[0, 0])
                     else:
-                        lda_ratios_d(k, n, bt, theta, cts, eps, r)
+                        lda_pass_d(k, n, bt, theta, cts, eps, r, NULL, NULL, live)
                         lda_collect_d(k, n, &indices[start], r, theta, &sstats_t[0, 0])
     finally:
-        free(theta); free(acc); free(cts); free(r); free(bt)
+        free(theta); free(acc); free(accw); free(work); free(live); free(cts); free(r)
+        free(bt)
     return converged

@@ -47,6 +47,72 @@ def test_digamma_matches_scipy():
     assert np.allclose(out, psi(x), rtol=1e-10, atol=1e-10)
 
 
+def test_the_kernels_log_and_exp_match_numpy():
+    from engine import _lda
+
+    x = np.concatenate([np.geomspace(1e-300, 1e-3, 300), np.linspace(1e-3, 60, 3001),
+                        np.geomspace(60, 1e300, 300)])
+    out = np.empty_like(x)
+    _lda.math_array(1, x, out)
+    assert np.allclose(out, np.log(x), rtol=1e-15, atol=1e-16)
+    x = np.concatenate([np.linspace(-800, 709, 30001), -np.geomspace(1e-300, 700, 300)])
+    out = np.empty_like(x)
+    _lda.math_array(2, x, out)
+    want = np.exp(x)
+    assert np.allclose(out, want, rtol=1e-15, atol=1e-322)    # subnormals to the last one
+    assert (out[x < -746] == 0).all() and (out[want > 0] > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eta_rows", [False, True])
+def test_the_topics_expectation_matches_numpy(dtype, eta_rows):
+    """exp(E[log beta]) of the M-step, compiled, a slice of terms at a time (as the threads
+    take them), against numpy and scipy."""
+    from engine import _lda
+
+    rng = np.random.default_rng(4)
+    k, v = 7, 301
+    lam = rng.gamma(0.5, 2.0, (k, v)).astype(dtype)
+    eta = rng.uniform(0.01, 0.5, (k, v) if eta_rows else v)
+    full = lam.astype(np.float64) + eta
+    base = np.empty(k)
+    _lda.digamma_array(full.sum(axis=1), base)
+    out = np.full((v, k), np.nan, dtype)
+    for a, b in ((0, 100), (100, 101), (101, 101), (101, v)):
+        _lda.exp_elog_rows(lam, eta.ravel(), eta_rows, base, out, a, b)
+    tol = 1e-10 if dtype == np.float64 else 1e-6
+    assert np.allclose(out, np.exp(dirichlet_expectation(full)).T, rtol=tol, atol=0)
+
+
+def test_topics_a_document_leaves_are_skipped_exactly():
+    """With a small alpha and long documents most topics' exp(E[log theta]) falls to exactly
+    zero in float32; the kernel skips them, and still gives the numpy twin's result."""
+    from engine import _lda
+
+    rng = np.random.default_rng(5)
+    n_docs, k, v = 30, 20, 400
+    topics = rng.dirichlet(np.full(v, 0.05), k)
+    eb_t = np.exp(dirichlet_expectation(topics * 2000 + 0.01)).T.astype(np.float32).copy()
+    rows = []
+    for _ in range(n_docs):
+        mix = rng.dirichlet(np.full(k, 0.05))
+        words = rng.choice(v, size=600, p=mix @ topics)
+        rows.append(np.bincount(words, minlength=v))
+    m = scipy.sparse.csr_matrix(np.array(rows, np.float32))
+    alpha = np.full(k, 0.001)
+    g0 = rng.gamma(100.0, 0.01, (n_docs, k))
+    out = []
+    for fn in (_lda.estep, estep_numpy):
+        g, ss = g0.copy(), np.zeros((v, k), np.float32)
+        fn(m.indptr.astype(np.int32), m.indices.astype(np.int32), m.data, eb_t, alpha, g,
+           ss, 50, 1e-3, float(np.finfo(np.float32).eps))
+        out.append((g, ss))
+    theta = np.exp(dirichlet_expectation(out[0][0])).astype(np.float32)
+    assert (theta == 0).sum(axis=1).mean() > k / 2          # the case is exercised
+    assert np.allclose(out[0][0], out[1][0], rtol=2e-4, atol=2e-4)
+    assert np.allclose(out[0][1], out[1][1], rtol=2e-4, atol=2e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("collect", [True, False])
 def test_compiled_estep_matches_numpy(dtype, collect):

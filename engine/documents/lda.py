@@ -426,26 +426,27 @@ class LdaModel:
         return self._eb_t.T
 
     def sync_state(self, current_Elogbeta: np.ndarray | None = None) -> None:
-        """exp(E[log beta]) from lambda, computed in slices of topics on the E-step's
-        threads."""
+        """exp(E[log beta]) from lambda (compiled: a term's row of every topic at a time),
+        computed in slices of terms on the E-step's threads."""
         k, v = self.num_topics, self.num_terms
         self._topics_cache = None
         self._eb_t = np.empty((v, k), self.dtype)
-        if current_Elogbeta is None:
+        if current_Elogbeta is not None:
+            def rows(a: int, b: int) -> None:
+                np.exp(current_Elogbeta[:, a:b].T, out=self._eb_t[a:b], casting="unsafe")
+        else:
+            from .._lda import digamma_array, exp_elog_rows
             lam = self.state.sstats
-            eta = self.state.eta if self.state.eta.ndim == 2 else self.state.eta[None, :]
-            sums = (lam.sum(axis=1, dtype=np.float64)
-                    + np.broadcast_to(eta, lam.shape).sum(axis=1))
+            eta = np.ascontiguousarray(self.state.eta, np.float64)
+            sums = lam.sum(axis=1, dtype=np.float64) + (
+                eta.sum(axis=1) if eta.ndim == 2 else eta.sum())
+            base = np.empty(k)
+            digamma_array(np.ascontiguousarray(sums), base)
 
-        def rows(a: int, b: int) -> None:
-            if current_Elogbeta is None:
-                e = psi(lam[a:b] + (eta if eta.shape[0] == 1 else eta[a:b])) \
-                    - psi(sums[a:b])[:, None]
-            else:
-                e = current_Elogbeta[a:b]
-            np.exp(e, out=self._eb_t[:, a:b].T, casting="unsafe")
+            def rows(a: int, b: int) -> None:
+                exp_elog_rows(lam, eta.ravel(), eta.ndim == 2, base, self._eb_t, a, b)
 
-        self._in_parallel(rows, k)
+        self._in_parallel(rows, v)
 
     def _in_parallel(self, fn, n: int) -> None:
         """fn(a, b) over about equal slices of range(n), one per thread (numpy and scipy's
