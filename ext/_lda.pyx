@@ -79,13 +79,15 @@ def exp_elog_rows(const floating[:, ::1] lam, const double[::1] eta, bint eta_ro
 def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] counts,
           const floating[:, ::1] exp_elog_beta_t, const double[::1] alpha,
           double[:, ::1] gamma, floating[:, ::1] sstats_t, int iterations,
-          double gamma_threshold, double eps):
+          double gamma_threshold, double eps, ratios=None):
     """Documents indptr/indices/counts (CSR rows, term ids into the rows of
     exp_elog_beta_t, terms x topics); gamma (documents x topics) holds each document's
     starting values and takes its result; sstats_t (terms x topics, or an empty array)
     accumulates sum over documents of counts / (phinorm + eps) * exp(E[log theta]), which
-    the caller multiplies by exp(E[log beta]). Returns how many documents converged (mean
-    change of gamma under gamma_threshold) within `iterations`."""
+    the caller multiplies by exp(E[log beta]). With `ratios` (one value per nonzero, the
+    counts' type) each word's last counts / (phinorm + eps) is kept there instead, for
+    `collect` to add later. Returns how many documents converged (mean change of gamma
+    under gamma_threshold) within `iterations`."""
     cdef int n_docs = gamma.shape[0], k = gamma.shape[1]
     cdef bint collect = sstats_t.shape[0] > 0
     cdef int d, j, t, it, n, start, longest = 1, converged = 0, width, padded
@@ -99,6 +101,12 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
     cdef double *work
     cdef int *live
     cdef const floating *eb = &exp_elog_beta_t[0, 0] if exp_elog_beta_t.shape[0] else NULL
+    cdef floating[::1] kept
+    cdef bint keep = ratios is not None
+    if keep:
+        kept = ratios
+        if kept.shape[0] != counts.shape[0]:
+            raise ValueError("estep: ratios must have one value per nonzero")
     if exp_elog_beta_t.shape[1] != k or alpha.shape[0] != k:
         raise ValueError("estep: topics differ between gamma, alpha and the topics' table")
     if collect and (sstats_t.shape[1] != k or sstats_t.shape[0] != exp_elog_beta_t.shape[0]):
@@ -149,14 +157,55 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
                     if change / k < gamma_threshold:
                         converged += 1
                         break
-                if collect:
+                if collect or keep:
                     if floating is float:
                         lda_pass_f(k, n, bt, theta, cts, <float> eps, r, NULL, NULL, live)
-                        lda_collect_f(k, n, &indices[start], r, theta, &sstats_t[0, 0])
                     else:
                         lda_pass_d(k, n, bt, theta, cts, eps, r, NULL, NULL, live)
+                if keep:
+                    for j in range(n):
+                        kept[start + j] = r[j]
+                elif collect:
+                    if floating is float:
+                        lda_collect_f(k, n, &indices[start], r, theta, &sstats_t[0, 0])
+                    else:
                         lda_collect_d(k, n, &indices[start], r, theta, &sstats_t[0, 0])
     finally:
         free(theta); free(acc); free(accw); free(work); free(live); free(cts); free(r)
         free(bt)
     return converged
+
+
+def collect(const int[::1] indptr, const int[::1] indices, const floating[::1] ratios,
+            const double[:, ::1] gamma, floating[:, ::1] sstats_t):
+    """The statistics of documents whose E-step kept its ratios (estep's `ratios`): adds
+    into sstats_t what estep would have, from each document's gamma and ratios."""
+    cdef int n_docs = gamma.shape[0], k = gamma.shape[1], d, start, n
+    cdef floating *theta
+    cdef double *work
+    if indptr.shape[0] != n_docs + 1 or ratios.shape[0] != indices.shape[0] or \
+            sstats_t.shape[1] != k:
+        raise ValueError("collect: indptr, ratios, gamma and sstats_t do not agree")
+    if n_docs and indptr[n_docs] > indices.shape[0]:
+        raise ValueError("collect: indptr runs past the indices")
+    theta = <floating *> malloc(k * sizeof(floating))
+    work = <double *> malloc(k * sizeof(double))
+    if not (theta and work):
+        free(theta); free(work)
+        raise MemoryError()
+    try:
+        with nogil:
+            for d in range(n_docs):
+                start = indptr[d]
+                n = indptr[d + 1] - start
+                if n <= 0:
+                    continue
+                exp_elog(&gamma[d, 0], work, theta, k)
+                if floating is float:
+                    lda_collect_f(k, n, &indices[start], &ratios[start], theta,
+                                  &sstats_t[0, 0])
+                else:
+                    lda_collect_d(k, n, &indices[start], &ratios[start], theta,
+                                  &sstats_t[0, 0])
+    finally:
+        free(theta); free(work)

@@ -84,6 +84,30 @@ def test_the_topics_expectation_matches_numpy(dtype, eta_rows):
     assert np.allclose(out, np.exp(dirichlet_expectation(full)).T, rtol=tol, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ratios_kept_then_collected_give_the_same_statistics(dtype):
+    """The threads' split: the variational updates keep each word's ratio, and `collect`
+    adds the statistics afterwards; the same, to the bit, as one call collecting them."""
+    from engine import _lda
+
+    rng = np.random.default_rng(6)
+    n_docs, k, v = 25, 8, 200
+    m = scipy.sparse.random(n_docs, v, density=0.2, random_state=3, format="csr") * 4
+    m.data = np.ceil(m.data).astype(dtype)
+    eb_t = np.exp(dirichlet_expectation(rng.gamma(1.0, 1.0, (k, v)))).T.astype(dtype).copy()
+    alpha, g0 = np.full(k, 0.1), rng.gamma(100.0, 0.01, (n_docs, k))
+    args = (m.indptr.astype(np.int32), m.indices.astype(np.int32), m.data, eb_t, alpha)
+    eps = float(np.finfo(dtype).eps)
+    g1, s1 = g0.copy(), np.zeros((v, k), dtype)
+    _lda.estep(*args, g1, s1, 50, 1e-3, eps)
+    g2, s2, ratios = g0.copy(), np.zeros((v, k), dtype), np.full(m.nnz, np.nan, dtype)
+    _lda.estep(*args, g2, np.zeros((0, 0), dtype), 50, 1e-3, eps, ratios=ratios)
+    _lda.collect(args[0], args[1], ratios, g2, s2)
+    assert np.array_equal(g1, g2) and np.array_equal(s1, s2) and s1.any()
+    with pytest.raises(ValueError, match="ratios"):
+        _lda.estep(*args, g2, s2, 50, 1e-3, eps, ratios=ratios[1:])
+
+
 def test_topics_a_document_leaves_are_skipped_exactly():
     """With a small alpha and long documents most topics' exp(E[log theta]) falls to exactly
     zero in float32; the kernel skips them, and still gives the numpy twin's result."""

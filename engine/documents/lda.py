@@ -71,21 +71,35 @@ def estep_numpy(indptr, indices, counts, exp_elog_beta_t, alpha, gamma, sstats_t
     return converged
 
 
-def _estep(*args) -> int:
+def _estep(*args, **kw) -> int:
     from .._lda import estep  # compiled: ext/_lda.pyx
-    return estep(*args)
+    return estep(*args, **kw)
+
+
+def _collect(*args) -> None:
+    from .._lda import collect
+    collect(*args)
+
+
+def _runs(indptr: np.ndarray, n: int) -> list[int]:
+    """Bounds of n runs of consecutive documents with about equal nonzeros."""
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], n + 1)[1:-1])
+    return [0, *sorted(set(cuts.tolist()) - {0, len(indptr) - 1}), len(indptr) - 1]
 
 
 def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
               gamma: np.ndarray, sstats_t: np.ndarray, iterations: int,
               gamma_threshold: float, workers: int, threads, scratch: list) -> int:
     """The compiled E-step over a chunk's documents (m: documents x terms, its counts of
-    eb_t's dtype; eb_t: terms x topics), split across `workers` threads (`threads()` gives
-    a pool; the E-step runs without the GIL) in runs of about equal nonzeros; each thread
-    but the first adds into its own statistics (from `scratch`, kept between calls),
-    summed after. Each document's result depends on its own words and starting gamma
-    only, so the split changes nothing but the order in which the statistics are added.
-    sstats_t with 0 rows: no statistics. Returns how many documents converged."""
+    eb_t's dtype; eb_t: terms x topics) on `workers` threads (`threads()` gives a pool; the
+    E-step runs without the GIL). A document's cost is its words times its iterations,
+    which nobody knows before, and the threads' cores run at different speeds on a shared
+    machine, so the documents' variational updates are cut into runs of a few times as many
+    as threads, taken by whichever thread is free; each keeps its words' last ratios. The
+    statistics are then added from those in `workers` fixed runs, each thread but the first
+    into its own (from `scratch`, kept between calls), summed after: the same order every
+    run. Each document's result depends on its own words and starting gamma only. sstats_t
+    with 0 rows: no statistics. Returns how many documents converged."""
     dtype = eb_t.dtype
     indptr = m.indptr.astype(np.int64)
     indices = m.indices.astype(np.int32)
@@ -96,27 +110,40 @@ def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
     if parts <= 1 or m.nnz < 20_000:
         return _estep(indptr.astype(np.int32), indices, data, eb_t, alpha, gamma,
                       sstats_t, iterations, gamma_threshold, eps)
-    cuts = np.searchsorted(indptr, np.linspace(0, m.nnz, parts + 1)[1:-1])
-    bounds = [0, *sorted(set(cuts.tolist()) - {0, m.shape[0]}), m.shape[0]]
     collect = sstats_t.shape[0] > 0
-    if collect and scratch and scratch[0].shape != sstats_t.shape:
+    ratios = np.empty_like(data) if collect else None
+
+    def span(a: int, b: int) -> tuple[np.ndarray, slice]:
+        return (indptr[a:b + 1] - indptr[a]).astype(np.int32), slice(indptr[a], indptr[b])
+
+    def update(ab: tuple[int, int]) -> int:
+        (a, b), empty = ab, np.zeros((0, 0), dtype)
+        ptr, nz = span(a, b)
+        return _estep(ptr, indices[nz], data[nz], eb_t, alpha, gamma[a:b], empty,
+                      iterations, gamma_threshold, eps,
+                      ratios=None if ratios is None else ratios[nz])
+
+    bounds = _runs(indptr, min(4 * parts, m.shape[0]))
+    converged = sum(threads().map(update, zip(bounds[:-1], bounds[1:])))
+    if not collect:
+        return converged
+    if scratch and scratch[0].shape != sstats_t.shape:
         scratch.clear()                          # another size of statistics
-    while collect and len(scratch) < len(bounds) - 2:
+    while len(scratch) < parts - 1:
         scratch.append(np.empty_like(sstats_t))
+    fixed = _runs(indptr, parts)
 
-    def run(i: int) -> int:
-        a, b = bounds[i], bounds[i + 1]
-        out = sstats_t if i == 0 or not collect else scratch[i - 1]
-        if collect and i:
+    def add(i: int) -> None:
+        a, b = fixed[i], fixed[i + 1]
+        out = sstats_t if i == 0 else scratch[i - 1]
+        if i:
             out[...] = 0
-        return _estep((indptr[a:b + 1] - indptr[a]).astype(np.int32),
-                      indices[indptr[a]:indptr[b]], data[indptr[a]:indptr[b]],
-                      eb_t, alpha, gamma[a:b], out, iterations, gamma_threshold, eps)
+        ptr, nz = span(a, b)
+        _collect(ptr, indices[nz], ratios[nz], gamma[a:b], out)
 
-    converged = sum(threads().map(run, range(len(bounds) - 1)))
-    for i in range(1, len(bounds) - 1):
-        if collect:
-            sstats_t += scratch[i - 1]
+    list(threads().map(add, range(len(fixed) - 1)))
+    for i in range(1, len(fixed) - 1):
+        sstats_t += scratch[i - 1]
     return converged
 
 
