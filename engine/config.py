@@ -178,6 +178,10 @@ class ClusterConfig:
     # T > 0: the hot rows in tiers: the most frequent 1/2^T at every exchange, twice as many
     # at every second, ..., all at every 2^T-th ("auto": 2 with one or two nodes, else 0)
     tiers: Any = _f("auto", AutoInt, 0, 8)
+    # a node that has trained this many rounds' words since its last exchange (its link
+    # slower than its training) waits for the next one instead of training on: a node's
+    # copy of the rows ages no further than that, whatever its link (0 = never waits)
+    pause_rounds: float = _f(1.5, float, 0.0, 1000.0)
     round_seconds: float = _f(10.0, float, 0.0, 600.0, lo_open=True)  # longest exchange wait
     timeout_seconds: float = _f(30.0, float, 0.5, 86400.0)  # a call late by this drops the node
     rejoin_seconds: float = _f(5.0, float, 0.1, 3600.0)  # look for new/returning nodes

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -268,6 +269,10 @@ def test_the_delta_settings_travel_checked():
     for bad in ({"delta_dtype": "<f8"}, {"delta_threshold": -1.0}, {"delta_threshold": "x"}):
         with pytest.raises(ValueError, match="delta_"):
             decode_job_spec(dict(encode_job_spec(spec), **bad))
+    assert decode_job_spec(encode_job_spec(replace(spec, pause_words=300000))).pause_words \
+        == 300000
+    with pytest.raises(ValueError, match="pause_words"):
+        decode_job_spec(dict(encode_job_spec(spec), pause_words=-1))
     shapes = {"syn0": (4, 3)}
     vals = np.array([[0.5, -0.25, 1e-3]], np.float16)
     name, rows, got_vals = decode_piece(encode_piece("syn0", np.array([2], np.int32), vals),

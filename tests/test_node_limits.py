@@ -249,3 +249,29 @@ def test_a_node_draws_syn0_from_the_seed_only_when_it_matches_the_dispatchers():
             job.seed_array("syn1neg", 11, crc)
     finally:
         job.close()
+
+
+def test_a_node_past_its_pause_words_trains_no_more_until_its_next_exchange():
+    """A node whose exchanges fall behind its training (a slow link) hands its training
+    processes no task once it has trained `pause_words` (and at least a round) since its
+    last exchange; taking the delta opens the gate again. 0 never pauses."""
+    job = NodeJob(dict(_spec(), pause_words=300), workers=1)
+    try:
+        job.feed.feed(["t1", "t2", "t3"])
+        assert job.feed.take() == "t1"
+        job.trained_words, job.round_seen = 300, 200
+        assert job.feed.take() is None                   # paused: nothing handed out
+        job.round_seen = 400                             # never under a round
+        assert job.feed.take() == "t2"
+        job.round_seen = 200
+        job.take_delta(0)                                # the exchange takes the delta
+        assert job.trained_words == 0 and job.feed.take() == "t3"
+    finally:
+        job.close()
+    job = NodeJob(_spec(), workers=1)                    # pause_words 0
+    try:
+        job.feed.feed(["t1"])
+        job.trained_words, job.round_seen = 10 ** 9, 1
+        assert job.feed.take() == "t1"
+    finally:
+        job.close()

@@ -136,6 +136,7 @@ class NodeJob(CallGuard):
         self.hot_rows, self.tiers = js.hot_rows, js.tiers
         self.deltas = 0                         # deltas taken (their count picks the tier)
         self.delta_threshold, self.delta_dtype = js.delta_threshold, js.delta_dtype
+        self.pause_words = js.pause_words
         self.rule = MergeRule(js.merge, js.merge_rate, js.per_round)
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
                                     self.settings)
@@ -174,9 +175,12 @@ class NodeJob(CallGuard):
         self.fed = self.finished = 0
         self.trained_words = 0                  # raw words trained since the last exchange
         self.total_words = 0
+        # past this many words since the last exchange (and at least a round) no task is
+        # handed to the training processes until the next exchange takes the delta
+        self.round_seen = 0
         self.error: str | None = None
         self.session = None
-        self.feed = FeedSource()
+        self.feed = FeedSource(gate=self._may_train)
         self.stop = threading.Event()
         self.thread = None
         self.out_pieces: list = []
@@ -312,7 +316,13 @@ class NodeJob(CallGuard):
             self.fed += len(local)
         self.feed.feed(local)
 
+    def _may_train(self) -> bool:
+        """Whether the training processes may take another task (see pause_words)."""
+        return self.pause_words <= 0 or \
+            self.trained_words < max(self.pause_words, self.round_seen)
+
     def wait_round(self, round_words: int, wait: float) -> None:
+        self.round_seen = round_words
         deadline = time.monotonic() + wait
         with self.lock:
             while (self.error is None and self.trained_words < round_words
@@ -336,6 +346,7 @@ class NodeJob(CallGuard):
             trained, self.trained_words = self.trained_words, 0
             error = self.error
             drained = self.finished >= self.fed
+        self.feed.wake()                         # a paused node trains on
         if error:
             raise RuntimeError(f"training on this node failed: {error}")
         if cold == 2 and not drained:            # the last flush waits for the last task

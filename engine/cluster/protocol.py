@@ -159,6 +159,7 @@ class JobSpec:
     tiers: int = 0                  # hot rows in tiers (see NodeJob.hot_now)
     merge_rate: float = 0.1
     per_round: np.ndarray | None = None     # updates of each word per round (for "damped")
+    pause_words: int = 0            # words trained since the last exchange that pause it
 
 
 def encode_job_spec(spec: JobSpec) -> dict:
@@ -169,6 +170,7 @@ def encode_job_spec(spec: JobSpec) -> dict:
            "hot_rows": spec.hot_rows, "tiers": spec.tiers,
            "delta_threshold": spec.delta_threshold,
            "delta_dtype": spec.delta_dtype, "merge": spec.merge, "merge_rate": spec.merge_rate,
+           "pause_words": spec.pause_words,
            "weights": {k: int(spec.shapes[k][0][0]) for k in WEIGHTS},
            "tables": {k: list(spec.shapes[k][0]) for k in TABLE_DTYPES}}
     if spec.per_round is not None:
@@ -217,7 +219,8 @@ def decode_job_spec(spec) -> JobSpec:
         delta_dtype=_delta_dtype(spec.get("delta_dtype", "<f4")),
         merge=_merge(spec.get("merge", "sum")),
         merge_rate=check_num(spec.get("merge_rate", 0.1), 0.0, 1000.0, "merge_rate"),
-        per_round=_per_round(spec.get("per_round"), spec["vocab"]))
+        per_round=_per_round(spec.get("per_round"), spec["vocab"]),
+        pause_words=check_int(spec.get("pause_words", 0), 0, 1 << 52, "pause_words"))
 
 
 def _merge(value) -> str:

@@ -40,8 +40,9 @@ class FeedSource:
     """Tasks that arrive while the session runs (a cluster node's queue): thread-safe; the
     run ends when `close()` was called and everything fed is done. `feed` wakes the run."""
 
-    def __init__(self):
+    def __init__(self, gate=None):
         self.pending: deque = deque()
+        self.gate = gate                # while gate() is false, take() hands out nothing
         self._lock = threading.Lock()
         self._closed = False
         self._rfd, self._wfd = os.pipe()
@@ -61,12 +62,18 @@ class FeedSource:
         self._wake()
 
     def take(self):
+        if self.gate is not None and not self.gate():
+            return None
         with self._lock:
             return self.pending.popleft() if self.pending else None
 
     def give_back(self, tasks) -> None:
         with self._lock:
             self.pending.extendleft(reversed(list(tasks)))
+
+    def wake(self) -> None:
+        """The run looks at the source again (the gate may have opened)."""
+        self._wake()
 
     def drain_wake(self) -> None:
         try:
