@@ -41,7 +41,7 @@ cdef inline void exp_elog(const double *g, double *work, floating *out, int k) n
 
 def math_array(int which, const double[::1] x, double[::1] out):
     """psi (which 0), log (1) or exp (2) of every value, as the kernels compute them (the
-    tests' access)."""
+    tests' access): for finite x > 0 (psi, log) and finite x <= 709 (exp) only."""
     if out.shape[0] != x.shape[0] or not 0 <= which <= 2:
         raise ValueError("math_array: x and out differ in length, or which is not 0, 1, 2")
     with nogil:
@@ -113,6 +113,8 @@ def estep(const int[::1] indptr, const int[::1] indices, const floating[::1] cou
         raise ValueError("estep: sstats must be terms x topics")
     if indptr.shape[0] != n_docs + 1:
         raise ValueError("estep: indptr must have one more entry than gamma has rows")
+    if indptr[0] < 0 or indptr[n_docs] > counts.shape[0] or indptr[n_docs] > indices.shape[0]:
+        raise ValueError("estep: indptr runs outside the counts and indices")
     for d in range(n_docs):
         longest = max(longest, indptr[d + 1] - indptr[d])
     width = LDA_TILE_F if floating is float else LDA_TILE_D
@@ -186,8 +188,14 @@ def collect(const int[::1] indptr, const int[::1] indices, const floating[::1] r
     if indptr.shape[0] != n_docs + 1 or ratios.shape[0] != indices.shape[0] or \
             sstats_t.shape[1] != k:
         raise ValueError("collect: indptr, ratios, gamma and sstats_t do not agree")
-    if n_docs and indptr[n_docs] > indices.shape[0]:
-        raise ValueError("collect: indptr runs past the indices")
+    if indptr[0] < 0 or indptr[n_docs] > indices.shape[0]:
+        raise ValueError("collect: indptr runs outside the indices")
+    for d in range(n_docs):
+        if indptr[d + 1] < indptr[d]:
+            raise ValueError("collect: indptr must not decrease")
+    for d in range(indptr[0], indptr[n_docs]):
+        if not 0 <= indices[d] < sstats_t.shape[0]:
+            raise ValueError("collect: a term id outside sstats_t's rows")
     theta = <floating *> malloc(k * sizeof(floating))
     work = <double *> malloc(k * sizeof(double))
     if not (theta and work):

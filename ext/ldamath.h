@@ -6,19 +6,25 @@
 #ifndef ENGINE_LDAMATH_H
 #define ENGINE_LDAMATH_H
 
+#include <string.h>
+
 #include "vecmath.h"
 
 /* log, exp and digamma in plain arithmetic (no library call), so that a loop over topics
  * or terms compiles to vector instructions; the E-step's exp(E[log theta]) and the M-step's
  * exp(E[log beta]) are made of them. Double precision throughout: log and exp within a few
  * units in the last place, digamma within 1e-11 of max(1, |psi|) (the tests hold them to scipy). */
-EW_INLINE double lda_bits_double(int64_t b) { double d; __builtin_memcpy(&d, &b, 8); return d; }
-EW_INLINE int64_t lda_double_bits(double d) { int64_t b; __builtin_memcpy(&b, &d, 8); return b; }
+EW_INLINE double lda_bits_double(int64_t b) { double d; memcpy(&d, &b, 8); return d; }
+EW_INLINE int64_t lda_double_bits(double d) { int64_t b; memcpy(&b, &d, 8); return b; }
 
 /* Integers move between doubles and their bits by the 1.5 * 2^52 shift (the integer sits
  * in the low bits of the mantissa): 64-bit adds, subtracts and logical shifts only, which
  * AVX2 has (it has no 64-bit conversions or arithmetic shifts). */
 #define LDA_SHIFT 6755399441055744.0
+
+/* Valid ranges (all the kernels use): lda_log for finite normal x > 0, lda_exp for finite
+ * x <= 709 (below -745 it gives 0), lda_digamma for finite x > 0; outside them the results
+ * are not defined (no NaN or inf passes through). */
 
 /* log x for finite x > 0 (normal): x = 2^e m, m in [sqrt(1/2), sqrt(2)); with
  * s = (m - 1) / (m + 1), log m = 2 atanh s = 2 (s + s^3 / 3 + s^5 / 5 + ...), |s| < 0.172 */

@@ -106,6 +106,12 @@ def test_ratios_kept_then_collected_give_the_same_statistics(dtype):
     assert np.array_equal(g1, g2) and np.array_equal(s1, s2) and s1.any()
     with pytest.raises(ValueError, match="ratios"):
         _lda.estep(*args, g2, s2, 50, 1e-3, eps, ratios=ratios[1:])
+    bad = args[1].copy()
+    bad[-1] = v                                          # a term id past sstats_t's rows
+    with pytest.raises(ValueError, match="term id"):
+        _lda.collect(args[0], bad, ratios, g2, s2)
+    with pytest.raises(ValueError, match="decrease"):
+        _lda.collect(args[0][::-1].copy(), args[1], ratios, g2, s2)
 
 
 def test_topics_a_document_leaves_are_skipped_exactly():

@@ -111,6 +111,8 @@ def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
         return _estep(indptr.astype(np.int32), indices, data, eb_t, alpha, gamma,
                       sstats_t, iterations, gamma_threshold, eps)
     collect = sstats_t.shape[0] > 0
+    if collect and sstats_t.shape != eb_t.shape:
+        raise ValueError("run_estep: sstats_t must be terms x topics, as eb_t")
     ratios = np.empty_like(data) if collect else None
 
     def span(a: int, b: int) -> tuple[np.ndarray, slice]:
@@ -463,7 +465,7 @@ class LdaModel:
                 np.exp(current_Elogbeta[:, a:b].T, out=self._eb_t[a:b], casting="unsafe")
         else:
             from .._lda import digamma_array, exp_elog_rows
-            lam = self.state.sstats
+            lam = np.ascontiguousarray(self.state.sstats, self.dtype)
             eta = np.ascontiguousarray(self.state.eta, np.float64)
             sums = lam.sum(axis=1, dtype=np.float64) + (
                 eta.sum(axis=1) if eta.ndim == 2 else eta.sum())
