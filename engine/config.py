@@ -212,6 +212,14 @@ class ClusterConfig:
     def enabled(self) -> bool:
         return bool(self.nodes or self.nameserver)
 
+    @property
+    def pause_words(self) -> int:
+        """Words a node trains since its last exchange before it pauses: pause_rounds
+        rounds, never under one (0: never pauses), at most what a node accepts (2**52)."""
+        if self.pause_rounds <= 0:
+            return 0
+        return min(max(self.round_words, int(self.pause_rounds * self.round_words)), 1 << 52)
+
 
 @dataclass(frozen=True)
 class LsiSection:

@@ -253,17 +253,22 @@ def test_a_node_draws_syn0_from_the_seed_only_when_it_matches_the_dispatchers():
 
 def test_a_node_past_its_pause_words_trains_no_more_until_its_next_exchange():
     """A node whose exchanges fall behind its training (a slow link) hands its training
-    processes no task once it has trained `pause_words` (and at least a round) since its
-    last exchange; taking the delta opens the gate again. 0 never pauses."""
+    processes no task once it has trained `pause_words` since its last exchange; taking
+    the delta opens the gate again. The job's pause is pause_rounds rounds, never under
+    one; 0 never pauses."""
+    assert ClusterConfig(round_words=200, pause_rounds=1.5).pause_words == 300
+    assert ClusterConfig(round_words=400, pause_rounds=0.5).pause_words == 400  # a round
+    assert ClusterConfig(round_words=200, pause_rounds=0).pause_words == 0
+    assert ClusterConfig(round_words=1 << 50, pause_rounds=1000).pause_words == 1 << 52
     job = NodeJob(dict(_spec(), pause_words=300), workers=1)
     try:
         job.feed.feed(["t1", "t2", "t3"])
         assert job.feed.take() == "t1"
-        job.trained_words, job.round_seen = 300, 200
+        job.trained_words = 300
         assert job.feed.take() is None                   # paused: nothing handed out
-        job.round_seen = 400                             # never under a round
+        job.trained_words = 299
         assert job.feed.take() == "t2"
-        job.round_seen = 200
+        job.trained_words = 300
         job.take_delta(0)                                # the exchange takes the delta
         assert job.trained_words == 0 and job.feed.take() == "t3"
     finally:
@@ -271,7 +276,7 @@ def test_a_node_past_its_pause_words_trains_no_more_until_its_next_exchange():
     job = NodeJob(_spec(), workers=1)                    # pause_words 0
     try:
         job.feed.feed(["t1"])
-        job.trained_words, job.round_seen = 10 ** 9, 1
+        job.trained_words = 10 ** 9
         assert job.feed.take() == "t1"
     finally:
         job.close()

@@ -399,7 +399,7 @@ class ClusterEngine(ShardPlacement):
             delta_threshold=float(self.cfg.delta_threshold),
             delta_dtype=WIRE_DTYPES[self.cfg.delta_dtype], merge=self.cfg.merge,
             merge_rate=float(self.cfg.merge_rate), per_round=self.per_round,
-            pause_words=min(int(self.cfg.pause_rounds * self.cfg.round_words), 1 << 52),
+            pause_words=self.cfg.pause_words,
             shapes={k: (a[k].shape, a[k].dtype.str) for k in WEIGHTS + TABLES}))
         reply = node.proxy.open_job(spec)
         if not isinstance(reply, dict):

@@ -136,6 +136,8 @@ class NodeJob(CallGuard):
         self.hot_rows, self.tiers = js.hot_rows, js.tiers
         self.deltas = 0                         # deltas taken (their count picks the tier)
         self.delta_threshold, self.delta_dtype = js.delta_threshold, js.delta_dtype
+        # past this many words since the last exchange no task is handed to the training
+        # processes until the next exchange takes the delta (0: never)
         self.pause_words = js.pause_words
         self.rule = MergeRule(js.merge, js.merge_rate, js.per_round)
         self.local_hot = _local_hot(js.local_hot, self.workers, js.vocab, js.dim,
@@ -175,9 +177,6 @@ class NodeJob(CallGuard):
         self.fed = self.finished = 0
         self.trained_words = 0                  # raw words trained since the last exchange
         self.total_words = 0
-        # past this many words since the last exchange (and at least a round) no task is
-        # handed to the training processes until the next exchange takes the delta
-        self.round_seen = 0
         self.error: str | None = None
         self.session = None
         self.feed = FeedSource(gate=self._may_train)
@@ -318,11 +317,9 @@ class NodeJob(CallGuard):
 
     def _may_train(self) -> bool:
         """Whether the training processes may take another task (see pause_words)."""
-        return self.pause_words <= 0 or \
-            self.trained_words < max(self.pause_words, self.round_seen)
+        return self.pause_words <= 0 or self.trained_words < self.pause_words
 
     def wait_round(self, round_words: int, wait: float) -> None:
-        self.round_seen = round_words
         deadline = time.monotonic() + wait
         with self.lock:
             while (self.error is None and self.trained_words < round_words

@@ -114,12 +114,13 @@ def run_estep(m: scipy.sparse.csr_matrix, eb_t: np.ndarray, alpha: np.ndarray,
     if collect and sstats_t.shape != eb_t.shape:
         raise ValueError("run_estep: sstats_t must be terms x topics, as eb_t")
     ratios = np.empty_like(data) if collect else None
+    empty = np.zeros((0, 0), dtype)              # the updates collect nothing themselves
 
     def span(a: int, b: int) -> tuple[np.ndarray, slice]:
         return (indptr[a:b + 1] - indptr[a]).astype(np.int32), slice(indptr[a], indptr[b])
 
     def update(ab: tuple[int, int]) -> int:
-        (a, b), empty = ab, np.zeros((0, 0), dtype)
+        a, b = ab
         ptr, nz = span(a, b)
         return _estep(ptr, indices[nz], data[nz], eb_t, alpha, gamma[a:b], empty,
                       iterations, gamma_threshold, eps,
@@ -470,7 +471,7 @@ class LdaModel:
             sums = lam.sum(axis=1, dtype=np.float64) + (
                 eta.sum(axis=1) if eta.ndim == 2 else eta.sum())
             base = np.empty(k)
-            digamma_array(np.ascontiguousarray(sums), base)
+            digamma_array(sums, base)
 
             def rows(a: int, b: int) -> None:
                 exp_elog_rows(lam, eta.ravel(), eta.ndim == 2, base, self._eb_t, a, b)

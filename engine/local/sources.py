@@ -50,7 +50,8 @@ class FeedSource:
         os.set_blocking(self._wfd, False)
         self.wake_fd = self._rfd
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """The run looks at the source again (new tasks, or the gate may have opened)."""
         try:
             os.write(self._wfd, b"x")
         except (BlockingIOError, OSError):
@@ -59,7 +60,7 @@ class FeedSource:
     def feed(self, tasks) -> None:
         with self._lock:
             self.pending.extend(tasks)
-        self._wake()
+        self.wake()
 
     def take(self):
         if self.gate is not None and not self.gate():
@@ -70,10 +71,6 @@ class FeedSource:
     def give_back(self, tasks) -> None:
         with self._lock:
             self.pending.extendleft(reversed(list(tasks)))
-
-    def wake(self) -> None:
-        """The run looks at the source again (the gate may have opened)."""
-        self._wake()
 
     def drain_wake(self) -> None:
         try:
@@ -88,7 +85,7 @@ class FeedSource:
 
     def close(self) -> None:
         self._closed = True
-        self._wake()
+        self.wake()
 
     def exhausted(self) -> bool:
         with self._lock:
