@@ -51,6 +51,7 @@ cdef extern from "vecmath.h" nogil:
     int64_t ew_pingpong(int64_t *line, int role, int64_t rounds, int64_t patience)
     float ew_absmax(int dim, const float *x)
     float ew_to_int8(int dim, const float *x, float m, signed char *q)
+    float ew_to_levels(int dim, const float *x, float m, float levels, signed char *q)
     float ew_quantize_delta(int dim, const float *live, float *snap, signed char *q, float *buf,
                             float levels)
     void ew_pack4(int dim, const signed char *q, unsigned char *p)
@@ -941,6 +942,28 @@ def quantize_values(const float[:, ::1] src, const int32_t[::1] rows, signed cha
                                   &q[k, 0])
 
 
+def quantize_values4(const float[:, ::1] src, const int32_t[::1] rows,
+                     unsigned char[:, ::1] p, float[::1] scale):
+    """src's rows in four bits a value (-7..7 times a per-row scale, the largest magnitude
+    / 7, nearest), two values a byte (ew_pack4)."""
+    cdef Py_ssize_t k
+    cdef int dim = src.shape[1]
+    if p.shape[0] < rows.shape[0] or p.shape[1] != (dim + 1) // 2 or \
+            scale.shape[0] < rows.shape[0]:
+        raise ValueError("quantize_values4: shapes differ")
+    cdef signed char *q = <signed char *>malloc(dim)
+    if q == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(rows.shape[0]):
+                scale[k] = ew_to_levels(dim, &src[rows[k], 0],
+                                        ew_absmax(dim, &src[rows[k], 0]), 7.0, q)
+                ew_pack4(dim, q, &p[k, 0])
+    finally:
+        free(q)
+
+
 def add_quantized(float[:, ::1] dst, const int32_t[::1] rows, const signed char[:, ::1] q,
                   const float[::1] scale, float factor):
     """dst[rows] += factor * scale * q (rows already checked to lie inside dst)."""
@@ -960,6 +983,26 @@ def rebase_quantized(float[:, ::1] live, float[:, ::1] snap, const int32_t[::1] 
     with nogil:
         for k in range(rows.shape[0]):
             ew_rebase_int8(dim, scale[k], &q[k, 0], &live[rows[k], 0], &snap[rows[k], 0])
+
+
+def rebase_quantized4(float[:, ::1] live, float[:, ::1] snap, const int32_t[::1] rows,
+                      const unsigned char[:, ::1] p, const float[::1] scale):
+    """rebase_quantized for values in four bits (quantize_values4), each row unpacked
+    once."""
+    cdef Py_ssize_t k
+    cdef int dim = live.shape[1]
+    if p.shape[1] != (dim + 1) // 2:
+        raise ValueError("rebase_quantized4: rows of another width")
+    cdef signed char *q = <signed char *>malloc(dim)
+    if q == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for k in range(rows.shape[0]):
+                ew_unpack4(dim, &p[k, 0], q)
+                ew_rebase_int8(dim, scale[k], q, &live[rows[k], 0], &snap[rows[k], 0])
+    finally:
+        free(q)
 
 
 # ---- a chunk's ids on the wire: id + 1 in base 128, low digits first, the high bit set on

@@ -181,8 +181,6 @@ def test_four_bit_rows_add_as_numpy_does_and_go_down_as_deltas_from_a_shadow():
     ref[rows] += 0.5 * _ints(d, dim).astype(np.float32) * d.scale[:, None]
     assert np.allclose(dst, ref, atol=1e-6)
     assert np.allclose(R.to_float(d, dim), _ints(d, dim) * d.scale[:, None])
-    with pytest.raises(ValueError, match="four bits"):
-        R.rebase(dst, snap.copy(), rows, d)
 
     node_snap = snap.copy()
     node_live = snap + 0.01                      # the node's own unsent change
@@ -199,14 +197,21 @@ def test_four_bit_rows_add_as_numpy_does_and_go_down_as_deltas_from_a_shadow():
     assert np.allclose(node_live[due] - node_snap[due], 0.01, atol=1e-5)
 
 
-def test_int8_values_add_and_rebase_match_numpy():
+@pytest.mark.parametrize("dtype,levels", [("|i1", 127), ("|u1", 7)], ids=["int8", "int4"])
+def test_values_add_and_rebase_match_numpy(dtype, levels):
+    """Merged values as they go to a node, in int8 or four bits (two a byte): rounded to
+    nearest against the row's largest magnitude, added and rebased as numpy does."""
     live, snap = _pair(seed=5)
+    dim = live.shape[1]
     rows = np.array([0, 7, 9, 120, 299], np.int32)
-    v = R.quantize_values(live, rows)
-    q, scale = _ref_int8(live[rows])
-    assert np.abs(v.q.astype(int) - q).max() <= 1 and np.allclose(v.scale, scale)
-    values = v.q.astype(np.float32) * v.scale[:, None]
-    assert np.allclose(R.to_float(v, live.shape[1]), values)
+    v = R.quantize_values(live, rows, dtype)
+    assert v.q.dtype == np.dtype(dtype) and v.q.shape == (5, R.q_width(dim, dtype))
+    ints = _ints(v, dim) if dtype == "|u1" else v.q
+    q, scale = _ref_int8(live[rows], levels)
+    assert np.abs(ints.astype(int) - q).max() <= 1 and np.allclose(v.scale, scale)
+    assert np.abs(ints).max() <= levels
+    values = ints.astype(np.float32) * v.scale[:, None]
+    assert np.allclose(R.to_float(v, dim), values)
     assert (np.abs(values - live[rows]) <= 0.51 * v.scale[:, None] + 1e-7).all()
     # add: dst[rows] += factor * values
     dst = snap.copy()
@@ -221,6 +226,31 @@ def test_int8_values_add_and_rebase_match_numpy():
     assert np.allclose(node_live[rows] - node_snap[rows], 0.25, atol=1e-6)
     other = np.setdiff1d(np.arange(len(live)), rows)
     assert np.array_equal(node_live[other], live[other] + 0.25)
+
+
+def test_row_indices_travel_as_gaps_and_are_checked():
+    """Increasing rows go as varint gaps (adjacent rows: one byte each), any others as
+    int32; both decode to the same rows, and rows outside the matrix are refused."""
+    from engine.cluster.protocol import decode_row_ids, encode_row_ids
+
+    rng = np.random.default_rng(4)
+    cases = [np.arange(8000, dtype=np.int32),
+             np.sort(rng.choice(1 << 20, 5000, replace=False)).astype(np.int32),
+             np.array([0], np.int32), np.array([(1 << 21) - 1], np.int32),
+             np.array([5, 3, 9], np.int32), np.array([2, 2], np.int32),
+             np.array([], np.int32)]
+    for rows in cases:
+        msg = encode_row_ids(rows)
+        increasing = rows.size and rows[0] >= 0 and (np.diff(rows) > 0).all()
+        assert ("gaps" in msg) == bool(increasing)
+        assert np.array_equal(decode_row_ids(msg, 1 << 21, "syn0"), rows)
+    assert len(encode_row_ids(cases[0])["gaps"]["data"]) == 8000      # a byte a row
+    with pytest.raises(ValueError, match="outside"):
+        decode_row_ids(encode_row_ids(np.array([3, 10], np.int32)), 10, "syn0")
+    with pytest.raises(ValueError, match="outside"):
+        decode_row_ids(encode_row_ids(np.array([3, 2], np.int32)), 3, "syn0")
+    with pytest.raises(ValueError, match="varints"):
+        decode_row_ids({"gaps": {"dtype": "|u1", "shape": [1], "data": b"\x80"}}, 10, "x")
 
 
 def test_row_messages_are_checked():

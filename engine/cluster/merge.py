@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from .rows import Payload, add_into, quantize_delta, quantize_values, scaled, take
+from .rows import QUANTIZED, Payload, add_into, quantize_delta, quantize_values, scaled, take
 
 MERGES = ("scaled", "damped", "sum", "average")
 
@@ -151,10 +151,10 @@ class RowMaster:
             return self.version, out
 
     def read(self, name: str, rows: np.ndarray, dtype: str = "<f4") -> Payload:
-        """Master rows as float32, or as int8 values (dtype "|i1")."""
+        """Master rows as float32, or as int8 or four-bit values (dtype "|i1", "|u1")."""
         with self.lock:
-            if dtype == "|i1":
-                return quantize_values(self.arrays[name], rows)
+            if dtype in QUANTIZED:
+                return quantize_values(self.arrays[name], rows, dtype)
             return self.arrays[name][rows]
 
     def delta(self, name: str, rows: np.ndarray, lo: int, shadow: np.ndarray,

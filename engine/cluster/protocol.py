@@ -393,16 +393,42 @@ def decode_values(values, n: int, dim: int, what: str) -> Payload:
     return vals.astype(np.float32, copy=False)
 
 
+def encode_row_ids(rows: np.ndarray):
+    """Row indices for the wire: rows in increasing order (as every exchange makes them)
+    as their gaps in varints ({"gaps": bytes}: a run of adjacent rows, the hot rows, takes
+    one byte a row instead of four), any others as a packed int32 array."""
+    rows = np.ascontiguousarray(rows, np.int32)
+    if rows.size == 0 or int(rows[0]) < 0:
+        return pack_array(rows)
+    gaps = np.diff(rows, prepend=np.int32(-1))
+    if int(gaps.min()) < 1 or int(gaps.max()) >= (1 << 7 * VARINT_MAX) - 1:
+        return pack_array(rows)
+    return {"gaps": pack_array(varint_ids(gaps - 2))}     # a varint holds gap - 1 >= 0
+
+
+def decode_row_ids(rows, n_rows: int, what: str) -> np.ndarray:
+    """encode_row_ids's inverse: int32 rows, each inside [0, n_rows)."""
+    if isinstance(rows, dict) and set(rows) == {"gaps"}:
+        data = unpack_array(rows["gaps"], "|u1", 1, what=f"{what} rows")
+        gaps = unvarint_ids(data, max(n_rows, 1), f"{what} rows").astype(np.int64) + 2
+        idx = np.cumsum(gaps) - 1                # increasing: every gap is at least 1
+        if idx.size and idx[-1] >= n_rows:
+            raise ValueError(f"{what}: a row outside [0, {n_rows})")
+        return idx.astype(np.int32)
+    idx = unpack_array(rows, "<i4", 1, what=f"{what} rows")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+        raise ValueError(f"{what}: a row outside [0, {n_rows})")
+    return idx
+
+
 def encode_rows(rows: np.ndarray, payload: Payload) -> tuple[dict, dict]:
-    return pack_array(rows), encode_values(payload)
+    return encode_row_ids(rows), encode_values(payload)
 
 
 def decode_rows(rows, values, n_rows: int, dim: int,
                 what: str) -> tuple[np.ndarray, Payload]:
     """Row indices inside [0, n_rows) and their values (len(rows) x dim)."""
-    idx = unpack_array(rows, "<i4", 1, what=f"{what} rows")
-    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-        raise ValueError(f"{what}: a row outside [0, {n_rows})")
+    idx = decode_row_ids(rows, n_rows, what)
     return idx, decode_values(values, idx.shape[0], dim, what)
 
 

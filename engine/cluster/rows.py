@@ -6,8 +6,10 @@ byte (q then uint8, (rows, ceil(dim / 2))).
 A quantized delta keeps its rounding: the side that sends it holds a copy of what the other
 side has (a node: its snapshot; the dispatcher: a node's shadow), which takes what is sent,
 so the rest stays in the difference and goes with a later delta. Merged rows sent to a node
-as int8 values replace its snapshot, so their rounding does not add up either. The loops
-are in the compiled kernels (engine._kernels), one pass each without the GIL.
+as values (int8, or four bits with four-bit deltas) replace its snapshot, so their rounding
+does not add up either: it is noise on the node's copy until the row's next values, never
+in the master, whose own rows are float32. The loops are in the compiled kernels
+(engine._kernels), one pass each without the GIL.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ QUANTIZED = ("|i1", "|u1")               # int8; four bits a value, packed two a
 
 
 def values_dtype(delta_dtype: str) -> str:
-    """The dtype merged master values travel in: int8 with quantized deltas, else float32."""
-    return "|i1" if delta_dtype in QUANTIZED else "<f4"
+    """The dtype merged master values travel in: that of quantized deltas (int8, four
+    bits), else float32."""
+    return delta_dtype if delta_dtype in QUANTIZED else "<f4"
 
 
 class Quantized(NamedTuple):
@@ -38,13 +41,14 @@ def q_width(dim: int, dtype: str) -> int:
 Payload = Union[np.ndarray, Quantized]
 
 
-def quantize_values(src: np.ndarray, rows: np.ndarray) -> Quantized:
-    """src[rows] as int8 values (src float32, C-contiguous)."""
+def quantize_values(src: np.ndarray, rows: np.ndarray, dtype: str = "|i1") -> Quantized:
+    """src[rows] as int8 values, or four bits (dtype "|u1"); src float32, C-contiguous."""
     rows = np.ascontiguousarray(rows, np.int32)
-    out = Quantized(np.empty((rows.shape[0], src.shape[1]), np.int8),
+    dim = src.shape[1]
+    out = Quantized(np.empty((rows.shape[0], q_width(dim, dtype)), np.dtype(dtype)),
                     np.empty(rows.shape[0], np.float32))
-    from .._kernels import quantize_values as kernel
-    kernel(src, rows, out.q, out.scale)
+    from .._kernels import quantize_values as int8, quantize_values4 as four
+    (four if dtype == "|u1" else int8)(src, rows, out.q, out.scale)
     return out
 
 
@@ -148,11 +152,9 @@ def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payloa
     """Merged master values arrive: live += value - snap; snap = value (the node's own unsent
     changes, live - snap, are kept)."""
     if isinstance(payload, Quantized):
-        if payload.q.dtype != np.int8:
-            raise ValueError("rows as values travel in int8 or float32, not four bits")
-        from .._kernels import rebase_quantized
-        rebase_quantized(live, snap, np.ascontiguousarray(rows, np.int32), payload.q,
-                         payload.scale)
+        from .._kernels import rebase_quantized as int8, rebase_quantized4 as four
+        (four if payload.q.dtype == np.uint8 else int8)(
+            live, snap, np.ascontiguousarray(rows, np.int32), payload.q, payload.scale)
         return
     # in small blocks: live[idx] += x reads all rows, then writes them back, and whatever
     # the training processes wrote to those rows in between would be lost
