@@ -535,3 +535,29 @@ def test_auto_cold_every_and_tiers_follow_the_node_count():
     engine._settle(2)
     assert (engine.cold_every, engine.tiers) == (5, 1)
     assert ClusterConfig().delta_dtype == "int4"
+
+
+def test_a_three_part_flush_leaves_at_most_a_903224th_of_a_change():
+    """The last flush with quantized rows: a four-bit delta of every changed row, then an
+    int8 delta of what its rounding left, then another; what stays behind is at most
+    1/(14 * 254^2) of the row's largest change (the one-node test checks the whole job
+    against local training)."""
+    from engine.cluster.node import FLUSH_PARTS
+
+    live, snap = _pair(seed=11)
+    snap0 = snap.copy()
+    master = snap0.copy()
+    moved = np.flatnonzero((live != snap0).any(1))
+    sent = []
+    for dtype in FLUSH_PARTS:
+        rows, vals = R.changed_delta(live, snap, dtype)
+        R.add_into(master, rows, vals)
+        sent.append(rows)
+    assert np.array_equal(sent[0], moved)
+    assert all(r.size > moved.size // 2 for r in sent[1:])   # each rounding left something
+    assert np.array_equal(master, snap)                 # the snapshot took every part
+    change = np.abs(live - snap0).max(1)
+    left = np.abs(live - master).max(1)
+    # float32 arithmetic: live - snap itself is exact only to an ulp of the weights
+    assert (left <= change / (14 * 254 ** 2) * 1.01 +
+            2 * np.spacing(np.abs(live).max(1))).all()

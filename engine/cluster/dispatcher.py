@@ -545,7 +545,7 @@ class ClusterEngine(ShardPlacement):
             chunk_msgs.append(msg)
             self.bytes_out += len(msg["ids"]["data"])
         with self.lock:     # all rows now and then; once the queue is empty, the node's
-            # last flush (every change, exactly) as soon as it has finished its tasks
+            # last flush (every change, nothing left behind) once it has finished its tasks
             cold = 2 if not self.pending else int(node.exchanges % self.cold_every == 0)
         if self.sharded:
             if node.peers_version != self.peers_version:

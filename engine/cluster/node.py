@@ -84,6 +84,10 @@ MEMORY_EVERY = 10.0     # seconds between readings of a node's memory (its peak 
 _SCRATCH_PREFIX = "engine-node-"
 
 
+# the last flush of quantized rows: each part carries the rounding of the one before
+FLUSH_PARTS = ["|u1", "|i1", "|i1"]
+
+
 def sweep_scratch() -> None:
     """Remove cache folders left by workers that were killed (their pid is gone)."""
     sweep_temp_dirs(_SCRATCH_PREFIX)
@@ -334,8 +338,8 @@ class NodeJob(CallGuard):
         Only the hot rows (or, with a threshold, the rows that changed by at least that
         fraction of their norm) unless `cold` is 1 (then every changed row); the others'
         changes wait in live - snapshot. With int8 rows, their rounding stays there too.
-        `cold` 2 asks for the last flush: every change, exactly (float32), once every task
-        sent here is done (until then, a hot exchange). The reply's `flushed` says which
+        `cold` 2 asks for the last flush: every change, nothing left behind (see _delta),
+        once every task sent here is done (until then, a hot exchange). The reply's `flushed` says which
         was made: the tasks it reports are complete only when it is 1 or 2."""
         # the done list first: every update of a task reported done is in this delta
         with self.lock:
@@ -358,7 +362,7 @@ class NodeJob(CallGuard):
             del parts
         else:
             # each block into messages of at most PIECE_BYTES as it is made: the rows of a
-            # last flush (every row, float32) are never held twice
+            # last flush (every row) are never held twice
             def encode(_, name, idx, vals):
                 for lo, hi in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
                     self.out_pieces.append(
@@ -377,12 +381,19 @@ class NodeJob(CallGuard):
         """This delta, the snapshot caught up, handed to sink(shard, matrix, rows, values) a
         block at a time (shard: the owner of those rows, row % `shards`; 0 without shards).
         Four bits or int8 (the rows chosen and rounded in one compiled pass; the rounding
-        stays in live - snapshot), float16 (the same), or float32 (also the last flush,
-        whatever the dtype). Returns how many rows it carries."""
+        stays in live - snapshot), float16 (the same), or float32. The last flush (cold 2)
+        leaves nothing behind: with quantized rows each row goes in three parts, four bits,
+        then int8, then int8 again, each carrying the rounding of the one before (what
+        stays is at most 1/903,224 of the row's largest change; two thirds of the bytes of
+        float32), else in float32. Returns how many rows it carries (a row of a flush once
+        for each part)."""
         rows_total = 0
         n = max(shards, 1)
         theta = 0.0 if cold else self.delta_threshold
-        dtype = "<f4" if cold == 2 else self.delta_dtype
+        parts = [self.delta_dtype]
+        if cold == 2:
+            parts = FLUSH_PARTS if self.delta_dtype in QUANTIZED else ["<f4"]
+        dtype = parts[0]
         hot = self.hot_now()
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
@@ -392,11 +403,13 @@ class NodeJob(CallGuard):
                 b = min(a + block_rows, hi)
                 if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass
                     for j in range(n):           # each shard's rows of the block apart
-                        rows, vals = changed_delta(live[a:b], snap[a:b], dtype, (j - a) % n, n)
-                        rows += a
-                        if rows.size:
-                            rows_total += rows.size
-                            sink(j, name, rows, vals)
+                        for part in parts:
+                            rows, vals = changed_delta(live[a:b], snap[a:b], part,
+                                                       (j - a) % n, n)
+                            rows += a
+                            if rows.size:
+                                rows_total += rows.size
+                                sink(j, name, rows, vals)
                     continue
                 changed = changed_rows(live[a:b], snap[a:b], theta) + a
                 for j in range(n):
