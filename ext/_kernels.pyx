@@ -905,16 +905,18 @@ def quantize_delta4(const float[:, ::1] live, float[:, ::1] snap, const int32_t[
         free(buf)
 
 
-def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned char[:, ::1] p,
-                   const float[::1] scale, float factor, float[:, ::1] also=None):
-    """dst[rows] += factor * scale * q, q four bits a value (quantize_delta4); with `also`
-    (dst's shape), also[rows] too, each row unpacked once (a delta that a node's weights
-    and its snapshot both take)."""
+cdef int _apply4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned char[:, ::1] p,
+                 const float[::1] scale, float factor, float[:, ::1] other,
+                 int mode) except -1:
+    """Four-bit rows, each unpacked once: mode 0 dst[rows] += factor * scale * q; 1 the
+    same into `other` too; 2 values v = scale * q rebased onto: dst (live) += v - other
+    (snap), other = v."""
     cdef Py_ssize_t k
     cdef int dim = dst.shape[1]
-    cdef bint both = also is not None
-    if both and (also.shape[0] != dst.shape[0] or also.shape[1] != dim):
-        raise ValueError("add_quantized4: `also` is not of dst's shape")
+    if p.shape[1] != (dim + 1) // 2:
+        raise ValueError("four-bit rows of another width")
+    if mode and (other is None or other.shape[0] != dst.shape[0] or other.shape[1] != dim):
+        raise ValueError("four-bit rows: the second array is not of the first's shape")
     cdef signed char *q = <signed char *>malloc(dim)
     if q == NULL:
         raise MemoryError()
@@ -922,13 +924,24 @@ def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned ch
         with nogil:
             for k in range(rows.shape[0]):
                 ew_unpack4(dim, &p[k, 0], q)
-                if both:
+                if mode == 2:
+                    ew_rebase_int8(dim, scale[k], q, &dst[rows[k], 0], &other[rows[k], 0])
+                elif mode == 1:
                     ew_add_int8_pair(dim, factor * scale[k], q, &dst[rows[k], 0],
-                                     &also[rows[k], 0])
+                                     &other[rows[k], 0])
                 else:
                     ew_add_int8(dim, factor * scale[k], q, &dst[rows[k], 0])
     finally:
         free(q)
+    return 0
+
+
+def add_quantized4(float[:, ::1] dst, const int32_t[::1] rows, const unsigned char[:, ::1] p,
+                   const float[::1] scale, float factor, float[:, ::1] also=None):
+    """dst[rows] += factor * scale * q, q four bits a value (quantize_delta4); with `also`
+    (dst's shape), also[rows] too, each row unpacked once (a delta that a node's weights
+    and its snapshot both take)."""
+    _apply4(dst, rows, p, scale, factor, also, 0 if also is None else 1)
 
 
 def quantize_values(const float[:, ::1] src, const int32_t[::1] rows, signed char[:, ::1] q,
@@ -951,17 +964,12 @@ def quantize_values4(const float[:, ::1] src, const int32_t[::1] rows,
     if p.shape[0] < rows.shape[0] or p.shape[1] != (dim + 1) // 2 or \
             scale.shape[0] < rows.shape[0]:
         raise ValueError("quantize_values4: shapes differ")
-    cdef signed char *q = <signed char *>malloc(dim)
-    if q == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for k in range(rows.shape[0]):
-                scale[k] = ew_to_levels(dim, &src[rows[k], 0],
-                                        ew_absmax(dim, &src[rows[k], 0]), 7.0, q)
-                ew_pack4(dim, q, &p[k, 0])
-    finally:
-        free(q)
+    cdef signed char[::1] q = np.empty(max(dim, 1), np.int8)       # one row, unpacked
+    with nogil:
+        for k in range(rows.shape[0]):
+            scale[k] = ew_to_levels(dim, &src[rows[k], 0],
+                                    ew_absmax(dim, &src[rows[k], 0]), 7.0, &q[0])
+            ew_pack4(dim, &q[0], &p[k, 0])
 
 
 def add_quantized(float[:, ::1] dst, const int32_t[::1] rows, const signed char[:, ::1] q,
@@ -989,20 +997,7 @@ def rebase_quantized4(float[:, ::1] live, float[:, ::1] snap, const int32_t[::1]
                       const unsigned char[:, ::1] p, const float[::1] scale):
     """rebase_quantized for values in four bits (quantize_values4), each row unpacked
     once."""
-    cdef Py_ssize_t k
-    cdef int dim = live.shape[1]
-    if p.shape[1] != (dim + 1) // 2:
-        raise ValueError("rebase_quantized4: rows of another width")
-    cdef signed char *q = <signed char *>malloc(dim)
-    if q == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for k in range(rows.shape[0]):
-                ew_unpack4(dim, &p[k, 0], q)
-                ew_rebase_int8(dim, scale[k], q, &live[rows[k], 0], &snap[rows[k], 0])
-    finally:
-        free(q)
+    _apply4(live, rows, p, scale, 1.0, snap, 2)
 
 
 # ---- a chunk's ids on the wire: id + 1 in base 128, low digits first, the high bit set on
