@@ -212,7 +212,7 @@ def test_a_nodes_own_shard_acknowledges_the_version_its_rows_were_chosen_at():
             out = sync(*args, **kwargs)
             # another node's delta lands on row 3 while this node applies its rows
             rows, values = encode_rows(np.array([3], np.int32), np.full((1, 3), 0.5, np.float32))
-            job.shard_put(0, "n2", "syn0", rows, values)
+            job.shard_put(0, "n2", [["syn0", rows, values]])
             sync(0, "n2", 1, 2, None)
             return out
 
@@ -223,6 +223,44 @@ def test_a_nodes_own_shard_acknowledges_the_version_its_rows_were_chosen_at():
         job._sync_one(0, [], 1)
         assert np.allclose(job.snapshot["syn0"][3], 0.5)
         assert np.allclose(job.shared["syn0"][3], 0.5)
+    finally:
+        job.close()
+
+
+def test_a_shards_owner_takes_pieces_in_one_call_and_replies_with_what_fits(monkeypatch):
+    """shard_put takes a list of pieces, all checked before any is kept; shard_sync's reply
+    carries the merged rows' first pieces up to PIECE_BYTES, the rest are pulled; together
+    they are every due row, in order."""
+    import engine.cluster.node as node
+    from engine.cluster.protocol import decode_piece, encode_rows
+
+    job = NodeJob(_spec(syn0=(40, 3), syn1neg=(40, 3), keep=(40,)), workers=1)
+    try:
+        job.own_shard(0, 1, 0)
+        job.merge_nodes = 2
+        good = [["syn0", *encode_rows(np.arange(0, 40, 2, dtype=np.int32),
+                                      np.full((20, 3), 0.5, np.float32))],
+                ["syn1neg", *encode_rows(np.array([1, 3], np.int32),
+                                         np.ones((2, 3), np.float32))]]
+        with pytest.raises(ValueError, match="outside"):     # one bad piece: none kept
+            job.shard_put(0, "n2", good + [["syn0", *encode_rows(np.array([99], np.int32),
+                                                                 np.ones((1, 3), np.float32))]])
+        for bad in ([], [["syn9", *good[0][1:]]], "pieces", [good[0][:2]]):
+            with pytest.raises(ValueError, match="shard_put"):
+                job.shard_put(0, "n2", bad)
+        job.shard_put(0, "n3", good)
+        job.shard_sync(0, "n3", 1, 2, None)                  # merged: n3's delta, summed
+        monkeypatch.setattr(node, "PIECE_BYTES", 3 * 16)     # three float32 rows a piece
+        reply = job.shard_sync(0, "n2", 1, 2, None)          # n2 is due every row n3 changed
+        rows = [decode_piece(p, job.weight_shapes) for p in reply["rows"]]
+        assert 0 < len(rows) < reply["pieces"]
+        rows += [decode_piece(job.shard_pull(0, "n2", i), job.weight_shapes)
+                 for i in range(len(rows), reply["pieces"])]
+        got = {n: np.concatenate([r for name, r, _ in rows if name == n])
+               for n in ("syn0", "syn1neg")}
+        assert got["syn0"].tolist() == list(range(0, 40, 2))
+        assert got["syn1neg"].tolist() == [1, 3]
+        assert all(np.allclose(v, 0.5 if name == "syn0" else 1.0) for name, _, v in rows)
     finally:
         job.close()
 

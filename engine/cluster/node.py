@@ -57,6 +57,7 @@ from .protocol import (
     encode_rows,
     hot_range,
     is_name,
+    PIECE_BYTES,
     pack_array,
     row_pieces,
     unpack_array,
@@ -86,6 +87,9 @@ _SCRATCH_PREFIX = "engine-node-"
 
 # the last flush of quantized rows: each part carries the rounding of the one before
 FLUSH_PARTS = ["|u1", "|i1", "|i1"]
+
+
+MAX_PUT_PIECES = 4096                    # pieces of one shard_put call
 
 
 def sweep_scratch() -> None:
@@ -535,21 +539,32 @@ class NodeJob(CallGuard):
                 self.acks[j] = [local.generation, version, cold]
                 return
             proxy = self._peer(j)
+            batch, size = [], 0                  # pieces in calls of at most PIECE_BYTES
             for name, idx, vals in parts:
-                size = row_bytes(self.dim, dtype_of(vals))
-                for a, b in row_pieces(idx.shape[0], size):
+                row = row_bytes(self.dim, dtype_of(vals))
+                for a, b in row_pieces(idx.shape[0], row, PIECE_BYTES):
                     if a == b:
                         continue
-                    proxy.shard_put(self.job_id, j, self.member, name,
-                                    *encode_rows(idx[a:b], take(vals, slice(a, b))))
-                    self.peer_bytes[0] += (b - a) * size
+                    if batch and size + (b - a) * row > PIECE_BYTES:
+                        proxy.shard_put(self.job_id, j, self.member, batch)
+                        batch, size = [], 0
+                    batch.append([name, *encode_rows(idx[a:b], take(vals, slice(a, b)))])
+                    size += (b - a) * row
+                    self.peer_bytes[0] += (b - a) * row
+            if batch:
+                proxy.shard_put(self.job_id, j, self.member, batch)
             handed = True                        # merged from here on, even if the reply is lost
             reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.merge_nodes,
                                      self.acks.get(j))
+            count = _int(reply["pieces"], 0, 1 << 30, "pieces")
+            inline = reply.get("rows")
+            if not isinstance(inline, list) or len(inline) > count:
+                raise ValueError("shard_sync: rows expected a list of at most `pieces`")
             got = []                             # all pieces, then applied: the owner's
-            for i in range(_int(reply["pieces"], 0, 1 << 30, "pieces")):   # shadow of this
-                p = proxy.shard_pull(self.job_id, j, self.member, i)        # node counts on
-                name, idx, vals = decode_piece(p, self.weight_shapes)       # all or none
+            for i in range(count):               # shadow of this node counts on all or none
+                p = inline[i] if i < len(inline) else \
+                    proxy.shard_pull(self.job_id, j, self.member, i)
+                name, idx, vals = decode_piece(p, self.weight_shapes)
                 got.append((name, idx, vals, piece_is_delta(p)))
                 self.peer_bytes[1] += idx.nbytes + payload_bytes(vals)
             for name, idx, vals, is_delta in got:
@@ -561,16 +576,24 @@ class NodeJob(CallGuard):
                     self.snapshot[name][idx] -= to_float(vals, self.dim)
             raise
 
-    def shard_put(self, j: int, client: str, name: str, rows, values) -> None:
+    def shard_put(self, j: int, client: str, pieces) -> None:
+        """A client's delta to this shard, [[matrix, rows, values], ...] (the pieces of one
+        call), kept until its shard_sync merges them."""
         shard = self._shard(j)
-        if name not in WEIGHTS or not is_name(client):
-            raise ValueError("shard_put: bad matrix or client")
-        idx, vals = decode_rows(rows, values, self.shapes[name][0][0], self.dim,
-                                f"shard_put {name}")
-        local = shard.to_local(name, idx)
+        if not is_name(client) or not isinstance(pieces, list) or \
+                not 0 < len(pieces) <= MAX_PUT_PIECES:
+            raise ValueError(f"shard_put: expected a client and 1..{MAX_PUT_PIECES} pieces")
+        got = []
+        for piece in pieces:                     # all checked before any is kept
+            if not isinstance(piece, list) or len(piece) != 3 or piece[0] not in WEIGHTS:
+                raise ValueError("shard_put: expected [matrix, rows, values] pieces")
+            name = piece[0]
+            idx, vals = decode_rows(piece[1], piece[2], self.shapes[name][0][0], self.dim,
+                                    f"shard_put {name}")
+            got.append((name, shard.to_local(name, idx), vals))
         with shard.master.lock:
             slot = shard.slot(client)
-            shard.inbox.setdefault(slot, []).append((name, local, vals))
+            shard.inbox.setdefault(slot, []).extend(got)
 
     def shard_sync(self, j: int, client: str, cold, nodes, ack, delta=None):
         """Merge the client's delta, then hand it the rows merged since its last ack
@@ -606,13 +629,18 @@ class NodeJob(CallGuard):
         sent = [(name, rows, vals) for name, rows, vals, is_delta in out if is_delta]
         if sent:
             shard.pending[slot] = (version, sent)
-        pieces = []
+        pieces, inline, size = [], 0, 0
         for name, rows, vals, is_delta in out:
             idx = shard.to_global(rows)
-            for a, b in row_pieces(idx.shape[0], row_bytes(self.dim, dtype_of(vals))):
+            row = row_bytes(self.dim, dtype_of(vals))
+            for a, b in row_pieces(idx.shape[0], row, PIECE_BYTES):
                 pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b)), is_delta))
+                size += (b - a) * row
+                if size <= PIECE_BYTES:          # the reply carries what fits in one piece
+                    inline = len(pieces)
         shard.outbox[slot] = pieces
-        return {"pieces": len(pieces), "version": version, "generation": shard.generation}
+        return {"pieces": len(pieces), "rows": pieces[:inline], "version": version,
+                "generation": shard.generation}
 
     def shard_pull(self, j: int, client: str, piece: int) -> dict:
         shard = self._shard(j)

@@ -187,9 +187,9 @@ class WorkerService:
             job.set_peers(peers, nodes)
 
     @expose
-    def shard_put(self, job_id, shard, client, name, rows, values) -> None:
+    def shard_put(self, job_id, shard, client, pieces) -> None:
         with self._using(job_id) as job:
-            job.shard_put(shard, client, name, rows, values)
+            job.shard_put(shard, client, pieces)
 
     @expose
     def shard_sync(self, job_id, shard, client, cold, nodes, ack) -> dict:
