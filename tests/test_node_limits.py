@@ -318,3 +318,35 @@ def test_a_node_past_its_pause_words_trains_no_more_until_its_next_exchange():
         assert job.feed.take() == "t1"
     finally:
         job.close()
+
+
+def test_a_worker_keeps_freed_memory_for_its_next_round():
+    """keep_freed_memory (glibc): a large block freed and allocated again comes back from
+    the heap without the kernel faulting in (and zeroing) fresh pages; by default the
+    second round still faults. Each in its own process, as `engine worker` calls it."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import resource, sys
+        import numpy as np
+        from engine.runtime.memory import keep_freed_memory
+        took = keep_freed_memory() if sys.argv[1] == "1" else True
+        counts = []
+        for _ in range(3):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            b = np.ones(4 << 20, np.float32)          # 16 MB, every page touched
+            del b
+            counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        print(int(took), *counts)
+    """
+    runs = {}
+    for keep in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code, keep], capture_output=True,
+                             text=True, timeout=60, check=True).stdout.split()
+        runs[keep] = [int(x) for x in out]
+    if not runs["1"][0]:
+        pytest.skip("not glibc's malloc: keep_freed_memory changes nothing here")
+    assert runs["0"][1] > 0 and runs["1"][1] > 0         # the first round faults pages in
+    assert runs["0"][2] > 0                              # by default the second does again
+    assert runs["1"][2] <= runs["0"][2] // 10            # kept: it reuses them

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import psutil
 
+from ..runtime.memory import keep_freed_memory
 from ..runtime.shm import sweep_orphans
 from . import transport
 from .lda_node import LdaNodeJob
@@ -313,6 +314,7 @@ def serve(host: str, port: int, workers: int, name: str, nameserver: str = "",
     """Run a worker until SIGINT/SIGTERM (the caller turns those into exceptions)."""
     sweep_scratch()
     sweep_orphans()
+    keep_freed_memory()                  # a node's exchange buffers, reused round after round
     service = WorkerService(workers, name, key)
     server = transport.Server(service, host, port, key)
     try:

@@ -6,11 +6,33 @@ Where PSS is unavailable it falls back to RSS (shared pages then count once per 
 """
 from __future__ import annotations
 
+import ctypes
 import resource
 import threading
 import time
 
 import psutil
+
+# mallopt's parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20,
+                      top_pad: int = 16 << 20) -> bool:
+    """Keep freed memory in this process (glibc's malloc; elsewhere nothing changes):
+    blocks up to `mmap_threshold` come from the heap instead of fresh mappings, and the
+    heap is given back to the system only past `trim_threshold` free at its top. A process
+    that allocates and frees the same large buffers every round (a node's rows and
+    messages at each exchange) then stops paying the kernel to zero fresh pages for them
+    each time; what it holds is its largest round's buffers. Returns whether it took."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(k, v) == 1 for k, v in ((_M_MMAP_THRESHOLD, mmap_threshold),
+                                               (_M_TRIM_THRESHOLD, trim_threshold),
+                                               (_M_TOP_PAD, top_pad)))
 
 
 def _pss_mb(proc: psutil.Process) -> float:
