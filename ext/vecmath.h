@@ -771,18 +771,29 @@ static EW_CLONES float ew_diff_absmax(int dim, const float *EW_RESTRICT live,
     return m;
 }
 
-/* q = x * levels / m rounded to nearest (|x| <= m, so |q| <= levels <= 127); returns the
- * scale m / levels. Adding and taking away 1.5 * 2**23 rounds a float of magnitude below
- * 2**22 to an integer. */
-static EW_CLONES float ew_to_levels(int dim, const float *EW_RESTRICT x, float m,
-                                    float levels, int8_t *EW_RESTRICT q) {
-    const float inv = m > 0.0f ? levels / m : 0.0f, magic = 12582912.0f;
-    for (int j = 0; j < dim; j++)
-        q[j] = (int8_t)(int32_t)((x[j] * inv + magic) - magic);
-    return m / levels;
+/* A scale rounded up to the next bfloat16 (a float32 whose low 16 bits are 0), so that it
+ * travels in two bytes; s >= 0 and finite (an infinity or NaN is left as it is). */
+EW_INLINE float ew_bf16_up(float s) {
+    union { float f; uint32_t u; } v;
+    v.f = s;
+    if ((v.u & 0x7F800000u) != 0x7F800000u && (v.u & 0xFFFFu))
+        v.u = (v.u | 0xFFFFu) + 1u;
+    return v.f;
 }
 
-/* int8: q = x * 127 / m; returns m / 127 */
+/* q = x / s rounded to nearest, s the scale m / levels rounded up to a bfloat16 (|x| <= m,
+ * so |q| <= levels <= 127); returns s. Adding and taking away 1.5 * 2**23 rounds a float
+ * of magnitude below 2**22 to an integer. */
+static EW_CLONES float ew_to_levels(int dim, const float *EW_RESTRICT x, float m,
+                                    float levels, int8_t *EW_RESTRICT q) {
+    const float s = ew_bf16_up(m / levels), inv = m > 0.0f ? 1.0f / s : 0.0f,
+                magic = 12582912.0f;
+    for (int j = 0; j < dim; j++)
+        q[j] = (int8_t)(int32_t)((x[j] * inv + magic) - magic);
+    return s;
+}
+
+/* int8: q = x / s, s = m / 127 rounded up to a bfloat16; returns s */
 static EW_CLONES float ew_to_int8(int dim, const float *EW_RESTRICT x, float m,
                                   int8_t *EW_RESTRICT q) {
     return ew_to_levels(dim, x, m, 127.0f, q);

@@ -41,12 +41,45 @@ def test_changed_rows_matches_numpy(theta):
         assert np.array_equal(got, np.flatnonzero((live != snap).any(1)))
 
 
+def _bf16_up(s):
+    """float32 scales rounded up to the next bfloat16: written out on the bits."""
+    bits = np.asarray(s, np.float32).view(np.uint32).astype(np.uint64)
+    up = np.where(bits & 0xFFFF, (bits | 0xFFFF) + 1, bits)
+    return up.astype(np.uint32).view(np.float32)
+
+
 def _ref_int8(x, levels=127):
     m = np.abs(x).max(1)
-    scale = (m / levels).astype(np.float32)
+    scale = _bf16_up((m / levels).astype(np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(m[:, None] > 0, np.rint(x * (levels / m)[:, None]), 0)
+        q = np.where(m[:, None] > 0, np.rint(x / scale[:, None]), 0)
     return q, scale
+
+
+def test_scales_are_bfloat16_and_travel_in_two_bytes():
+    """Every quantizer rounds its scale up to a bfloat16 (never below the largest magnitude
+    over the levels, so no value leaves the range), q is rounded against that scale, and
+    the scales go on the wire in two bytes each (float32 when one is not a bfloat16)."""
+    from engine.cluster.protocol import decode_scales, encode_scales
+
+    live, snap = _pair(seed=2)
+    rows = np.arange(len(live), dtype=np.int32)
+    m = np.abs(live - snap).max(1)
+    for dtype, levels in (("|i1", 127), ("|u1", 7)):
+        d = R.quantize_delta(live, snap.copy(), rows, dtype)
+        assert not (d.scale.view(np.uint32) & 0xFFFF).any()
+        assert (d.scale >= (m / levels).astype(np.float32)).all()
+        assert (d.scale <= (m / levels) * (1 + 2 ** -7) + 1e-30).all()
+        v = R.quantize_values(live, rows, dtype)
+        assert not (v.scale.view(np.uint32) & 0xFFFF).any()
+        msg = encode_scales(d.scale)
+        assert msg["dtype"] == "<u2" and len(msg["data"]) == 2 * len(rows)
+        assert np.array_equal(decode_scales(msg, len(rows), "s"), d.scale)
+    odd = np.array([0.1, 3.0], np.float32)                   # 0.1 is not a bfloat16
+    assert encode_scales(odd)["dtype"] == "<f4"
+    assert np.array_equal(decode_scales(encode_scales(odd), 2, "s"), odd)
+    with pytest.raises(ValueError, match="shape"):
+        decode_scales(encode_scales(d.scale), 3, "s")
 
 
 def _ref_pack4(q):

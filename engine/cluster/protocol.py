@@ -367,10 +367,27 @@ def decode_done(done, held) -> list[tuple[int, tuple[int, float, int]]]:
 
 # ---- rows (push_rows, pull, shard_put, shard_pull) ---------------------------------------
 
+def encode_scales(scale: np.ndarray) -> dict:
+    """Row scales: as bfloat16 (their top two bytes) when that is exact, as the kernels
+    round them, else float32."""
+    scale = np.ascontiguousarray(scale, np.float32)
+    bits = scale.view(np.uint32)
+    if bits.size and (bits & 0xFFFF).any():
+        return pack_array(scale)
+    return pack_array((bits >> 16).astype("<u2"))
+
+
+def decode_scales(msg, n: int, what: str) -> np.ndarray:
+    if isinstance(msg, dict) and msg.get("dtype") == "<u2":
+        top = unpack_array(msg, "<u2", 1, (n,), what)
+        return (top.astype(np.uint32) << 16).view(np.float32)
+    return unpack_array(msg, "<f4", 1, (n,), what)
+
+
 def encode_values(payload: Payload) -> dict:
     """float32/float16 values as one packed array, quantized ones as {q, scale}."""
     if isinstance(payload, Quantized):
-        return {"q": pack_array(payload.q), "scale": pack_array(payload.scale)}
+        return {"q": pack_array(payload.q), "scale": encode_scales(payload.scale)}
     return pack_array(payload)
 
 
@@ -382,7 +399,7 @@ def decode_values(values, n: int, dim: int, what: str) -> Payload:
         packed = isinstance(values["q"], dict) and values["q"].get("dtype") == "|u1"
         dtype = "|u1" if packed else "|i1"
         q = unpack_array(values["q"], dtype, 2, (n, q_width(dim, dtype)), what)
-        scale = unpack_array(values["scale"], "<f4", 1, (n,), f"{what} scales")
+        scale = decode_scales(values["scale"], n, f"{what} scales")
         if scale.size and not (np.isfinite(scale).all() and scale.min() >= 0):
             raise ValueError(f"{what}: scales must be finite and >= 0")
         return Quantized(q, scale)

@@ -1,7 +1,8 @@
-"""Rows as they travel in an exchange: float32 values, or integers with one float32 scale
-per row (`Quantized`: value = scale * q): int8 (the scale being the row's largest magnitude
-/ 127), or four bits a value (-7..7, the scale its largest magnitude / 7), two values a
-byte (q then uint8, (rows, ceil(dim / 2))).
+"""Rows as they travel in an exchange: float32 values, or integers with one scale per row
+(`Quantized`: value = scale * q): int8 (the scale being the row's largest magnitude / 127),
+or four bits a value (-7..7, the scale its largest magnitude / 7), two values a byte (q
+then uint8, (rows, ceil(dim / 2))). A scale is rounded up to a bfloat16 (a float32 whose
+low 16 bits are 0), so it travels in two bytes; q is rounded against it.
 
 A quantized delta keeps its rounding: the side that sends it holds a copy of what the other
 side has (a node: its snapshot; the dispatcher: a node's shadow), which takes what is sent,
@@ -168,7 +169,7 @@ def rebase(live: np.ndarray, snap: np.ndarray, rows: np.ndarray, payload: Payloa
 def row_bytes(dim: int, dtype: str) -> int:
     """Bytes one row takes on the wire (its index included)."""
     if dtype in QUANTIZED:
-        return 4 + q_width(dim, dtype) + 4
+        return 4 + q_width(dim, dtype) + 2
     return 4 + dim * np.dtype(dtype).itemsize
 
 
@@ -178,5 +179,5 @@ def dtype_of(payload: Payload) -> str:
 
 def payload_bytes(payload: Payload) -> int:
     if isinstance(payload, Quantized):
-        return payload.q.nbytes + payload.scale.nbytes
+        return payload.q.nbytes + 2 * payload.scale.shape[0]    # scales as bfloat16
     return payload.nbytes

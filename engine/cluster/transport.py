@@ -39,14 +39,15 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 10       # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
+PROTOCOL = 11       # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
                     # 4: int8 rows, the last flush (cold 2) and `flushed` in replies;
                     # 5: a connection's nonce and each call's sequence number (no replay);
                     # 6: shards' owners send hot rows as deltas ("delta" in a piece);
                     # 7: chunks' ids as varints, a node's syn0 drawn from the job's seed;
                     # 8: a node pauses past `pause_words` without an exchange;
                     # 9: rows' indices as varint gaps, merged values in four bits;
-                    # 10: shard_put takes a list of pieces, shard_sync's reply carries rows
+                    # 10: shard_put takes a list of pieces, shard_sync's reply carries rows;
+                    # 11: row scales as bfloat16
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877
