@@ -229,7 +229,7 @@ def test_a_nodes_own_shard_acknowledges_the_version_its_rows_were_chosen_at():
 
 def test_a_shards_owner_takes_pieces_in_one_call_and_replies_with_what_fits(monkeypatch):
     """shard_put takes a list of pieces, all checked before any is kept; shard_sync's reply
-    carries the merged rows' first pieces up to PIECE_BYTES, the rest are pulled; together
+    carries the merged rows' first pieces up to SHARD_CALL_BYTES, the rest are pulled; together
     they are every due row, in order."""
     import engine.cluster.node as node
     from engine.cluster.protocol import decode_piece, encode_rows
@@ -250,7 +250,7 @@ def test_a_shards_owner_takes_pieces_in_one_call_and_replies_with_what_fits(monk
                 job.shard_put(0, "n2", bad)
         job.shard_put(0, "n3", good)
         job.shard_sync(0, "n3", 1, 2, None)                  # merged: n3's delta, summed
-        monkeypatch.setattr(node, "PIECE_BYTES", 3 * 16)     # three float32 rows a piece
+        monkeypatch.setattr(node, "SHARD_CALL_BYTES", 3 * 16)   # three float32 rows a piece
         reply = job.shard_sync(0, "n2", 1, 2, None)          # n2 is due every row n3 changed
         rows = [decode_piece(p, job.weight_shapes) for p in reply["rows"]]
         assert 0 < len(rows) < reply["pieces"]
@@ -335,7 +335,7 @@ def test_a_worker_keeps_freed_memory_for_its_next_round():
         counts = []
         for _ in range(3):
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            b = np.ones(4 << 20, np.float32)          # 16 MB, every page touched
+            b = np.ones(1 << 20, np.float32)          # 4 MB, every page touched
             del b
             counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         print(int(took), *counts)

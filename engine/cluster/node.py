@@ -57,7 +57,6 @@ from .protocol import (
     encode_rows,
     hot_range,
     is_name,
-    PIECE_BYTES,
     pack_array,
     row_pieces,
     unpack_array,
@@ -90,6 +89,9 @@ FLUSH_PARTS = ["|u1", "|i1", "|i1"]
 
 
 MAX_PUT_PIECES = 4096                    # pieces of one shard_put call
+# rows a shard_put call carries, or a shard_sync reply (the rest: pulled a piece at a time);
+# a round's hot rows fit in one, and a node's messages in flight stay small
+SHARD_CALL_BYTES = 1 << 20
 
 
 def sweep_scratch() -> None:
@@ -539,13 +541,13 @@ class NodeJob(CallGuard):
                 self.acks[j] = [local.generation, version, cold]
                 return
             proxy = self._peer(j)
-            batch, size = [], 0                  # pieces in calls of at most PIECE_BYTES
+            batch, size = [], 0                  # pieces in calls of at most SHARD_CALL_BYTES
             for name, idx, vals in parts:
                 row = row_bytes(self.dim, dtype_of(vals))
-                for a, b in row_pieces(idx.shape[0], row, PIECE_BYTES):
+                for a, b in row_pieces(idx.shape[0], row, SHARD_CALL_BYTES):
                     if a == b:
                         continue
-                    if batch and size + (b - a) * row > PIECE_BYTES:
+                    if batch and size + (b - a) * row > SHARD_CALL_BYTES:
                         proxy.shard_put(self.job_id, j, self.member, batch)
                         batch, size = [], 0
                     batch.append([name, *encode_rows(idx[a:b], take(vals, slice(a, b)))])
@@ -633,10 +635,10 @@ class NodeJob(CallGuard):
         for name, rows, vals, is_delta in out:
             idx = shard.to_global(rows)
             row = row_bytes(self.dim, dtype_of(vals))
-            for a, b in row_pieces(idx.shape[0], row, PIECE_BYTES):
+            for a, b in row_pieces(idx.shape[0], row, SHARD_CALL_BYTES):
                 pieces.append(encode_piece(name, idx[a:b], take(vals, slice(a, b)), is_delta))
                 size += (b - a) * row
-                if size <= PIECE_BYTES:          # the reply carries what fits in one piece
+                if size <= SHARD_CALL_BYTES:     # the reply carries what fits in one call
                     inline = len(pieces)
         shard.outbox[slot] = pieces
         return {"pieces": len(pieces), "rows": pieces[:inline], "version": version,

@@ -17,8 +17,8 @@ import psutil
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20,
-                      top_pad: int = 16 << 20) -> bool:
+def keep_freed_memory(mmap_threshold: int = 8 << 20, trim_threshold: int = 32 << 20,
+                      top_pad: int = 4 << 20) -> bool:
     """Keep freed memory in this process (glibc's malloc; elsewhere nothing changes):
     blocks up to `mmap_threshold` come from the heap instead of fresh mappings, and the
     heap is given back to the system only past `trim_threshold` free at its top. A process
