@@ -345,8 +345,9 @@ class NodeJob(CallGuard):
         fraction of their norm) unless `cold` is 1 (then every changed row); the others'
         changes wait in live - snapshot. With int8 rows, their rounding stays there too.
         `cold` 2 asks for the last flush: every change, nothing left behind (see _delta),
-        once every task sent here is done (until then, a hot exchange). The reply's `flushed` says which
-        was made: the tasks it reports are complete only when it is 1 or 2."""
+        once every task sent here is done (until then, a hot exchange). The reply's
+        `flushed` says which was made: the tasks it reports are complete only when it is 1
+        or 2."""
         # the done list first: every update of a task reported done is in this delta
         with self.lock:
             done, self.done = self.done, []

@@ -427,7 +427,8 @@ def decode_row_ids(rows, n_rows: int, what: str) -> np.ndarray:
     """encode_row_ids's inverse: int32 rows, each inside [0, n_rows)."""
     if isinstance(rows, dict) and set(rows) == {"gaps"}:
         data = unpack_array(rows["gaps"], "|u1", 1, what=f"{what} rows")
-        gaps = unvarint_ids(data, max(n_rows, 1), f"{what} rows").astype(np.int64) + 2
+        most = max(1, min(n_rows, data.shape[0]))    # a row takes a byte at least
+        gaps = unvarint_ids(data, most, f"{what} rows").astype(np.int64) + 2
         idx = np.cumsum(gaps) - 1                # increasing: every gap is at least 1
         if idx.size and idx[-1] >= n_rows:
             raise ValueError(f"{what}: a row outside [0, {n_rows})")
