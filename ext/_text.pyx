@@ -6,12 +6,23 @@ Tokens are split on the same ASCII whitespace as Python's str.split() (plus NUL)
 Unicode whitespace takes the Python path in engine.word2vec.prepare, so both agree. Entries keep
 first-seen order. About 30 bytes per distinct token, against ~100 in a Python dict, and no
 Python object per token: counting memory grows little with the corpus.
+
+Also bag-of-words documents ([(term id, weight)] lists, gensim's format) flattened into
+one array without a Python object per pair (`flatten_bows`).
 """
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
+from cpython.long cimport PyLong_AsDouble, PyLong_CheckExact
+from cpython.ref cimport PyObject
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
+
+cdef extern from "Python.h":
+    PyObject *PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
 
 
 cdef inline bint is_space(unsigned char c) noexcept nogil:
@@ -269,3 +280,48 @@ cdef class TokenTable:
     def nbytes(self):
         """Memory held, in bytes."""
         return (self.nslots * 4 + self.cap * (8 + 4 + 8) + self.arena_cap)
+
+
+cdef inline double _number(object o) except? -1.0:
+    if PyFloat_CheckExact(o):
+        return PyFloat_AS_DOUBLE(o)
+    if PyLong_CheckExact(o):
+        return PyLong_AsDouble(o)
+    return PyFloat_AsDouble(o)             # numpy scalars and other numbers (__float__)
+
+
+def flatten_bows(docs, double[::1] out, Py_ssize_t first_doc=0):
+    """The (term id, weight) pairs of a sequence of bag-of-words documents, in order, into
+    out as id, weight, id, weight, ...; returns the number of pairs. A pair that is not
+    two numbers, or more pairs than out holds, is a ValueError naming the document (its
+    index in docs plus first_doc)."""
+    cdef Py_ssize_t i, j, nd, npairs, k = 0, cap = out.shape[0] // 2
+    cdef object seq, doc, pairs, pair, two
+    cdef PyObject *item
+    seq = PySequence_Fast(docs, "documents must be a sequence")
+    nd = PySequence_Fast_GET_SIZE(seq)
+    for i in range(nd):
+        doc = <object>PySequence_Fast_GET_ITEM(seq, i)
+        try:
+            pairs = PySequence_Fast(doc, "not a sequence of (term id, weight) pairs")
+        except TypeError as e:
+            raise ValueError(f"document {first_doc + i}: {e}") from None
+        npairs = PySequence_Fast_GET_SIZE(pairs)
+        if k + npairs > cap:
+            raise ValueError(f"document {first_doc + i}: more pairs than the documents' lengths said")
+        for j in range(npairs):
+            pair = <object>PySequence_Fast_GET_ITEM(pairs, j)
+            try:
+                if PyTuple_CheckExact(pair) and PyTuple_GET_SIZE(pair) == 2:
+                    out[2 * k] = _number(<object>PyTuple_GET_ITEM(pair, 0))
+                    out[2 * k + 1] = _number(<object>PyTuple_GET_ITEM(pair, 1))
+                else:
+                    two = PySequence_Fast(pair, "not a (term id, weight) pair")
+                    if PySequence_Fast_GET_SIZE(two) != 2:
+                        raise TypeError("not a (term id, weight) pair")
+                    out[2 * k] = _number(<object>PySequence_Fast_GET_ITEM(two, 0))
+                    out[2 * k + 1] = _number(<object>PySequence_Fast_GET_ITEM(two, 1))
+            except TypeError as e:
+                raise ValueError(f"document {first_doc + i}: pair {j} {pair!r}: {e}") from None
+            k += 1
+    return k

@@ -306,7 +306,7 @@ def test_fold_in_is_gensims_u_transpose_x():
     d = Dictionary(docs)
     tfidf = TfidfModel(dictionary=d)
     corpus = [tfidf[d.doc2bow(x)] for x in docs]
-    ours = LsiModel(corpus, num_topics=5, id2word=d, random_seed=0)
+    ours = LsiModel(corpus, num_topics=5, id2word=d, random_seed=0, dtype=np.float64)
     theirs = GLsi(id2word=d, num_topics=5)
     theirs.projection.u, theirs.projection.s = ours.projection.u, ours.projection.s
     for bow in corpus[:10]:
@@ -361,6 +361,44 @@ def test_is_corpus_and_sparse_input():
     np.testing.assert_allclose(model.projection.s, exact(m)[1][:4], rtol=1e-4)
     with pytest.raises(InvalidArgumentError, match="document 1: term id 99"):
         model.transform([[(0, 1.0)], [(99, 1.0)]])
+
+
+def test_bag_of_words_read_by_the_compiled_loop_as_by_python():
+    rng = np.random.default_rng(5)
+    docs = []
+    for k in range(300):
+        ids = rng.choice(50, size=rng.integers(0, 12), replace=False)
+        pairs = [(int(i), float(v)) for i, v in zip(ids, rng.random(len(ids)))]
+        if k % 3 == 1:          # numpy numbers, lists for pairs, a tuple for a document
+            pairs = tuple([np.int64(i), np.float32(v)] for i, v in pairs)
+        elif k % 3 == 2:
+            pairs = [(i, int(10 * v)) for i, v in pairs]
+        docs.append(pairs)
+    got = bows_to_csr(docs, 50, first_doc=7)
+    want = np.zeros((len(docs), 50))
+    for row, doc in enumerate(docs):
+        for i, v in doc:
+            want[row, int(i)] += float(v)
+    np.testing.assert_array_equal(got.toarray(), want)
+    assert got.has_canonical_format and got.dtype == np.float64
+    for bad, what in (([[(0, 1.0)], [(1, "x")]], "document 8: pair 0"),
+                      ([[(0, 1.0)], [(1, 2.0, 3.0)]], "document 8: pair 0"),
+                      ([[(0, 1.0)], [(1, None)]], "document 8: pair 0"),
+                      ([[(0, 1.0)], [(1.5, 1.0)]], "document 8: term id 1.5")):
+        with pytest.raises(InvalidArgumentError, match=what):
+            bows_to_csr(bad, 50, first_doc=7)
+
+
+def test_lsi_computes_in_float32_unless_given_float64():
+    m = decaying_matrix(n_docs=300, n_terms=120, seed=4)
+    bows = [[(int(i), float(v)) for i, v in zip(r.indices, r.data)] for r in m]
+    fast = LsiModel(bows, num_topics=10, random_seed=1)
+    wide = LsiModel(bows, num_topics=10, random_seed=1, dtype=np.float64)
+    assert fast.projection.u.dtype == np.float32 and wide.projection.u.dtype == np.float64
+    np.testing.assert_allclose(fast.projection.s, wide.projection.s, rtol=1e-5)
+    np.testing.assert_allclose(wide.projection.s, exact(m)[1][:10], rtol=1e-4)
+    cos = np.abs(np.sum(fast.projection.u[:, :5] * wide.projection.u[:, :5], axis=0))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-4)
 
 
 # ---- the documents corpus ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ class LsiModel(_lsi.LsiModel):
     def __init__(self, corpus=None, num_topics: int = 200, id2word=None,
                  chunksize: int = 20_000, decay: float = 1.0, distributed: bool = False,
                  onepass: bool = True, power_iters: int = 2, extra_samples: int = 100,
-                 dtype=np.float64, random_seed: int | None = None, method: str = "auto",
+                 dtype=np.float32, random_seed: int | None = None, method: str = "auto",
                  processes: int = 0, blas_threads: int = 0, cache_dir: str | None = None,
                  nodes=None, nameserver: str = "", cluster: dict | None = None,
                  shares: int = 0):

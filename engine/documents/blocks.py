@@ -8,7 +8,6 @@ products (memory is about one chunk per thread whatever the corpus size).
 """
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import tempfile
@@ -33,8 +32,16 @@ def bows_to_csr(docs: Sequence, n_terms: int, dtype=np.float64, first_doc: int =
     indptr = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     nnz = int(indptr[-1])
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(docs)),
-                       dtype=np.float64, count=2 * nnz)
+    flat = np.empty(2 * nnz, dtype=np.float64)
+    from .._text import flatten_bows
+    try:
+        pairs = flatten_bows(docs, flat, first_doc)
+    except ValueError as e:
+        raise InvalidArgumentError(f"{e}; expected (term id, weight) pairs") from None
+    if pairs != nnz:
+        raise InvalidArgumentError(f"documents {first_doc}..{first_doc + len(docs) - 1}: "
+                                   f"{pairs} (term id, weight) pairs where their lengths "
+                                   f"say {nnz}")
     ids = flat[0::2]
     bad = np.flatnonzero((ids < 0) | (ids >= n_terms) | (ids != np.floor(ids)))
     if len(bad):
