@@ -179,7 +179,9 @@ def test_three_workers_learn_with_exact_accounting(tmp_path, workers):
                                                         abs=0.01)
     assert all(n["wire_sent"] > 0 and n["wire_received"] > 0 for n in c["per_node"])
     assert all(n["exchange_cpu_seconds"] > 0 and n["training_cpu_seconds"] > 0
-               for n in c["per_node"])
+               and n["dispatch_cpu_seconds"] > 0 for n in c["per_node"])
+    assert c["cpu"]["nodes_dispatch_seconds"] == pytest.approx(
+        sum(n["dispatch_cpu_seconds"] for n in c["per_node"]), abs=0.01)
     cpu = c["cpu"]
     assert cpu["training_seconds"] == pytest.approx(
         sum(n["training_cpu_seconds"] for n in c["per_node"]), abs=0.01)

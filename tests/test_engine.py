@@ -72,6 +72,7 @@ def test_normal_run_trains_every_chunk_once(tmp_path, planted):
         state.kernel_arrays(), state.kernel_settings, stream, tasks)
     assert stats.raw_words == 3 * stream.raw_words
     assert not (state.syn0 == syn0).all()              # weights copied back from shm
+    assert 0 < stats.dispatch_seconds < stats.seconds   # the parent's dispatching thread
     assert _segments() == before and _no_children()
 
 

@@ -350,3 +350,41 @@ def test_a_worker_keeps_freed_memory_for_its_next_round():
     assert runs["0"][1] > 0 and runs["1"][1] > 0         # the first round faults pages in
     assert runs["0"][2] > 0                              # by default the second does again
     assert runs["1"][2] <= runs["0"][2] // 10            # kept: it reuses them
+
+
+def test_a_threads_cpu_is_read_from_another_thread_and_kept_when_it_ends():
+    """ThreadCpu (a node's dispatch thread, reported apart from its exchange CPU): a busy
+    thread's seconds, read while it runs and after it ends; an idle thread's stay ~0."""
+    import threading
+    import time
+
+    from engine.runtime.cpu import ThreadCpu
+
+    busy, idle = ThreadCpu(), ThreadCpu()
+    assert busy.read() == 0.0
+    go = threading.Event()
+
+    def spin(cpu, work):
+        cpu.begin()
+        try:
+            end = time.perf_counter() + 0.3
+            while time.perf_counter() < end:
+                if work:
+                    sum(range(1000))
+                else:
+                    go.wait(0.01)
+        finally:
+            cpu.end()
+
+    threads = [threading.Thread(target=spin, args=(busy, True)),
+               threading.Thread(target=spin, args=(idle, False))]
+    for t in threads:
+        t.start()
+    time.sleep(0.15)
+    mid = busy.read()
+    for t in threads:
+        t.join()
+    assert 0.0 < mid < busy.read()
+    assert busy.read() >= 0.1                 # ~0.3 s of work, less whatever else ran
+    assert idle.read() < 0.05
+    assert busy.read() == busy.read()          # ended: its total is kept

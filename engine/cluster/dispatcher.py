@@ -88,7 +88,8 @@ class _Node:
         self.busy_seconds = 0.0
         self.peak_mb = 0.0
         self.wire = [0, 0]              # bytes its process sent / received since it opened
-        self.cpu = [0.0, 0.0]           # its exchange CPU seconds / its trainers' CPU seconds
+        self.cpu = [0.0, 0.0, 0.0]      # its exchange / its trainers' / its dispatch thread's
+                                        # CPU seconds (NodeJob.cpu)
         self.joined_at = 0.0
         self.dropped = ""
         self.thread = None
@@ -712,6 +713,7 @@ class ClusterEngine(ShardPlacement):
                     "dispatcher_seconds": round(self.exchange_cpu, 3),
                     "nodes_exchange_seconds": round(sum(n.cpu[0] for n in nodes), 3),
                     "training_seconds": round(training_cpu, 3),
+                    "nodes_dispatch_seconds": round(sum(n.cpu[2] for n in nodes), 3),
                     "exchange_share": round(exchange_cpu / training_cpu, 4)
                     if training_cpu else None},
             "nodes_used": len(nodes), "merge": self.cfg.merge, "hot_rows": self.hot_rows,
@@ -735,6 +737,7 @@ class ClusterEngine(ShardPlacement):
                           "peak_mb": n.peak_mb, "dropped": n.dropped,
                           "wire_sent": n.wire[0], "wire_received": n.wire[1],
                           "exchange_cpu_seconds": n.cpu[0], "training_cpu_seconds": n.cpu[1],
+                          "dispatch_cpu_seconds": n.cpu[2],
                           "hot_rows": dict(zip(("words", "sync_words", "tiers"),
                                                n.local_hot))}
                          for n in nodes],

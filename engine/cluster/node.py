@@ -33,7 +33,7 @@ from ..local.kernel import WEIGHTS, settle_products
 from ..local.session import LocalSession
 from ..local.sources import FeedSource
 from ..local.workers import Standby
-from ..runtime.cpu import CpuTally, own_cpu_seconds
+from ..runtime.cpu import CpuTally, ThreadCpu, own_cpu_seconds
 from ..runtime.memory import tree_pss_mb
 from ..runtime.shm import SharedArrays, sweep_temp_dirs
 from ..word2vec.checks import check_arrays
@@ -133,6 +133,9 @@ class NodeJob(CallGuard):
         # CPU (every exchange, merge and rebase runs in it) against its trainers'
         self.wire0 = transport.WIRE.snapshot()
         self.train_cpu = CpuTally()
+        # the thread that hands tasks to the training processes and takes their results
+        # (LocalSession.run, which a local run's parent runs too): not the exchange's
+        self.dispatch_cpu = ThreadCpu()
         self.memory_at, self.memory_last = -1e9, 0.0
         self.dim, self.vocab = js.dim, js.vocab
         self.settings = settle_products(js.settings, js.products, js.dim, js.vocab,
@@ -268,12 +271,15 @@ class NodeJob(CallGuard):
                 self.total_words += task.raw_words
                 self.wake.notify_all()
 
+        self.dispatch_cpu.begin()
         try:
             self.session.run(self.feed, done, stop=self.stop)
         except BaseException as exc:           # reported at the next exchange
             with self.lock:
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.wake.notify_all()
+        finally:
+            self.dispatch_cpu.end()
 
     # ---- rounds -------------------------------------------------------------------------
     def push_rows(self, name: str, rows: dict, values: dict) -> None:
@@ -460,11 +466,14 @@ class NodeJob(CallGuard):
         return [sent - self.wire0[0], received - self.wire0[1]]
 
     def cpu(self) -> list[float]:
-        """[exchange, training]: CPU seconds of this process (exchanges, merges, rebases)
-        and of its training processes since the job opened."""
+        """[exchange, training, dispatch]: CPU seconds since the job opened of this process
+        (exchanges, merges, rebases, chunks and tasks received) less its dispatch thread,
+        of its training processes, and of that thread (tasks handed to the training
+        processes, their results taken: what a local run's parent does)."""
         procs = self.session.procs.values() if self.session is not None else ()
-        return [round(own_cpu_seconds() - self.cpu0, 3),
-                round(self.train_cpu.read(p.pid for p in procs), 3)]
+        dispatch = self.dispatch_cpu.read()
+        return [round(max(0.0, own_cpu_seconds() - self.cpu0 - dispatch), 3),
+                round(self.train_cpu.read(p.pid for p in procs), 3), round(dispatch, 3)]
 
     # ---- merging spread over the nodes -------------------------------------------------
     def own_shard(self, index: int, count: int, generation: int) -> None:

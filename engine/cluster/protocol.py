@@ -452,14 +452,14 @@ def decode_rows(rows, values, n_rows: int, dim: int,
 
 def decode_costs(reply) -> tuple[list[int], list[float]]:
     """A node's costs from its exchange reply: bytes through its sockets [sent, received]
-    and CPU seconds [exchange, training], cumulative since its job opened."""
+    and CPU seconds [exchange, training, dispatch], cumulative since its job opened."""
     wire, cpu = reply.get("wire"), reply.get("cpu")
     if not (isinstance(wire, list) and len(wire) == 2 and
             all(isinstance(x, int) and x >= 0 for x in wire)):
         raise ValueError("exchange: wire expected [sent, received] byte counts")
-    if not (isinstance(cpu, list) and len(cpu) == 2 and
+    if not (isinstance(cpu, list) and len(cpu) == 3 and
             all(isinstance(x, (int, float)) and x >= 0 for x in cpu)):
-        raise ValueError("exchange: cpu expected [exchange, training] seconds")
+        raise ValueError("exchange: cpu expected [exchange, training, dispatch] seconds")
     return [int(x) for x in wire], [float(x) for x in cpu]
 
 

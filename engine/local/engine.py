@@ -106,7 +106,9 @@ class LocalEngine:
                         for epoch_tasks in by_epoch(tasks):
                             live["epoch"] = epoch_tasks
                             source = ListSource(epoch_tasks)
+                            c0 = time.thread_time()
                             session.run(source, done, tick)
+                            stats.dispatch_seconds += time.thread_time() - c0
                             if epoch_over(epoch_tasks, session.shared):
                                 stats.stopped_early = True
                                 break

@@ -1,9 +1,11 @@
 """CPU time of processes, for what a job spends where: this process's own (its threads,
-not its children), and a set of others followed by pid (one that ends keeps its last
-reading)."""
+not its children), one of its threads (ThreadCpu), and a set of others followed by pid (one
+that ends keeps its last reading)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import psutil
 
@@ -31,3 +33,33 @@ class CpuTally:
                 continue                       # gone: its last reading stays
             self.last[pid] = t.user + t.system
         return sum(self.last.values())
+
+
+class ThreadCpu:
+    """The CPU seconds of one thread, readable from any thread: the thread calls `begin()`
+    first and `end()` last (its total is kept); `read()` before `begin` is 0."""
+
+    def __init__(self):
+        self.ident: int | None = None
+        self.start = 0.0
+        self.total: float | None = None
+        self.lock = threading.Lock()
+
+    def begin(self) -> None:
+        with self.lock:
+            self.ident, self.start, self.total = threading.get_ident(), time.thread_time(), None
+
+    def end(self) -> None:
+        with self.lock:
+            if self.ident == threading.get_ident():
+                self.total = time.thread_time() - self.start
+
+    def read(self) -> float:
+        with self.lock:                  # the thread cannot end() (and exit) meanwhile
+            if self.total is not None or self.ident is None:
+                return self.total or 0.0
+            try:
+                clock = time.pthread_getcpuclockid(self.ident)
+                return max(0.0, time.clock_gettime(clock) - self.start)
+            except OSError:              # gone without end(): nothing better to say
+                return 0.0

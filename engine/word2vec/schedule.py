@@ -68,6 +68,7 @@ class TrainStats:
     epochs: dict = field(default_factory=dict)      # epoch -> EpochStats
     stopped_early: bool = False     # a callback asked to stop
     hook_seconds: float = 0.0       # spent in epoch-end callbacks (not in `seconds`)
+    dispatch_seconds: float = 0.0   # CPU of the thread handing tasks to training processes
     hot_rows: dict | None = None    # local engine, several processes: the hot-row choice
     kernel: dict | None = None      # the kernel settings the run trained with (train_state)
 
@@ -82,6 +83,7 @@ class TrainStats:
         self.loss += part.loss
         self.examples += part.examples
         self.seconds += part.seconds
+        self.dispatch_seconds += part.dispatch_seconds
         self.workers = part.workers
         self.lost_workers += part.lost_workers
         self.epochs.update(part.epochs)
