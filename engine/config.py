@@ -178,6 +178,10 @@ class ClusterConfig:
     # T > 0: the hot rows in tiers: the most frequent 1/2^T at every exchange, twice as many
     # at every second, ..., all at every 2^T-th ("auto": 2 with one or two nodes, else 0)
     tiers: Any = _f("auto", AutoInt, 0, 8)
+    # T > 0: the rows past the hot ones in tiers on cold exchanges: the most frequent 1/2^T
+    # of them at every cold exchange, twice as many at every second, ..., all at every
+    # 2^T-th ("auto": 0, all rows at every cold exchange)
+    cold_tiers: Any = _f("auto", AutoInt, 0, 8)
     # a node that has trained this many rounds' words since its last exchange (its link
     # slower than its training) waits for the next one instead of training on: a node's
     # copy of the rows ages no further than that, whatever its link (0 = never waits)

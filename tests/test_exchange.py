@@ -386,7 +386,7 @@ def test_scaled_merge_matches_one_run_in_every_regime(steps, one_node):
 
 
 def test_a_merge_with_a_factor_per_row_matches_numpy():
-    from engine.cluster.merge import RowMaster
+    from engine.cluster.merge import ALL_ROWS, RowMaster
 
     rng = np.random.default_rng(2)
     master = rng.standard_normal((6, 4)).astype(np.float32)
@@ -403,10 +403,43 @@ def test_a_merge_with_a_factor_per_row_matches_numpy():
     assert np.allclose(master, ref, atol=1e-6)
     # a row merged with its factor 1 equals the client's own snapshot: not sent back to
     # it; rows scaled are; the other client gets every row merged
-    _, due = rm.due(a, cold=True)
+    _, due = rm.due(a, ALL_ROWS)
     assert due["syn0"].tolist() == [5]
-    _, due = rm.due(b, cold=True)
+    _, due = rm.due(b, ALL_ROWS)
     assert due["syn0"].tolist() == [0, 2, 5]
+
+
+def test_a_cold_exchange_with_a_band_takes_the_hot_rows_and_the_bands_then_the_rest():
+    from engine.cluster.merge import ALL_ROWS
+    """RowMaster's reach: hot rows on every exchange, the `band` most frequent on a cold
+    exchange with a band, the rest on one without; what a client was sent is not due again,
+    what it was not stays due. syn1 ranks from its last row (the Huffman tree's top)."""
+    from engine.cluster.merge import RowMaster, due_reach
+
+    rows = 10
+    arrays = {"syn0": np.zeros((rows, 2), np.float32), "syn1": np.zeros((rows, 2), np.float32)}
+    hot = {"syn0": np.arange(rows) < 2, "syn1": np.arange(rows) >= rows - 2}
+    rm = RowMaster(arrays, hot)
+    a, b = rm.add_client(), rm.add_client()
+    touched = np.array([1, 4, 8], np.int32)
+    rm.merge(b, [(k, touched, np.ones((3, 2), np.float32)) for k in arrays])
+    assert due_reach(0, 6, 0.0) == 0 and due_reach(1, 6, 0.0) == 6
+    assert due_reach(1, 0, 0.0) == ALL_ROWS and due_reach(0, 0, 0.5) == ALL_ROWS
+    assert due_reach(2, 6, 0.0) == 0                       # the last flush: no rare rows
+    v, due = rm.due(a, 0)
+    assert due["syn0"].tolist() == [1] and due["syn1"].tolist() == [8]
+    v, due = rm.due(a, 6)
+    assert due["syn0"].tolist() == [1, 4] and due["syn1"].tolist() == [4, 8]
+    rm.seen(a, v, 6)
+    _, due = rm.due(a, ALL_ROWS)
+    assert due["syn0"].tolist() == [8] and due["syn1"].tolist() == [1]
+    rm.merge(b, [("syn0", np.array([4], np.int32), np.ones((1, 2), np.float32))])
+    v, due = rm.due(a, ALL_ROWS)                           # merged again since: due again
+    assert due["syn0"].tolist() == [4, 8]
+    rm.seen(a, v, ALL_ROWS)
+    assert all(d.size == 0 for d in rm.due(a, ALL_ROWS)[1].values())
+    _, due = rm.due(b, ALL_ROWS)      # b's own rows are its snapshot, but for the one it
+    assert due["syn0"].tolist() == [4] and due["syn1"].size == 0   # merged twice unsynced
 
 
 def test_the_merge_rule_travels_checked():
@@ -449,14 +482,16 @@ def test_hot_rows_in_tiers():
     assert [NodeJob.hot_now(job) for _ in range(3)] == [400, 400, 400]
 
 
-@pytest.mark.parametrize("merge_at", ["dispatcher", "nodes"])
+@pytest.mark.parametrize("merge_at, cold_tiers", [("dispatcher", 0), ("nodes", 0),
+                                                   ("dispatcher", 2), ("nodes", 2)])
 def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot(
-        tmp_path, monkeypatch, merge_at):
+        tmp_path, monkeypatch, merge_at, cold_tiers):
     """Two nodes (served from this process, so every side can be looked at) with four-bit
     rows: whenever a node's exchange begins (its merged rows have arrived and nothing of it
     is in flight), its snapshot of the hot rows is exactly the shadow that its merge point
     keeps of it: the dispatcher's, or, merging at the nodes, each shard owner's (its own
-    shard included); the job trains every chunk once and learns."""
+    shard included); the job trains every chunk once and learns. With cold_tiers, most cold
+    exchanges take a band of the rows (asked for and counted)."""
     from conftest import in_process_worker, topic_precision
     from test_cluster import KEY, _exact, _job, _train
 
@@ -470,13 +505,15 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
     shard_checks = []
     shadows: dict[str, list] = {}
 
+    bands, full = [], []
+
     class Recording(WorkerService):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             services[self.name] = self
 
         @transport.expose
-        def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold):
+        def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold, band):
             job = self.job
             if job is not None and job.job_id == job_id:
                 nodes_seen.setdefault(self.name, []).append(
@@ -488,12 +525,14 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
                             mine = job.snapshot[k][shard.to_global(
                                 np.arange(lo, lo + rows.shape[0]))]
                             shard_checks.append(np.array_equal(mine, rows))
-            return super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold)
+            (bands if band else full).append(band) if cold == 1 else None
+            return super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold,
+                                    band)
 
     push = ClusterEngine._push
 
-    def recording_push(self, node, cold):
-        push(self, node, cold)
+    def recording_push(self, node, cold, band=0):
+        push(self, node, cold, band)
         shadows.setdefault(node.address, []).append(
             {k: (lo, s.copy()) for k, (lo, s) in node.shadow.items()})
 
@@ -503,9 +542,13 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
     with in_process_worker(Recording, "a", key) as a, in_process_worker(Recording, "b", key) as b:
         topics, state, stream = _job(tmp_path, epochs=4)
         cluster = ClusterConfig(nodes=[a, b], round_words=3000, round_seconds=2,
-                                merge_at=merge_at, delta_dtype="int4", hot_rows=30)
+                                merge_at=merge_at, delta_dtype="int4", hot_rows=30,
+                                cold_every=2, cold_tiers=cold_tiers)
         stats = _train(state, stream, cluster)
     _exact(stats, stream, 4)
+    assert stats.cluster["cold_tiers"] == cold_tiers
+    if bands:                 # (a job this small mostly asks for the last flush)
+        assert min(bands) > 30 and max(bands) < len(state.vocab) and 0 in full
     assert stats.cluster["dropped"] == [] and stats.cluster["merge_at"] == merge_at
     compared = 0
     if merge_at == "dispatcher":

@@ -388,3 +388,39 @@ def test_a_threads_cpu_is_read_from_another_thread_and_kept_when_it_ends():
     assert busy.read() >= 0.1                 # ~0.3 s of work, less whatever else ran
     assert idle.read() < 0.05
     assert busy.read() == busy.read()          # ended: its total is kept
+
+
+def test_a_cold_exchange_with_a_band_takes_its_rows_and_leaves_the_rest_for_the_next():
+    """take_delta(1, band=B): the hot rows and the B most frequent of each matrix (rows
+    0..B-1; syn1 would count from its last row); every other change stays in live -
+    snapshot for a cold exchange without a band, which takes all of it and nothing twice."""
+    from engine.cluster.protocol import decode_piece
+
+    shapes = {"syn0": ((16, 3), "<f4"), "syn1neg": ((16, 3), "<f4"), "syn1": ((0, 3), "<f4"),
+              "keep": ((16,), "<u4"), "noise": ((8,), "<u8"), "codes": ((1, 1), "|u1"),
+              "points": ((1, 1), "<i4"), "code_lens": ((1,), "<i4")}
+    spec = encode_job_spec(JobSpec(
+        job="j1", member="n1", dim=3, vocab=16, settings=KernelSettings(1, 0, 5, 5, 1),
+        products="loops", max_chunk_ids=10, timeout_seconds=5.0, peer_timeout=5.0, workers=1,
+        hot_rows=2, local_hot=None, shapes=shapes))
+    job = NodeJob(spec, workers=1)
+    try:
+        def rows_sent(cold, band):
+            reply = job.take_delta(cold, band=band)
+            got = {}
+            for p in job.out_pieces[:reply["pieces"]]:
+                name, idx, vals = decode_piece(p, job.weight_shapes)
+                got.setdefault(name, []).extend(idx.tolist())
+            return got
+
+        for k in ("syn0", "syn1neg"):
+            job.shared[k][:] += np.arange(1, 17, dtype=np.float32)[:, None]
+        assert rows_sent(1, 6) == {"syn0": list(range(6)), "syn1neg": list(range(6))}
+        assert rows_sent(0, 0) == {}                     # nothing new in the hot rows
+        assert rows_sent(1, 0) == {"syn0": list(range(6, 16)),
+                                   "syn1neg": list(range(6, 16))}
+        assert rows_sent(1, 0) == {}
+        for k in ("syn0", "syn1neg"):
+            assert np.array_equal(job.snapshot[k], job.shared[k])
+    finally:
+        job.close()

@@ -39,7 +39,7 @@ from ..word2vec.schedule import KernelSettings, Task, TrainStats
 from ..word2vec.state import is_initial
 from . import transport
 from .discovery import close_remote_job, find_nodes
-from .merge import MergeRule, RowMaster, every_due_row, track
+from .merge import MergeRule, RowMaster, due_reach, track
 from .placement import FAILURES, ShardPlacement
 from .protocol import (
     PIECE_BYTES,
@@ -174,6 +174,7 @@ class ClusterEngine(ShardPlacement):
                                 {k: self._hot_mask(k) for k in WEIGHTS})
         self.sharded = None             # decided when the first nodes are open
         self.cold_every, self.tiers = self.cfg.cold_every, self.cfg.tiers   # (_settle)
+        self.cold_tiers = self.cfg.cold_tiers
         self.owners: dict[int, _Node] = {}
         self.n_shards = 0
         self.generation = 0
@@ -438,11 +439,26 @@ class ClusterEngine(ShardPlacement):
         self.cold_every = self.cfg.cold_every if self.cfg.cold_every != "auto" else \
             (32 if few else 8)
         self.tiers = self.cfg.tiers if self.cfg.tiers != "auto" else (2 if few else 0)
+        self.cold_tiers = self.cfg.cold_tiers if self.cfg.cold_tiers != "auto" else 0
         log.info("cluster: exchanges every %d words per node with the %d most frequent "
-                 "words' rows%s; all rows every %d exchanges (rows: %s; merge: %s)",
+                 "words' rows%s; %s every %d exchanges (rows: %s; merge: %s)",
                  self.cfg.round_words, self.hot_rows,
-                 f" (in {self.tiers} tiers)" if self.tiers else "", self.cold_every,
-                 self.cfg.delta_dtype, self.cfg.merge)
+                 f" (in {self.tiers} tiers)" if self.tiers else "",
+                 f"the other rows in {self.cold_tiers} tiers" if self.cold_tiers else
+                 "all rows", self.cold_every, self.cfg.delta_dtype, self.cfg.merge)
+
+    def _band(self, exchange: int) -> int:
+        """The rows a cold exchange takes (0: all). With cold_tiers T, the rows past the
+        hot ones in tiers: the most frequent 1/2^T of them at every cold exchange, twice as
+        many at every second, ..., all at every 2^T-th (the first included)."""
+        k = exchange // max(self.cold_every, 1)
+        if not self.cold_tiers or k == 0:
+            return 0
+        level = (k & -k).bit_length() - 1
+        if level >= self.cold_tiers:
+            return 0
+        vocab = self.arrays["syn0"].shape[0]
+        return self.hot_rows + ((vocab - self.hot_rows) >> (self.cold_tiers - level))
 
     def _upload(self, node: _Node, name: str, arr: np.ndarray, lock=None,
                 shadow=None, send: bool = True) -> None:
@@ -548,16 +564,17 @@ class ClusterEngine(ShardPlacement):
         with self.lock:     # all rows now and then; once the queue is empty, the node's
             # last flush (every change, nothing left behind) once it has finished its tasks
             cold = 2 if not self.pending else int(node.exchanges % self.cold_every == 0)
+        band = self._band(node.exchanges) if cold == 1 else 0
         if self.sharded:
             if node.peers_version != self.peers_version:
                 self._send_peers(node)
         else:
-            self._push(node, cold)
+            self._push(node, cold, band)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds + self.cfg.round_seconds)
         rate = self.rule.alpha_scale(len(self._active()))    # on the tasks' learning rates
         reply = node.proxy.exchange(
             job, [encode_task(t, rate) for t in new],
-            chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold)
+            chunk_msgs, int(self.cfg.round_words), float(self.cfg.round_seconds), cold, band)
         transport.set_timeout(node.proxy, self.cfg.timeout_seconds)
         node.cached.update(chunks)
         done = reply["done"]
@@ -581,7 +598,8 @@ class ClusterEngine(ShardPlacement):
                 track(node.shadow, piece)        # its snapshot took what it sent
                 self._merge_rows(node, piece, scale)
                 del piece, rows, vals
-            self._merge(node, done, bool(flushed) and not failed)
+            # its tasks are complete once every row they changed is merged: not with a band
+            self._merge(node, done, bool(flushed) and not band and not failed)
         node.exchanges += 1
         trained = int(reply.get("trained_words") or 0)
         now = time.monotonic()
@@ -606,13 +624,13 @@ class ClusterEngine(ShardPlacement):
             base = max(base, 10 * max(t.raw_words for t in node.held.values()) / node.rate)
         return base
 
-    def _push(self, node: _Node, cold: bool) -> None:
+    def _push(self, node: _Node, cold: int, band: int = 0) -> None:
         """Send the master rows changed since this node last received them (hot rows every
-        exchange, the others on cold ones), skipping rows whose master value already equals
-        this node's snapshot."""
-        cold = every_due_row(cold, self.cfg.delta_threshold)
+        exchange, the others on cold ones, a band's with one), skipping rows whose master
+        value already equals this node's snapshot."""
+        reach = due_reach(cold, band, self.cfg.delta_threshold)
         dtype = values_dtype(WIRE_DTYPES[self.cfg.delta_dtype])
-        seen, changed = self.master.due(node.slot, cold)   # later merges: next time
+        seen, changed = self.master.due(node.slot, reach)   # later merges: next time
         for name, rows, vals, is_delta in self.master.outgoing(changed, node.shadow, dtype):
             send = node.proxy.push_delta if is_delta else node.proxy.push_rows
             size = row_bytes(self.arrays[name].shape[1], dtype_of(vals))
@@ -621,7 +639,7 @@ class ClusterEngine(ShardPlacement):
                     part = take(vals, slice(a, b))
                     send(self.job_id, name, *encode_rows(rows[a:b], part))
                     self.bytes_out += rows[a:b].nbytes + payload_bytes(part)
-        self.master.seen(node.slot, seen, cold)
+        self.master.seen(node.slot, seen, reach)
 
     def _merge_rows(self, node: _Node, delta: list, scale) -> None:
         with self.master.lock:
@@ -720,7 +738,7 @@ class ClusterEngine(ShardPlacement):
             "merge_at": "nodes" if self.sharded else "dispatcher", "shards": self.n_shards,
             "shard_moves": self.shard_moves, "nodes_seeded": self.nodes_seeded,
             "bytes_between_nodes": sum(n.peer_bytes[0] for n in nodes),
-            "cold_every": self.cold_every, "tiers": self.tiers,
+            "cold_every": self.cold_every, "tiers": self.tiers, "cold_tiers": self.cold_tiers,
             "round_words": self.cfg.round_words, "exchanges": exchanges,
             "bytes_to_nodes": self.bytes_out, "bytes_from_nodes": self.bytes_in,
             "trained_words": self.stats.raw_words, "seconds": round(self.stats.seconds, 3),

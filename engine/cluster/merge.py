@@ -81,11 +81,26 @@ class MergeRule:
         return float(max(nodes, 1)) if self.merge == "scaled" else 1.0
 
 
-def every_due_row(cold: int, threshold: float) -> bool:
-    """Whether a client gets every row merged since it last synced, not only the hot ones:
-    on a cold exchange (1), and always with a threshold (only rows that moved are merged).
-    A last flush (2) needs no rare rows: the job's weights are the master's."""
-    return cold == 1 or threshold > 0
+ALL_ROWS = 1 << 62          # a reach that takes every row
+
+
+def due_reach(cold: int, band: int, threshold: float) -> int:
+    """How many of each matrix's most frequent rows a client gets beyond the hot ones when
+    merged since it last had them: every row on a cold exchange (1) without a band, and
+    always with a threshold (only rows that moved are merged); the `band` most frequent on
+    a cold exchange with one; none on a hot exchange, nor on a last flush (2), which needs
+    no rare rows: the job's weights are the master's."""
+    if threshold > 0 or (cold == 1 and band <= 0):
+        return ALL_ROWS
+    return int(band) if cold == 1 else 0
+
+
+def frequency_rank(name: str, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Each of a matrix's `rows` (global numbers) ranked by its word's frequency, 0 the
+    most frequent, as hot_range orders them: syn0/syn1neg by row, syn1 (the Huffman tree,
+    its top last) from its last row."""
+    rows = np.asarray(rows, np.int64)
+    return (n_rows - 1 - rows) if name == "syn1" else rows
 
 
 # A shadow: what a merge point knows of a client's snapshot of some rows, {matrix: (first
@@ -112,40 +127,47 @@ def track(shadow: dict, delta: list, factor: float = 1.0) -> None:
 
 class RowMaster:
     def __init__(self, arrays: dict[str, np.ndarray], hot: dict[str, np.ndarray],
-                 version: int = 0):
+                 version: int = 0, rank: dict[str, np.ndarray] | None = None):
         self.arrays = arrays                    # name -> (rows, dim) float32, merged in place
         self.hot = hot                          # name -> bool per row
+        # name -> each row's frequency rank (0 the most frequent; due's `reach`)
+        self.rank = rank or {k: frequency_rank(k, np.arange(a.shape[0]), a.shape[0])
+                             for k, a in arrays.items()}
         self.version = version
         self.versions = {k: np.full(a.shape[0], version, np.int64) for k, a in arrays.items()}
         self.clean_for = {k: np.full(a.shape[0], -1, np.int32) for k, a in arrays.items()}
-        self.synced: list[list[int]] = []       # per client: [hot version, all-rows version]
-        self.lock = threading.RLock()
+        self.synced: list[dict[str, np.ndarray]] = []   # per client: the version as of
+        self.lock = threading.RLock()                   # which it holds each row
 
     def add_client(self, current: bool = True) -> int:
         """A slot for a new client, which holds the current values (or, with
         current=False, values as old as version 0: every row changed since is due)."""
         with self.lock:
             v = self.version if current else 0
-            self.synced.append([v, v])
+            self.synced.append({k: np.full(a.shape[0], v, np.int64)
+                                for k, a in self.arrays.items()})
             return len(self.synced) - 1
 
     def forget(self, slot: int) -> None:
         """The client's view is unknown (a new master after a lost shard): send it every
         row changed since version 0."""
         with self.lock:
-            self.synced[slot] = [0, 0]
+            for held in self.synced[slot].values():
+                held[:] = 0
 
-    def due(self, slot: int, cold: bool) -> tuple[int, dict[str, np.ndarray]]:
-        """(version now, {name: rows}) the client has not seen: hot rows, or all rows when
-        cold; rows whose master value is the client's own snapshot are left out."""
+    def _scope(self, name: str, reach: int) -> np.ndarray:
+        """The rows an exchange of this reach covers: the hot ones and the `reach` most
+        frequent."""
+        return self.hot[name] | (self.rank[name] < reach)
+
+    def due(self, slot: int, reach: int) -> tuple[int, dict[str, np.ndarray]]:
+        """(version now, {name: rows}) the client has not seen: the hot rows and the
+        `reach` most frequent (due_reach; ALL_ROWS: every row); rows whose master value is
+        the client's own snapshot are left out."""
         with self.lock:
-            hot_v, cold_v = self.synced[slot]
             out = {}
             for name, versions in self.versions.items():
-                hot = self.hot[name]
-                newer = versions > np.where(hot, hot_v, cold_v)
-                if not cold:
-                    newer &= hot
+                newer = (versions > self.synced[slot][name]) & self._scope(name, reach)
                 out[name] = np.flatnonzero(newer & (self.clean_for[name] != slot)
                                            ).astype(np.int32)
             return self.version, out
@@ -183,13 +205,12 @@ class RowMaster:
                 out.append((name, rows, self.read(name, rows, dtype), False))
         return out
 
-    def seen(self, slot: int, version: int, cold: bool) -> None:
-        """The client now holds every due row as of `version`."""
+    def seen(self, slot: int, version: int, reach: int) -> None:
+        """The client now holds every row due at `version` with this reach."""
         with self.lock:
-            s = self.synced[slot]
-            s[0] = max(s[0], version)
-            if cold:
-                s[1] = max(s[1], version)
+            for name, held in self.synced[slot].items():
+                scope = self._scope(name, reach)
+                held[scope] = np.maximum(held[scope], version)
 
     def merge(self, slot: int, delta: list, scale=1.0) -> None:
         """Add a client's delta [(name, rows, values)] to the master, scaled (a factor, or
@@ -198,7 +219,6 @@ class RowMaster:
         with self.lock:
             self.version += 1
             v = self.version
-            hot_v, cold_v = self.synced[slot]
             for name, rows, vals in delta:
                 if rows.size == 0:
                     continue
@@ -206,7 +226,7 @@ class RowMaster:
                 versions = self.versions[name]
                 # rows nobody else changed since this client's last sync now equal its
                 # snapshot (under a plain sum): they need not be sent back to it
-                clean = versions[rows] <= np.where(self.hot[name][rows], hot_v, cold_v)
+                clean = versions[rows] <= self.synced[slot][name][rows]
                 f = scale.get(name, 1.0) if isinstance(scale, dict) else scale
                 if np.isscalar(f):
                     add_into(m, rows, vals, f)
@@ -226,15 +246,16 @@ class Shard:
     def __init__(self, index: int, count: int, source: dict[str, np.ndarray],
                  hot: dict[str, tuple[int, int]], generation: int):
         self.index, self.count, self.generation = index, count, generation
-        arrays, masks = {}, {}
+        arrays, masks, rank = {}, {}, {}
         for name, full in source.items():
             arrays[name] = np.array(full[index::count], dtype=np.float32)
             lo, hi = hot[name]
             g = self.to_global(np.arange(arrays[name].shape[0]))
             masks[name] = (g >= lo) & (g < hi)
+            rank[name] = frequency_rank(name, g, full.shape[0])
         # a new generation (a shard rebuilt elsewhere) starts above version 0, so every
         # row is due to every client that has not synced with it yet
-        self.master = RowMaster(arrays, masks, version=0 if generation == 0 else 1)
+        self.master = RowMaster(arrays, masks, version=0 if generation == 0 else 1, rank=rank)
         self.clients: dict[str, int] = {}
         self.inbox: dict[int, list] = {}
         self.outbox: dict[int, list] = {}

@@ -41,8 +41,9 @@ from ..word2vec.schedule import KernelSettings
 from ..word2vec.state import init_vectors
 from . import transport
 from .jobs import CallGuard
-from .merge import MergeRule, Shard, every_due_row, track
+from .merge import MergeRule, Shard, due_reach, track
 from .protocol import (
+    check_band,
     check_cold,
     check_int as _int,
     decode_chunk,
@@ -345,15 +346,16 @@ class NodeJob(CallGuard):
                     break
                 self.wake.wait(min(left, 1.0))
 
-    def take_delta(self, cold: int, block_rows: int = 16384) -> dict:
+    def take_delta(self, cold: int, block_rows: int = 16384, band: int = 0) -> dict:
         """Rows changed since the last delta: (live - snapshot); the snapshot catches up.
         Only the hot rows (or, with a threshold, the rows that changed by at least that
         fraction of their norm) unless `cold` is 1 (then every changed row); the others'
         changes wait in live - snapshot. With int8 rows, their rounding stays there too.
         `cold` 2 asks for the last flush: every change, nothing left behind (see _delta),
-        once every task sent here is done (until then, a hot exchange). The reply's
-        `flushed` says which was made: the tasks it reports are complete only when it is 1
-        or 2."""
+        once every task sent here is done (until then, a hot exchange). With `band` > 0 a
+        cold exchange takes only the `band` most frequent rows of each matrix (the others
+        wait for a cold exchange without one). The reply's `flushed` says which was made: the
+        tasks it reports are complete only when it is 1 (asked without a band) or 2."""
         # the done list first: every update of a task reported done is in this delta
         with self.lock:
             done, self.done = self.done, []
@@ -365,13 +367,15 @@ class NodeJob(CallGuard):
             raise RuntimeError(f"training on this node failed: {error}")
         if cold == 2 and not drained:            # the last flush waits for the last task
             cold = 0
+        band = band if cold == 1 else 0
         failed = {}
         self.out_pieces = []
         if self.n_shards:                        # merged at the shards' owners, not here
             parts: dict[int, list] = {j: [] for j in range(self.n_shards)}
             rows_total = self._delta(cold, block_rows,
-                                     lambda j, *piece: parts[j].append(piece), self.n_shards)
-            failed = self.sync_shards(parts, cold)
+                                     lambda j, *piece: parts[j].append(piece), self.n_shards,
+                                     band)
+            failed = self.sync_shards(parts, cold, band)
             del parts
         else:
             # each block into messages of at most PIECE_BYTES as it is made: the rows of a
@@ -381,7 +385,7 @@ class NodeJob(CallGuard):
                     self.out_pieces.append(
                         encode_piece(name, idx[lo:hi], take(vals, slice(lo, hi))))
 
-            rows_total = self._delta(cold, block_rows, encode)
+            rows_total = self._delta(cold, block_rows, encode, band=band)
         return {"done": done, "pieces": len(self.out_pieces), "rows": rows_total,
                 "flushed": cold,
                 "trained_words": trained, "queued": self.fed - self.finished,
@@ -390,7 +394,7 @@ class NodeJob(CallGuard):
                 "peer_bytes": list(self.peer_bytes), "wire": self.wire(),
                 "cpu": self.cpu()}
 
-    def _delta(self, cold: int, block_rows: int, sink, shards: int = 0) -> int:
+    def _delta(self, cold: int, block_rows: int, sink, shards: int = 0, band: int = 0) -> int:
         """This delta, the snapshot caught up, handed to sink(shard, matrix, rows, values) a
         block at a time (shard: the owner of those rows, row % `shards`; 0 without shards).
         Four bits or int8 (the rows chosen and rounded in one compiled pass; the rounding
@@ -398,8 +402,8 @@ class NodeJob(CallGuard):
         leaves nothing behind: with quantized rows each row goes in three parts, four bits,
         then int8, then int8 again, each carrying the rounding of the one before (what
         stays is at most 1/903,224 of the row's largest change; two thirds of the bytes of
-        float32), else in float32. Returns how many rows it carries (a row of a flush once
-        for each part)."""
+        float32), else in float32. A cold exchange with a `band` carries the hot rows and
+        the band's. Returns how many rows it carries (a row of a flush once for each part)."""
         rows_total = 0
         n = max(shards, 1)
         theta = 0.0 if cold else self.delta_threshold
@@ -410,8 +414,8 @@ class NodeJob(CallGuard):
         hot = self.hot_now()
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
-            lo, hi = (0, live.shape[0]) if cold or theta else \
-                hot_range(name, live.shape[0], hot)
+            lo, hi = (0, live.shape[0]) if (cold and not band) or theta else \
+                hot_range(name, live.shape[0], max(hot, band) if cold else hot)
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
                 if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass
@@ -520,13 +524,14 @@ class NodeJob(CallGuard):
             self.peer_proxies[j] = proxy
         return proxy
 
-    def sync_shards(self, parts: dict, cold: bool) -> dict:
+    def sync_shards(self, parts: dict, cold: int, band: int = 0) -> dict:
         """Send each shard's owner its part of this delta ({shard: [(matrix, rows,
         values)]}); rebase what it merged since. Returns {shard: why} for owners that could
         not be reached: the part not yet handed over stays in live - snapshot and goes with
         the next exchange."""
         n = self.n_shards
-        futures = {j: self.pool.submit(self._sync_one, j, parts[j], cold) for j in range(n)}
+        futures = {j: self.pool.submit(self._sync_one, j, parts[j], cold, band)
+                   for j in range(n)}
         failed = {}
         for j, fut in futures.items():
             try:
@@ -537,18 +542,18 @@ class NodeJob(CallGuard):
                     transport.release(self.peer_proxies.pop(j, None))
         return failed
 
-    def _sync_one(self, j: int, parts: list, cold: bool) -> None:
+    def _sync_one(self, j: int, parts: list, cold: int, band: int = 0) -> None:
         local = self.shards.get(j)
         handed = False
         try:
             if local is not None:
                 handed = True
                 version, got = self.shard_sync(j, self.member, cold, self.merge_nodes,
-                                               self.acks.get(j), delta=parts)
+                                               self.acks.get(j), delta=parts, band=band)
                 for name, idx, vals, is_delta in got:
                     self.take_rows(name, idx, vals, is_delta)
                 # the version its rows were chosen at (later merges by others: next time)
-                self.acks[j] = [local.generation, version, cold]
+                self.acks[j] = [local.generation, version, cold, band]
                 return
             proxy = self._peer(j)
             batch, size = [], 0                  # pieces in calls of at most SHARD_CALL_BYTES
@@ -567,7 +572,7 @@ class NodeJob(CallGuard):
                 proxy.shard_put(self.job_id, j, self.member, batch)
             handed = True                        # merged from here on, even if the reply is lost
             reply = proxy.shard_sync(self.job_id, j, self.member, cold, self.merge_nodes,
-                                     self.acks.get(j))
+                                     self.acks.get(j), band)
             count = _int(reply["pieces"], 0, 1 << 30, "pieces")
             inline = reply.get("rows")
             if not isinstance(inline, list) or len(inline) > count:
@@ -581,7 +586,7 @@ class NodeJob(CallGuard):
                 self.peer_bytes[1] += idx.nbytes + payload_bytes(vals)
             for name, idx, vals, is_delta in got:
                 self.take_rows(name, idx, vals, is_delta)
-            self.acks[j] = [reply["generation"], reply["version"], cold]
+            self.acks[j] = [reply["generation"], reply["version"], cold, band]
         except BaseException:
             if not handed:                       # the owner never merged it: send it again
                 for name, idx, vals in parts:
@@ -607,13 +612,15 @@ class NodeJob(CallGuard):
             slot = shard.slot(client)
             shard.inbox.setdefault(slot, []).extend(got)
 
-    def shard_sync(self, j: int, client: str, cold, nodes, ack, delta=None):
+    def shard_sync(self, j: int, client: str, cold, nodes, ack, delta=None, band=0):
         """Merge the client's delta, then hand it the rows merged since its last ack
-        (pieces to pull; for this node's own client, (version, the rows themselves))."""
+        (pieces to pull; for this node's own client, (version, the rows themselves)): the
+        hot ones, or on a cold exchange every row (with a `band`, its most frequent rows)."""
         shard = self._shard(j)
         if not is_name(client):
             raise ValueError("shard_sync: bad arguments")
         check_cold(cold)
+        check_band(band)
         scale = self.rule.factors(_int(nodes, 1, 1 << 16, "nodes"),
                                   slice(shard.index, None, shard.count))
         m = shard.master
@@ -623,17 +630,18 @@ class NodeJob(CallGuard):
         if delta is not None:                    # this node's own delta, global rows
             inbox += [(name, shard.to_local(name, idx), vals) for name, idx, vals in delta]
         if ack is not None:
-            if not isinstance(ack, list) or len(ack) != 3:
+            if not isinstance(ack, list) or len(ack) != 4:
                 raise ValueError("shard_sync: bad ack")
             check_cold(ack[2])
+            check_band(ack[3])
             _int(ack[1], 0, 1 << 62, "ack")
             if ack[0] == shard.generation:       # marks of an older master mean nothing here
-                m.seen(slot, ack[1], every_due_row(ack[2], self.delta_threshold))
+                m.seen(slot, ack[1], due_reach(ack[2], ack[3], self.delta_threshold))
         shadow = shard.shadow(slot) if self.delta_dtype == "|u1" else {}
         shard.settle(slot, *(ack[:2] if ack is not None else (None, None)))
         m.merge(slot, inbox, scale)
         track(shadow, inbox)                     # the client's snapshot took its delta
-        version, due = m.due(slot, every_due_row(cold, self.delta_threshold))
+        version, due = m.due(slot, due_reach(cold, band, self.delta_threshold))
         out = m.outgoing(due, shadow, values_dtype(self.delta_dtype))   # local rows
         if delta is not None:                    # this node's own: applied at once
             return version, [(name, shard.to_global(rows), vals, is_delta)

@@ -59,6 +59,12 @@ def check_cold(value) -> int:
     return check_int(value, 0, 2, "cold")
 
 
+def check_band(value) -> int:
+    """A cold exchange's band: how many of each matrix's most frequent rows it takes (0:
+    every row)."""
+    return check_int(value, 0, 1 << 62, "band")
+
+
 def check_name(value, what: str) -> str:
     if not is_name(value):
         raise ValueError(f"{what}: expected a short name")

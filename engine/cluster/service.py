@@ -22,6 +22,7 @@ from .lsi_node import LsiNodeJob
 from .node import NodeJob, sweep_scratch
 from .protocol import (
     MAX_ROUND_WORDS,
+    check_band,
     check_cold,
     check_int as _int,
     check_name,
@@ -164,8 +165,9 @@ class WorkerService:
             job.push_delta(name, rows, values)
 
     @expose
-    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
+    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold, band) -> dict:
         check_cold(cold)
+        check_band(band)
         with self._using(job_id) as job:
             job.add_chunks(chunks)
             job.add_tasks(tasks)
@@ -173,7 +175,7 @@ class WorkerService:
                            _num(wait_seconds, 0.0, MAX_WAIT, "wait_seconds"))
             if job.stop.is_set():
                 raise ValueError(f"job {job_id} was closed")
-            reply = job.take_delta(cold)
+            reply = job.take_delta(cold, band=band)
             job.last_call = time.monotonic()
             return reply
 
@@ -193,9 +195,9 @@ class WorkerService:
             job.shard_put(shard, client, pieces)
 
     @expose
-    def shard_sync(self, job_id, shard, client, cold, nodes, ack) -> dict:
+    def shard_sync(self, job_id, shard, client, cold, nodes, ack, band) -> dict:
         with self._using(job_id) as job:
-            return job.shard_sync(shard, client, cold, nodes, ack)
+            return job.shard_sync(shard, client, cold, nodes, ack, band=band)
 
     @expose
     def shard_pull(self, job_id, shard, client, piece) -> dict:
