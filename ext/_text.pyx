@@ -294,34 +294,38 @@ def flatten_bows(docs, double[::1] out, Py_ssize_t first_doc=0):
     """The (term id, weight) pairs of a sequence of bag-of-words documents, in order, into
     out as id, weight, id, weight, ...; returns the number of pairs. A pair that is not
     two numbers, or more pairs than out holds, is a ValueError naming the document (its
-    index in docs plus first_doc)."""
-    cdef Py_ssize_t i, j, nd, npairs, k = 0, cap = out.shape[0] // 2
-    cdef object seq, doc, pairs, pair, two
-    cdef PyObject *item
+    index in docs plus first_doc). Lists are read in place, so a size is checked again
+    before every read (a number's __float__ could change them)."""
+    cdef Py_ssize_t i = 0, j, k = 0, cap = out.shape[0] // 2
+    cdef object seq, doc, pairs, pair, two, a, b
     seq = PySequence_Fast(docs, "documents must be a sequence")
-    nd = PySequence_Fast_GET_SIZE(seq)
-    for i in range(nd):
+    while i < PySequence_Fast_GET_SIZE(seq):
         doc = <object>PySequence_Fast_GET_ITEM(seq, i)
         try:
             pairs = PySequence_Fast(doc, "not a sequence of (term id, weight) pairs")
         except TypeError as e:
             raise ValueError(f"document {first_doc + i}: {e}") from None
-        npairs = PySequence_Fast_GET_SIZE(pairs)
-        if k + npairs > cap:
-            raise ValueError(f"document {first_doc + i}: more pairs than the documents' lengths said")
-        for j in range(npairs):
+        j = 0
+        while j < PySequence_Fast_GET_SIZE(pairs):
+            if k >= cap:
+                raise ValueError(f"document {first_doc + i}: more pairs than the "
+                                 f"documents' lengths said")
             pair = <object>PySequence_Fast_GET_ITEM(pairs, j)
             try:
                 if PyTuple_CheckExact(pair) and PyTuple_GET_SIZE(pair) == 2:
-                    out[2 * k] = _number(<object>PyTuple_GET_ITEM(pair, 0))
-                    out[2 * k + 1] = _number(<object>PyTuple_GET_ITEM(pair, 1))
+                    a = <object>PyTuple_GET_ITEM(pair, 0)
+                    b = <object>PyTuple_GET_ITEM(pair, 1)
                 else:
                     two = PySequence_Fast(pair, "not a (term id, weight) pair")
                     if PySequence_Fast_GET_SIZE(two) != 2:
                         raise TypeError("not a (term id, weight) pair")
-                    out[2 * k] = _number(<object>PySequence_Fast_GET_ITEM(two, 0))
-                    out[2 * k + 1] = _number(<object>PySequence_Fast_GET_ITEM(two, 1))
-            except TypeError as e:
+                    a = <object>PySequence_Fast_GET_ITEM(two, 0)
+                    b = <object>PySequence_Fast_GET_ITEM(two, 1)
+                out[2 * k] = _number(a)
+                out[2 * k + 1] = _number(b)
+            except (TypeError, OverflowError) as e:
                 raise ValueError(f"document {first_doc + i}: pair {j} {pair!r}: {e}") from None
             k += 1
+            j += 1
+        i += 1
     return k

@@ -541,14 +541,18 @@ def test_four_bit_rows_on_two_nodes_keep_each_shadow_equal_to_its_nodes_snapshot
     key = KEY.encode()
     with in_process_worker(Recording, "a", key) as a, in_process_worker(Recording, "b", key) as b:
         topics, state, stream = _job(tmp_path, epochs=4)
-        cluster = ClusterConfig(nodes=[a, b], round_words=3000, round_seconds=2,
-                                merge_at=merge_at, delta_dtype="int4", hot_rows=30,
-                                cold_every=2, cold_tiers=cold_tiers)
+        # with tiers: short rounds and every exchange cold, so that bands come up
+        cluster = ClusterConfig(nodes=[a, b], round_words=300 if cold_tiers else 3000,
+                                round_seconds=2, merge_at=merge_at, delta_dtype="int4",
+                                hot_rows=30, cold_every=1 if cold_tiers else 32,
+                                cold_tiers=cold_tiers)
         stats = _train(state, stream, cluster)
     _exact(stats, stream, 4)
     assert stats.cluster["cold_tiers"] == cold_tiers
-    if bands:                 # (a job this small mostly asks for the last flush)
-        assert min(bands) > 30 and max(bands) < len(state.vocab) and 0 in full
+    if cold_tiers:
+        assert bands and min(bands) > 30 and max(bands) < len(state.vocab) and 0 in full
+    else:
+        assert not bands
     assert stats.cluster["dropped"] == [] and stats.cluster["merge_at"] == merge_at
     compared = 0
     if merge_at == "dispatcher":

@@ -389,6 +389,29 @@ def test_bag_of_words_read_by_the_compiled_loop_as_by_python():
             bows_to_csr(bad, 50, first_doc=7)
 
 
+def test_a_document_that_changes_while_it_is_read_is_an_error_not_a_crash():
+    """flatten_bows reads lists in place: a weight whose __float__ empties its document
+    (or the corpus) makes the pair count disagree with the lengths, one clear error."""
+    class Emptying:
+        def __init__(self, target):
+            self.target = target
+
+        def __float__(self):
+            self.target.clear()
+            return 1.0
+
+    doc = [(0, 1.0), (1, 1.0), (2, 1.0)]
+    doc[0] = (0, Emptying(doc))
+    with pytest.raises(InvalidArgumentError, match="pairs where their lengths say 3"):
+        bows_to_csr([doc], 5)
+    docs = [[(0, 1.0)], [(1, 1.0)]]
+    docs[0][0] = (0, Emptying(docs))
+    with pytest.raises(InvalidArgumentError, match="lengths say 2"):
+        bows_to_csr(docs, 5)
+    with pytest.raises(InvalidArgumentError, match="document 0: pair 0"):
+        bows_to_csr([[(0, 2 ** 2000)]], 5)
+
+
 def test_lsi_computes_in_float32_unless_given_float64():
     m = decaying_matrix(n_docs=300, n_terms=120, seed=4)
     bows = [[(int(i), float(v)) for i, v in zip(r.indices, r.data)] for r in m]

@@ -103,8 +103,8 @@ class _WrongExchange(WorkerService):
     """A worker whose exchange replies name a kind of exchange that was not asked for."""
 
     @transport.expose
-    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold) -> dict:
-        reply = super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold)
+    def exchange(self, job_id, tasks, chunks, round_words, wait_seconds, cold, band) -> dict:
+        reply = super().exchange(job_id, tasks, chunks, round_words, wait_seconds, cold, band)
         return dict(reply, flushed=1 if cold != 1 else 0)
 
 

@@ -138,6 +138,7 @@ class RowMaster:
         self.clean_for = {k: np.full(a.shape[0], -1, np.int32) for k, a in arrays.items()}
         self.synced: list[dict[str, np.ndarray]] = []   # per client: the version as of
         self.lock = threading.RLock()                   # which it holds each row
+        self.scopes: dict = {}                          # (name, reach) -> rows (_scope)
 
     def add_client(self, current: bool = True) -> int:
         """A slot for a new client, which holds the current values (or, with
@@ -155,10 +156,20 @@ class RowMaster:
             for held in self.synced[slot].values():
                 held[:] = 0
 
-    def _scope(self, name: str, reach: int) -> np.ndarray:
-        """The rows an exchange of this reach covers: the hot ones and the `reach` most
-        frequent."""
-        return self.hot[name] | (self.rank[name] < reach)
+    def _scope(self, name: str, reach: int):
+        """The rows an exchange of this reach covers, the hot ones and the `reach` most
+        frequent: a slice when they are a run of rows (they are, rows being stored by
+        frequency), else a mask. Made once per reach."""
+        key = (name, reach)
+        scope = self.scopes.get(key)
+        if scope is None:
+            mask = self.hot[name] | (self.rank[name] < reach)
+            idx = np.flatnonzero(mask)
+            scope = slice(0, 0) if idx.size == 0 else \
+                slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size \
+                else mask
+            self.scopes[key] = scope
+        return scope
 
     def due(self, slot: int, reach: int) -> tuple[int, dict[str, np.ndarray]]:
         """(version now, {name: rows}) the client has not seen: the hot rows and the
@@ -167,9 +178,15 @@ class RowMaster:
         with self.lock:
             out = {}
             for name, versions in self.versions.items():
-                newer = (versions > self.synced[slot][name]) & self._scope(name, reach)
-                out[name] = np.flatnonzero(newer & (self.clean_for[name] != slot)
-                                           ).astype(np.int32)
+                scope = self._scope(name, reach)
+                newer = (versions[scope] > self.synced[slot][name][scope]) & \
+                    (self.clean_for[name][scope] != slot)
+                rows = np.flatnonzero(newer)
+                if isinstance(scope, slice):
+                    rows += scope.start
+                else:
+                    rows = np.flatnonzero(scope)[rows]
+                out[name] = rows.astype(np.int32)
             return self.version, out
 
     def read(self, name: str, rows: np.ndarray, dtype: str = "<f4") -> Payload:

@@ -73,7 +73,8 @@ class ShardPlacement:
     def _move_shard(self, j: int, why: str) -> None:
         """Shard j's owner is gone: another node rebuilds it from its own last view of
         those rows (the merges it had not received yet are lost: at most a round of hot
-        rows, `cold_every` rounds of the others, of 1/n of the rows)."""
+        rows, `cold_every` rounds of the others (times 2^cold_tiers for the rarest), of
+        1/n of the rows)."""
         old = self.owners.get(j)
         self.generation += 1
         for node in sorted(self._active(), key=lambda n: sum(o is n for o in self.owners.values())):

@@ -260,8 +260,9 @@ def _training_report(state: ModelState, stream, times: dict, stats, words_before
         "effective_words_per_sec": round(stats.effective_words / max(stats.seconds, 1e-9), 1),
         "trained_words": stats.raw_words, "effective_words": stats.effective_words,
         "lost_workers": stats.lost_workers,
-        # the parent's thread handing tasks to the training processes (several processes)
-        "dispatch_cpu_seconds": round(stats.dispatch_seconds, 3),
+        # the parent's thread handing tasks to the training processes and taking their
+        # results, its ticks (progress, checkpoints) included; a cluster's: cluster.cpu
+        "dispatch_cpu_seconds": None if stats.cluster else round(stats.dispatch_seconds, 3),
         "hot_rows": stats.hot_rows,
         "kernel": stats.kernel,
         "trained_words_total": words_before + stats.raw_words,
