@@ -140,3 +140,45 @@ def test_engine_run_lda_job_on_the_cluster(tmp_path, workers):
     assert saved["cluster"]["nodes_used"] == 2
     mixes = np.load(tmp_path / "out" / "doc_topics.npy")
     assert mixes.shape == (600, K) and np.allclose(mixes.sum(axis=1), 1, atol=1e-4)
+
+
+def test_the_statistics_travel_as_sparse_rows(workers):
+    """In float32 a term's topics that none of its documents keeps are exactly 0 in the
+    statistics: a node sends a bit per entry and the nonzero values, far fewer bytes than
+    the rows, and the model is one machine's (to float32's rounding of the sums)."""
+    from engine.cluster.protocol import pack_sparse_rows, unpack_sparse_rows
+
+    rng = np.random.default_rng(0)
+    a = rng.random((7, 13)).astype(np.float32)
+    a[a < 0.7] = 0
+    msg = pack_sparse_rows(a)
+    assert np.array_equal(unpack_sparse_rows(msg, "<f4", 13), a)
+    assert len(msg["mask"]) == 7 * 2 and len(msg["values"]["data"]) == 4 * np.count_nonzero(a)
+    for bad in (dict(msg, mask=msg["mask"][:-1]), dict(msg, shape=[7, 12]),
+                dict(msg, values=dict(msg["values"], data=msg["values"]["data"][:-4],
+                                      shape=[np.count_nonzero(a) - 1]))):
+        with pytest.raises(ValueError):
+            unpack_sparse_rows(bad, "<f4", 13)
+
+    # many topics, long documents each in a few: most of a term's topics end exactly 0
+    topics, block = 100, 3
+    rng = np.random.default_rng(16)
+    corpus = []
+    for _ in range(400):
+        z = rng.choice(topics, size=300, p=rng.dirichlet([0.02] * topics))
+        ids, counts = np.unique(z * block + rng.integers(0, block, size=300),
+                                return_counts=True)
+        corpus.append(list(zip(ids.tolist(), counts.tolist())))
+    vocab = {i: f"w{i}" for i in range(topics * block)}
+    ws = workers(2)
+    kw = dict(num_topics=topics, id2word=vocab, chunksize=100, passes=1, random_state=3,
+              eval_every=0, dtype=np.float32)
+    model = LdaModel(None, distributed=True, nodes=[w.address for w in ws],
+                     cluster={"timeout_seconds": 5, "round_seconds": 0.5}, **kw)
+    model.update(corpus)
+    local = LdaModel(corpus, **kw)
+    np.testing.assert_allclose(model.get_topics(), local.get_topics(), rtol=1e-4, atol=1e-7)
+    r = model.remote.report()
+    gamma = len(corpus) * topics * 8
+    dense = (len(corpus) // 100) * 2 * len(vocab) * topics * 4   # at most, as rows
+    assert r["bytes_from_nodes"] - gamma < 0.5 * dense

@@ -29,7 +29,14 @@ import scipy.sparse
 from ..errors import ClusterError
 from . import transport
 from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes, running_limit
-from .protocol import PIECE_BYTES, check_int, pack_array, row_pieces, unpack_array
+from .protocol import (
+    PIECE_BYTES,
+    check_int,
+    pack_array,
+    row_pieces,
+    unpack_array,
+    unpack_sparse_rows,
+)
 
 log = logging.getLogger("engine")
 
@@ -228,8 +235,14 @@ class ClusterLda:
         covered = 0
         for piece in range(check_int(reply.get("pieces"), 0, 1 << 30, "pieces")):
             got = proxy.lda_pull(job, key, piece)
-            part = unpack_array(got["rows"], self.dtype.str, 2, (None, self.num_topics),
-                                "statistics")
+            if isinstance(got, dict) and "sparse" in got:
+                part = unpack_sparse_rows(got["sparse"], self.dtype.str, self.num_topics,
+                                          "statistics")
+                sent = len(got["sparse"]["mask"]) + len(got["sparse"]["values"]["data"])
+            else:
+                part = unpack_array(got["rows"], self.dtype.str, 2, (None, self.num_topics),
+                                    "statistics")
+                sent = part.nbytes
             a = check_int(got.get("start"), 0, u, f"part {key} rows start")
             if a != covered or a + part.shape[0] > u:
                 raise ValueError(f"part {key}: statistics at row {a}, expected {covered}")
@@ -237,7 +250,7 @@ class ClusterLda:
                 raise ValueError(f"part {key}: statistics are not finite")
             sstats[a:a + part.shape[0]] = part
             covered += part.shape[0]
-            node.bytes_in += part.nbytes
+            node.bytes_in += sent
         if covered != u:
             raise ValueError(f"part {key}: statistics for {covered} of {u} terms")
         node.bytes_in += gamma.nbytes

@@ -30,6 +30,7 @@ from .protocol import (
     check_int as _int,
     check_num as _num,
     pack_array,
+    pack_sparse_rows,
     row_pieces,
     unpack_array,
 )
@@ -227,7 +228,14 @@ class LdaNodeJob(CallGuard):
             if task is None or task.state != "done":
                 raise ValueError(f"chunk {k}: no finished E-step")
             a, b = task.pieces[_int(piece, 0, len(task.pieces) - 1, "piece")]
-            return {"start": a, "rows": pack_array(task.sstats[a:b])}
+            rows = task.sstats[a:b]
+            # most terms' rows are mostly zeros (topics none of their documents keeps):
+            # a bit per entry and the nonzero values, when that is smaller
+            nonzero = int(np.count_nonzero(rows))
+            if rows.shape[0] * ((self.num_topics + 7) // 8) + nonzero * rows.itemsize \
+                    < rows.nbytes:
+                return {"start": a, "sparse": pack_sparse_rows(rows)}
+            return {"start": a, "rows": pack_array(rows)}
 
     def forget(self, chunk) -> None:
         """The dispatcher has the chunk's result: free it (the documents stay cached)."""

@@ -78,6 +78,37 @@ def pack_array(arr: np.ndarray) -> dict:
     return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
 
 
+def pack_sparse_rows(arr: np.ndarray) -> dict:
+    """A 2-d array with many exact zeros (LDA's statistics: a term's topics that none of
+    its documents keeps are exactly 0): which entries are nonzero, a bit each (packed by
+    row), then those entries in row order."""
+    arr = np.ascontiguousarray(arr)
+    mask = arr != 0
+    return {"shape": list(arr.shape), "mask": np.packbits(mask, axis=1).tobytes(),
+            "values": pack_array(arr[mask])}
+
+
+def unpack_sparse_rows(msg, dtype: str, n_cols: int, what: str = "rows") -> np.ndarray:
+    """pack_sparse_rows' array, checked: its columns, the mask's size, as many values as
+    bits set."""
+    if not isinstance(msg, dict) or set(msg) != {"shape", "mask", "values"}:
+        raise ValueError(f"{what}: expected sparse rows")
+    shape = msg["shape"]
+    if not (isinstance(shape, list) and len(shape) == 2 and
+            all(isinstance(n, int) and n >= 0 for n in shape) and shape[1] == n_cols):
+        raise ValueError(f"{what}: expected (rows, {n_cols}), got {shape!r}")
+    rows, width = shape[0], (n_cols + 7) // 8
+    mask = msg["mask"]
+    if not isinstance(mask, bytes) or len(mask) != rows * width:
+        raise ValueError(f"{what}: the mask is not {rows} x {width} bytes")
+    bits = np.unpackbits(np.frombuffer(mask, np.uint8).reshape(rows, width), axis=1,
+                         count=n_cols).astype(bool)
+    values = unpack_array(msg["values"], dtype, 1, (int(bits.sum()),), f"{what} values")
+    out = np.zeros((rows, n_cols), np.dtype(dtype))
+    out[bits] = values
+    return out
+
+
 def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
                  what: str = "array") -> np.ndarray:
     """Check a packed array against what is expected (dtype, rank or shape, byte size)."""
