@@ -424,3 +424,33 @@ def test_a_cold_exchange_with_a_band_takes_its_rows_and_leaves_the_rest_for_the_
             assert np.array_equal(job.snapshot[k], job.shared[k])
     finally:
         job.close()
+
+
+def test_an_exchange_waiting_for_its_round_is_woken_once_the_round_is_trained():
+    """wait_round returns as soon as the node has trained its round (or finished what it
+    was fed), and the tasks finished before that do not wake it: each wake-up would be a
+    context switch on the cores that train."""
+    import time
+    from types import SimpleNamespace
+
+    job = NodeJob(_spec(), workers=1)
+    try:
+        wakes = []
+        notify = job.wake.notify_all
+        job.wake.notify_all = lambda: (wakes.append(job.trained_words), notify())
+        job.fed = 10
+        waiter = threading.Thread(target=job.wait_round, args=(100, 20.0))
+        waiter.start()
+        time.sleep(0.2)
+        for i in range(3):
+            job._task_done(SimpleNamespace(task_id=i, raw_words=30), 30)
+        time.sleep(0.2)
+        assert waiter.is_alive() and wakes == []        # 90 of 100 words: not woken
+        t0 = time.monotonic()
+        job._task_done(SimpleNamespace(task_id=3, raw_words=30), 30)
+        waiter.join(5)
+        assert not waiter.is_alive() and time.monotonic() - t0 < 0.5
+        assert wakes == [120] and job.round_wanted == 0
+        assert len(job.done) == 4
+    finally:
+        job.close()

@@ -199,6 +199,7 @@ class NodeJob(CallGuard):
         self.out_pieces: list = []
         self.last_call = time.monotonic()
         self.wake = threading.Condition(self.lock)
+        self.round_wanted = 0                   # the words an exchange waits for (wait_round)
         # the training processes start now, while the tables and weights arrive (last: a
         # failure above leaves none behind)
         self.standby = Standby(self.workers)
@@ -263,18 +264,22 @@ class NodeJob(CallGuard):
         self.thread = threading.Thread(target=self._train, name="node-train", daemon=True)
         self.thread.start()
 
-    def _train(self) -> None:
-        def done(task, effective, loss=0.0, examples=0):
-            with self.lock:
-                self.done.append(encode_done(task.task_id, effective, loss, examples))
-                self.finished += 1
-                self.trained_words += task.raw_words
-                self.total_words += task.raw_words
+    def _task_done(self, task, effective, loss=0.0, examples=0) -> None:
+        """A training process finished a task (LocalSession.run's on_done)."""
+        with self.lock:
+            self.done.append(encode_done(task.task_id, effective, loss, examples))
+            self.finished += 1
+            self.trained_words += task.raw_words
+            self.total_words += task.raw_words
+            # wake an exchange waiting for its round only once it may go on: every
+            # wake-up is a context switch on the cores that train
+            if self.trained_words >= self.round_wanted or self.finished >= self.fed:
                 self.wake.notify_all()
 
+    def _train(self) -> None:
         self.dispatch_cpu.begin()
         try:
-            self.session.run(self.feed, done, stop=self.stop)
+            self.session.run(self.feed, self._task_done, stop=self.stop)
         except BaseException as exc:           # reported at the next exchange
             with self.lock:
                 self.error = f"{type(exc).__name__}: {exc}"
@@ -339,12 +344,16 @@ class NodeJob(CallGuard):
     def wait_round(self, round_words: int, wait: float) -> None:
         deadline = time.monotonic() + wait
         with self.lock:
-            while (self.error is None and self.trained_words < round_words
-                   and self.finished < self.fed and not self.stop.is_set()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.wake.wait(min(left, 1.0))
+            self.round_wanted = round_words
+            try:
+                while (self.error is None and self.trained_words < round_words
+                       and self.finished < self.fed and not self.stop.is_set()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.wake.wait(min(left, 1.0))
+            finally:
+                self.round_wanted = 0
 
     def take_delta(self, cold: int, block_rows: int = 16384, band: int = 0) -> dict:
         """Rows changed since the last delta: (live - snapshot); the snapshot catches up.
