@@ -146,7 +146,12 @@ def test_the_statistics_travel_as_sparse_rows(workers):
     """In float32 a term's topics that none of its documents keeps are exactly 0 in the
     statistics: a node sends a bit per entry and the nonzero values, far fewer bytes than
     the rows, and the model is one machine's (to float32's rounding of the sums)."""
-    from engine.cluster.protocol import pack_sparse_rows, unpack_sparse_rows
+    from engine.cluster.protocol import (
+        pack_rows_compact,
+        pack_sparse_rows,
+        unpack_rows_compact,
+        unpack_sparse_rows,
+    )
 
     rng = np.random.default_rng(0)
     a = rng.random((7, 13)).astype(np.float32)
@@ -159,6 +164,13 @@ def test_the_statistics_travel_as_sparse_rows(workers):
                                       shape=[np.count_nonzero(a) - 1]))):
         with pytest.raises(ValueError):
             unpack_sparse_rows(bad, "<f4", 13)
+    # the smaller form is sent, and read back with the bytes it took
+    dense = rng.random((7, 13)).astype(np.float32) + 1
+    assert set(pack_rows_compact(a)) == {"sparse"} and set(pack_rows_compact(dense)) == {"rows"}
+    for arr in (a, dense):
+        back, sent = unpack_rows_compact(pack_rows_compact(arr), "<f4", 13)
+        assert np.array_equal(back, arr)
+        assert sent == (7 * 2 + 4 * np.count_nonzero(a) if arr is a else arr.nbytes)
 
     # many topics, long documents each in a few: most of a term's topics end exactly 0
     topics, block = 100, 3

@@ -35,7 +35,7 @@ from .protocol import (
     pack_array,
     row_pieces,
     unpack_array,
-    unpack_sparse_rows,
+    unpack_rows_compact,
 )
 
 log = logging.getLogger("engine")
@@ -235,14 +235,8 @@ class ClusterLda:
         covered = 0
         for piece in range(check_int(reply.get("pieces"), 0, 1 << 30, "pieces")):
             got = proxy.lda_pull(job, key, piece)
-            if isinstance(got, dict) and "sparse" in got:
-                part = unpack_sparse_rows(got["sparse"], self.dtype.str, self.num_topics,
-                                          "statistics")
-                sent = len(got["sparse"]["mask"]) + len(got["sparse"]["values"]["data"])
-            else:
-                part = unpack_array(got["rows"], self.dtype.str, 2, (None, self.num_topics),
-                                    "statistics")
-                sent = part.nbytes
+            part, sent = unpack_rows_compact(got, self.dtype.str, self.num_topics,
+                                             "statistics")
             a = check_int(got.get("start"), 0, u, f"part {key} rows start")
             if a != covered or a + part.shape[0] > u:
                 raise ValueError(f"part {key}: statistics at row {a}, expected {covered}")

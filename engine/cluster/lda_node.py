@@ -30,7 +30,7 @@ from .protocol import (
     check_int as _int,
     check_num as _num,
     pack_array,
-    pack_sparse_rows,
+    pack_rows_compact,
     row_pieces,
     unpack_array,
 )
@@ -228,14 +228,8 @@ class LdaNodeJob(CallGuard):
             if task is None or task.state != "done":
                 raise ValueError(f"chunk {k}: no finished E-step")
             a, b = task.pieces[_int(piece, 0, len(task.pieces) - 1, "piece")]
-            rows = task.sstats[a:b]
-            # most terms' rows are mostly zeros (topics none of their documents keeps):
-            # a bit per entry and the nonzero values, when that is smaller
-            nonzero = int(np.count_nonzero(rows))
-            if rows.shape[0] * ((self.num_topics + 7) // 8) + nonzero * rows.itemsize \
-                    < rows.nbytes:
-                return {"start": a, "sparse": pack_sparse_rows(rows)}
-            return {"start": a, "rows": pack_array(rows)}
+            # most terms' rows are mostly zeros (topics none of their documents keeps)
+            return {"start": a, **pack_rows_compact(task.sstats[a:b])}
 
     def forget(self, chunk) -> None:
         """The dispatcher has the chunk's result: free it (the documents stay cached)."""

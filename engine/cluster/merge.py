@@ -156,19 +156,17 @@ class RowMaster:
             for held in self.synced[slot].values():
                 held[:] = 0
 
-    def _scope(self, name: str, reach: int):
+    def _scope(self, name: str, reach: int) -> slice:
         """The rows an exchange of this reach covers, the hot ones and the `reach` most
-        frequent: a slice when they are a run of rows (they are, rows being stored by
-        frequency), else a mask. Made once per reach."""
+        frequent: a run of rows, rows being stored by frequency (made once per reach)."""
         key = (name, reach)
         scope = self.scopes.get(key)
         if scope is None:
-            mask = self.hot[name] | (self.rank[name] < reach)
-            idx = np.flatnonzero(mask)
-            scope = slice(0, 0) if idx.size == 0 else \
-                slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size \
-                else mask
-            self.scopes[key] = scope
+            idx = np.flatnonzero(self.hot[name] | (self.rank[name] < reach))
+            if idx.size and idx[-1] - idx[0] + 1 != idx.size:
+                raise ValueError(f"{name}: hot rows that are not the most frequent")
+            scope = self.scopes[key] = slice(int(idx[0]), int(idx[-1]) + 1) if idx.size \
+                else slice(0, 0)
         return scope
 
     def due(self, slot: int, reach: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -178,15 +176,10 @@ class RowMaster:
         with self.lock:
             out = {}
             for name, versions in self.versions.items():
-                scope = self._scope(name, reach)
-                newer = (versions[scope] > self.synced[slot][name][scope]) & \
-                    (self.clean_for[name][scope] != slot)
-                rows = np.flatnonzero(newer)
-                if isinstance(scope, slice):
-                    rows += scope.start
-                else:
-                    rows = np.flatnonzero(scope)[rows]
-                out[name] = rows.astype(np.int32)
+                s = self._scope(name, reach)
+                newer = (versions[s] > self.synced[slot][name][s]) & \
+                    (self.clean_for[name][s] != slot)
+                out[name] = (np.flatnonzero(newer) + s.start).astype(np.int32)
             return self.version, out
 
     def read(self, name: str, rows: np.ndarray, dtype: str = "<f4") -> Payload:

@@ -424,7 +424,7 @@ class NodeJob(CallGuard):
         for name in WEIGHTS:
             live, snap = self.shared[name], self.snapshot[name]
             lo, hi = (0, live.shape[0]) if (cold and not band) or theta else \
-                hot_range(name, live.shape[0], max(hot, band) if cold else hot)
+                hot_range(name, live.shape[0], max(hot, band))   # band: cold only
             for a in range(lo, hi, block_rows):  # blocks: bounded float temporaries
                 b = min(a + block_rows, hi)
                 if not theta and dtype in QUANTIZED + ("<f4",):  # choose, round: one pass

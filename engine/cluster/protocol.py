@@ -88,6 +88,27 @@ def pack_sparse_rows(arr: np.ndarray) -> dict:
             "values": pack_array(arr[mask])}
 
 
+def pack_rows_compact(arr: np.ndarray) -> dict:
+    """A 2-d array as sparse rows when that is smaller ({"sparse": ...}), else packed
+    whole ({"rows": ...})."""
+    nonzero = int(np.count_nonzero(arr))
+    if arr.shape[0] * ((arr.shape[1] + 7) // 8) + nonzero * arr.itemsize < arr.nbytes:
+        return {"sparse": pack_sparse_rows(arr)}
+    return {"rows": pack_array(arr)}
+
+
+def unpack_rows_compact(msg, dtype: str, n_cols: int, what: str = "rows"
+                        ) -> tuple[np.ndarray, int]:
+    """pack_rows_compact's array, checked, and the bytes of data it came in."""
+    if isinstance(msg, dict) and "sparse" in msg:
+        out = unpack_sparse_rows(msg["sparse"], dtype, n_cols, what)
+        return out, len(msg["sparse"]["mask"]) + len(msg["sparse"]["values"]["data"])
+    if not isinstance(msg, dict) or "rows" not in msg:
+        raise ValueError(f"{what}: expected rows")
+    out = unpack_array(msg["rows"], dtype, 2, (None, n_cols), what)
+    return out, out.nbytes
+
+
 def unpack_sparse_rows(msg, dtype: str, n_cols: int, what: str = "rows") -> np.ndarray:
     """pack_sparse_rows' array, checked: its columns, the mask's size, as many values as
     bits set."""
