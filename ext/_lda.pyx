@@ -217,3 +217,93 @@ def collect(const int[::1] indptr, const int[::1] indices, const floating[::1] r
                                   &sstats_t[0, 0])
     finally:
         free(theta); free(work)
+
+
+# ---- statistics on the wire: nonzero entries only ------------------------------------------
+# A row of statistics goes as a bit per topic (set where the entry is not 0, most significant
+# bit first, each row padded to whole bytes: numpy's packbits along the row) and then the
+# entries that are not 0, row after row.
+
+def pack_product_rows(const floating[:, ::1] a, const floating[:, ::1] b,
+                      const int[::1] ids, unsigned char[:, ::1] mask,
+                      floating[::1] values) -> int:
+    """Rows ids of a * b (element-wise) in that form: `mask` (len(ids) x bytes per row,
+    zeroed by the caller) and `values` (room for every entry) filled; returns how many
+    values."""
+    cdef Py_ssize_t n = ids.shape[0], k = a.shape[1], r, c, j = 0, row
+    cdef floating v
+    cdef int nz, bits
+    if b.shape[0] != a.shape[0] or b.shape[1] != k or mask.shape[0] != n or \
+            mask.shape[1] != (k + 7) // 8 or values.shape[0] < n * k:
+        raise ValueError("pack_product_rows: a and b differ, or mask or values too small")
+    for r in range(n):
+        if not 0 <= ids[r] < a.shape[0]:
+            raise ValueError("pack_product_rows: a row id outside a")
+    with nogil:
+        for r in range(n):                   # branch-free: zeros are written, not kept
+            row = ids[r]
+            bits = 0
+            for c in range(k):
+                v = a[row, c] * b[row, c]
+                values[j] = v
+                nz = v != 0
+                j += nz
+                bits |= nz << (7 - (c & 7))
+                if c & 7 == 7 or c == k - 1:
+                    mask[r, c >> 3] = bits
+                    bits = 0
+    return j
+
+
+def check_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] values, int k):
+    """Rows in that form, of k topics, checked: the mask's width, no bit past the last
+    topic, as many values as bits set, every value finite."""
+    cdef Py_ssize_t n = mask.shape[0], width = (k + 7) // 8, r, c, bits = 0
+    cdef unsigned char pad = <unsigned char> ((0xFF >> (k & 7)) if k & 7 else 0)
+    if mask.shape[1] != width:
+        raise ValueError(f"the mask is not {width} bytes a row")
+    for r in range(n):
+        if width and mask[r, width - 1] & pad:
+            raise ValueError("a bit set past the last topic")
+        for c in range(width):
+            bits += _popcount(mask[r, c])
+    if bits != values.shape[0]:
+        raise ValueError(f"{values.shape[0]} values for {bits} bits set")
+    for c in range(values.shape[0]):
+        if not (fabs(values[c]) <= 1e300):
+            raise ValueError("a value that is not finite")
+
+
+def add_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] values,
+                    const int[::1] targets, floating[:, ::1] out):
+    """Add rows in that form into rows `targets` of out (rows x topics). Everything is
+    checked before anything is added (check_sparse_rows, and every target inside out)."""
+    cdef Py_ssize_t n = targets.shape[0], k = out.shape[1], width = (k + 7) // 8, r, c, j = 0
+    cdef unsigned int x
+    cdef int b
+    cdef floating *dst
+    if mask.shape[0] != n:
+        raise ValueError(f"the mask has {mask.shape[0]} rows, expected {n}")
+    for r in range(n):
+        if not 0 <= targets[r] < out.shape[0]:
+            raise ValueError("a row outside the statistics")
+    check_sparse_rows(mask, values, k)
+    with nogil:
+        for r in range(n):
+            dst = &out[targets[r], 0]
+            for c in range(width):           # the bits set only, first topic first
+                x = mask[r, c]
+                while x:
+                    b = __builtin_clz(x) - 24
+                    dst[8 * c + b] += values[j]
+                    j += 1
+                    x &= ~(0x80u >> b)
+
+
+cdef extern from *:
+    int __builtin_clz(unsigned int x) nogil
+    int __builtin_popcount(unsigned int x) nogil
+
+
+cdef inline int _popcount(unsigned char x) noexcept nogil:
+    return __builtin_popcount(x)

@@ -78,56 +78,61 @@ def pack_array(arr: np.ndarray) -> dict:
     return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
 
 
-def pack_sparse_rows(arr: np.ndarray) -> dict:
-    """A 2-d array with many exact zeros (LDA's statistics: a term's topics that none of
-    its documents keeps are exactly 0): which entries are nonzero, a bit each (packed by
-    row), then those entries in row order."""
-    arr = np.ascontiguousarray(arr)
-    mask = arr != 0
-    return {"shape": list(arr.shape), "mask": np.packbits(mask, axis=1).tobytes(),
-            "values": pack_array(arr[mask])}
+def pack_product_compact(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> dict:
+    """Rows `ids` of a * b (element-wise), in the smaller of two forms: {"rows": the
+    array packed}, or {"sparse": a bit per entry, set where it is not 0 (numpy's packbits
+    along each row), then the entries that are not 0, in row order}. LDA's statistics
+    are mostly exact zeros (a term's topics that none of its documents keeps), so the
+    sparse form is the usual one; one compiled pass forms it without the product array."""
+    from .._lda import pack_product_rows
+    ids = np.ascontiguousarray(ids, np.int32)
+    n, k = len(ids), a.shape[1]
+    width = (k + 7) // 8
+    mask = np.zeros((n, width), np.uint8)
+    values = np.empty(n * k, a.dtype)
+    count = pack_product_rows(a, b, ids, mask, values)
+    if n * width + count * a.itemsize < n * k * a.itemsize:
+        return {"sparse": {"shape": [n, k], "mask": mask.tobytes(),
+                           "values": pack_array(values[:count])}}
+    return {"rows": pack_array(a[ids] * b[ids])}
 
 
-def pack_rows_compact(arr: np.ndarray) -> dict:
-    """A 2-d array as sparse rows when that is smaller ({"sparse": ...}), else packed
-    whole ({"rows": ...})."""
-    nonzero = int(np.count_nonzero(arr))
-    if arr.shape[0] * ((arr.shape[1] + 7) // 8) + nonzero * arr.itemsize < arr.nbytes:
-        return {"sparse": pack_sparse_rows(arr)}
-    return {"rows": pack_array(arr)}
-
-
-def unpack_rows_compact(msg, dtype: str, n_cols: int, what: str = "rows"
-                        ) -> tuple[np.ndarray, int]:
-    """pack_rows_compact's array, checked, and the bytes of data it came in."""
+def check_rows_compact(msg, dtype: str, n_rows: int, n_cols: int, what: str = "rows"
+                       ) -> tuple[tuple, int]:
+    """pack_product_compact's rows checked (n_rows x n_cols, every value finite) without
+    forming the array: (what add_rows_compact adds, the bytes of data they came in)."""
+    from .._lda import check_sparse_rows
     if isinstance(msg, dict) and "sparse" in msg:
-        out = unpack_sparse_rows(msg["sparse"], dtype, n_cols, what)
-        return out, len(msg["sparse"]["mask"]) + len(msg["sparse"]["values"]["data"])
+        sparse = msg["sparse"]
+        if not isinstance(sparse, dict) or set(sparse) != {"shape", "mask", "values"}:
+            raise ValueError(f"{what}: expected sparse rows")
+        width = (n_cols + 7) // 8
+        mask = sparse["mask"]
+        if sparse["shape"] != [n_rows, n_cols] or not isinstance(mask, bytes) or \
+                len(mask) != n_rows * width:
+            raise ValueError(f"{what}: expected {n_rows} x {n_cols} sparse rows")
+        bits = np.frombuffer(mask, np.uint8).reshape(n_rows, width)
+        values = unpack_array(sparse["values"], dtype, 1, None, f"{what} values")
+        try:
+            check_sparse_rows(bits, values, n_cols)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+        return ("sparse", bits, values), len(mask) + values.nbytes
     if not isinstance(msg, dict) or "rows" not in msg:
         raise ValueError(f"{what}: expected rows")
-    out = unpack_array(msg["rows"], dtype, 2, (None, n_cols), what)
-    return out, out.nbytes
+    arr = unpack_array(msg["rows"], dtype, 2, (n_rows, n_cols), what)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what}: a value that is not finite")
+    return ("rows", arr), arr.nbytes
 
 
-def unpack_sparse_rows(msg, dtype: str, n_cols: int, what: str = "rows") -> np.ndarray:
-    """pack_sparse_rows' array, checked: its columns, the mask's size, as many values as
-    bits set."""
-    if not isinstance(msg, dict) or set(msg) != {"shape", "mask", "values"}:
-        raise ValueError(f"{what}: expected sparse rows")
-    shape = msg["shape"]
-    if not (isinstance(shape, list) and len(shape) == 2 and
-            all(isinstance(n, int) and n >= 0 for n in shape) and shape[1] == n_cols):
-        raise ValueError(f"{what}: expected (rows, {n_cols}), got {shape!r}")
-    rows, width = shape[0], (n_cols + 7) // 8
-    mask = msg["mask"]
-    if not isinstance(mask, bytes) or len(mask) != rows * width:
-        raise ValueError(f"{what}: the mask is not {rows} x {width} bytes")
-    bits = np.unpackbits(np.frombuffer(mask, np.uint8).reshape(rows, width), axis=1,
-                         count=n_cols).astype(bool)
-    values = unpack_array(msg["values"], dtype, 1, (int(bits.sum()),), f"{what} values")
-    out = np.zeros((rows, n_cols), np.dtype(dtype))
-    out[bits] = values
-    return out
+def add_rows_compact(checked: tuple, targets: np.ndarray, out: np.ndarray) -> None:
+    """Add check_rows_compact's rows into rows `targets` (distinct) of out."""
+    from .._lda import add_sparse_rows
+    if checked[0] == "sparse":
+        add_sparse_rows(checked[1], checked[2], np.ascontiguousarray(targets, np.int32), out)
+    else:
+        out[targets] += checked[1]
 
 
 def unpack_array(msg, dtype: str, ndim: int | None = None, shape=None,
@@ -365,6 +370,77 @@ def unvarint_ids(data: np.ndarray, max_ids: int, what: str) -> np.ndarray:
         raise ValueError(f"{what}: ids are not {max_ids} or fewer complete varints of at "
                          f"most {VARINT_MAX} bytes")
     return out[:n]
+
+
+def pack_documents(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> dict:
+    """Documents as CSR (term numbers, counts), compactly: where each document's term
+    numbers increase, the first and then each gap less one as varints ("gaps"); where
+    every count is a whole number >= 1, each less one as varints ("counts"); otherwise
+    the array itself ("indices", "data"). Bag-of-words documents take about two bytes a
+    term instead of eight."""
+    indptr = np.ascontiguousarray(indptr, np.int64)
+    indices = np.ascontiguousarray(indices, np.int32)
+    msg = {"indptr": pack_array(indptr.astype("<i8"))}
+    gaps = indices.astype(np.int64)
+    gaps[1:] -= indices[:-1].astype(np.int64) + 1
+    starts = indptr[:-1][np.diff(indptr) > 0]
+    gaps[starts] = indices[starts]
+    if len(gaps) == 0 or (gaps.min() >= 0 and gaps.max() < (1 << 7 * VARINT_MAX) - 1):
+        msg["gaps"] = pack_array(varint_ids(gaps.astype(np.int32) - 1))
+    else:
+        msg["indices"] = pack_array(indices.astype("<i4"))
+    whole = np.rint(data)
+    if len(data) == 0 or (np.array_equal(whole, data) and whole.min() >= 1
+                          and whole.max() < (1 << 7 * VARINT_MAX) - 1):
+        msg["counts"] = pack_array(varint_ids(whole.astype(np.int32) - 1))
+    else:
+        msg["data"] = pack_array(data)
+    return msg
+
+
+def unpack_documents(msg, n_terms: int, dtype, what: str = "documents"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pack_documents' CSR (indptr, indices, data), checked: indptr from 0, never
+    decreasing; every term number below n_terms; every count finite and >= 0."""
+    if not isinstance(msg, dict) or "indptr" not in msg or \
+            len(set(msg) & {"gaps", "indices"}) != 1 or len(set(msg) & {"counts", "data"}) != 1 \
+            or len(msg) != 3:
+        raise ValueError(f"{what}: expected indptr, gaps or indices, counts or data")
+    ptr = unpack_array(msg["indptr"], "<i8", 1, what=f"{what} indptr")
+    if len(ptr) < 2 or ptr[0] != 0 or np.any(np.diff(ptr) < 0):
+        raise ValueError(f"{what}: expected a non-decreasing row index starting at 0")
+    nnz = int(ptr[-1])
+    if "gaps" in msg:
+        data = unpack_array(msg["gaps"], "|u1", 1, what=f"{what} gaps")
+        if len(data) < nnz:                      # a varint takes at least a byte
+            raise ValueError(f"{what}: {len(data)} bytes of gaps for {nnz} terms")
+        gaps = unvarint_ids(data, nnz, f"{what} gaps").astype(np.int64) + 1
+        if len(gaps) != nnz:
+            raise ValueError(f"{what}: {len(gaps)} gaps for {nnz} terms")
+        lengths = np.diff(ptr)
+        starts = ptr[:-1][lengths > 0]
+        step = gaps + 1
+        step[starts] = 0
+        run = np.cumsum(step)
+        base = gaps[starts] - run[starts]
+        indices = run + np.repeat(base, lengths[lengths > 0])
+    else:
+        indices = unpack_array(msg["indices"], "<i4", 1, (nnz,), f"{what} indices")
+    if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_terms):
+        raise ValueError(f"{what}: expected term numbers 0..{n_terms - 1}")
+    if "counts" in msg:
+        raw = unpack_array(msg["counts"], "|u1", 1, what=f"{what} counts")
+        if len(raw) < nnz:
+            raise ValueError(f"{what}: {len(raw)} bytes of counts for {nnz} terms")
+        counts = unvarint_ids(raw, nnz, f"{what} counts")
+        if len(counts) != nnz:
+            raise ValueError(f"{what}: {len(counts)} counts for {nnz} terms")
+        values = (counts.astype(np.int64) + 1).astype(dtype)
+    else:
+        values = unpack_array(msg["data"], np.dtype(dtype).str, 1, (nnz,), f"{what} data")
+        if not np.all(np.isfinite(values)) or (nnz and values.min() < 0):
+            raise ValueError(f"{what}: expected finite counts >= 0")
+    return ptr, indices.astype(np.int32), values
 
 
 def encode_chunk(chunk: int, ids: np.ndarray) -> dict:

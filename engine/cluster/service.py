@@ -258,19 +258,19 @@ class WorkerService:
             yield job
 
     @expose
-    def lda_put(self, job_id, chunk, n_terms, indptr, indices, data) -> None:
+    def lda_put(self, job_id, chunk, n_terms, docs) -> None:
         with self._lda(job_id) as job:
-            job.put_chunk(chunk, n_terms, indptr, indices, data)
+            job.put_chunk(chunk, n_terms, docs)
 
     @expose
-    def lda_rows(self, job_id, chunk, start, rows) -> None:
+    def lda_rows(self, job_id, round_id, n_rows, numbers, rows) -> None:
         with self._lda(job_id) as job:
-            job.put_rows(chunk, start, rows)
+            job.put_rows(round_id, n_rows, numbers, rows)
 
     @expose
-    def lda_estep(self, job_id, chunk, gamma, alpha) -> None:
+    def lda_estep(self, job_id, chunk, round_id, gamma, alpha) -> None:
         with self._lda(job_id) as job:
-            job.estep(chunk, gamma, alpha)
+            job.estep(chunk, round_id, gamma, alpha)
 
     @expose
     def lda_result(self, job_id, chunk, wait_seconds) -> dict:
@@ -280,14 +280,14 @@ class WorkerService:
             return reply
 
     @expose
-    def lda_pull(self, job_id, chunk, piece) -> dict:
+    def lda_statistics(self, job_id, round_id) -> dict:
         with self._lda(job_id) as job:
-            return job.pull(chunk, piece)
+            return job.statistics(round_id)
 
     @expose
-    def lda_forget(self, job_id, chunk) -> None:
+    def lda_pull(self, job_id, round_id, piece) -> dict:
         with self._lda(job_id) as job:
-            job.forget(chunk)
+            return job.pull(round_id, piece)
 
     @expose
     def close_job(self, job_id) -> dict:

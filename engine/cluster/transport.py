@@ -39,7 +39,7 @@ from ..version import __version__
 
 log = logging.getLogger("engine")
 
-PROTOCOL = 14       # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
+PROTOCOL = 15       # 2: done items carry the loss and examples; 3: replies carry wire and cpu;
                     # 4: int8 rows, the last flush (cold 2) and `flushed` in replies;
                     # 5: a connection's nonce and each call's sequence number (no replay);
                     # 6: shards' owners send hot rows as deltas ("delta" in a piece);
@@ -51,6 +51,7 @@ PROTOCOL = 14       # 2: done items carry the loss and examples; 3: replies carr
                     # 12: a node's CPU in three: exchange, training, dispatch
                     # 13: a cold exchange's band (cold_tiers)
                     # 14: LDA statistics as sparse rows
+                    # 15: LDA parts taken as nodes free up, rows sent once a round
 OBJECT_ID = "engine.worker"
 NS_PREFIX = "engine.worker."
 DEFAULT_PORT = 9877

@@ -353,10 +353,18 @@ class LdaState:
         """self = (1 - rhot) self + rhot other, each stretched to `targetsize` documents
         (default: this state's)."""
         targetsize = self.numdocs if targetsize is None else targetsize
-        scale = 1.0 if self.numdocs in (0, targetsize) else targetsize / self.numdocs
-        self.sstats *= (1.0 - rhot) * scale
-        scale = 1.0 if other.numdocs in (0, targetsize) else targetsize / other.numdocs
-        self.sstats += (rhot * scale * other.sstats).astype(self.sstats.dtype)
+        mine = (1.0 - rhot) * (1.0 if self.numdocs in (0, targetsize)
+                               else targetsize / self.numdocs)
+        theirs = rhot * (1.0 if other.numdocs in (0, targetsize)
+                         else targetsize / other.numdocs)
+        # a few topics at a time: no temporary as large as the statistics (a fresh one is
+        # page-faulted in at every M-step, ten times the arithmetic's cost)
+        out, add = self.sstats, other.sstats
+        step = max(1, (1 << 16) // max(out.shape[1], 1))
+        for a in range(0, out.shape[0], step):
+            block = out[a:a + step]
+            block *= mine
+            block += (theirs * add[a:a + step]).astype(out.dtype, copy=False)
         self.numdocs = targetsize
 
 
@@ -364,7 +372,8 @@ class LdaModel:
     """gensim's LdaModel signature. distributed=True needs engine.LdaModel (which knows the
     cluster); here `remote` is the hook it sets: an object with open(n_terms, num_topics,
     dtype, iterations, gamma_threshold) -> nodes, estep_chunk(key, chunk, gamma, eb_t,
-    alpha) and close(), engine.cluster.ClusterLda's methods."""
+    alpha, out) -> gamma (the statistics added into out) and close(),
+    engine.cluster.ClusterLda's methods."""
 
     remote = None
 
@@ -650,10 +659,8 @@ class LdaModel:
             raise InvalidArgumentError(f"chunksize: {chunksize}; more than 2**24 chunks in "
                                        f"one update on the cluster")
         gamma0 = self.random_state.gamma(100.0, 1.0 / 100.0, (m.shape[0], self.num_topics))
-        gamma, parts = remote.estep_chunk((self._update_id << 24) | chunk_no, m, gamma0,
-                                          self._eb_t, self.alpha)
-        for terms, sstats in parts:
-            acc_t[terms] += sstats
+        gamma = remote.estep_chunk((self._update_id << 24) | chunk_no, m, gamma0,
+                                   self._eb_t, self.alpha, acc_t)
         other.numdocs += m.shape[0]
         return gamma
 
