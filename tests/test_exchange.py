@@ -409,6 +409,27 @@ def test_a_merge_with_a_factor_per_row_matches_numpy():
     assert due["syn0"].tolist() == [0, 2, 5]
 
 
+def test_a_released_client_slot_is_reused_and_holds_nothing_of_the_old_client():
+    """A dropped node's slot at the merge point is freed and the next client (the node
+    taken back, or another) gets it: the versions are its own (every row due or none, as
+    asked), and rows that equalled the old client's snapshot are not skipped for it."""
+    from engine.cluster.merge import ALL_ROWS, RowMaster
+
+    rm = RowMaster({"syn0": np.zeros((6, 2), np.float32)}, {"syn0": np.zeros(6, bool)})
+    a, b = rm.add_client(), rm.add_client()
+    rows = np.array([1, 3], np.int32)
+    rm.merge(a, [("syn0", rows, np.ones((2, 2), np.float32))])
+    assert rm.due(a, ALL_ROWS)[1]["syn0"].tolist() == []     # its own snapshot
+    rm.release_client(a)
+    rm.release_client(a)                                     # twice: nothing more
+    c = rm.add_client(current=False)
+    assert c == a and len(rm.synced) == 2                    # no new slot
+    assert rm.due(c, ALL_ROWS)[1]["syn0"].tolist() == [1, 3]
+    d = rm.add_client()                                      # no slot free: a new one
+    assert d == 2 and rm.due(d, ALL_ROWS)[1]["syn0"].tolist() == []
+    assert rm.due(b, ALL_ROWS)[1]["syn0"].tolist() == [1, 3]
+
+
 def test_a_cold_exchange_with_a_band_takes_the_hot_rows_and_the_bands_then_the_rest():
     from engine.cluster.merge import ALL_ROWS
     """RowMaster's reach: hot rows on every exchange, the `band` most frequent on a cold

@@ -308,6 +308,9 @@ class ClusterEngine(ShardPlacement):
                 continue
             if node is not None and node.thread is not None and node.thread.is_alive():
                 continue
+            if node is not None and node.slot >= 0:     # dropped, its thread over: its
+                self.master.release_client(node.slot)   # versions go to the next client
+                node.slot = -1
             node = _Node(address, name)
             try:
                 self._open(node)

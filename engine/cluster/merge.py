@@ -136,18 +136,36 @@ class RowMaster:
         self.version = version
         self.versions = {k: np.full(a.shape[0], version, np.int64) for k, a in arrays.items()}
         self.clean_for = {k: np.full(a.shape[0], -1, np.int32) for k, a in arrays.items()}
-        self.synced: list[dict[str, np.ndarray]] = []   # per client: the version as of
-        self.lock = threading.RLock()                   # which it holds each row
+        self.synced: list[dict[str, np.ndarray] | None] = []  # per client: the version
+        self.free: list[int] = []                       # as of which it holds each row;
+        self.lock = threading.RLock()                   # slots released, for reuse
         self.scopes: dict = {}                          # (name, reach) -> rows (_scope)
 
     def add_client(self, current: bool = True) -> int:
-        """A slot for a new client, which holds the current values (or, with
-        current=False, values as old as version 0: every row changed since is due)."""
+        """A slot for a new client (a released one first), which holds the current values
+        (or, with current=False, values as old as version 0: every row changed since is
+        due)."""
         with self.lock:
             v = self.version if current else 0
-            self.synced.append({k: np.full(a.shape[0], v, np.int64)
-                                for k, a in self.arrays.items()})
+            held = {k: np.full(a.shape[0], v, np.int64) for k, a in self.arrays.items()}
+            if self.free:
+                slot = self.free.pop()
+                self.synced[slot] = held
+                return slot
+            self.synced.append(held)
             return len(self.synced) - 1
+
+    def release_client(self, slot: int) -> None:
+        """A client gone for good (a dropped node: if it comes back it is a new client):
+        its versions are freed for the slot's next client, and no row stays marked as
+        equal to its snapshot."""
+        with self.lock:
+            if self.synced[slot] is None:
+                return
+            self.synced[slot] = None
+            for marks in self.clean_for.values():
+                marks[marks == slot] = -1
+            self.free.append(slot)
 
     def forget(self, slot: int) -> None:
         """The client's view is unknown (a new master after a lost shard): send it every
