@@ -226,7 +226,13 @@ def test_the_statistics_travel_as_sparse_rows(workers):
                      cluster={"timeout_seconds": 5, "round_seconds": 0.5}, **kw)
     model.update(corpus)
     local = LdaModel(corpus, **kw)
-    np.testing.assert_allclose(model.get_topics(), local.get_topics(), rtol=1e-4, atol=1e-7)
+    # float32 sums added in another order (the nodes' parts, then the nodes) round
+    # differently, and later chunks' E-steps carry that on: a few entries move by up to a
+    # few parts in a thousand, the bulk by float32's rounding
+    got, want = model.get_topics(), local.get_topics()
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-7)
+    rel = np.abs(got - want) / want
+    assert np.median(rel) < 1e-6 and np.mean(rel > 1e-4) < 1e-3
     r = model.remote.report()
     gamma = len(corpus) * topics * 8
     dense = (len(corpus) // 100) * 2 * len(vocab) * topics * 4   # at most, as rows
@@ -394,3 +400,37 @@ def test_documents_travel_in_about_two_bytes_a_term():
             unpack_documents(bad, 500, np.float32)
     with pytest.raises(ValueError, match="term numbers"):
         unpack_documents(good, int(m.indices.max()), np.float32)
+
+
+def test_a_part_key_names_the_same_documents_in_every_pass():
+    """A chunk split for another number of nodes (one was lost) may have as many parts
+    with other documents in them: the key carries the node count, so a node never takes
+    documents it cached for one part as another's."""
+    import scipy.sparse
+
+    from engine.cluster.lda import guided_rows, part_key
+
+    words = [3, 1, 1, 1, 2, 3]                     # documents' lengths
+    m = scipy.sparse.csr_matrix((np.ones(sum(words), np.float32), np.zeros(sum(words), int),
+                                 np.r_[0, np.cumsum(words)]), shape=(len(words), 3))
+    four, three = guided_rows(m, 4), guided_rows(m, 3)
+    assert len(four) == len(three) and four != three
+    keys = {part_key(9, 4, i): run for i, run in enumerate(four)}
+    for i, run in enumerate(three):
+        assert keys.get(part_key(9, 3, i), run) == run
+    assert part_key(9, 4, 0) >> 20 == 9 and part_key(9, 4, 5) & 1023 == 5
+
+
+def test_documents_without_words_and_a_chunk_of_them_train_as_on_one_machine(workers):
+    """Empty documents (a whole chunk of them too) are E-stepped by the dispatcher, which
+    sends them nowhere: no node is dropped, and the model is one machine's."""
+    base = planted(N_DOCS, seed=21)
+    corpus = base[:CHUNK - 3] + [[]] * 3 + [[]] * CHUNK + base[CHUNK - 3:]
+    ws = workers(2)
+    model = _model([w.address for w in ws], passes=2, dtype=np.float64)
+    model.update(corpus)
+    r = model.remote.report()
+    assert not r["dropped"] and not r["recomputed"]
+    np.testing.assert_allclose(
+        model.get_topics(), _local(corpus, passes=2, dtype=np.float64).get_topics(),
+        rtol=1e-9)

@@ -31,6 +31,7 @@ from collections import deque
 import numpy as np
 import scipy.sparse
 
+from ..documents.lda import run_estep
 from ..errors import ClusterError
 from . import transport
 from .discovery import NODE_FAILURES as _FAILURES, close_remote_job, open_nodes, running_limit
@@ -119,11 +120,18 @@ def guided_rows(m: scipy.sparse.csr_matrix, nodes: int) -> list[tuple[int, int]]
     return _cut(m, np.cumsum(sizes)[:-1] / sum(sizes) * m.nnz)
 
 
+def part_key(chunk_key: int, nodes: int, part: int) -> int:
+    """A part's key: the chunk's, the node count it was split for (guided_rows depends on
+    the chunk and that count only, so a key names the same documents in every pass), the
+    part's number."""
+    return (chunk_key << 20) | (min(nodes, 1023) << 10) | part
+
+
 class ClusterLda:
     """`open(...)`, then `estep_chunk(...)` per chunk, then `close()`. `on_event(what,
     node, key)` (tests, logs): "sent" when a node runs a part's E-step, "done" when its
-    result is back; key >> 20 is the chunk's key, (key >> 10) & 1023 the number of parts
-    it was split into, key & 1023 the part."""
+    result is back; key >> 20 is the chunk's key, (key >> 10) & 1023 the number of nodes
+    it was split for (part_key), key & 1023 the part."""
 
     def __init__(self, cfg, key: bytes | None, on_event=None):
         self.cfg, self.key, self.on_event = cfg, key, on_event
@@ -138,6 +146,7 @@ class ClusterLda:
         """Open the job on every node that answers; returns how many."""
         self.job_id = f"lda-{secrets.token_hex(6)}"
         self.n_terms, self.num_topics = int(n_terms), int(num_topics)
+        self.iterations, self.gamma_threshold = int(iterations), float(gamma_threshold)
         self.dtype = np.dtype(dtype)
         self.lock = threading.Lock()
         spec = {"job": self.job_id, "kind": "lda", "n_terms": self.n_terms,
@@ -174,10 +183,18 @@ class ClusterLda:
         mark[terms] = False
         number = np.zeros(self.n_terms, np.int32)
         number[terms] = np.arange(len(terms), dtype=np.int32)
-        tasks = [ChunkTask((key << 20) | (len(runs) << 10) | i, m[a:b], gamma[a:b], number,
-                           mark) for i, (a, b) in enumerate(runs)]
+        tasks = [ChunkTask(part_key(key, live, i), m[a:b], gamma[a:b], number, mark)
+                 for i, (a, b) in enumerate(runs)]
         self.chunks += 1
         rnd = _Round(self.chunks, terms, tasks, out)
+        for i, task in enumerate(tasks):
+            if task.m.nnz == 0:                  # no words: nothing to send, no statistics
+                g = task.gamma.copy()
+                run_estep(task.m, eb_t, alpha, g, np.zeros((0, 0), self.dtype),
+                          self.iterations, self.gamma_threshold, 1, None, [])
+                rnd.gamma[i] = g
+                rnd.counted.add(i)
+                rnd.pending.remove(i)
         self._run_round(rnd, eb_t, alpha)
         return np.concatenate([rnd.gamma[i] for i in range(len(tasks))])
 

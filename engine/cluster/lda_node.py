@@ -97,6 +97,7 @@ class LdaNodeJob(CallGuard):
         self.thread: threading.Thread | None = None
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lda-node")
         self.spare: list[np.ndarray] = []
+        self.sums: list[np.ndarray] = []         # run_estep's per-thread statistics
 
     # ---- receiving --------------------------------------------------------------------------
     def put_chunk(self, chunk, n_terms, docs) -> None:
@@ -212,7 +213,7 @@ class LdaNodeJob(CallGuard):
             if m.nnz and not rnd.filled[m.indices].all():
                 raise ValueError(f"chunk {part.key}: rows of its terms were not all sent")
             run_estep(m, rnd.rows, alpha, gamma, rnd.sstats, self.iterations,
-                      self.gamma_threshold, self.workers, lambda: self.pool, [])
+                      self.gamma_threshold, self.workers, lambda: self.pool, self.sums)
             with self.lock:
                 part.gamma = gamma
                 part.seconds = time.perf_counter() - t
@@ -296,5 +297,5 @@ class LdaNodeJob(CallGuard):
         if self.thread is not None:
             self.thread.join(timeout=60)         # an E-step cannot be interrupted
         self.pool.shutdown(wait=False)
-        self.round, self.chunks, self.fresh, self.spare = None, {}, None, []
+        self.round, self.chunks, self.fresh, self.spare, self.sums = None, {}, None, [], []
         shutil.rmtree(self.scratch, ignore_errors=True)
