@@ -275,27 +275,35 @@ def check_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] valu
 
 
 def add_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] values,
-                    const int[::1] targets, floating[:, ::1] out):
-    """Add rows in that form into rows `targets` of out (rows x topics). Everything is
-    checked before anything is added (check_sparse_rows, and every target inside out)."""
-    cdef Py_ssize_t n = targets.shape[0], k = out.shape[1], width = (k + 7) // 8, r, c, j = 0
+                    const int[::1] targets, floating[:, ::1] out, bint transposed=False):
+    """Add rows in that form into rows `targets` of out (rows x topics), or with
+    `transposed` into its columns `targets` (out: topics x rows, a row's values down a
+    column). Everything is checked before anything is added (check_sparse_rows, and
+    every target inside out)."""
+    cdef Py_ssize_t n = targets.shape[0], r, c, j = 0, t
+    cdef Py_ssize_t k = out.shape[0] if transposed else out.shape[1]
+    cdef Py_ssize_t width = (k + 7) // 8, limit = out.shape[1] if transposed else out.shape[0]
     cdef unsigned int x
     cdef int b
-    cdef floating *dst
     if mask.shape[0] != n:
         raise ValueError(f"the mask has {mask.shape[0]} rows, expected {n}")
     for r in range(n):
-        if not 0 <= targets[r] < out.shape[0]:
+        if not 0 <= targets[r] < limit:
             raise ValueError("a row outside the statistics")
     check_sparse_rows(mask, values, k)
+    if n == 0 or k == 0:
+        return
     with nogil:
         for r in range(n):
-            dst = &out[targets[r], 0]
+            t = targets[r]
             for c in range(width):           # the bits set only, first topic first
                 x = mask[r, c]
                 while x:
                     b = __builtin_clz(x) - 24
-                    dst[8 * c + b] += values[j]
+                    if transposed:
+                        out[8 * c + b, t] += values[j]
+                    else:
+                        out[t, 8 * c + b] += values[j]
                     j += 1
                     x &= ~(0x80u >> b)
 

@@ -178,11 +178,21 @@ def test_the_statistics_travel_as_sparse_rows(workers):
     assert sent == 7 * 2 + 4 * np.count_nonzero(want)
     add_rows_compact(checked, targets, out)
     np.testing.assert_array_equal(out, expect)
+    out_t = np.ascontiguousarray(out.T)          # topics x rows: each row down a column
+    add_rows_compact(checked, targets, out_t, transposed=True)
+    expect[targets] += want
+    np.testing.assert_array_equal(out_t, expect.T)
     # mostly nonzero: the rows go whole
     dense = pack_product_compact(b, b, ids)
     assert set(dense) == {"rows"}
     checked, sent = check_rows_compact(dense, "<f4", 7, 13)
     assert sent == 7 * 13 * 4
+    for transposed in (False, True):
+        got = np.zeros((13, 13), np.float32)
+        add_rows_compact(checked, targets, got, transposed)
+        ref = np.zeros((13, 13), np.float32)
+        ref[targets] += b[ids] * b[ids]
+        np.testing.assert_array_equal(got, ref.T if transposed else ref)
     # anything malformed is refused before anything is added
     sp = msg["sparse"]
     mask = bytearray(sp["mask"])

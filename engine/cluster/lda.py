@@ -168,8 +168,8 @@ class ClusterLda:
     def estep_chunk(self, key: int, m: scipy.sparse.csr_matrix, gamma: np.ndarray,
                     eb_t: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> np.ndarray:
         """A chunk's E-step (documents x terms CSR; `gamma` its documents' starting topic
-        weights): gamma after it, the statistics (terms x topics, times exp(E[log beta]))
-        added into `out`. Its parts (guided_rows) are taken by the nodes as they free up.
+        weights): gamma after it, the statistics (times exp(E[log beta])) added into `out`
+        (topics x terms, as LdaState's). Its parts (guided_rows) are taken by the nodes as they free up.
         Each document's result depends on its own words, the topics and its starting gamma
         only, so who computed what changes nothing but the order in which the statistics
         add up."""
@@ -342,7 +342,7 @@ class ClusterLda:
             sent += nbytes
         with self.lock:
             for ids, checked in pieces:
-                add_rows_compact(checked, rnd.terms[ids], rnd.out)
+                add_rows_compact(checked, rnd.terms[ids], rnd.out, transposed=True)
             rnd.counted.update(mine)
             rnd.unpulled[id(node)] = []
             node.bytes_in += sent

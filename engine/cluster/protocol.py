@@ -126,11 +126,16 @@ def check_rows_compact(msg, dtype: str, n_rows: int, n_cols: int, what: str = "r
     return ("rows", arr), arr.nbytes
 
 
-def add_rows_compact(checked: tuple, targets: np.ndarray, out: np.ndarray) -> None:
-    """Add check_rows_compact's rows into rows `targets` (distinct) of out."""
+def add_rows_compact(checked: tuple, targets: np.ndarray, out: np.ndarray,
+                     transposed: bool = False) -> None:
+    """Add check_rows_compact's rows into rows `targets` (distinct) of out, or with
+    `transposed` into those columns of out (each row down its column)."""
     from .._lda import add_sparse_rows
     if checked[0] == "sparse":
-        add_sparse_rows(checked[1], checked[2], np.ascontiguousarray(targets, np.int32), out)
+        add_sparse_rows(checked[1], checked[2], np.ascontiguousarray(targets, np.int32), out,
+                        transposed)
+    elif transposed:
+        out[:, targets] += checked[1].T
     else:
         out[targets] += checked[1]
 

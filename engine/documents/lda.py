@@ -372,7 +372,7 @@ class LdaModel:
     """gensim's LdaModel signature. distributed=True needs engine.LdaModel (which knows the
     cluster); here `remote` is the hook it sets: an object with open(n_terms, num_topics,
     dtype, iterations, gamma_threshold) -> nodes, estep_chunk(key, chunk, gamma, eb_t,
-    alpha, out) -> gamma (the statistics added into out) and close(),
+    alpha, out) -> gamma (the statistics added into out, topics x terms) and close(),
     engine.cluster.ClusterLda's methods."""
 
     remote = None
@@ -614,14 +614,10 @@ class LdaModel:
             return (offset + pass_ + self.num_updates / chunksize) ** -decay
 
         remote = self.remote if self.distributed else None
-        acc_t = None
         if remote is not None:
             self.numworkers = remote.open(self.num_terms, self.num_topics, self.dtype,
                                           self.iterations, self.gamma_threshold)
             self._update_id = (getattr(self, "_update_id", -1) + 1) % (1 << 18)
-            # the nodes' statistics gathered terms x topics (whole rows), added to the
-            # topics x terms statistics once per M-step
-            acc_t = np.zeros((self.num_terms, self.num_topics), self.dtype)
         try:
             for pass_ in range(passes):
                 other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
@@ -632,16 +628,16 @@ class LdaModel:
                     if eval_every and (seen == lencorpus or (chunk_no + 1) % eval_every == 0):
                         self.log_perplexity(m, total_docs=lencorpus)
                     gamma = self.do_estep(m, other) if remote is None else \
-                        self._remote_estep(remote, chunk_no, m, other, acc_t, chunksize)
+                        self._remote_estep(remote, chunk_no, m, other, chunksize)
                     if self.optimize_alpha:
                         self.update_alpha(gamma, rho(pass_))
                     dirty = True
                     if (chunk_no + 1) % every_chunks == 0:
-                        self._mstep_of(other, rho(pass_), pass_, acc_t)
+                        self._mstep_of(other, rho(pass_), pass_)
                         other = LdaState(self.eta, self.state.sstats.shape, self.dtype)
                         dirty = False
                 if dirty:
-                    self._mstep_of(other, rho(pass_), pass_, acc_t)
+                    self._mstep_of(other, rho(pass_), pass_)
                 log.info("LDA pass %d/%d over %d documents%s", pass_ + 1, passes, lencorpus,
                          f" on {self.numworkers} node(s)" if remote is not None else "")
                 if self.pass_hook is not None:
@@ -650,26 +646,22 @@ class LdaModel:
             if remote is not None:
                 remote.close()
 
-    def _remote_estep(self, remote, chunk_no: int, m, other: LdaState, acc_t: np.ndarray,
+    def _remote_estep(self, remote, chunk_no: int, m, other: LdaState,
                       chunksize: int) -> np.ndarray:
         """A chunk's E-step split over the cluster's nodes (`remote`), its documents starting
         from the gamma local training would draw: local training's result, the statistics
-        gathered into acc_t."""
+        added into other's."""
         if chunk_no >= 1 << 24:
             raise InvalidArgumentError(f"chunksize: {chunksize}; more than 2**24 chunks in "
                                        f"one update on the cluster")
         gamma0 = self.random_state.gamma(100.0, 1.0 / 100.0, (m.shape[0], self.num_topics))
         gamma = remote.estep_chunk((self._update_id << 24) | chunk_no, m, gamma0,
-                                   self._eb_t, self.alpha, acc_t)
+                                   self._eb_t, self.alpha, other.sstats)
         other.numdocs += m.shape[0]
         return gamma
 
-    def _mstep_of(self, other: LdaState, rho: float, pass_: int,
-                  acc_t: np.ndarray | None = None) -> None:
-        """The M-step of `other` (and of the nodes' statistics in acc_t, then cleared)."""
-        if acc_t is not None:
-            other.sstats += acc_t.T
-            acc_t[...] = 0
+    def _mstep_of(self, other: LdaState, rho: float, pass_: int) -> None:
+        """The M-step of `other`."""
         if self.optimize_eta:
             self.update_eta(self.state.get_lambda(), rho)
         self.do_mstep(rho, other, pass_ > 0)
