@@ -444,3 +444,43 @@ def test_documents_without_words_and_a_chunk_of_them_train_as_on_one_machine(wor
     np.testing.assert_allclose(
         model.get_topics(), _local(corpus, passes=2, dtype=np.float64).get_topics(),
         rtol=1e-9)
+
+
+def test_a_node_that_says_running_forever_is_dropped_though_no_part_ever_finished(
+        monkeypatch):
+    """Before any part has finished there is no rate to hold a part to; a node that
+    answers "running" to its first part forever is still dropped, once the part has run
+    longer than any node could need, and the job fails with one clear line."""
+    import time
+
+    from conftest import in_process_worker
+    from test_cluster import KEY
+
+    from engine.cluster import transport
+    from engine.cluster.service import WorkerService
+
+    class Stuck(WorkerService):
+        @transport.expose
+        def lda_result(self, job_id, chunk, wait_seconds) -> dict:
+            time.sleep(min(float(wait_seconds), 0.2))
+            return {"state": "running", "seconds": 0.0}
+
+    monkeypatch.setenv("ENGINE_CLUSTER_KEY", KEY)
+    import threading
+
+    got = []
+
+    def train(model):
+        try:
+            model.update(planted(N_DOCS, seed=3))
+        except Exception as exc:                 # noqa: BLE001 (checked below)
+            got.append(exc)
+
+    with in_process_worker(Stuck, "stuck", KEY.encode()) as address:
+        run = threading.Thread(target=train, args=(_model([address], passes=1),),
+                               daemon=True)
+        run.start()
+        run.join(30)                             # the part's bound: a few seconds here
+        assert not run.is_alive(), "the job still waits on a node that never finishes"
+    assert len(got) == 1 and isinstance(got[0], ClusterError)
+    assert "still running after" in str(got[0])

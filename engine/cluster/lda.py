@@ -99,6 +99,7 @@ class _Round:
 
 MAX_PARTS = 1 << 10
 GUIDED_ROUNDS = 5
+SLOWEST_UPDATES = 1e7       # topic updates a second no node is slower than (_limit)
 
 
 def _cut(m: scipy.sparse.csr_matrix, at: np.ndarray) -> list[tuple[int, int]]:
@@ -288,10 +289,9 @@ class ClusterLda:
                 reply = proxy.lda_result(job, key, wait)
                 if reply["state"] == "done":
                     break
-                limit = self._limit(task.n_docs)
+                limit = self._limit(task)
                 if time.monotonic() - t1 > limit:
-                    raise RuntimeError(f"part {key} still running after {limit:.0f} s "
-                                       f"(ten times what the slowest finished part took)")
+                    raise RuntimeError(f"part {key} still running after {limit:.0f} s")
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
         t2 = time.monotonic()
@@ -349,11 +349,17 @@ class ClusterLda:
             node.seconds["receive"] += time.monotonic() - t0
             node.busy_seconds += time.monotonic() - t0
 
-    def _limit(self, n_docs: int) -> float:
-        """How long a part's E-step may run (running_limit, per document)."""
+    def _limit(self, task: ChunkTask) -> float:
+        """How long a part's E-step may run: running_limit per document once some part has
+        finished; before that, as long as every word's every iteration would take at
+        SLOWEST_UPDATES topic updates a second (a hundredth of what one core does), so that
+        a node answering "running" forever is dropped even when no part ever finishes."""
         with self.lock:
             rate = self.seconds_per_doc
-        return running_limit(rate, n_docs, self.cfg)
+        if rate:
+            return running_limit(rate, task.n_docs, self.cfg)
+        return max(self.cfg.timeout_seconds + 2 * self.cfg.round_seconds,
+                   task.m.nnz * self.iterations * self.num_topics / SLOWEST_UPDATES)
 
     def _event(self, what: str, node: _LdaNode, key: int) -> None:
         if self.on_event is not None:
