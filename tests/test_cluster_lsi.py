@@ -299,3 +299,45 @@ def test_a_node_that_answers_running_forever_is_dropped(tmp_path, workers):
         assert [x["address"] for x in dropped] == [stuck]
         assert "still running" in dropped[0]["why"]
         _same(d, local, 1e-6)
+
+
+def test_a_node_that_says_running_forever_is_dropped_though_no_share_ever_finished(
+        tmp_path, monkeypatch):
+    """Before any share has finished there is no rate to hold a share to; a node that
+    answers "running" forever is still dropped once its share has run longer than any
+    node could need (a few seconds for this small one), and the job fails in one line."""
+    import threading
+    import time
+
+    from engine.cluster import transport
+    from engine.cluster.service import WorkerService
+    from engine.errors import ClusterError
+
+    class Stuck(WorkerService):
+        @transport.expose
+        def lsi_result(self, job_id, index, wait):
+            time.sleep(min(float(wait), 0.2))
+            return {"state": "running"}
+
+    monkeypatch.setenv("ENGINE_CLUSTER_KEY", KEY)
+    got = []
+    with in_process_worker(Stuck, "stuck", KEY.encode()) as stuck:
+        m = _planted(seed=8, docs=300)
+        with BlockCache(str(tmp_path)) as cache:
+            cache.add_matrix(m, 100)
+            cfg = ClusterConfig(nodes=[stuck], timeout_seconds=2, round_seconds=0.5,
+                                rejoin_seconds=600)
+
+            def run():
+                try:
+                    ClusterLsi(cfg, read_key(), shares=2).decompose(cache.blocks, m.shape[1],
+                                                                    SETTINGS)
+                except Exception as exc:         # noqa: BLE001 (checked below)
+                    got.append(exc)
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(30)
+            assert not t.is_alive(), "the job still waits on a node that never finishes"
+    assert len(got) == 1 and isinstance(got[0], ClusterError), got
+    assert "still running after" in str(got[0])

@@ -43,6 +43,7 @@ PUT_NNZ = PIECE_BYTES // 12    # nonzeros per message (index + value + row ptr)
 # one share a node: each share repeats the dense steps over all terms, so more shares
 # only spread a lost node's work thinner (see docs/benchmarks.md, "LSI")
 SHARES_PER_NODE = 1
+SLOWEST_FLOPS = 1e8             # multiply-adds a second no node is slower than (_share_limit)
 
 
 class _LsiNode:
@@ -177,10 +178,9 @@ class ClusterLsi:
                     break
                 if self.stop.is_set():
                     return
-                limit = self._share_limit(share.nnz)
+                limit = self._share_limit(share)
                 if time.monotonic() - t0 > limit:
-                    raise RuntimeError(f"share {index} still running after {limit:.0f} s "
-                                       f"(ten times what the other shares took)")
+                    raise RuntimeError(f"share {index} still running after {limit:.0f} s")
         finally:
             transport.set_timeout(proxy, self.cfg.timeout_seconds)
         rank = check_int(reply.get("rank"), 1, self.rank, f"share {index} rank")
@@ -213,11 +213,22 @@ class ClusterLsi:
             self.ready.notify_all()
         self._event("done", node, index)
 
-    def _share_limit(self, nnz: int) -> float:
-        """How long a share may run (running_limit, per nonzero)."""
+    def _share_limit(self, share) -> float:
+        """How long a share may run: running_limit per nonzero once some share has
+        finished; before that, as long as its multiply-adds would take at SLOWEST_FLOPS a
+        second (a hundredth of what one core does: each chunk's power iterations over its
+        nonzeros, the orthogonalizations and the merges over every term), so that a node
+        answering "running" forever is dropped even when no share ever finishes."""
         with self.lock:
             rate = self.seconds_per_nnz
-        return running_limit(rate, nnz, self.cfg)
+        if rate:
+            return running_limit(rate, share.nnz, self.cfg)
+        s, r = self.settings, self.rank
+        chunks = -(-share.n_docs // max(int(s.chunksize), 1))
+        work = r * (share.nnz * (2 * s.power_iters + 2)
+                    + max(chunks, 1) * self.n_terms * r * (s.power_iters + 2))
+        return max(self.cfg.timeout_seconds + 2 * self.cfg.round_seconds,
+                   work / SLOWEST_FLOPS)
 
     def _event(self, what: str, node: _LsiNode, index: int) -> None:
         if self.on_event is not None:
