@@ -114,6 +114,43 @@ class _WrongInfo(WorkerService):
         return ["not", "a", "dict"]
 
 
+class _FailsWeights(WorkerService):
+    """A worker that takes the job and its tables, then fails the weights' upload."""
+
+    @transport.expose
+    def seed_array(self, job_id, name, seed, crc) -> bool:
+        raise ValueError("no room for the weights")
+
+    @transport.expose
+    def put_array(self, job_id, name, start, packed) -> None:
+        if name in ("syn0", "syn1", "syn1neg"):
+            raise ValueError("no room for the weights")
+        super().put_array(job_id, name, start, packed)
+
+
+def test_a_node_whose_opening_fails_late_leaves_nothing_at_the_merge_point(tmp_path, workers):
+    """A node that fails after the dispatcher gave it a slot at the merge point (while its
+    weights upload) is struck and tried again a bounded number of times; each failed
+    opening frees its slot, so the master keeps versions for the nodes in use only."""
+    from engine.cluster import ClusterEngine, read_key
+    from engine.local.sources import plan_tasks
+
+    (good,) = workers(1)
+    with in_process_worker(_FailsWeights, "fails-weights", KEY.encode()) as bad:
+        _, state, stream = _job(tmp_path, epochs=EPOCHS)
+        cluster = ClusterConfig(nodes=[good.address, bad], round_words=3000,
+                                round_seconds=1, rejoin_seconds=0.1, queue_seconds=0.05,
+                                merge_at="dispatcher")
+        tasks = plan_tasks(stream, EPOCHS, state.config.alpha, state.config.min_alpha,
+                           state.config.seed)
+        engine = ClusterEngine(cluster, read_key(), show_progress=False)
+        stats = engine.train(state.kernel_arrays(), state.kernel_settings, stream, tasks)
+    _exact(stats, stream, EPOCHS)
+    assert engine.strikes.get(bad, 0) >= 2           # opened and failed more than once
+    assert len(engine.master.synced) == 2            # the good node's slot, one reused
+    assert sum(held is not None for held in engine.master.synced) == 1
+
+
 def test_nodes_that_answer_wrongly_are_dropped_and_taken_back_a_bounded_number_of_times(
         tmp_path, workers, monkeypatch):
     from engine.cluster.dispatcher import MAX_STRIKES

@@ -417,17 +417,22 @@ class ClusterEngine(ShardPlacement):
         for k in TABLES:
             self._upload(node, k, a[k])
         node.slot = self.master.add_client()
-        node.shadow = {}
-        if self.cfg.delta_dtype == "int4" and not self.sharded:
-            for k in WEIGHTS:
-                lo, hi = hot_range(k, a[k].shape[0], self.hot_rows)
-                node.shadow[k] = (lo, np.empty((hi - lo, a[k].shape[1]), np.float32))
-        seeded = self.seeded is not None and not self.started and \
-            node.proxy.seed_array(self.job_id, "syn0", *self.seeded) is True
-        self.nodes_seeded += seeded
-        for k in WEIGHTS:                       # rows changed meanwhile are pushed later
-            self._upload(node, k, a[k], self.master.lock, node.shadow.get(k),
-                         send=not (seeded and k == "syn0"))
+        try:                                    # no thread uses the slot yet
+            node.shadow = {}
+            if self.cfg.delta_dtype == "int4" and not self.sharded:
+                for k in WEIGHTS:
+                    lo, hi = hot_range(k, a[k].shape[0], self.hot_rows)
+                    node.shadow[k] = (lo, np.empty((hi - lo, a[k].shape[1]), np.float32))
+            seeded = self.seeded is not None and not self.started and \
+                node.proxy.seed_array(self.job_id, "syn0", *self.seeded) is True
+            self.nodes_seeded += seeded
+            for k in WEIGHTS:                   # rows changed meanwhile are pushed later
+                self._upload(node, k, a[k], self.master.lock, node.shadow.get(k),
+                             send=not (seeded and k == "syn0"))
+        except BaseException:
+            self.master.release_client(node.slot)
+            node.slot = -1
+            raise
         log.info("node %s (%s): %d process(es)%s, %s MB free, engine %s", node.name,
                  node.address, node.workers,
                  f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
