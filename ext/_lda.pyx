@@ -275,11 +275,12 @@ def check_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] valu
 
 
 def add_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] values,
-                    const int[::1] targets, floating[:, ::1] out, bint transposed=False):
+                    const int[::1] targets, floating[:, ::1] out, bint transposed=False,
+                    bint checked=False):
     """Add rows in that form into rows `targets` of out (rows x topics), or with
     `transposed` into its columns `targets` (out: topics x rows, a row's values down a
-    column). Everything is checked before anything is added (check_sparse_rows, and
-    every target inside out)."""
+    column). Everything is checked before anything is added: every target inside out,
+    and check_sparse_rows unless the caller says it has run it on these (`checked`)."""
     cdef Py_ssize_t n = targets.shape[0], r, c, j = 0, t
     cdef Py_ssize_t k = out.shape[0] if transposed else out.shape[1]
     cdef Py_ssize_t width = (k + 7) // 8, limit = out.shape[1] if transposed else out.shape[0]
@@ -290,7 +291,10 @@ def add_sparse_rows(const unsigned char[:, ::1] mask, const floating[::1] values
     for r in range(n):
         if not 0 <= targets[r] < limit:
             raise ValueError("a row outside the statistics")
-    check_sparse_rows(mask, values, k)
+    if not checked:
+        check_sparse_rows(mask, values, k)
+    elif mask.shape[1] != width:
+        raise ValueError(f"the mask is not {width} bytes a row")
     if n == 0 or k == 0:
         return
     with nogil:

@@ -77,14 +77,17 @@ def open_nodes(cfg, key: bytes | None, spec: dict, make_node) -> list:
     return nodes
 
 
-def running_limit(rate: float, amount: float, cfg) -> float:
-    """How long a node's piece of work may run: ten times the slowest finished piece's
-    seconds per unit (`rate`) times its units, and not under the call timeout plus two
-    rounds; none until one finished (a node that answers "running" forever is dropped, its
-    work given to another)."""
-    if not rate:
-        return float("inf")
-    return max(10 * rate * amount, cfg.timeout_seconds + 2 * cfg.round_seconds)
+SLOWEST_OPS = 1e8      # multiply-adds a second no node is slower than: a hundredth of
+                       # what one core does
+
+
+def running_limit(rate: float, amount: float, cfg, ops: float) -> float:
+    """How long a node's piece of work may run (a node that answers "running" longer is
+    dropped, its work given to another): ten times the slowest finished piece's seconds
+    per unit (`rate`) times its units; before any has finished, its `ops` multiply-adds at
+    SLOWEST_OPS a second. Never under the call timeout plus two rounds."""
+    seconds = 10 * rate * amount if rate else ops / SLOWEST_OPS
+    return max(seconds, cfg.timeout_seconds + 2 * cfg.round_seconds)
 
 
 def close_remote_job(proxy, job_id: str, timeout: float, name: str) -> dict | None:

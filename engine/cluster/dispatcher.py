@@ -308,9 +308,8 @@ class ClusterEngine(ShardPlacement):
                 continue
             if node is not None and node.thread is not None and node.thread.is_alive():
                 continue
-            if node is not None and node.slot >= 0:     # dropped, its thread over: its
-                self.master.release_client(node.slot)   # versions go to the next client
-                node.slot = -1
+            if node is not None:                # dropped, its thread over
+                self._release_slot(node)
             node = _Node(address, name)
             try:
                 self._open(node)
@@ -430,13 +429,19 @@ class ClusterEngine(ShardPlacement):
                 self._upload(node, k, a[k], self.master.lock, node.shadow.get(k),
                              send=not (seeded and k == "syn0"))
         except BaseException:
-            self.master.release_client(node.slot)
-            node.slot = -1
+            self._release_slot(node)
             raise
         log.info("node %s (%s): %d process(es)%s, %s MB free, engine %s", node.name,
                  node.address, node.workers,
                  f", {node.local_hot[0]} hot rows" if node.local_hot[0] else "",
                  node.info.get("free_mb"), node.info.get("engine"))
+
+    def _release_slot(self, node: _Node) -> None:
+        """A node gone (no thread of its own using it): its versions at the merge point go
+        to the next client."""
+        if node.slot >= 0:
+            self.master.release_client(node.slot)
+            node.slot = -1
 
     def _settle(self, nodes: int) -> None:
         """`cold_every` and `tiers` set to "auto": chosen for the nodes of the job's start.

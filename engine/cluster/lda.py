@@ -49,7 +49,6 @@ from .protocol import (
 log = logging.getLogger("engine")
 
 
-
 class _LdaNode:
     def __init__(self, address: str, name: str):
         self.address, self.name = address, name
@@ -99,7 +98,6 @@ class _Round:
 
 MAX_PARTS = 1 << 10
 GUIDED_ROUNDS = 5
-SLOWEST_UPDATES = 1e7       # topic updates a second no node is slower than (_limit)
 
 
 def _cut(m: scipy.sparse.csr_matrix, at: np.ndarray) -> list[tuple[int, int]]:
@@ -170,10 +168,10 @@ class ClusterLda:
                     eb_t: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> np.ndarray:
         """A chunk's E-step (documents x terms CSR; `gamma` its documents' starting topic
         weights): gamma after it, the statistics (times exp(E[log beta])) added into `out`
-        (topics x terms, as LdaState's). Its parts (guided_rows) are taken by the nodes as they free up.
-        Each document's result depends on its own words, the topics and its starting gamma
-        only, so who computed what changes nothing but the order in which the statistics
-        add up."""
+        (topics x terms, as LdaState's). Its parts (guided_rows) are taken by the nodes as
+        they free up. Each document's result depends on its own words, the topics and its
+        starting gamma only, so who computed what changes nothing but the order in which
+        the statistics add up."""
         live = sum(not n.dropped for n in self.nodes)      # none: _run_round says so
         runs = guided_rows(m, live)
         if key >= 1 << 42:
@@ -350,16 +348,13 @@ class ClusterLda:
             node.busy_seconds += time.monotonic() - t0
 
     def _limit(self, task: ChunkTask) -> float:
-        """How long a part's E-step may run: running_limit per document once some part has
-        finished; before that, as long as every word's every iteration would take at
-        SLOWEST_UPDATES topic updates a second (a hundredth of what one core does), so that
-        a node answering "running" forever is dropped even when no part ever finishes."""
+        """How long a part's E-step may run (running_limit per document; before any part
+        has finished, every word's every iteration over every topic, about four
+        multiply-adds each)."""
         with self.lock:
             rate = self.seconds_per_doc
-        if rate:
-            return running_limit(rate, task.n_docs, self.cfg)
-        return max(self.cfg.timeout_seconds + 2 * self.cfg.round_seconds,
-                   task.m.nnz * self.iterations * self.num_topics / SLOWEST_UPDATES)
+        return running_limit(rate, task.n_docs, self.cfg,
+                             4 * task.m.nnz * self.iterations * self.num_topics)
 
     def _event(self, what: str, node: _LdaNode, key: int) -> None:
         if self.on_event is not None:

@@ -43,7 +43,6 @@ PUT_NNZ = PIECE_BYTES // 12    # nonzeros per message (index + value + row ptr)
 # one share a node: each share repeats the dense steps over all terms, so more shares
 # only spread a lost node's work thinner (see docs/benchmarks.md, "LSI")
 SHARES_PER_NODE = 1
-SLOWEST_FLOPS = 1e8             # multiply-adds a second no node is slower than (_share_limit)
 
 
 class _LsiNode:
@@ -214,21 +213,16 @@ class ClusterLsi:
         self._event("done", node, index)
 
     def _share_limit(self, share) -> float:
-        """How long a share may run: running_limit per nonzero once some share has
-        finished; before that, as long as its multiply-adds would take at SLOWEST_FLOPS a
-        second (a hundredth of what one core does: each chunk's power iterations over its
-        nonzeros, the orthogonalizations and the merges over every term), so that a node
-        answering "running" forever is dropped even when no share ever finishes."""
+        """How long a share may run (running_limit per nonzero; before any share has
+        finished, its multiply-adds: each chunk's power iterations over its nonzeros, the
+        orthogonalizations and merges over every term)."""
         with self.lock:
             rate = self.seconds_per_nnz
-        if rate:
-            return running_limit(rate, share.nnz, self.cfg)
         s, r = self.settings, self.rank
-        chunks = -(-share.n_docs // max(int(s.chunksize), 1))
-        work = r * (share.nnz * (2 * s.power_iters + 2)
-                    + max(chunks, 1) * self.n_terms * r * (s.power_iters + 2))
-        return max(self.cfg.timeout_seconds + 2 * self.cfg.round_seconds,
-                   work / SLOWEST_FLOPS)
+        chunks = max(1, -(-share.n_docs // max(int(s.chunksize), 1)))
+        ops = r * (share.nnz * (2 * s.power_iters + 2)
+                   + chunks * self.n_terms * r * (s.power_iters + 2))
+        return running_limit(rate, share.nnz, self.cfg, ops)
 
     def _event(self, what: str, node: _LsiNode, index: int) -> None:
         if self.on_event is not None:

@@ -133,7 +133,7 @@ def add_rows_compact(checked: tuple, targets: np.ndarray, out: np.ndarray,
     from .._lda import add_sparse_rows
     if checked[0] == "sparse":
         add_sparse_rows(checked[1], checked[2], np.ascontiguousarray(targets, np.int32), out,
-                        transposed)
+                        transposed, True)       # check_rows_compact checked them
     elif transposed:
         out[:, targets] += checked[1].T
     else:
@@ -385,22 +385,40 @@ def pack_documents(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) ->
     term instead of eight."""
     indptr = np.ascontiguousarray(indptr, np.int64)
     indices = np.ascontiguousarray(indices, np.int32)
-    msg = {"indptr": pack_array(indptr.astype("<i8"))}
+    msg = {"indptr": pack_array(indptr)}
     gaps = indices.astype(np.int64)
     gaps[1:] -= indices[:-1].astype(np.int64) + 1
     starts = indptr[:-1][np.diff(indptr) > 0]
     gaps[starts] = indices[starts]
-    if len(gaps) == 0 or (gaps.min() >= 0 and gaps.max() < (1 << 7 * VARINT_MAX) - 1):
+    if _varint_range(gaps, 0):
         msg["gaps"] = pack_array(varint_ids(gaps.astype(np.int32) - 1))
     else:
         msg["indices"] = pack_array(indices.astype("<i4"))
     whole = np.rint(data)
-    if len(data) == 0 or (np.array_equal(whole, data) and whole.min() >= 1
-                          and whole.max() < (1 << 7 * VARINT_MAX) - 1):
+    if np.array_equal(whole, data) and _varint_range(whole, 1):
         msg["counts"] = pack_array(varint_ids(whole.astype(np.int32) - 1))
     else:
         msg["data"] = pack_array(data)
     return msg
+
+
+def _varint_range(values: np.ndarray, low: int) -> bool:
+    """Whether every value is a whole number varint_ids takes, less one (low..2**28-1)."""
+    return len(values) == 0 or (values.min() >= low and
+                                values.max() < (1 << 7 * VARINT_MAX) - 1)
+
+
+def _unpack_varints(packed, n: int, what: str) -> np.ndarray:
+    """Exactly n values sent as varint_ids of each less one (int64)."""
+    data = unpack_array(packed, "|u1", 1, what=what)
+    # a varint takes at least a byte: n, read from elsewhere, is held to the bytes sent
+    # before anything of that size is allocated
+    if len(data) < n:
+        raise ValueError(f"{what}: {len(data)} bytes for {n} values")
+    got = unvarint_ids(data, n, what)
+    if len(got) != n:
+        raise ValueError(f"{what}: {len(got)} values, expected {n}")
+    return got.astype(np.int64) + 1
 
 
 def unpack_documents(msg, n_terms: int, dtype, what: str = "documents"
@@ -416,12 +434,7 @@ def unpack_documents(msg, n_terms: int, dtype, what: str = "documents"
         raise ValueError(f"{what}: expected a non-decreasing row index starting at 0")
     nnz = int(ptr[-1])
     if "gaps" in msg:
-        data = unpack_array(msg["gaps"], "|u1", 1, what=f"{what} gaps")
-        if len(data) < nnz:                      # a varint takes at least a byte
-            raise ValueError(f"{what}: {len(data)} bytes of gaps for {nnz} terms")
-        gaps = unvarint_ids(data, nnz, f"{what} gaps").astype(np.int64) + 1
-        if len(gaps) != nnz:
-            raise ValueError(f"{what}: {len(gaps)} gaps for {nnz} terms")
+        gaps = _unpack_varints(msg["gaps"], nnz, f"{what} gaps")
         lengths = np.diff(ptr)
         starts = ptr[:-1][lengths > 0]
         step = gaps + 1
@@ -434,13 +447,7 @@ def unpack_documents(msg, n_terms: int, dtype, what: str = "documents"
     if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_terms):
         raise ValueError(f"{what}: expected term numbers 0..{n_terms - 1}")
     if "counts" in msg:
-        raw = unpack_array(msg["counts"], "|u1", 1, what=f"{what} counts")
-        if len(raw) < nnz:
-            raise ValueError(f"{what}: {len(raw)} bytes of counts for {nnz} terms")
-        counts = unvarint_ids(raw, nnz, f"{what} counts")
-        if len(counts) != nnz:
-            raise ValueError(f"{what}: {len(counts)} counts for {nnz} terms")
-        values = (counts.astype(np.int64) + 1).astype(dtype)
+        values = _unpack_varints(msg["counts"], nnz, f"{what} counts").astype(dtype)
     else:
         values = unpack_array(msg["data"], np.dtype(dtype).str, 1, (nnz,), f"{what} data")
         if not np.all(np.isfinite(values)) or (nnz and values.min() < 0):
